@@ -1,0 +1,13 @@
+"""Object stores: the backend's copy of every synced object (SQLite embedded, PostgreSQL)."""
+
+from clustersync.adapters.store.base import (
+    DeadLetter,
+    Delete,
+    ObjectKey,
+    Store,
+    StoredObject,
+    StoreError,
+    Write,
+)
+
+__all__ = ["DeadLetter", "Delete", "ObjectKey", "Store", "StoreError", "StoredObject", "Write"]

@@ -1,0 +1,297 @@
+"""The embedded store: SQLite behind one dedicated worker thread.
+
+``sqlite3`` blocks, so every call runs on a single-thread executor: the event loop never waits on
+disk, and one thread means one writer (SQLite's own locking never has to arbitrate between us).
+WAL with ``synchronous=NORMAL`` keeps commits cheap; a crash can lose the last transactions but
+never corrupts the file, and the bus redelivers whatever was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from clustersync.adapters.store.base import (
+    DeadLetter,
+    Delete,
+    ObjectKey,
+    StoredObject,
+    StoreError,
+    Write,
+)
+from clustersync.model import Kind, ObjectRef
+
+T = TypeVar("T")
+
+_KEY = "account, cluster, api_group, api_version, resource, namespace, name"
+
+# Each entry is one schema version: its statements run in one transaction, then schema_version is
+# bumped. Never edit a released step; append a new one so existing files migrate forward.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        f"""CREATE TABLE objects (
+            account TEXT NOT NULL, cluster TEXT NOT NULL,
+            api_group TEXT NOT NULL, api_version TEXT NOT NULL, resource TEXT NOT NULL,
+            namespace TEXT NOT NULL, name TEXT NOT NULL,
+            uid TEXT NOT NULL, resource_version TEXT NOT NULL, checksum TEXT NOT NULL,
+            object BLOB NOT NULL, seq INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY ({_KEY}))""",
+        # Partial index: purging tombstones must not scan the live rows.
+        "CREATE INDEX objects_tombstones ON objects (updated_at) WHERE deleted = 1",
+        """CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT NOT NULL, data BLOB NOT NULL,
+            reason TEXT NOT NULL, parked_at REAL NOT NULL)""",
+    ),
+)
+
+_UPSERT_TAIL = f"""ON CONFLICT ({_KEY}) DO UPDATE SET
+    uid = excluded.uid, resource_version = excluded.resource_version,
+    checksum = excluded.checksum, object = excluded.object, seq = excluded.seq,
+    deleted = excluded.deleted, updated_at = excluded.updated_at
+WHERE excluded.seq > objects.seq"""
+
+# Puts and deletes share one statement; a delete is a put of an emptied row with deleted = 1,
+# written even when no row exists so that a late put with a lower seq is still rejected.
+_WRITE = f"""INSERT INTO objects ({_KEY}, uid, resource_version, checksum, object, seq, deleted,
+    updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {_UPSERT_TAIL}"""
+
+_SELECT = f"""SELECT {_KEY}, uid, resource_version, checksum, object, seq, updated_at
+FROM objects"""
+
+_KEY_MATCH = " AND ".join(f"{column.strip()} = ?" for column in _KEY.split(","))
+
+_BUSY_TIMEOUT_MS = 5000
+
+
+def _key_params(key: ObjectKey) -> tuple[str, ...]:
+    kind = key.ref.kind
+    return (
+        key.account,
+        key.cluster,
+        kind.group,
+        kind.version,
+        kind.resource,
+        key.ref.namespace,
+        key.ref.name,
+    )
+
+
+def _write_params(write: Write, now: float) -> tuple[Any, ...]:
+    if isinstance(write, Delete):
+        return (*_key_params(write.key), "", "", "", b"", write.seq, 1, now)
+    obj = bytes(write.object)
+    return (*_key_params(write.key), write.uid, write.resource_version, write.checksum, obj,
+            write.seq, 0, now)
+
+
+def _row_to_object(row: Sequence[Any]) -> StoredObject:
+    ref = ObjectRef(Kind(row[2], row[3], row[4]), row[5], row[6])
+    return StoredObject(
+        key=ObjectKey(row[0], row[1], ref),
+        uid=row[7],
+        resource_version=row[8],
+        checksum=row[9],
+        object=bytes(row[10]),
+        seq=int(row[11]),
+        updated_at=float(row[12]),
+    )
+
+
+def _row_to_dead_letter(row: Sequence[Any]) -> DeadLetter:
+    return DeadLetter(int(row[0]), row[1], bytes(row[2]), row[3], float(row[4]))
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves so a batch is exactly one transaction.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    current = int(row[0]) if row and row[0] is not None else 0
+    for version, steps in enumerate(MIGRATIONS[current:], start=current + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql in steps:
+                conn.execute(sql)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def parse_sqlite_url(url: str) -> str:
+    """The database path in ``sqlite:///path.db`` (SQLAlchemy style: ``sqlite:////abs.db`` is
+    absolute, ``sqlite:///rel.db`` relative to the working directory) or ``sqlite://:memory:``."""
+    if url in ("sqlite://:memory:", "sqlite:///:memory:"):
+        return ":memory:"
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise StoreError(f"bad SQLite URL {url!r}: expected sqlite:///path.db or sqlite://:memory:")
+    path = url[len(prefix) :]
+    if not path or path.endswith("/") or "?" in path or "#" in path:
+        raise StoreError(f"bad SQLite URL {url!r}: no database file path (query strings unsupported)")
+    return path
+
+
+async def open_sqlite(url: str) -> SqliteStore:
+    return await SqliteStore.open(parse_sqlite_url(url))
+
+
+class SqliteStore:
+    """A :class:`~clustersync.adapters.store.base.Store` in one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        self._executor = executor
+        self._conn: sqlite3.Connection | None = conn
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        try:
+            # The connection is created on the worker thread: sqlite3 objects stay on one thread.
+            conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
+        except sqlite3.Error as exc:
+            executor.shutdown(wait=False)
+            raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, conn)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise StoreError("the SQLite store is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite: {exc}") from exc
+
+    async def get(self, key: ObjectKey) -> StoredObject | None:
+        sql = f"{_SELECT} WHERE {_KEY_MATCH} AND deleted = 0"
+
+        def run(conn: sqlite3.Connection) -> StoredObject | None:
+            row = conn.execute(sql, _key_params(key)).fetchone()
+            return _row_to_object(row) if row else None
+
+        return await self._run(run)
+
+    async def apply(self, writes: Sequence[Write]) -> int:
+        batch = list(writes)
+
+        def run(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            before = conn.total_changes
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # executemany re-uses one prepared statement: thousands of rows per call are cheap.
+                # total_changes skips rows whose DO UPDATE was vetoed by the seq guard.
+                conn.executemany(_WRITE, (_write_params(w, now) for w in batch))
+                landed = conn.total_changes - before
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return landed
+
+        return await self._run(run) if batch else 0
+
+    async def list(
+        self,
+        account: str | None = None,
+        cluster: str | None = None,
+        kind: Kind | None = None,
+    ) -> list[StoredObject]:
+        where = ["deleted = 0"]
+        params: list[str] = []
+        if account is not None:
+            where.append("account = ?")
+            params.append(account)
+        if cluster is not None:
+            where.append("cluster = ?")
+            params.append(cluster)
+        if kind is not None:
+            where.append("api_group = ? AND api_version = ? AND resource = ?")
+            params += [kind.group, kind.version, kind.resource]
+        # The key column order equals ObjectKey's field order, so this matches sorted(keys).
+        sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY {_KEY}"
+
+        def run(conn: sqlite3.Connection) -> list[StoredObject]:
+            return [_row_to_object(row) for row in conn.execute(sql, params)]
+
+        return await self._run(run)
+
+    async def purge_tombstones(self, older_than: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM objects WHERE deleted = 1 AND updated_at < ?", (older_than,)
+            )
+            return cur.rowcount
+
+        return await self._run(run)
+
+    async def park(self, subject: str, data: bytes, reason: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO dead_letters (subject, data, reason, parked_at) VALUES (?, ?, ?, ?)",
+                (subject, bytes(data), reason, time.time()),
+            )
+            assert cur.lastrowid is not None  # always set after a successful INSERT
+            return cur.lastrowid
+
+        return await self._run(run)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters, by id ascending (the order they were parked)."""
+
+        def run(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT id, subject, data, reason, parked_at FROM dead_letters ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            return [_row_to_dead_letter(row) for row in rows]
+
+        return await self._run(run)
+
+    async def dead_letter(self, id: int) -> DeadLetter | None:
+        def run(conn: sqlite3.Connection) -> DeadLetter | None:
+            row = conn.execute(
+                "SELECT id, subject, data, reason, parked_at FROM dead_letters WHERE id = ?", (id,)
+            ).fetchone()
+            return _row_to_dead_letter(row) if row else None
+
+        return await self._run(run)
+
+    async def drop_dead_letter(self, id: int) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM dead_letters WHERE id = ?", (id,)).rowcount > 0
+
+        return await self._run(run)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return  # closing twice is harmless
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        finally:
+            self._executor.shutdown(wait=False)

@@ -1,0 +1,1 @@
+"""The synchronizer protocol without I/O: messages, codecs, checksums, patches and decisions."""

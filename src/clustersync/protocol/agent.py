@@ -1,0 +1,351 @@
+"""The agent's side of the protocol, without I/O.
+
+The driver feeds it watch events and backend messages together with the live objects it looked
+up, and carries out what it returns: messages to send and writes to make in the cluster. It owns
+the shadow copies (what the backend last received of each patch-strategy object), which is what
+makes merge patches possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
+from clustersync.protocol.mergepatch import PatchError, apply_patch, create_patch, is_noop_patch
+from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
+    Batch,
+    GetObject,
+    Message,
+    NewChecksum,
+    ObjectDeleted,
+    PatchObject,
+    Ping,
+    PutObject,
+    reply_meta,
+)
+from clustersync.protocol.shaping import NamespaceRules, is_filtered, shape, unmask
+
+
+class Strategy(StrEnum):
+    COPY = "copy"  # always send whole objects
+    PATCH = "patch"  # send merge patches against a shadow copy
+
+
+class Verb(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class WatchEvent(StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class WritePolicy:
+    """What the backend may write into this cluster; everything else is refused."""
+
+    kinds: frozenset[Kind] | None = None  # None: every synced kind
+    namespaces: frozenset[str] | None = None  # None: the sync namespace rules apply
+    verbs: frozenset[Verb] = frozenset(Verb)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterWrite:
+    """Create-or-replace ``object`` (or delete when None) in the cluster, caused by ``cause``."""
+
+    ref: ObjectRef
+    object: dict[str, Any] | None
+    cause: Message
+    backend_copy: bytes | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    send: list[Message] = field(default_factory=list)
+    writes: list[ClusterWrite] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (metric reason, log text)
+
+
+def ref_of(kind: Kind, obj: Mapping[str, Any]) -> ObjectRef:
+    meta = obj.get("metadata") or {}
+    return ObjectRef(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def checksum_of(live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
+    """The storage server's precomputed checksum if present, else the canonical hash."""
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    precomputed = annotations.get(CHECKSUM_ANNOTATION)
+    if isinstance(precomputed, str) and precomputed:
+        return precomputed
+    return canonical_checksum(shaped)
+
+
+class AgentSession:
+    def __init__(
+        self,
+        strategies: Mapping[Kind, Strategy],
+        rules: NamespaceRules,
+        write_policy: WritePolicy | None = None,
+    ) -> None:
+        self.strategies = dict(strategies)
+        self.rules = rules
+        self.write_policy = write_policy or WritePolicy()
+        self.shadows: dict[ObjectRef, bytes] = {}
+
+    # ------------------------------------------------------------ cluster to backend
+
+    def local_change(self, kind: Kind, event: WatchEvent, live: dict[str, Any]) -> list[Message]:
+        """Messages for a (coalesced) watch event."""
+        if kind not in self.strategies or is_filtered(live, self.rules):
+            return []
+        ref = ref_of(kind, live)
+        if event is WatchEvent.DELETED:
+            self.shadows.pop(ref, None)
+            return [ObjectDeleted(ref=ref, **_meta(None))]
+        shaped = shape(kind, live)
+        checksum = checksum_of(live, shaped)
+        if event is WatchEvent.ADDED:
+            return [NewChecksum(ref=ref, checksum=checksum, **_meta(None))]
+        # The modification shortcut: the backend almost never has the new version yet, so skip
+        # the checksum round trip and send the change itself.
+        msg = self._put_or_patch(ref, shaped, checksum, None, skip_noop=True)
+        return [msg] if msg else []
+
+    def announce(self, kind: Kind, live: dict[str, Any]) -> NewChecksum | None:
+        """A checksum announcement for reconnect sweeps (no shadow change)."""
+        if kind not in self.strategies or is_filtered(live, self.rules):
+            return None
+        shaped = shape(kind, live)
+        return NewChecksum(
+            ref=ref_of(kind, live), checksum=checksum_of(live, shaped), **_meta(None)
+        )
+
+    def _put_or_patch(
+        self,
+        ref: ObjectRef,
+        shaped: dict[str, Any],
+        checksum: str,
+        cause: Message | None,
+        *,
+        skip_noop: bool,
+    ) -> PutObject | PatchObject | None:
+        body = orjson.dumps(shaped)
+        meta = _meta(cause)
+        if self.strategies.get(ref.kind) is not Strategy.PATCH:
+            return PutObject(ref=ref, checksum=checksum, object=body, **meta)
+        shadow = self.shadows.get(ref)
+        if shadow is None:
+            self.shadows[ref] = body
+            return PutObject(ref=ref, checksum=checksum, object=body, **meta)
+        base = orjson.loads(shadow)
+        patch = create_patch(base, shaped)
+        if skip_noop and is_noop_patch(patch):
+            return None  # kubescape keeps the old shadow here too
+        result = apply_patch(base, patch)
+        if result != shaped:  # a null value cannot travel in a merge patch
+            checksum = canonical_checksum(result)
+        self.shadows[ref] = body
+        return PatchObject(ref=ref, checksum=checksum, patch=orjson.dumps(patch), **meta)
+
+    # ------------------------------------------------------------ backend to cluster
+
+    def handle(self, msg: Message, live: dict[str, Any] | None) -> Outcome:
+        """Decide on one backend message; ``live`` is the cluster's current copy of its object."""
+        out = Outcome()
+        if isinstance(msg, Ping):
+            return out
+        if isinstance(msg, Batch):
+            # Reconciliation batches need the whole kind: see :meth:`reconcile`.
+            out.errors.append(("bad_batch", "batch must be unrolled or reconciled by the driver"))
+            return out
+        kind = msg.ref.kind
+        if kind not in self.strategies:
+            out.errors.append(("unknown_kind", f"{msg.ref}: kind is not synced by this agent"))
+            return out
+        if isinstance(msg, NewChecksum):
+            self._verify(msg, live, out)
+        elif isinstance(msg, GetObject):
+            self._answer_get(msg, live, out)
+        elif isinstance(msg, PutObject):
+            self._accept_put(msg, live, out)
+        elif isinstance(msg, PatchObject):
+            self._accept_patch(msg, live, out)
+        else:
+            self._accept_delete(msg, out)
+        return out
+
+    def _verify(self, msg: NewChecksum, live: dict[str, Any] | None, out: Outcome) -> None:
+        if live is not None and checksum_of(live, shape(msg.ref.kind, live)) == msg.checksum:
+            return
+        # Missing or different here: ask the backend for its copy (how the backend creates).
+        out.send.append(GetObject(ref=msg.ref, **_meta(msg)))
+
+    def _answer_get(self, msg: GetObject, live: dict[str, Any] | None, out: Outcome) -> None:
+        if live is None or is_filtered(live, self.rules):
+            self.shadows.pop(msg.ref, None)
+            out.send.append(ObjectDeleted(ref=msg.ref, **_meta(msg)))
+            return
+        shaped = shape(msg.ref.kind, live)
+        checksum = checksum_of(live, shaped)
+        if msg.base_object is None:
+            # No base: the backend lacks the object, so only a whole copy can help.
+            self.shadows.pop(msg.ref, None)
+        else:
+            self.shadows[msg.ref] = msg.base_object
+        reply = self._put_or_patch(msg.ref, shaped, checksum, msg, skip_noop=False)
+        if reply is not None:
+            out.send.append(reply)
+
+    def _permits(self, ref: ObjectRef, verb: Verb) -> str | None:
+        policy = self.write_policy
+        if verb not in policy.verbs:
+            return f"verb {verb.value} is not allowed"
+        if policy.kinds is not None and ref.kind not in policy.kinds:
+            return "kind is not writable"
+        if ref.namespace:
+            allowed = (
+                ref.namespace in policy.namespaces
+                if policy.namespaces is not None
+                else self.rules.allows(ref.namespace)
+            )
+            if not allowed:
+                return f"namespace {ref.namespace} is not writable"
+        return None
+
+    def _accept_put(self, msg: PutObject, live: dict[str, Any] | None, out: Outcome) -> None:
+        try:
+            incoming = orjson.loads(msg.object)
+        except orjson.JSONDecodeError:
+            out.errors.append(("bad_object", f"{msg.ref}: object is not JSON"))
+            return
+        self._write(
+            msg.ref, incoming=incoming, live=live, cause=msg, backend_copy=msg.object, out=out
+        )
+
+    def _accept_patch(self, msg: PatchObject, live: dict[str, Any] | None, out: Outcome) -> None:
+        if self.strategies[msg.ref.kind] is not Strategy.PATCH or live is None:
+            out.send.append(GetObject(ref=msg.ref, **_meta(msg)))
+            return
+        shaped = shape(msg.ref.kind, live)
+        try:
+            result = apply_patch(shaped, orjson.loads(msg.patch))
+        except (orjson.JSONDecodeError, PatchError):
+            result = None
+        if not isinstance(result, dict) or canonical_checksum(result) != msg.checksum:
+            out.send.append(GetObject(ref=msg.ref, **_meta(msg)))
+            return
+        self._write(
+            msg.ref,
+            incoming=result,
+            live=live,
+            cause=msg,
+            backend_copy=orjson.dumps(result),
+            out=out,
+        )
+
+    def _write(
+        self,
+        ref: ObjectRef,
+        *,
+        incoming: Any,
+        live: dict[str, Any] | None,
+        cause: Message,
+        backend_copy: bytes,
+        out: Outcome,
+    ) -> None:
+        if not isinstance(incoming, dict):
+            out.errors.append(("bad_object", f"{ref}: object is not a JSON object"))
+            return
+        meta = incoming.get("metadata")
+        if not isinstance(meta, dict) or meta.get("name") != ref.name:
+            out.errors.append(("bad_object", f"{ref}: metadata.name does not match the message"))
+            return
+        refusal = self._permits(ref, Verb.UPDATE if live is not None else Verb.CREATE)
+        if refusal:
+            out.errors.append(("write_refused", f"{ref}: {refusal}"))
+            return
+        obj, missing = unmask(incoming, live)
+        if missing:
+            # Writing the mask would replace a real secret with "XXXXXX".
+            out.errors.append(("masked_value", f"{ref}: {missing} masked env value(s) refused"))
+            return
+        out.writes.append(ClusterWrite(ref, obj, cause, backend_copy))
+
+    def _accept_delete(self, msg: ObjectDeleted, out: Outcome) -> None:
+        refusal = self._permits(msg.ref, Verb.DELETE)
+        if refusal:
+            out.errors.append(("write_refused", f"{msg.ref}: {refusal}"))
+            return
+        self.shadows.pop(msg.ref, None)
+        out.writes.append(ClusterWrite(msg.ref, None, msg))
+
+    def applied(self, write: ClusterWrite, result: dict[str, Any]) -> list[Message]:
+        """After a backend write landed: report the cluster's version of the object.
+
+        The cluster adds uid, resourceVersion and defaults, so the backend's copy is out of date
+        the moment the write lands. Patching from the backend's own copy sends only those
+        additions; the shadow then equals the written object, so the watch event for this very
+        write produces no message (no echo).
+        """
+        kind = write.ref.kind
+        if is_filtered(result, self.rules):
+            return []
+        shaped = shape(kind, result)
+        if write.backend_copy is not None and self.strategies.get(kind) is Strategy.PATCH:
+            self.shadows[write.ref] = write.backend_copy
+        reply = self._put_or_patch(
+            write.ref, shaped, checksum_of(result, shaped), write.cause, skip_noop=False
+        )
+        return [reply] if reply else []
+
+    # ------------------------------------------------------------ reconciliation
+
+    def reconcile(self, batch: Batch, live_objects: Iterable[dict[str, Any]]) -> Outcome:
+        """Repair every difference between the backend's inventory of a kind and the cluster."""
+        out = Outcome()
+        if batch.batch_type != BATCH_RECONCILIATION:
+            out.errors.append(
+                ("bad_batch", f"batch type {batch.batch_type!r} is not reconciliation")
+            )
+            return out
+        if batch.kind not in self.strategies:
+            # Never turn "not configured here" into mass deletes (a kubescape pitfall).
+            out.errors.append(("unknown_kind", f"reconciliation for unsynced kind {batch.kind}"))
+            return out
+        backend = {item.ref: item.checksum for item in batch.new_checksum}
+        synced: set[ObjectRef] = set()
+        for live in live_objects:
+            if is_filtered(live, self.rules):
+                continue  # and if the backend holds it, it is deleted there below
+            ref = ref_of(batch.kind, live)
+            synced.add(ref)
+            shaped = shape(batch.kind, live)
+            checksum = checksum_of(live, shaped)
+            if ref not in backend:
+                self.shadows.pop(ref, None)
+                out.send.append(NewChecksum(ref=ref, checksum=checksum, **_meta(batch)))
+            elif backend[ref] != checksum:
+                # The backend's copy differs from what our shadow assumes: send it whole.
+                self.shadows.pop(ref, None)
+                reply = self._put_or_patch(ref, shaped, checksum, batch, skip_noop=False)
+                if reply is not None:
+                    out.send.append(reply)
+        for ref in sorted(backend.keys() - synced):
+            self.shadows.pop(ref, None)
+            out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
+        return out
+
+
+def _meta(cause: Message | None) -> dict[str, Any]:
+    meta = reply_meta(cause)
+    return {"depth": meta.depth, "msg_id": meta.msg_id}

@@ -1,0 +1,188 @@
+"""The backend's side of the protocol, without I/O.
+
+The ingester looks up its stored copy of the object a message is about, asks this module what to
+do, and carries out the answer: rows to write and messages to send back to the agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.mergepatch import PatchError, apply_patch
+from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
+    Batch,
+    GetObject,
+    Message,
+    NewChecksum,
+    ObjectDeleted,
+    ObjectMessage,
+    PatchObject,
+    Ping,
+    PutObject,
+    reply_meta,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """What the backend holds of one object."""
+
+    checksum: str
+    object: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    ref: ObjectRef
+    object: bytes
+    checksum: str
+    uid: str
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    ref: ObjectRef
+
+
+RowChange = Upsert | Remove
+
+
+@dataclass(slots=True)
+class Decision:
+    change: RowChange | None = None
+    send: list[Message] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def upsert_of(ref: ObjectRef, obj: Any, body: bytes, checksum: str) -> Upsert:
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    return Upsert(
+        ref,
+        body,
+        checksum or canonical_checksum(obj),
+        str(meta.get("uid") or ""),
+        str(meta.get("resourceVersion") or ""),
+    )
+
+
+def decide(msg: ObjectMessage, stored: StoredCopy | None) -> Decision:
+    """The backend's answer to one object message from an agent."""
+    out = Decision()
+    meta = reply_meta(msg)
+    if isinstance(msg, NewChecksum):
+        if stored is None or stored.checksum != msg.checksum:
+            out.send.append(GetObject(ref=msg.ref, depth=meta.depth, msg_id=meta.msg_id))
+    elif isinstance(msg, PutObject):
+        _accept_put(msg, out)
+    elif isinstance(msg, PatchObject):
+        _accept_patch(msg, stored, out)
+    elif isinstance(msg, ObjectDeleted):
+        out.change = Remove(msg.ref)
+    elif stored is not None:  # GetObject: the agent lacks or doubts the object
+        out.send.append(
+            PutObject(
+                ref=msg.ref,
+                checksum=stored.checksum,
+                object=stored.object,
+                depth=meta.depth,
+                msg_id=meta.msg_id,
+            )
+        )
+    else:
+        out.errors.append(("not_found", f"{msg.ref}: agent asked for an object the backend lacks"))
+    return out
+
+
+def _accept_put(msg: PutObject, out: Decision) -> None:
+    obj = orjson.loads(msg.object)
+    if not isinstance(obj, dict):
+        out.errors.append(("bad_object", f"{msg.ref}: object is not a JSON object"))
+        return
+    out.change = upsert_of(msg.ref, obj, msg.object, msg.checksum)
+
+
+def _accept_patch(msg: PatchObject, stored: StoredCopy | None, out: Decision) -> None:
+    meta = reply_meta(msg)
+    if stored is None:
+        # Nothing to patch: ask for the whole object.
+        out.send.append(GetObject(ref=msg.ref, depth=meta.depth, msg_id=meta.msg_id))
+        return
+    try:
+        result = apply_patch(orjson.loads(stored.object), orjson.loads(msg.patch))
+    except (orjson.JSONDecodeError, PatchError):
+        result = None
+    if isinstance(result, dict) and canonical_checksum(result) == msg.checksum:
+        out.change = upsert_of(msg.ref, result, orjson.dumps(result), msg.checksum)
+        return
+    # Our copy is not the agent's base: send it as the new base for a second patch.
+    out.send.append(
+        GetObject(ref=msg.ref, base_object=stored.object, depth=meta.depth, msg_id=meta.msg_id)
+    )
+
+
+def decide_all(msg: Message, lookup: Mapping[ObjectRef, StoredCopy]) -> list[Decision]:
+    """Decide on a message that may be a batch (kubescape agents may batch ordinary messages)."""
+    if isinstance(msg, Ping):
+        return []
+    if isinstance(msg, Batch):
+        if msg.batch_type == BATCH_RECONCILIATION:
+            return [Decision(errors=[("bad_batch", "agents do not send reconciliation batches")])]
+        return [decide(item, lookup.get(item.ref)) for item in msg.unrolled()]
+    return [decide(msg, lookup.get(msg.ref))]
+
+
+def backend_write(msg: PutObject | ObjectDeleted) -> Decision:
+    """A write authored by the backend (API, UI): store it and forward it to the agent."""
+    out = Decision(send=[msg])
+    if isinstance(msg, ObjectDeleted):
+        out.change = Remove(msg.ref)
+        return out
+    try:
+        obj = orjson.loads(msg.object)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        return Decision(errors=[("bad_object", f"{msg.ref}: object is not a JSON object")])
+    checksum = canonical_checksum(obj)
+    out.change = upsert_of(msg.ref, obj, msg.object, checksum)
+    out.send = [
+        PutObject(
+            ref=msg.ref, checksum=checksum, object=msg.object, depth=msg.depth, msg_id=msg.msg_id
+        )
+    ]
+    return out
+
+
+def reconciliation_batches(
+    inventory: Iterable[tuple[ObjectRef, str]], kinds: Iterable[Kind] = ()
+) -> list[Batch]:
+    """One reconciliation batch per kind from the backend's inventory of a cluster.
+
+    ``kinds`` adds empty batches for kinds the backend holds nothing of, so the agent announces
+    its objects of those kinds too (our agent accepts empty inventories; kubescape's does not).
+    """
+    by_kind: dict[Kind, list[NewChecksum]] = {kind: [] for kind in kinds}
+    meta = reply_meta(None)
+    for ref, checksum in inventory:
+        by_kind.setdefault(ref.kind, []).append(
+            NewChecksum(ref=ref, checksum=checksum, depth=meta.depth, msg_id=meta.msg_id)
+        )
+    return [
+        Batch(
+            kind=kind,
+            batch_type=BATCH_RECONCILIATION,
+            new_checksum=tuple(items),
+            depth=meta.depth,
+            msg_id=meta.msg_id,
+        )
+        for kind, items in sorted(by_kind.items())
+    ]

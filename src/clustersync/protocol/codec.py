@@ -1,0 +1,259 @@
+"""The kubescape websocket encoding of messages (reference section 2.3).
+
+One JSON document per binary frame. Keys are Go's PascalCase field names; Go decoders match keys
+case-insensitively, so :func:`decode` does too. ``Event`` is an integer. ``Object``, ``Patch`` and
+``BaseObject`` are strings holding JSON text. ``Kind`` is ``{Group, Version, Resource}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from clustersync.model import Kind, KindError, ObjectRef
+from clustersync.protocol.messages import (
+    MAX_DEPTH,
+    Batch,
+    Event,
+    GetObject,
+    Message,
+    NewChecksum,
+    ObjectDeleted,
+    ObjectMessage,
+    PatchObject,
+    Ping,
+    PutObject,
+)
+
+
+class DecodeError(ValueError):
+    """A frame that is not a valid message; ``reason`` is a short metric label."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TooDeepError(DecodeError):
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"message depth {depth} exceeds the limit of {MAX_DEPTH}", "too_deep")
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _kind(kind: Kind) -> dict[str, Any]:
+    return {
+        "Group": kind.group,
+        "Version": kind.version,
+        "Resource": kind.resource,
+        "AdditionalProperties": None,
+    }
+
+
+def _text(payload: bytes | None) -> str:
+    return payload.decode() if payload else ""
+
+
+def to_wire(msg: Message) -> dict[str, Any]:
+    """The message as a JSON-ready dict in kubescape's field naming."""
+    out: dict[str, Any] = {"Depth": msg.depth, "Event": int(msg.event), "MsgId": msg.msg_id}
+    if isinstance(msg, Ping):
+        out["Kind"] = None
+        return out
+    if isinstance(msg, Batch):
+        out["Kind"] = _kind(msg.kind)
+        out["BatchType"] = msg.batch_type
+        out["Items"] = {
+            "NewChecksum": [to_wire(m) for m in msg.new_checksum],
+            "ObjectDeleted": [to_wire(m) for m in msg.object_deleted],
+            "GetObject": [to_wire(m) for m in msg.get_object],
+            "PatchObject": [to_wire(m) for m in msg.patch_object],
+            "PutObject": [to_wire(m) for m in msg.put_object],
+        }
+        return out
+    out["Kind"] = _kind(msg.ref.kind)
+    out["Name"] = msg.ref.name
+    out["Namespace"] = msg.ref.namespace
+    if isinstance(msg, NewChecksum):
+        out["Checksum"] = msg.checksum
+        out["ResourceVersion"] = msg.resource_version
+    elif isinstance(msg, ObjectDeleted):
+        out["ResourceVersion"] = msg.resource_version
+    elif isinstance(msg, GetObject):
+        out["BaseObject"] = _text(msg.base_object)
+    elif isinstance(msg, PatchObject):
+        out["Checksum"] = msg.checksum
+        out["Patch"] = _text(msg.patch)
+    else:
+        out["Checksum"] = msg.checksum
+        out["Object"] = _text(msg.object)
+    return out
+
+
+def encode(msg: Message) -> bytes:
+    return orjson.dumps(to_wire(msg))
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _folded(doc: Any, what: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise DecodeError(f"{what} is not a JSON object")
+    return {key.lower(): value for key, value in doc.items()}
+
+
+def _int(fields: dict[str, Any], key: str, default: int | None = None) -> int:
+    value = fields.get(key.lower())
+    if value is None and default is not None:
+        return default
+    # bool is an int in Python but not in Go's decoder.
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise DecodeError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _str(fields: dict[str, Any], key: str) -> str:
+    value = fields.get(key.lower())
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DecodeError(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _json_text(fields: dict[str, Any], key: str, required: bool) -> bytes | None:
+    text = _str(fields, key)
+    if not text:
+        if required:
+            raise DecodeError(f"{key} is missing or empty")
+        return None
+    data = text.encode()
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"{key} is not valid JSON text: {exc}") from None
+    return data
+
+
+def _decode_kind(value: Any) -> Kind:
+    fields = _folded(value, "Kind")
+    try:
+        return Kind(_str(fields, "Group"), _str(fields, "Version"), _str(fields, "Resource"))
+    except KindError as exc:
+        raise DecodeError(str(exc), "bad_kind") from None
+
+
+def _decode_object_message(fields: dict[str, Any], event: Event) -> ObjectMessage:
+    if fields.get("kind") is None:
+        raise DecodeError(f"{event.name} without Kind")
+    name = _str(fields, "Name")
+    if not name:
+        raise DecodeError(f"{event.name} without Name")
+    ref = ObjectRef(_decode_kind(fields["kind"]), _str(fields, "Namespace"), name)
+    depth = _int(fields, "Depth", 0)
+    msg_id = _str(fields, "MsgId")
+    if event is Event.NEW_CHECKSUM:
+        return NewChecksum(
+            ref=ref,
+            checksum=_str(fields, "Checksum"),
+            resource_version=_int(fields, "ResourceVersion", 0),
+            depth=depth,
+            msg_id=msg_id,
+        )
+    if event is Event.OBJECT_DELETED:
+        return ObjectDeleted(
+            ref=ref, resource_version=_int(fields, "ResourceVersion", 0), depth=depth, msg_id=msg_id
+        )
+    if event is Event.GET_OBJECT:
+        base = _json_text(fields, "BaseObject", required=False)
+        return GetObject(ref=ref, base_object=base, depth=depth, msg_id=msg_id)
+    if event is Event.PATCH_OBJECT:
+        patch = _json_text(fields, "Patch", required=True)
+        assert patch is not None
+        return PatchObject(
+            ref=ref, checksum=_str(fields, "Checksum"), patch=patch, depth=depth, msg_id=msg_id
+        )
+    obj = _json_text(fields, "Object", required=True)
+    assert obj is not None
+    return PutObject(
+        ref=ref, checksum=_str(fields, "Checksum"), object=obj, depth=depth, msg_id=msg_id
+    )
+
+
+_OBJECT_EVENTS = {
+    Event.NEW_CHECKSUM: NewChecksum,
+    Event.OBJECT_DELETED: ObjectDeleted,
+    Event.GET_OBJECT: GetObject,
+    Event.PATCH_OBJECT: PatchObject,
+    Event.PUT_OBJECT: PutObject,
+}
+_ITEM_KEYS = {
+    "newchecksum": Event.NEW_CHECKSUM,
+    "objectdeleted": Event.OBJECT_DELETED,
+    "getobject": Event.GET_OBJECT,
+    "patchobject": Event.PATCH_OBJECT,
+    "putobject": Event.PUT_OBJECT,
+}
+
+
+def _decode_items(value: Any, event: Event) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise DecodeError(f"batch items of {event.name} must be a list")
+    return tuple(_decode_object_message(_folded(item, "batch item"), event) for item in value)
+
+
+def _decode_batch(fields: dict[str, Any]) -> Batch:
+    if fields.get("kind") is None:
+        raise DecodeError("batch without Kind")
+    items = _folded(fields.get("items"), "batch Items")
+    decoded = {key: _decode_items(items.get(key), event) for key, event in _ITEM_KEYS.items()}
+    return Batch(
+        kind=_decode_kind(fields["kind"]),
+        batch_type=_str(fields, "BatchType"),
+        new_checksum=decoded["newchecksum"],
+        object_deleted=decoded["objectdeleted"],
+        get_object=decoded["getobject"],
+        patch_object=decoded["patchobject"],
+        put_object=decoded["putobject"],
+        depth=_int(fields, "Depth", 0),
+        msg_id=_str(fields, "MsgId"),
+    )
+
+
+def from_wire(doc: Any) -> Message:
+    """Decode an already-parsed JSON document; raises :class:`DecodeError` on anything invalid."""
+    fields = _folded(doc, "message")
+    if "event" not in fields:
+        raise DecodeError("message without Event")
+    code = _int(fields, "Event")
+    try:
+        event = Event(code)
+    except ValueError:
+        raise DecodeError(f"unknown event code {code}", "unknown_event") from None
+    depth = _int(fields, "Depth", 0)
+    if depth < 0:
+        raise DecodeError(f"negative depth {depth}")
+    if depth > MAX_DEPTH:
+        raise TooDeepError(depth)
+    if event is Event.PING:
+        return Ping(depth=depth, msg_id=_str(fields, "MsgId"))
+    if event is Event.BATCH:
+        return _decode_batch(fields)
+    if event in _OBJECT_EVENTS:
+        return _decode_object_message(fields, event)
+    raise DecodeError(f"deprecated event {event.name} is not accepted", "unknown_event")
+
+
+def decode(frame: bytes | str) -> Message:
+    try:
+        doc = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"frame is not JSON: {exc}") from None
+    return from_wire(doc)

@@ -1,0 +1,80 @@
+"""How messages travel on the backend's bus, and which subjects they use.
+
+An envelope tags a protocol message with the account and cluster it belongs to; that identity is
+set by the server from the agent's verified token, never taken from the agent's payload.
+Subjects: ``cs.up.<account>.<cluster>`` (agent to backend), ``cs.write.<account>.<cluster>``
+(writes authored by the backend API), ``cs.down.<account>.<cluster>`` (backend to agent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from clustersync.protocol.codec import DecodeError, from_wire, to_wire
+from clustersync.protocol.messages import Message
+
+CONTROL_CONNECTED = "connected"  # an agent connected: the ingester answers with reconciliation
+CONTROL_RECONCILE = "reconcile"  # periodic reconciliation request for a connected agent
+CONTROLS = frozenset({CONTROL_CONNECTED, CONTROL_RECONCILE})
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    account: str
+    cluster: str
+    message: Message | None = None
+    control: str = ""
+
+
+def encode_envelope(env: Envelope) -> bytes:
+    doc: dict[str, Any] = {"account": env.account, "cluster": env.cluster}
+    if env.message is not None:
+        doc["message"] = to_wire(env.message)
+    if env.control:
+        doc["control"] = env.control
+    return orjson.dumps(doc)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"bus message is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DecodeError("bus message is not a JSON object")
+    account, cluster = doc.get("account"), doc.get("cluster")
+    if not isinstance(account, str) or not account or not isinstance(cluster, str) or not cluster:
+        raise DecodeError("bus message without account and cluster")
+    control = doc.get("control", "")
+    if control and control not in CONTROLS:
+        raise DecodeError(f"unknown control {control!r}", "unknown_event")
+    message = from_wire(doc["message"]) if doc.get("message") is not None else None
+    if message is None and not control:
+        raise DecodeError("bus message carries neither a message nor a control")
+    return Envelope(account, cluster, message, control)
+
+
+def subject_token(text: str) -> str:
+    """Make ``text`` safe as one subject token (no dots, wildcards, spaces or empty tokens)."""
+    if not text:
+        return "_"
+    return "".join(ch if ch.isalnum() or ch in "-_" else f"~{ord(ch):02x}" for ch in text)
+
+
+def up_subject(account: str, cluster: str) -> str:
+    return f"cs.up.{subject_token(account)}.{subject_token(cluster)}"
+
+
+def write_subject(account: str, cluster: str) -> str:
+    return f"cs.write.{subject_token(account)}.{subject_token(cluster)}"
+
+
+def down_subject(account: str, cluster: str) -> str:
+    return f"cs.down.{subject_token(account)}.{subject_token(cluster)}"
+
+
+UP_FILTER = "cs.up.>"
+WRITE_FILTER = "cs.write.>"

@@ -1,0 +1,144 @@
+"""The messages agents and backends exchange.
+
+The set and the integer event codes are kubescape's (reference section 2.4). ``depth`` counts the
+replies in a chain and ``msg_id`` correlates them; both are copied through by :func:`reply_meta`.
+Object, patch and base-object payloads stay as JSON bytes: they are hashed, stored and forwarded
+far more often than they are inspected, so decoding them is left to whoever needs the fields.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from clustersync.model import Kind, ObjectRef
+
+MAX_DEPTH = 8
+"""Messages deeper than this are dropped: the only guard against endless reply chains."""
+
+
+class Event(IntEnum):
+    NEW_CHECKSUM = 0
+    OBJECT_ADDED = 1  # deprecated by kubescape, never sent
+    OBJECT_DELETED = 2
+    OBJECT_MODIFIED = 3  # deprecated by kubescape, never sent
+    GET_OBJECT = 4
+    PATCH_OBJECT = 5
+    PUT_OBJECT = 6
+    PING = 7
+    BATCH = 8
+
+
+BATCH_RECONCILIATION = "reconciliation"
+
+
+def new_msg_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewChecksum:
+    """ "I hold this object with this checksum": sent on add, on connect and in reconciliation."""
+
+    ref: ObjectRef
+    checksum: str
+    resource_version: int = 0
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.NEW_CHECKSUM
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectDeleted:
+    ref: ObjectRef
+    resource_version: int = 0
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.OBJECT_DELETED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetObject:
+    """Asks for the peer's copy; ``base_object`` (backend to agent) is the base to patch against."""
+
+    ref: ObjectRef
+    base_object: bytes | None = None
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.GET_OBJECT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatchObject:
+    """An RFC 7386 merge patch; ``checksum`` is that of the result of applying it to the base."""
+
+    ref: ObjectRef
+    checksum: str
+    patch: bytes
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.PATCH_OBJECT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutObject:
+    ref: ObjectRef
+    checksum: str
+    object: bytes
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.PUT_OBJECT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.PING
+
+
+ObjectMessage = NewChecksum | ObjectDeleted | GetObject | PatchObject | PutObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """Several messages of one kind. With ``batch_type == "reconciliation"`` the backend sends its
+    inventory of that kind as ``new_checksum`` items and the agent repairs every difference."""
+
+    kind: Kind
+    batch_type: str = ""
+    new_checksum: tuple[NewChecksum, ...] = ()
+    object_deleted: tuple[ObjectDeleted, ...] = ()
+    get_object: tuple[GetObject, ...] = ()
+    patch_object: tuple[PatchObject, ...] = ()
+    put_object: tuple[PutObject, ...] = ()
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.BATCH
+
+    def unrolled(self) -> tuple[ObjectMessage, ...]:
+        """The items in kubescape's handling order: get, verify, delete, patch, put."""
+        return (
+            *self.get_object,
+            *self.new_checksum,
+            *self.object_deleted,
+            *self.patch_object,
+            *self.put_object,
+        )
+
+
+Message = ObjectMessage | Ping | Batch
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyMeta:
+    depth: int = 1
+    msg_id: str = field(default_factory=new_msg_id)
+
+
+def reply_meta(to: Message | None) -> ReplyMeta:
+    """Depth and correlation id for a message caused by ``to`` (or by a local event if None)."""
+    if to is None:
+        return ReplyMeta(1, new_msg_id())
+    return ReplyMeta(to.depth + 1, to.msg_id or new_msg_id())
