@@ -31,13 +31,26 @@ def create_patch(old: Any, new: Any) -> Any:
             patch[key] = value
             continue
         before = old[key]
-        if before == value:
+        if _json_equal(before, value):
             continue
         if isinstance(before, dict) and isinstance(value, dict):
             patch[key] = create_patch(before, value)
         else:
             patch[key] = value
     return patch
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality: unlike ``==``, ``true`` is not ``1`` and ``false`` is not ``0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict | list) or isinstance(b, dict | list):
+        return False
+    return bool(a == b)
 
 
 def apply_patch(target: Any, patch: Any, _nesting: int = 0) -> Any:

@@ -54,9 +54,7 @@ def api_group(group: str, versions: list[str]) -> dict[str, Any]:
 
 def api_group_list(registry: Registry) -> dict[str, Any]:
     groups = [
-        api_group(group, versions)
-        for group, versions in registry.group_versions().items()
-        if group
+        api_group(group, versions) for group, versions in registry.group_versions().items() if group
     ]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 

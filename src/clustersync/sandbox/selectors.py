@@ -104,11 +104,12 @@ def parse_field_selector(text: str | None) -> list[Predicate]:
         if not m:
             raise bad_request(f"invalid field selector: {req!r}")
         path, op, value = m.groups()
-        if op == "!=":
-            preds.append(lambda o, p=path, v=value: _field_value(o, p) != v)
-        else:
-            preds.append(lambda o, p=path, v=value: _field_value(o, p) == v)
+        preds.append(_field_requirement(path, value, negate=op == "!="))
     return preds
+
+
+def _field_requirement(path: str, value: str, *, negate: bool) -> Predicate:
+    return lambda o: (_field_value(o, path) == value) != negate
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Filter:
         return cls(namespace or None, preds, bool(preds))
 
     def matches(self, obj: dict[str, Any]) -> bool:
-        if self.namespace is not None:
-            if (obj.get("metadata") or {}).get("namespace", "") != self.namespace:
-                return False
+        namespace = (obj.get("metadata") or {}).get("namespace", "")
+        if self.namespace is not None and namespace != self.namespace:
+            return False
         return all(p(obj) for p in self.predicates)

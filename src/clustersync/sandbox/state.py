@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -40,13 +40,16 @@ Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace is "" when cluster-scoped
 WatchItem = tuple[str, Obj]  # (event type, object)
 
+_T = TypeVar("_T")
+
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # same alphabet as the apiserver
 
 
-def clone(obj: Any) -> Any:
+def clone(obj: _T) -> _T:
     """Deep copy of JSON data; also rejects values that are not JSON."""
     try:
-        return orjson.loads(orjson.dumps(obj))
+        copied: _T = orjson.loads(orjson.dumps(obj))
+        return copied
     except TypeError as exc:
         raise bad_request(f"object is not valid JSON data: {exc}") from exc
 
@@ -170,7 +173,7 @@ class Store:
     def get(self, rt: ResourceType, namespace: str, name: str) -> Obj | None:
         return self._objects[rt].get((namespace if rt.namespaced else "", name))
 
-    def list(
+    def list_objects(
         self,
         rt: ResourceType,
         flt: Filter,
@@ -327,7 +330,9 @@ class Store:
         if not name:
             prefix = meta.get("generateName")
             if not prefix or not isinstance(prefix, str):
-                raise invalid(rt, "", "metadata.name: Required value: name or generateName is required")
+                raise invalid(
+                    rt, "", "metadata.name: Required value: name or generateName is required"
+                )
             name = self._generate_name(rt, ns, prefix)
         if not isinstance(name, str):
             raise invalid(rt, str(name), "metadata.name: Invalid value: must be a string")
@@ -370,8 +375,9 @@ class Store:
         dry_run: bool = False,
         subresource: str | None = None,
     ) -> Obj:
-        return self.update_with(rt, namespace, name, lambda _cur: body, dry_run=dry_run,
-                                subresource=subresource)
+        return self.update_with(
+            rt, namespace, name, lambda _cur: body, dry_run=dry_run, subresource=subresource
+        )
 
     def update_with(
         self,

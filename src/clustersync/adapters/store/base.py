@@ -9,6 +9,7 @@ purged after a retention period.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,7 +87,7 @@ class Store(Protocol):
         """Keep a message that failed, with its reason; returns its dead-letter id."""
         ...
 
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def dead_letters(self, limit: int = 100) -> builtins.list[DeadLetter]: ...
 
     async def dead_letter(self, id: int) -> DeadLetter | None: ...
 

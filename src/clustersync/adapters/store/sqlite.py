@@ -9,6 +9,7 @@ never corrupts the file, and the bus redelivers whatever was not acknowledged.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -84,9 +85,8 @@ def _key_params(key: ObjectKey) -> tuple[str, ...]:
 def _write_params(write: Write, now: float) -> tuple[Any, ...]:
     if isinstance(write, Delete):
         return (*_key_params(write.key), "", "", "", b"", write.seq, 1, now)
-    obj = bytes(write.object)
-    return (*_key_params(write.key), write.uid, write.resource_version, write.checksum, obj,
-            write.seq, 0, now)
+    fields = (write.uid, write.resource_version, write.checksum, bytes(write.object))
+    return (*_key_params(write.key), *fields, write.seq, 0, now)
 
 
 def _row_to_object(row: Sequence[Any]) -> StoredObject:
@@ -147,7 +147,7 @@ def parse_sqlite_url(url: str) -> str:
         raise StoreError(f"bad SQLite URL {url!r}: expected sqlite:///path.db or sqlite://:memory:")
     path = url[len(prefix) :]
     if not path or path.endswith("/") or "?" in path or "#" in path:
-        raise StoreError(f"bad SQLite URL {url!r}: no database file path (query strings unsupported)")
+        raise StoreError(f"bad SQLite URL {url!r}: no database path, or a query string")
     return path
 
 
@@ -260,7 +260,8 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+    # builtins.list: inside the class body, plain ``list`` now names the method above.
+    async def dead_letters(self, limit: int = 100) -> builtins.list[DeadLetter]:
         """The oldest ``limit`` dead letters, by id ascending (the order they were parked)."""
 
         def run(conn: sqlite3.Connection) -> list[DeadLetter]:

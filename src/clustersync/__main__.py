@@ -1,0 +1,3 @@
+from clustersync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,390 @@
+"""The NATS JetStream bus: one file-backed stream, one durable pull consumer per durable name.
+
+Ordering design
+---------------
+The contract promises per-subject publish order within a durable, also when several subscribers
+(processes) share the durable, and also across redeliveries (a failing message holds back the
+ones after it). JetStream spreads a pull consumer's messages over whichever subscribers have a
+pull request waiting, and it has no notion of "one message per subject in flight": with
+``max_ack_pending`` > 1, subscriber A could be handling message n of subject S while B already
+handles n+1 of S, and a nak'd message is redelivered after later ones.
+
+So every consumer is created with ``max_ack_pending = 1``: the server hands out the next message
+only after the previous one was acknowledged, whichever subscriber held it. A nak'd message stays
+pending (it still counts against the limit) until it is redelivered and acknowledged, so nothing
+overtakes it. Each subscriber therefore fetches one message at a time, runs the handler, acks it
+and only then asks for the next. While a handler runs, the subscriber sends "in progress" acks
+so the server does not hand the same message to another subscriber after ``ack_wait`` (that
+would run two handlers for one subject concurrently).
+
+The price is throughput: one durable processes one message at a time, a few round trips each
+(about the cost of the handler plus a loopback RTT). Extra subscribers on a durable give
+failover, not parallelism. Parallelism is meant to come from partitioning subjects over several
+durables (each with its own ``filter_subject``), which keeps order per subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from clustersync.adapters.bus.base import (
+    BusError,
+    Delivery,
+    Handler,
+    subject_matches,
+    subject_token,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2  # seconds; nats-py wants ints for these two
+RECONNECT_WAIT = 1
+RETRY_WAIT = 0.25  # between publish retries while the server is away
+API_TIMEOUT = 5.0
+# How long one pull request waits on the server. Short enough that a request lost in a server
+# restart is replaced quickly, long enough not to poll an idle stream busily.
+FETCH_EXPIRES = 2.0
+# Nats-Msg-Id dedup horizon: a publish retried after a lost ack within this window is stored
+# once. Capped by max_age (the server requires duplicate_window <= max_age).
+DUPLICATE_WINDOW = 120.0
+
+_WILDCARDS = frozenset("*>")
+
+
+def _bad_token(token: str) -> bool:
+    return not token or any(c in _WILDCARDS or c.isspace() for c in token)
+
+
+def _check_subject(subject: str) -> None:
+    if any(_bad_token(t) for t in subject.split(".")):
+        raise BusError(f"invalid subject {subject!r}")
+
+
+def _check_filter(subject_filter: str) -> None:
+    tokens = subject_filter.split(".")
+    for i, token in enumerate(tokens):
+        if token == "*" or (token == ">" and i == len(tokens) - 1):
+            continue
+        if _bad_token(token):
+            raise BusError(f"invalid subject filter {subject_filter!r}")
+
+
+def consumer_name(durable: str) -> str:
+    """The NATS consumer name for a durable: consumer names may not hold dots, wildcards,
+    whitespace or path separators, so those are escaped (reversibly, like subject tokens)."""
+    return subject_token(durable)
+
+
+def stream_subjects(subjects: str) -> list[str]:
+    """``root.>`` does not match ``root`` itself, which is a valid subject on the bus, so the
+    stream captures the bare root too."""
+    if subjects.endswith(".>"):
+        return [subjects, subjects[:-2]]
+    return [subjects]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
+
+
+async def open_nats(
+    url: str,
+    *,
+    stream: str = "CLUSTERSYNC",
+    subjects: str = "cs.>",
+    max_age: float = 7 * 24 * 3600,
+    max_bytes: int = 1 << 30,
+    ack_wait: float = 30.0,
+    redelivery_delay: float = 1.0,
+    publish_timeout: float = 10.0,
+) -> NatsBus:
+    """Connect and create or update the stream; raises BusError quickly if NATS is unreachable.
+
+    ``redelivery_delay`` is how long a message whose handler raised waits before redelivery;
+    ``publish_timeout`` bounds how long publish() waits (and retries) for the stream's ack."""
+    _check_filter(subjects)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS: %s", _reason(exc))
+
+    async def on_disconnect() -> None:
+        log.warning("NATS: disconnected from %s, reconnecting", url)
+
+    async def on_reconnect() -> None:
+        log.info("NATS: reconnected to %s", url)
+
+    nc = Client()
+    try:
+        # One retry for the first connection, so a wrong URL fails within seconds ...
+        await nc.connect(
+            url,
+            name="clustersync",
+            connect_timeout=CONNECT_TIMEOUT,
+            reconnect_time_wait=RECONNECT_WAIT,
+            max_reconnect_attempts=1,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise BusError(f"cannot connect to NATS at {url}: {_reason(exc)}") from None
+    # ... but once connected, never give up: a restarting server must not kill the backend.
+    # nats-py reads this option on every reconnect; it has no setter.
+    nc.options["max_reconnect_attempts"] = -1
+
+    js = nc.jetstream(timeout=API_TIMEOUT)
+    config = StreamConfig(
+        name=stream,
+        subjects=stream_subjects(subjects),
+        # Limits, not work-queue: several durables read the same subjects, and messages stay
+        # until age or size pushes them out, whoever consumed them.
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        max_bytes=max_bytes,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=min(DUPLICATE_WINDOW, max_age),
+    )
+    try:
+        try:
+            await js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+    except (nats.errors.Error, TimeoutError) as exc:
+        await nc.close()
+        raise BusError(f"cannot create or update stream {stream}: {_reason(exc)}") from None
+    return NatsBus(nc, js, stream, stream_subjects(subjects), ack_wait=ack_wait,
+                   redelivery_delay=redelivery_delay, publish_timeout=publish_timeout)
+
+
+class NatsBus:
+    """A :class:`~clustersync.adapters.bus.base.Bus` on a JetStream stream."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, stream: str, subjects: list[str], *,
+                 ack_wait: float, redelivery_delay: float, publish_timeout: float) -> None:
+        self._nc = nc
+        self._js = js
+        self._stream = stream
+        self._subjects = subjects
+        self._ack_wait = ack_wait
+        self._redelivery_delay = redelivery_delay
+        self._publish_timeout = publish_timeout
+        self._subscriptions: set[NatsSubscription] = set()
+        self._closed = False
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    async def publish(self, subject: str, data: bytes) -> int:
+        self._check_open()
+        _check_subject(subject)
+        if not any(subject_matches(s, subject) for s in self._subjects):
+            raise BusError(f"subject {subject!r} is outside stream {self._stream} "
+                           f"({', '.join(self._subjects)})")
+        # One id for every try of this publish: if an ack is lost and we retry, the stream's
+        # duplicate window stores the message once and acks the retry with the original seq.
+        msg_id = uuid.uuid4().hex
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._publish_timeout
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                ack = await self._js.publish(
+                    subject, bytes(data), timeout=max(remaining, 0.05), stream=self._stream,
+                    headers={"Nats-Msg-Id": msg_id},
+                )
+                return int(ack.seq)
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
+                    nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError
+                    ) as exc:
+                # Transient while the server restarts or JetStream is still recovering.
+                if loop.time() + RETRY_WAIT >= deadline:
+                    raise BusError(f"publish to {subject} not acknowledged within "
+                                   f"{self._publish_timeout:g}s: {_reason(exc)}") from None
+                await asyncio.sleep(RETRY_WAIT)
+            except nats.errors.Error as exc:
+                raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
+
+    async def subscribe(self, subject_filter: str, durable: str,
+                        handler: Handler) -> NatsSubscription:
+        self._check_open()
+        _check_filter(subject_filter)
+        if not durable:
+            raise BusError("empty durable name")
+        name = consumer_name(durable)
+        config = ConsumerConfig(
+            name=name,
+            durable_name=name,
+            filter_subject=subject_filter,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._ack_wait,
+            max_deliver=-1,  # redeliver forever; the caller decides when to park a message
+            max_ack_pending=1,  # the ordering guarantee, see the module docstring
+        )
+        try:
+            try:
+                info = await self._js.consumer_info(self._stream, name)
+            except nats.js.errors.NotFoundError:
+                pass
+            else:
+                existing = info.config.filter_subject
+                if existing != subject_filter:
+                    raise BusError(f"durable {durable!r} already filters {existing!r}, "
+                                   f"not {subject_filter!r}")
+            # Create, or update ack_wait on an existing durable (the server treats an
+            # unchanged config as a no-op).
+            await self._js.add_consumer(self._stream, config)
+            psub = await self._js.pull_subscribe_bind(name, stream=self._stream)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot subscribe {durable!r} to {subject_filter}: "
+                           f"{_reason(exc)}") from None
+        sub = NatsSubscription(self, psub, durable, handler)
+        self._subscriptions.add(sub)
+        return sub
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for sub in list(self._subscriptions):
+            await sub.stop()
+        try:
+            # Drain flushes the final acks/naks the stopped subscriptions just sent.
+            await self._nc.drain()
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("NATS: drain failed (%s); closing", _reason(exc))
+            await self._nc.close()
+
+    def _forget(self, sub: NatsSubscription) -> None:
+        self._subscriptions.discard(sub)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BusError("the bus is closed")
+
+
+class NatsSubscription:
+    """One subscriber of a durable: a task that fetches, handles and acks one message at a
+    time (see the module docstring for why one)."""
+
+    def __init__(self, bus: NatsBus, psub: JetStreamContext.PullSubscription, durable: str,
+                 handler: Handler) -> None:
+        self._bus = bus
+        self._psub = psub
+        self._durable = durable
+        self._handler = handler
+        self._current: Msg | None = None  # the message whose handler is running
+        self._task = asyncio.create_task(self._run(), name=f"nats-{durable}")
+        self._keepalive = asyncio.create_task(self._keep_alive(), name=f"nats-wpi-{durable}")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                msgs = await self._psub.fetch(1, timeout=FETCH_EXPIRES)
+            except nats.errors.TimeoutError:
+                continue  # nothing arrived in this pull request's lifetime: ask again
+            except nats.errors.ConnectionClosedError:
+                return
+            except (nats.errors.Error, TimeoutError) as exc:
+                # E.g. a 409 while the server restarts or the consumer moves: retry shortly.
+                log.warning("NATS: fetch for %s failed: %s", self._durable, _reason(exc))
+                await asyncio.sleep(RETRY_WAIT)
+                continue
+            for msg in msgs:
+                await self._deliver(msg)
+
+    async def _deliver(self, msg: Msg) -> None:
+        meta = msg.metadata
+        delivery = Delivery(msg.subject, bytes(msg.data), int(meta.sequence.stream),
+                            int(meta.num_delivered))
+        self._current = msg
+        try:
+            await self._handler(delivery)
+        except asyncio.CancelledError:
+            # stop() while handling: give the message back now rather than after ack_wait.
+            await self._settle(msg.nak(), "nak")
+            raise
+        except Exception:
+            log.warning("handler for %s failed on %s seq %d (attempt %d)", self._durable,
+                        delivery.subject, delivery.seq, delivery.attempt, exc_info=True)
+            await self._settle(msg.nak(delay=self._bus._redelivery_delay), "nak")
+        else:
+            await self._settle(msg.ack(), "ack")
+        finally:
+            self._current = None
+
+    async def _settle(self, action: Awaitable[Any], what: str) -> None:
+        # An ack that cannot be sent is not fatal: the server redelivers after ack_wait and
+        # stores ignore the repeat (seq guard).
+        try:
+            await action
+        except nats.errors.Error as exc:
+            log.warning("NATS: %s for %s failed: %s", what, self._durable, _reason(exc))
+
+    async def _keep_alive(self) -> None:
+        """Tell the server a slow handler is still working, so the message is not redelivered
+        to another subscriber (and run twice, out of order) after ack_wait."""
+        interval = max(self._bus._ack_wait / 3, 0.05)
+        while True:
+            msg = self._current
+            await asyncio.sleep(interval)
+            if msg is not None and msg is self._current:
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()
+
+    async def stop(self) -> None:
+        """Stop fetching. A message being handled is cancelled and nak'd for immediate
+        redelivery; the durable and its retained messages stay for the next subscriber."""
+        tasks = [self._task, self._keepalive]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A message may have reached our inbox after the last fetch was cancelled: hand it
+        # back too, then drop the inbox so the server stops sending to it.
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            for msg in await self._drain_pending():
+                await msg.nak()
+            await self._psub.unsubscribe()
+        self._bus._forget(self)
+
+    async def _drain_pending(self) -> list[Msg]:
+        leftovers: list[Msg] = []
+        # Read the inbox's buffer directly: PullSubscription.fetch() would send a new pull
+        # request once the buffer is empty, and that could pull yet another message.
+        inbox = self._psub._sub
+        while self._psub.pending_msgs:
+            try:
+                msg = await inbox.next_msg(timeout=0.01)
+            except nats.errors.TimeoutError:
+                break
+            if msg.reply:  # skip status messages (408 expired, 100 heartbeat, ...)
+                leftovers.append(msg)
+        return leftovers

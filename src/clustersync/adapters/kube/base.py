@@ -1,0 +1,73 @@
+"""The Kubernetes operations the agent needs, on plain dicts.
+
+Objects are never round-tripped through generated models: those rewrite timestamps and drop
+unknown fields, which would change checksums.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clustersync.model import Kind, ObjectRef
+
+
+class KubeError(RuntimeError):
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeNotFoundError(KubeError):
+    """404: the object, or the resource type itself (a CRD not installed)."""
+
+
+class KubeConflictError(KubeError):
+    """409: AlreadyExists on create, Conflict on a stale resourceVersion."""
+
+
+class KubeGoneError(KubeError):
+    """410: the requested resourceVersion is older than the server's history; relist."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    kind: Kind
+    kind_name: str  # e.g. "Deployment"
+    namespaced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WatchItem:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
+class KubeApi(Protocol):
+    async def resource_info(self, kind: Kind) -> ResourceInfo: ...
+
+    async def list(self, kind: Kind, page_size: int = 500) -> tuple[list[dict[str, Any]], str]:
+        """Every object of the kind (all namespaces) and the list's resourceVersion."""
+        ...
+
+    def watch(
+        self, kind: Kind, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[WatchItem]:
+        """Events after ``resource_version``; raises KubeGoneError when it is too old."""
+        ...
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...
+
+    async def create(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def replace(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def delete(self, ref: ObjectRef) -> bool:
+        """True if deleted, False if it was already absent."""
+        ...
+
+    async def server_version(self) -> str: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,398 @@
+"""The PostgreSQL store (asyncpg): the backend's shared copy of every synced object.
+
+Writes are guarded by ``seq`` inside the database (``ON CONFLICT ... WHERE excluded.seq >
+objects.seq``), so several backend replicas can apply the same bus messages concurrently and a
+stale or redelivered message never overwrites newer state, without any locking in Python.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from clustersync.adapters.store.base import (
+    DeadLetter,
+    Delete,
+    ObjectKey,
+    StoredObject,
+    StoreError,
+    Write,
+)
+from clustersync.model import Kind, ObjectRef
+
+CONNECT_TIMEOUT = 10.0
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 4
+
+# Serialises concurrent migrators (several replicas starting at once). Any constant works as
+# long as nothing else in the database uses it; this one spells "clsync" in ASCII.
+_MIGRATION_LOCK = 0x636C7379_6E63
+
+_KEY_COLUMNS = ("account", "cluster", "api_group", "api_version", "resource", "namespace", "name")
+_KEY = ", ".join(_KEY_COLUMNS)
+
+# Versioned migrations: (version, statements). Never edit an applied one; append a new version.
+# ``object`` is ``json``, not ``jsonb``: json validates the text but stores it byte for byte,
+# and the Store contract hands back exactly the bytes the agent sent (jsonb would reorder keys
+# and respace, so a reader re-hashing the object would not match its checksum). It still
+# supports ->/->> queries; if containment queries or GIN indexes are ever needed, a later
+# migration can add a jsonb column or index an expression.
+# Key columns use the "C" collation so ORDER BY matches Python's string order (code points),
+# which is what ObjectKey's ordering and the SQLite store give; it also makes comparisons cheap.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    (
+        "0001",
+        [
+            """
+            CREATE TABLE objects (
+                account          text COLLATE "C" NOT NULL,
+                cluster          text COLLATE "C" NOT NULL,
+                api_group        text COLLATE "C" NOT NULL,
+                api_version      text COLLATE "C" NOT NULL,
+                resource         text COLLATE "C" NOT NULL,
+                namespace        text COLLATE "C" NOT NULL,
+                name             text COLLATE "C" NOT NULL,
+                uid              text NOT NULL DEFAULT '',
+                resource_version text NOT NULL DEFAULT '',
+                checksum         text NOT NULL DEFAULT '',
+                object           json,             -- NULL on tombstones; see below
+                seq              bigint NOT NULL,
+                deleted          boolean NOT NULL DEFAULT false,
+                updated_at       timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (account, cluster, api_group, api_version, resource, namespace, name)
+            )
+            """,
+            # purge_tombstones scans only tombstones, which are few next to live rows.
+            "CREATE INDEX objects_tombstones ON objects (updated_at) WHERE deleted",
+            """
+            CREATE TABLE dead_letters (
+                id        bigserial PRIMARY KEY,
+                subject   text NOT NULL,
+                data      bytea NOT NULL,
+                reason    text NOT NULL,
+                parked_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+        ],
+    ),
+]
+
+# Per-connection staging table for apply(). It is created once when the pool opens a connection
+# and emptied by every commit (ON COMMIT DELETE ROWS) rather than created and dropped per batch:
+# that avoids catalog churn on every write and keeps asyncpg's cached COPY introspection valid
+# (a table dropped at commit would leave a cached statement pointing at a dead relation).
+# Key columns are "C" like the objects table so joins between the two compare without a
+# collation conflict. ``highs`` holds the seqs of the batch's writes to this key that would
+# each have landed if applied one by one (see _dedupe), only to count them.
+_STAGING = "clustersync_staged"
+_STAGING_DDL = f"""
+    CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
+        account text COLLATE "C", cluster text COLLATE "C", api_group text COLLATE "C",
+        api_version text COLLATE "C", resource text COLLATE "C", namespace text COLLATE "C",
+        name text COLLATE "C", uid text, resource_version text, checksum text,
+        object text, seq bigint, deleted boolean, highs bigint[]
+    ) ON COMMIT DELETE ROWS
+"""
+_STAGING_COLUMNS = (*_KEY_COLUMNS, "uid", "resource_version", "checksum", "object", "seq",
+                    "deleted", "highs")
+
+# One statement per batch. The object goes through COPY as text and is cast to json here, so
+# PostgreSQL validates the JSON once, server side. The WHERE on the conflict branch is the seq
+# guard: stale writes are skipped and RETURNING omits them. ``prior`` reads the rows as they
+# were before this statement (all parts of a WITH share one snapshot) so the count can say how
+# many writes would have landed one at a time, as the SQLite store counts.
+_UPSERT = f"""
+    WITH prior AS (
+        SELECT {_KEY}, o.seq AS old_seq FROM {_STAGING} JOIN objects o USING ({_KEY})
+    ), landed AS (
+        INSERT INTO objects AS o ({_KEY}, uid, resource_version, checksum, object, seq,
+                                  deleted, updated_at)
+        SELECT {_KEY}, uid, resource_version, checksum, object::json, seq, deleted, now()
+        FROM {_STAGING}
+        ON CONFLICT ({_KEY}) DO UPDATE SET
+            uid = excluded.uid,
+            resource_version = excluded.resource_version,
+            checksum = excluded.checksum,
+            object = excluded.object,
+            seq = excluded.seq,
+            deleted = excluded.deleted,
+            updated_at = excluded.updated_at
+        WHERE excluded.seq > o.seq
+        RETURNING {_KEY}
+    )
+    SELECT coalesce(sum((SELECT count(*) FROM unnest(s.highs) AS h
+                         WHERE p.old_seq IS NULL OR h > p.old_seq)), 0)::bigint
+    FROM landed JOIN {_STAGING} s USING ({_KEY}) LEFT JOIN prior p USING ({_KEY})
+"""
+
+_SELECT = f"""
+    SELECT {_KEY}, uid, resource_version, checksum, object::text AS object, seq,
+           extract(epoch FROM updated_at)::float8 AS updated_at
+    FROM objects
+"""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, safe for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise StoreError(f"bad PostgreSQL URL {_redact(url)!r}: {_one_line(exc)}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"bad PostgreSQL URL {_redact(url)!r}: scheme must be postgresql://")
+    if not re.fullmatch(r"/[^/]+", parts.path or ""):
+        raise StoreError(f"bad PostgreSQL URL {_redact(url)!r}: no database name in the path")
+
+
+# Errors asyncpg raises for an unusable server or URL: bad DSN values (ValueError), refused or
+# unresolvable hosts (OSError), timeouts, and server-side refusals (PostgresError).
+_CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncpg.PostgresError,
+                   asyncpg.InterfaceError)
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    _check_url(url)
+    try:
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+    except _CONNECT_ERRORS as exc:
+        raise StoreError(f"cannot connect to {_redact(url)}: {_one_line(exc)}") from None
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply pending migrations; returns the versions applied by this call (empty if none).
+
+    Each migration runs in its own transaction holding a transaction-scoped advisory lock, so
+    concurrent migrators queue up and the later ones find the work done."""
+    return await _migrate(url)
+
+
+async def _migrate(url: str) -> list[str]:
+    conn = await _connect(url)
+    applied: list[str] = []
+    try:
+        for version, statements in MIGRATIONS:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                # Inside the lock: concurrent CREATE TABLE IF NOT EXISTS can still collide.
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version text PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = await conn.fetchval(
+                    "SELECT true FROM schema_migrations WHERE version = $1", version
+                )
+                if done:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                applied.append(version)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise StoreError(f"migration failed: {_one_line(exc)}") from exc
+    finally:
+        await conn.close()
+    return applied
+
+
+async def open_postgres(url: str, *, migrate: bool = True) -> PostgresStore:
+    """Open a small connection pool on ``postgresql://user[:password]@host:port/db``.
+
+    Raises StoreError with a one-line reason for a bad URL or an unreachable server."""
+    _check_url(url)
+    if migrate:
+        await _migrate(url)  # the keyword parameter shadows migrate() in here
+    try:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=POOL_MIN_SIZE,
+            max_size=POOL_MAX_SIZE,
+            timeout=CONNECT_TIMEOUT,
+            init=_init_connection,
+        )
+    except _CONNECT_ERRORS as exc:
+        raise StoreError(f"cannot connect to {_redact(url)}: {_one_line(exc)}") from None
+    return PostgresStore(pool)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.execute(_STAGING_DDL)
+
+
+def _dedupe(writes: Sequence[Write]) -> list[tuple[Write, list[int]]]:
+    """One write per key so the single INSERT never touches a row twice (PostgreSQL rejects
+    that): the first write with the highest seq, which is the one that wins when the writes are
+    applied one by one. With it come the "running highs" of that key's seqs in batch order, the
+    writes that would each have landed one by one, so apply() counts like sequential writes."""
+    best: dict[ObjectKey, tuple[Write, list[int]]] = {}
+    for write in writes:
+        current = best.get(write.key)
+        if current is None:
+            best[write.key] = (write, [write.seq])
+        elif write.seq > current[0].seq:
+            current[1].append(write.seq)
+            best[write.key] = (write, current[1])
+    return list(best.values())
+
+
+def _staged_row(write: Write, highs: list[int]) -> tuple[Any, ...]:
+    key = write.key
+    kind = key.ref.kind
+    head = (key.account, key.cluster, kind.group, kind.version, kind.resource,
+            key.ref.namespace, key.ref.name)
+    if isinstance(write, Delete):
+        return (*head, "", "", "", None, write.seq, True, highs)
+    return (*head, write.uid, write.resource_version, write.checksum,
+            write.object.decode("utf-8"), write.seq, False, highs)
+
+
+def _row_to_object(row: asyncpg.Record) -> StoredObject:
+    ref = ObjectRef(Kind(row["api_group"], row["api_version"], row["resource"]),
+                    row["namespace"], row["name"])
+    return StoredObject(
+        key=ObjectKey(row["account"], row["cluster"], ref),
+        uid=row["uid"],
+        resource_version=row["resource_version"],
+        checksum=row["checksum"],
+        object=row["object"].encode("utf-8"),
+        seq=row["seq"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _row_to_dead_letter(row: asyncpg.Record) -> DeadLetter:
+    parked: datetime = row["parked_at"]
+    return DeadLetter(id=row["id"], subject=row["subject"], data=bytes(row["data"]),
+                      reason=row["reason"], parked_at=parked.timestamp())
+
+
+class PostgresStore:
+    """Store backed by PostgreSQL; safe to share between tasks (each call takes a pooled
+    connection) and between processes (all guards are in SQL)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, with driver and server errors turned into StoreError so callers
+        depend on the Store contract only."""
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except StoreError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
+                TimeoutError, UnicodeDecodeError) as exc:
+            raise StoreError(_one_line(exc)) from exc
+
+    async def get(self, key: ObjectKey) -> StoredObject | None:
+        kind = key.ref.kind
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                _SELECT + " WHERE account = $1 AND cluster = $2 AND api_group = $3"
+                " AND api_version = $4 AND resource = $5 AND namespace = $6 AND name = $7"
+                " AND NOT deleted",
+                key.account, key.cluster, kind.group, kind.version, kind.resource,
+                key.ref.namespace, key.ref.name,
+            )
+        return None if row is None else _row_to_object(row)
+
+    async def apply(self, writes: Sequence[Write]) -> int:
+        if not writes:
+            return 0
+        try:
+            rows = [_staged_row(w, highs) for w, highs in _dedupe(writes)]
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"object is not UTF-8 JSON text: {_one_line(exc)}") from exc
+        async with self._conn() as conn, conn.transaction():
+            await conn.copy_records_to_table(_STAGING, records=rows, columns=_STAGING_COLUMNS)
+            landed: int = await conn.fetchval(_UPSERT)
+        return landed
+
+    async def list(
+        self,
+        account: str | None = None,
+        cluster: str | None = None,
+        kind: Kind | None = None,
+    ) -> list[StoredObject]:
+        where = ["NOT deleted"]
+        args: list[str] = []
+        filters: list[tuple[str, str | None]] = [("account", account), ("cluster", cluster)]
+        if kind is not None:
+            filters += [("api_group", kind.group), ("api_version", kind.version),
+                        ("resource", kind.resource)]
+        for column, value in filters:
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        query = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY {_KEY}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(query, *args)
+        return [_row_to_object(r) for r in rows]
+
+    async def purge_tombstones(self, older_than: float) -> int:
+        when = datetime.fromtimestamp(older_than, UTC)
+        async with self._conn() as conn:
+            status: str = await conn.execute(
+                "DELETE FROM objects WHERE deleted AND updated_at < $1", when
+            )
+        return int(status.rsplit(" ", 1)[1])
+
+    async def park(self, subject: str, data: bytes, reason: str) -> int:
+        async with self._conn() as conn:
+            ident: int = await conn.fetchval(
+                "INSERT INTO dead_letters (subject, data, reason) VALUES ($1, $2, $3)"
+                " RETURNING id",
+                subject, data, reason,
+            )
+        return ident
+
+    # builtins.list: inside the class body, plain `list` is the list() method above.
+    async def dead_letters(self, limit: int = 100) -> builtins.list[DeadLetter]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT id, subject, data, reason, parked_at FROM dead_letters"
+                " ORDER BY id LIMIT $1",
+                limit,
+            )
+        return [_row_to_dead_letter(r) for r in rows]
+
+    async def dead_letter(self, id: int) -> DeadLetter | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, subject, data, reason, parked_at FROM dead_letters WHERE id = $1", id
+            )
+        return None if row is None else _row_to_dead_letter(row)
+
+    async def drop_dead_letter(self, id: int) -> bool:
+        async with self._conn() as conn:
+            status: str = await conn.execute("DELETE FROM dead_letters WHERE id = $1", id)
+        return status != "DELETE 0"
+
+    async def close(self) -> None:
+        await self._pool.close()

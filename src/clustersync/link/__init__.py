@@ -1,0 +1,1 @@
+"""The websocket transport between agents and servers (aiohttp on both ends)."""

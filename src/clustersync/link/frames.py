@@ -1,0 +1,51 @@
+"""Reading and writing protocol messages on a websocket, one JSON document per binary frame."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from clustersync.adapters.metrics import MESSAGES, bad_input
+from clustersync.protocol.codec import DecodeError, decode, encode
+from clustersync.protocol.messages import Message
+
+log = logging.getLogger("clustersync.link")
+
+MAX_FRAME = 64 * 1024 * 1024
+"""Largest accepted frame: big SBOMs reach tens of MB; anything larger closes with 1009."""
+
+WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A frame that did not decode; the connection stays up."""
+
+    error: DecodeError
+
+
+async def send(ws: WebSocket, msg: Message, component: str) -> None:
+    await ws.send_bytes(encode(msg))
+    MESSAGES.labels(component, "out", msg.event.name.lower()).inc()
+
+
+async def receive(ws: WebSocket, component: str) -> AsyncIterator[Message | Rejected]:
+    """Decoded messages until the peer closes; bad frames are reported, not fatal."""
+    async for frame in ws:
+        if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            try:
+                msg = decode(frame.data)
+            except DecodeError as exc:
+                bad_input(component, exc.reason)
+                log.warning("%s: rejected frame: %s", component, exc)
+                yield Rejected(exc)
+                continue
+            MESSAGES.labels(component, "in", msg.event.name.lower()).inc()
+            yield msg
+        elif frame.type == aiohttp.WSMsgType.ERROR:
+            log.warning("%s: websocket error: %s", component, ws.exception())
+            return

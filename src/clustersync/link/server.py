@@ -1,0 +1,36 @@
+"""The server's end of the link: authenticating agents before the websocket upgrade."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from clustersync.adapters.metrics import bad_input
+from clustersync.link.frames import MAX_FRAME
+from clustersync.model.identity import Identity, TokenTable
+
+
+def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
+    """The agent's identity from its token; raises 401 or 424 before any upgrade.
+
+    Identity comes from the token table only. The account and cluster headers kubescape sends
+    must agree with the token when present: a header alone can never claim another cluster.
+    """
+    if request.headers.get("X-SYNCHRONIZER-VERSION") == "invalid":
+        bad_input("server", "client_version")
+        raise web.HTTPFailedDependency(text="client version rejected\n")
+    identity = tokens.identify(request.headers.get("X-API-KEY"))
+    if identity is None or identity.admin:
+        bad_input("server", "bad_token")
+        raise web.HTTPUnauthorized(text="missing or unknown access key\n")
+    account = request.headers.get("X-API-ACCOUNT")
+    cluster = request.headers.get("X-API-CLUSTER")
+    if (account and account != identity.account) or (cluster and cluster != identity.cluster):
+        bad_input("server", "identity_mismatch")
+        raise web.HTTPUnauthorized(text="account or cluster does not match the access key\n")
+    return identity
+
+
+async def accept(request: web.Request, heartbeat: float) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME)
+    await ws.prepare(request)
+    return ws

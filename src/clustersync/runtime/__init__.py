@@ -1,0 +1,1 @@
+"""Wiring: the agent, server, ingester and API processes built from the layers below."""

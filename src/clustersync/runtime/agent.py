@@ -1,0 +1,243 @@
+"""The agent: watches the cluster, talks to the server, applies the backend's writes.
+
+Three loops share one :class:`AgentSession`: informers feed a coalescer; a flusher turns due
+entries into messages while connected; the link loop dials, re-announces every object on each
+(re)connect, and handles the backend's messages in arrival order. While disconnected, changes wait
+in the coalescer (latest per object, so memory stays bounded) rather than in an unbounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
+from clustersync.adapters.kube.informer import Informer
+from clustersync.adapters.metrics import CLUSTER_WRITES, RECONNECTS, bad_input
+from clustersync.link.client import Credentials, LinkError, PermanentLinkError, dial
+from clustersync.link.frames import Rejected, WebSocket, receive, send
+from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.agent import AgentSession, ClusterWrite, Outcome, WatchEvent
+from clustersync.protocol.backoff import Backoff
+from clustersync.protocol.coalesce import Coalescer
+from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch, Message, Ping
+from clustersync.protocol.writes import prepare_create, prepare_replace
+from clustersync.runtime.config import AgentConfig
+
+log = logging.getLogger("clustersync.agent")
+
+HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
+PENDING = tuple[Kind, str, dict[str, Any]]
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, kube: KubeApi, *, git_version: str = "") -> None:
+        self.config = config
+        self.kube = kube
+        self.session = AgentSession(
+            {r.kind: r.strategy for r in config.resources}, config.rules, config.write_policy
+        )
+        self.informers = {
+            r.kind: Informer(kube, r.kind, self._sink(r.kind)) for r in config.resources
+        }
+        self.coalescer: Coalescer[tuple[Kind, str, str], PENDING] = Coalescer(
+            config.coalesce_quiet, config.coalesce_max_wait
+        )
+        self.credentials = Credentials(
+            config.access_key,
+            config.account,
+            config.cluster,
+            synchronizer_version=config.version,
+            git_version=git_version,
+        )
+        self.outbox: collections.deque[Message] = collections.deque()
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self._wake_flusher = asyncio.Event()
+        self._wake_sender = asyncio.Event()
+
+    # ------------------------------------------------------------ cluster side
+
+    def _sink(self, kind: Kind) -> Any:
+        def on_event(event_type: str, obj: dict[str, Any]) -> None:
+            meta = obj.get("metadata") or {}
+            key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            self.coalescer.offer(key, (kind, event_type, obj), time.monotonic())
+            self._wake_flusher.set()
+
+        return on_event
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self.connected.wait()
+            due_at = self.coalescer.next_due()
+            now = time.monotonic()
+            if due_at is None or due_at > now:
+                self._wake_flusher.clear()
+                timeout = None if due_at is None else due_at - now
+                try:
+                    await asyncio.wait_for(self._wake_flusher.wait(), timeout)
+                except TimeoutError:
+                    pass
+                continue
+            for kind, event_type, obj in self.coalescer.pop_due(now):
+                self._queue(self.session.local_change(kind, WatchEvent(event_type), obj))
+
+    def _queue(self, messages: list[Message]) -> None:
+        if messages:
+            self.outbox.extend(messages)
+            self._wake_sender.set()
+
+    # ------------------------------------------------------------ link side
+
+    async def run(self) -> None:
+        """Run until cancelled; raises PermanentLinkError if the server refuses the agent."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for informer in self.informers.values():
+                    tasks.create_task(informer.run())
+                tasks.create_task(self._flush_loop())
+                tasks.create_task(self._link_loop())
+        except BaseExceptionGroup as group:
+            # Callers care about the first failure (a refused token), not the task group.
+            raise group.exceptions[0] from None
+
+    async def _link_loop(self) -> None:
+        backoff = Backoff()
+        async with aiohttp.ClientSession() as http:
+            while True:
+                try:
+                    ws = await dial(http, self.config.server, self.credentials, self.config.heartbeat)
+                except PermanentLinkError:
+                    raise
+                except LinkError as exc:
+                    delay = backoff.next_delay()
+                    log.warning("%s; retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                started = time.monotonic()
+                await self._serve(ws)
+                RECONNECTS.inc()
+                if time.monotonic() - started > HEALTHY_AFTER:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.info("connection to server lost; redialing in %.1fs", delay)
+                await asyncio.sleep(delay)
+
+    async def _serve(self, ws: WebSocket) -> None:
+        self.connections += 1
+        log.info("connected to %s as %s/%s", self.config.server, self.config.account, self.config.cluster)
+        self.connected.set()
+        self._wake_flusher.set()
+        sender = asyncio.create_task(self._send_loop(ws))
+        sweep = asyncio.create_task(self._announce_all())
+        try:
+            async for item in receive(ws, "agent"):
+                if isinstance(item, Rejected):
+                    continue
+                await self._handle(item)
+        finally:
+            self.connected.clear()
+            sender.cancel()
+            sweep.cancel()
+            await asyncio.gather(sender, sweep, return_exceptions=True)
+            await ws.close()
+
+    async def _send_loop(self, ws: WebSocket) -> None:
+        while True:
+            while self.outbox:
+                msg = self.outbox[0]
+                try:
+                    await send(ws, msg, "agent")
+                except (ConnectionError, aiohttp.ClientError) as exc:
+                    log.warning("send failed, keeping the message for the next connection: %s", exc)
+                    await ws.close()
+                    return
+                self.outbox.popleft()
+            self._wake_sender.clear()
+            await self._wake_sender.wait()
+
+    async def _announce_all(self) -> None:
+        """Re-announce every synced object, so the backend can ask for what it lacks."""
+        for informer in self.informers.values():
+            await informer.synced.wait()
+        for kind, informer in self.informers.items():
+            announcements = [self.session.announce(kind, obj) for obj in list(informer.cache.values())]
+            self._queue([a for a in announcements if a is not None])
+
+    # ------------------------------------------------------------ backend messages
+
+    async def _handle(self, msg: Message) -> None:
+        if isinstance(msg, Ping):
+            return
+        if isinstance(msg, Batch):
+            if msg.batch_type != BATCH_RECONCILIATION:
+                for item in msg.unrolled():
+                    await self._handle(item)
+                return
+            informer = self.informers.get(msg.kind)
+            if informer is not None:
+                await informer.synced.wait()  # an unsynced cache would look like mass deletes
+            inventory = list(informer.cache.values()) if informer else []
+            self._carry_out(self.session.reconcile(msg, inventory))
+            return
+        live: dict[str, Any] | None = None
+        if msg.ref.kind in self.informers:
+            try:
+                live = await self.kube.get(msg.ref)
+            except KubeError as exc:
+                log.warning("cannot read %s: %s", msg.ref, exc)
+                return
+        outcome = self.session.handle(msg, live)
+        self._carry_out(outcome)
+        for write in outcome.writes:
+            await self._apply(write)
+
+    def _carry_out(self, outcome: Outcome) -> None:
+        for reason, text in outcome.errors:
+            bad_input("agent", reason)
+            log.warning("backend message refused: %s", text)
+        self._queue(outcome.send)
+
+    async def _apply(self, write: ClusterWrite) -> None:
+        ref = write.ref
+        if write.object is None:
+            try:
+                existed = await self.kube.delete(ref)
+            except KubeError as exc:
+                CLUSTER_WRITES.labels("delete", "error").inc()
+                log.error("cannot delete %s: %s", ref, exc)
+                return
+            CLUSTER_WRITES.labels("delete", "ok" if existed else "absent").inc()
+            return
+        try:
+            result = await self._create_or_replace(ref, write.object)
+        except KubeError as exc:
+            CLUSTER_WRITES.labels("put", "error").inc()
+            log.error("cannot write %s: %s", ref, exc)
+            return
+        CLUSTER_WRITES.labels("put", "ok").inc()
+        self._queue(self.session.applied(write, result))
+
+    async def _create_or_replace(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
+        info = await self.kube.resource_info(ref.kind)
+        try:
+            return await self.kube.create(ref, prepare_create(obj, ref, info.kind_name))
+        except KubeConflictError:
+            pass
+        last: KubeError | None = None
+        for _ in range(5):  # optimistic concurrency: re-read and retry on a stale version
+            live = await self.kube.get(ref)
+            try:
+                if live is None:
+                    return await self.kube.create(ref, prepare_create(obj, ref, info.kind_name))
+                return await self.kube.replace(ref, prepare_replace(obj, ref, info.kind_name, live))
+            except KubeConflictError as exc:
+                last = exc
+        assert last is not None
+        raise last

@@ -1,0 +1,65 @@
+"""``clustersync backend``: server, ingester and API in one process, on one port."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from clustersync.adapters.bus import Bus
+from clustersync.adapters.store import Store
+from clustersync.model.identity import TokenTable
+from clustersync.runtime.api import BackendApi
+from clustersync.runtime.ingester import Ingester
+from clustersync.runtime.server import SyncServer
+
+log = logging.getLogger("clustersync.backend")
+
+
+@dataclass
+class Backend:
+    bus: Bus
+    store: Store
+    tokens: TokenTable
+    heartbeat: float = 20.0
+    reconcile_interval: float = 600.0
+    server: SyncServer = field(init=False)
+    ingester: Ingester = field(init=False)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    def __post_init__(self) -> None:
+        self.server = SyncServer(
+            self.bus,
+            self.tokens,
+            heartbeat=self.heartbeat,
+            reconcile_interval=self.reconcile_interval,
+        )
+        self.ingester = Ingester(self.bus, self.store)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        BackendApi(self.store, self.bus, self.tokens).add_routes(app)
+        self.server.add_routes(app)  # last: its catch-all accepts websockets on any path
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        await self.ingester.start()
+        self._runner = web.AppRunner(self.app(), handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0]
+        self.url = f"http://{bound[0]}:{bound[1]}"
+        log.info("backend serving on %s", self.url)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.ingester.stop()

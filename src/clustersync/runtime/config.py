@@ -1,0 +1,198 @@
+"""Configuration files: the agent's YAML (or kubescape's config.json), and the token table.
+
+Every loader raises :class:`ConfigError` with a one-line reason naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clustersync.model import Kind, KindError
+from clustersync.model.identity import Identity, TokenTable
+from clustersync.protocol.agent import Strategy, Verb, WritePolicy
+from clustersync.protocol.shaping import NamespaceRules
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    kind: Kind
+    strategy: Strategy
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    server: str
+    account: str
+    cluster: str
+    access_key: str
+    resources: tuple[ResourceSpec, ...]
+    rules: NamespaceRules = NamespaceRules()
+    kubeconfig: str | None = None
+    write_policy: WritePolicy = WritePolicy()
+    coalesce_quiet: float = 1.0
+    coalesce_max_wait: float = 5.0
+    heartbeat: float = 20.0
+    version: str = "clustersync-0.1.0"
+
+
+def _read_document(path: str | Path) -> Any:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+
+
+def _names(value: Any, what: str) -> frozenset[str]:
+    """A list of names, or kubescape's comma-separated string form."""
+    if value is None or value == "":
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    raise ConfigError(f"{what} must be a list of names or a comma-separated string")
+
+
+def _resources(value: Any) -> tuple[ResourceSpec, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError("resources must be a non-empty list")
+    specs = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ConfigError(f"resources[{i}] must be a mapping")
+        try:
+            kind = Kind(
+                str(item.get("group") or ""), str(item.get("version")), str(item.get("resource"))
+            )
+            strategy = Strategy(str(item.get("strategy") or "copy"))
+        except (KindError, ValueError) as exc:
+            raise ConfigError(f"resources[{i}]: {exc}") from None
+        specs.append(ResourceSpec(kind, strategy))
+    return tuple(specs)
+
+
+def _write_policy(value: Any, kinds: frozenset[Kind]) -> WritePolicy:
+    if value is None:
+        return WritePolicy()
+    if not isinstance(value, dict):
+        raise ConfigError("writes must be a mapping")
+    try:
+        allowed = (
+            frozenset(Kind.parse(k) for k in value["kinds"]) if "kinds" in value else None
+        )
+        verbs = (
+            frozenset(Verb(v) for v in value["verbs"]) if "verbs" in value else frozenset(Verb)
+        )
+    except (KindError, ValueError, TypeError) as exc:
+        raise ConfigError(f"writes: {exc}") from None
+    if allowed is not None and not allowed <= kinds:
+        raise ConfigError("writes.kinds must be synced resources")
+    namespaces = _names(value["namespaces"], "writes.namespaces") if "namespaces" in value else None
+    return WritePolicy(kinds=allowed, namespaces=namespaces, verbs=verbs)
+
+
+def _number(section: dict[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{key} must be a non-negative number")
+    return float(value)
+
+
+def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    # kubescape's client config.json keeps these under "inCluster", with other key names.
+    section = doc.get("inCluster", doc)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: inCluster must be a mapping")
+    server = section.get("server") or section.get("serverUrl")
+    cluster = section.get("cluster") or section.get("clusterName")
+    values = {
+        "server": server,
+        "account": section.get("account"),
+        "cluster": cluster,
+        "accessKey": section.get("accessKey"),
+    }
+    for name, value in values.items():
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: {name} is required")
+    try:
+        resources = _resources(section.get("resources"))
+        rules = NamespaceRules(
+            operator_namespace=str(section.get("namespace") or ""),
+            include=_names(section.get("includeNamespaces"), "includeNamespaces"),
+            exclude=_names(section.get("excludeNamespaces"), "excludeNamespaces"),
+        )
+        coalesce = section.get("coalesce") or {}
+        if not isinstance(coalesce, dict):
+            raise ConfigError("coalesce must be a mapping")
+        quiet = _number(coalesce, "quiet", 1.0)
+        max_wait = _number(coalesce, "maxWait", 5.0)
+        if max_wait < quiet:
+            raise ConfigError("coalesce.maxWait must be at least coalesce.quiet")
+        kubeconfig = section.get("kubeconfig") or doc.get("kubeconfig")
+        return AgentConfig(
+            server=str(server),
+            account=str(values["account"]),
+            cluster=str(cluster),
+            access_key=str(values["accessKey"]),
+            resources=resources,
+            rules=rules,
+            kubeconfig=str(kubeconfig) if kubeconfig else None,
+            write_policy=_write_policy(
+                section.get("writes"), frozenset(r.kind for r in resources)
+            ),
+            coalesce_quiet=quiet,
+            coalesce_max_wait=max_wait,
+            heartbeat=_number(section, "heartbeat", 20.0),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    return parse_agent_config(_read_document(path), str(path))
+
+
+# ---------------------------------------------------------------- tokens
+
+
+def parse_tokens(doc: Any, source: str = "tokens") -> TokenTable:
+    if isinstance(doc, dict) and "tokens" in doc:
+        doc = doc["tokens"]
+    if not isinstance(doc, list):
+        raise ConfigError(f"{source}: expected a list of token entries")
+    table: dict[str, Identity] = {}
+    for i, entry in enumerate(doc):
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            raise ConfigError(f"{source}: entry {i} needs a string token")
+        token = entry["token"]
+        if len(token) < 8:
+            raise ConfigError(f"{source}: entry {i}: token shorter than 8 characters")
+        if token in table:
+            raise ConfigError(f"{source}: entry {i}: duplicate token")
+        if entry.get("role") == "admin":
+            table[token] = Identity(admin=True)
+        elif isinstance(entry.get("account"), str) and isinstance(entry.get("cluster"), str):
+            if not entry["account"] or not entry["cluster"]:
+                raise ConfigError(f"{source}: entry {i}: empty account or cluster")
+            table[token] = Identity(entry["account"], entry["cluster"])
+        else:
+            raise ConfigError(f"{source}: entry {i} needs account and cluster, or role: admin")
+    return TokenTable(table)
+
+
+def load_tokens(path: str | Path) -> TokenTable:
+    return parse_tokens(_read_document(path), str(path))

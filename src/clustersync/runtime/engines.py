@@ -1,0 +1,30 @@
+"""Opening stores and buses from URLs (``sqlite:///x.db``, ``postgresql://…``, ``memory``, ``nats://…``)."""
+
+from __future__ import annotations
+
+from clustersync.adapters.bus import Bus, BusError
+from clustersync.adapters.store import Store, StoreError
+
+
+async def open_store(url: str) -> Store:
+    if url.startswith("sqlite:"):
+        from clustersync.adapters.store.sqlite import open_sqlite
+
+        return await open_sqlite(url)
+    if url.startswith(("postgresql:", "postgres:")):
+        from clustersync.adapters.store.postgres import open_postgres
+
+        return await open_postgres(url)
+    raise StoreError(f"unsupported database URL {url!r} (use sqlite:///PATH or postgresql://…)")
+
+
+async def open_bus(url: str) -> Bus:
+    if url in ("", "memory", "memory://"):
+        from clustersync.adapters.bus.memory import MemoryBus
+
+        return MemoryBus()
+    if url.startswith(("nats://", "tls://")):
+        from clustersync.adapters.bus.nats import open_nats
+
+        return await open_nats(url)
+    raise BusError(f"unsupported bus URL {url!r} (use memory or nats://HOST:PORT)")

@@ -1,0 +1,154 @@
+"""The ingester: keeps the store in step with the bus and answers agents.
+
+Agent traffic arrives on ``cs.up``, backend-authored writes on ``cs.write``; both are applied to
+the store guarded by the bus sequence number, and replies go out on the cluster's ``cs.down``.
+A message that cannot be decoded is parked at once; one that keeps failing is parked after
+``max_attempts``; either way it is counted and never blocks the messages behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from clustersync.adapters.bus import Bus, Delivery, Subscription
+from clustersync.adapters.metrics import DEAD_LETTERS, INGEST_SECONDS, MESSAGES, bad_input
+from clustersync.adapters.store import Delete, ObjectKey, Store, StoredObject, Write
+from clustersync.model import ObjectRef
+from clustersync.protocol.backend import (
+    Decision,
+    Remove,
+    StoredCopy,
+    backend_write,
+    decide_all,
+    reconciliation_batches,
+)
+from clustersync.protocol.codec import DecodeError
+from clustersync.protocol.envelope import (
+    UP_FILTER,
+    WRITE_FILTER,
+    Envelope,
+    decode_envelope,
+    down_subject,
+    encode_envelope,
+)
+from clustersync.protocol.messages import Batch, Message, ObjectDeleted, Ping, PutObject
+
+log = logging.getLogger("clustersync.ingester")
+
+
+def refs_of(msg: Message) -> list[ObjectRef]:
+    if isinstance(msg, Ping):
+        return []
+    if isinstance(msg, Batch):
+        return [item.ref for item in msg.unrolled()]
+    return [msg.ref]
+
+
+class Ingester:
+    def __init__(self, bus: Bus, store: Store, *, max_attempts: int = 5) -> None:
+        self.bus = bus
+        self.store = store
+        self.max_attempts = max_attempts
+        self._subscriptions: list[Subscription] = []
+
+    async def start(self) -> None:
+        self._subscriptions = [
+            await self.bus.subscribe(UP_FILTER, "ingester", self._guard(self._on_agent)),
+            await self.bus.subscribe(WRITE_FILTER, "ingester-writes", self._guard(self._on_write)),
+        ]
+
+    async def stop(self) -> None:
+        for sub in self._subscriptions:
+            await sub.stop()
+        self._subscriptions = []
+
+    def _guard(
+        self, handle: Callable[[Envelope, Delivery], Awaitable[None]]
+    ) -> Callable[[Delivery], Awaitable[None]]:
+        async def guarded(delivery: Delivery) -> None:
+            started = time.perf_counter()
+            try:
+                env = decode_envelope(delivery.data)
+            except DecodeError as exc:
+                bad_input("ingester", exc.reason)
+                await self._park(delivery, f"undecodable: {exc}", exc.reason)
+                return
+            try:
+                await handle(env, delivery)
+            except Exception as exc:
+                if delivery.attempt < self.max_attempts:
+                    log.warning(
+                        "attempt %d on %s failed: %s", delivery.attempt, delivery.subject, exc
+                    )
+                    raise
+                await self._park(delivery, f"failed {delivery.attempt} times: {exc}", "failing")
+            finally:
+                INGEST_SECONDS.observe(time.perf_counter() - started)
+
+        return guarded
+
+    async def _park(self, delivery: Delivery, reason: str, label: str) -> None:
+        dead_id = await self.store.park(delivery.subject, delivery.data, reason)
+        DEAD_LETTERS.labels(label).inc()
+        log.error("parked bus message %d from %s: %s", dead_id, delivery.subject, reason)
+
+    async def _on_agent(self, env: Envelope, delivery: Delivery) -> None:
+        if env.message is None:
+            await self._send_inventory(env)
+            return
+        msg = env.message
+        MESSAGES.labels("ingester", "in", msg.event.name.lower()).inc()
+        lookup: dict[ObjectRef, StoredCopy] = {}
+        for ref in refs_of(msg):
+            row = await self.store.get(ObjectKey(env.account, env.cluster, ref))
+            if row is not None:
+                lookup[ref] = StoredCopy(row.checksum, row.object)
+        await self._carry_out(env, delivery, decide_all(msg, lookup))
+
+    async def _on_write(self, env: Envelope, delivery: Delivery) -> None:
+        msg = env.message
+        if not isinstance(msg, PutObject | ObjectDeleted):
+            bad_input("ingester", "bad_write")
+            await self._park(delivery, "backend writes must be PutObject or ObjectDeleted", "bad_write")
+            return
+        await self._carry_out(env, delivery, [backend_write(msg)])
+
+    async def _carry_out(self, env: Envelope, delivery: Delivery, decisions: list[Decision]) -> None:
+        writes: list[Write] = []
+        for decision in decisions:
+            for reason, text in decision.errors:
+                bad_input("ingester", reason)
+                log.warning("%s/%s: %s", env.account, env.cluster, text)
+            change = decision.change
+            if change is None:
+                continue
+            key = ObjectKey(env.account, env.cluster, change.ref)
+            if isinstance(change, Remove):
+                writes.append(Delete(key, delivery.seq))
+            else:
+                writes.append(
+                    StoredObject(
+                        key,
+                        change.uid,
+                        change.resource_version,
+                        change.checksum,
+                        change.object,
+                        delivery.seq,
+                    )
+                )
+        if writes:
+            await self.store.apply(writes)
+        subject = down_subject(env.account, env.cluster)
+        for decision in decisions:
+            for reply in decision.send:
+                await self.bus.publish(subject, encode_envelope(Envelope(env.account, env.cluster, reply)))
+
+    async def _send_inventory(self, env: Envelope) -> None:
+        """Answer a (re)connect or periodic request with the cluster's inventory, per kind."""
+        rows = await self.store.list(env.account, env.cluster)
+        batches = reconciliation_batches((row.key.ref, row.checksum) for row in rows)
+        subject = down_subject(env.account, env.cluster)
+        for batch in batches:
+            await self.bus.publish(subject, encode_envelope(Envelope(env.account, env.cluster, batch)))

@@ -1,0 +1,145 @@
+"""The server: accepts agent websockets and bridges them to the bus.
+
+Each connected cluster has one durable bus consumer on its ``cs.down`` subject, so messages for a
+cluster wait in the bus while it is disconnected and reach it through whichever server replica it
+reconnects to. A newer connection for the same cluster supersedes (and closes) the older one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from clustersync.adapters.bus import Bus, Delivery, Subscription
+from clustersync.adapters.metrics import CONNECTED_AGENTS, bad_input
+from clustersync.link.frames import Rejected, receive, send
+from clustersync.link.server import accept, authenticate_agent
+from clustersync.model.identity import TokenTable
+from clustersync.protocol.codec import DecodeError
+from clustersync.protocol.envelope import (
+    CONTROL_CONNECTED,
+    CONTROL_RECONCILE,
+    Envelope,
+    decode_envelope,
+    down_subject,
+    encode_envelope,
+    subject_token,
+    up_subject,
+)
+from clustersync.protocol.messages import Ping
+
+log = logging.getLogger("clustersync.server")
+
+SUPERSEDED = 4000  # websocket close code: a newer connection for this cluster took over
+
+
+@dataclass(eq=False)
+class Connection:
+    account: str
+    cluster: str
+    ws: web.WebSocketResponse
+    epoch: int
+
+
+class SyncServer:
+    def __init__(
+        self,
+        bus: Bus,
+        tokens: TokenTable,
+        *,
+        heartbeat: float = 20.0,
+        reconcile_interval: float = 600.0,
+    ) -> None:
+        self.bus = bus
+        self.tokens = tokens
+        self.heartbeat = heartbeat
+        self.reconcile_interval = reconcile_interval
+        self.connections: dict[tuple[str, str], Connection] = {}
+        self._epochs = itertools.count(1)
+        self._reconciler: asyncio.Task[None] | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        # kubescape agents may dial any path; the catch-all must come after every other route.
+        app.router.add_get("/", self.handle)
+        app.router.add_get("/{path:.*}", self.handle)
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._shutdown)
+
+    async def _start(self, app: web.Application) -> None:
+        if self.reconcile_interval > 0:
+            self._reconciler = asyncio.create_task(self._reconcile_periodically())
+
+    async def _shutdown(self, app: web.Application) -> None:
+        if self._reconciler:
+            self._reconciler.cancel()
+        for conn in list(self.connections.values()):
+            await conn.ws.close(code=1001, message=b"server shutting down")
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPNotFound(text="not found\n")
+        identity = authenticate_agent(request, self.tokens)
+        ws = await accept(request, self.heartbeat)
+        conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
+        key = (conn.account, conn.cluster)
+        old = self.connections.get(key)
+        self.connections[key] = conn
+        CONNECTED_AGENTS.set(len(self.connections))
+        if old is not None:
+            log.info("%s/%s reconnected; closing the older connection", *key)
+            await old.ws.close(code=SUPERSEDED, message=b"superseded")
+        log.info("agent connected: account=%s cluster=%s", *key)
+        subscription: Subscription | None = None
+        try:
+            subscription = await self.bus.subscribe(
+                down_subject(*key),
+                f"down-{subject_token(conn.account)}-{subject_token(conn.cluster)}",
+                lambda delivery: self._deliver(conn, delivery),
+            )
+            await self._publish_control(conn, CONTROL_CONNECTED)
+            await self._pump(conn)
+        finally:
+            if subscription is not None:
+                await subscription.stop()
+            if self.connections.get(key) is conn:
+                del self.connections[key]
+            CONNECTED_AGENTS.set(len(self.connections))
+            log.info("agent disconnected: account=%s cluster=%s", *key)
+        return ws
+
+    async def _pump(self, conn: Connection) -> None:
+        """Agent frames to the bus, tagged with the identity of the agent's token."""
+        subject = up_subject(conn.account, conn.cluster)
+        async for item in receive(conn.ws, "server"):
+            if isinstance(item, Rejected) or isinstance(item, Ping):
+                continue
+            await self.bus.publish(subject, encode_envelope(Envelope(conn.account, conn.cluster, item)))
+
+    async def _deliver(self, conn: Connection, delivery: Delivery) -> None:
+        try:
+            env = decode_envelope(delivery.data)
+        except DecodeError as exc:
+            bad_input("server", exc.reason)
+            log.error("undeliverable bus message on %s: %s", delivery.subject, exc)
+            return  # acked: redelivering cannot fix it, and the ingester parked its own copy
+        if env.message is None:
+            return
+        if conn.ws.closed:
+            raise ConnectionError("agent connection closed")  # redelivered to the next one
+        await send(conn.ws, env.message, "server")
+
+    async def _publish_control(self, conn: Connection, control: str) -> None:
+        env = Envelope(conn.account, conn.cluster, control=control)
+        await self.bus.publish(up_subject(conn.account, conn.cluster), encode_envelope(env))
+
+    async def _reconcile_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            for conn in list(self.connections.values()):
+                with contextlib.suppress(Exception):
+                    await self._publish_control(conn, CONTROL_RECONCILE)

@@ -1,0 +1,200 @@
+"""NatsBus: the shared Bus contract plus JetStream-specific behaviour (stream and consumer
+configuration, retention for absent subscribers, slow handlers, server restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+
+import nats
+import pytest
+from nats.js.api import AckPolicy, RetentionPolicy, StorageType
+
+from clustersync.adapters.bus.base import BusError, Delivery
+from clustersync.adapters.bus.nats import NatsBus, consumer_name, open_nats
+
+try:
+    from tests.servers import free_port, start_nats
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path (see tests/conftest.py)
+    from servers import free_port, start_nats  # type: ignore[no-redef]
+
+
+def load_contract(name: str, path: Path) -> ModuleType:
+    """Import the sibling ``contract.py`` by path under a unique module name (the test dirs are
+    not packages and the store tests have a ``contract.py`` too)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_contract = load_contract("bus_contract", Path(__file__).with_name("contract.py"))
+BusContract = _contract.BusContract
+Recorder, wait_for, unique = _contract.Recorder, _contract.wait_for, _contract.unique
+
+
+@pytest.fixture
+async def bus(nats_url: str, nats_stream: str) -> AsyncIterator[NatsBus]:
+    # Short ack_wait and no nak delay: the contract expects fast redelivery.
+    bus = await open_nats(nats_url, stream=nats_stream, ack_wait=2.0, redelivery_delay=0)
+    yield bus
+    await bus.close()
+
+
+class TestNatsBus(BusContract):  # type: ignore[misc,valid-type]  # loaded by path
+    """The contract, with the module-level ``bus`` fixture."""
+
+
+async def _info(url: str, stream: str, consumer: str | None = None) -> object:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        if consumer is None:
+            return await js.stream_info(stream)
+        return await js.consumer_info(stream, consumer)
+    finally:
+        await nc.close()
+
+
+async def test_stream_is_file_backed_limits_retention(nats_url: str, nats_stream: str) -> None:
+    bus = await open_nats(nats_url, stream=nats_stream, max_age=3600, max_bytes=1 << 20)
+    await bus.close()
+    info = await _info(nats_url, nats_stream)
+    config = info.config  # type: ignore[attr-defined]
+    assert config.retention == RetentionPolicy.LIMITS
+    assert config.storage == StorageType.FILE
+    assert config.subjects == ["cs.>", "cs"]
+    assert (config.max_age, config.max_bytes) == (3600, 1 << 20)
+    assert 0 < config.duplicate_window <= 3600
+    # Opening again with other limits updates the stream in place.
+    bus = await open_nats(nats_url, stream=nats_stream, max_age=7200)
+    await bus.close()
+    info = await _info(nats_url, nats_stream)
+    assert info.config.max_age == 7200  # type: ignore[attr-defined]
+
+
+async def test_consumer_is_durable_pull_one_in_flight(bus: NatsBus, nats_url: str) -> None:
+    u = unique()
+    durable = f"ingest.{u} x*"  # dots, spaces and wildcards are not allowed in NATS names
+    sub = await bus.subscribe(f"cs.up.{u}.>", durable, Recorder())
+    await sub.stop()
+    info = await _info(nats_url, bus.stream, consumer_name(durable))
+    config = info.config  # type: ignore[attr-defined]
+    assert config.durable_name == consumer_name(durable)
+    assert "." not in config.durable_name and " " not in config.durable_name
+    assert config.filter_subject == f"cs.up.{u}.>"
+    assert config.ack_policy == AckPolicy.EXPLICIT
+    assert config.max_ack_pending == 1
+    assert config.ack_wait == 2.0
+
+
+async def test_durable_keeps_messages_while_nobody_subscribes(bus: NatsBus) -> None:
+    u = unique()
+    subject, durable = f"cs.down.{u}.c1", f"down-{u}"
+    first = Recorder()
+    sub = await bus.subscribe(subject, durable, first)
+    await bus.publish(subject, b"1")
+    await wait_for(lambda: len(first.acked()) == 1)
+    await sub.stop()
+    # Published while the durable has no subscriber: kept by the stream and the consumer.
+    seqs = [await bus.publish(subject, b"%d" % i) for i in range(2, 6)]
+    second = Recorder()
+    # ack_wait is 2 s: arriving well within it shows stop() stranded no message in flight.
+    started = time.monotonic()
+    await bus.subscribe(subject, durable, second)
+    await wait_for(lambda: len(second.acked()) == 4)
+    assert time.monotonic() - started < 1.5
+    assert [d.seq for d in second.acked()] == seqs
+    assert [d.attempt for d in second.acked()] == [1, 1, 1, 1]
+    assert first.data() == [b"1"]
+
+
+async def test_durable_with_another_filter_is_refused(bus: NatsBus) -> None:
+    u = unique()
+    await bus.subscribe(f"cs.up.{u}.a", f"d-{u}", Recorder())
+    with pytest.raises(BusError, match="already filters"):
+        await bus.subscribe(f"cs.up.{u}.b", f"d-{u}", Recorder())
+
+
+async def test_publish_outside_the_stream_is_refused_fast(bus: NatsBus) -> None:
+    started = time.monotonic()
+    with pytest.raises(BusError, match="outside stream"):
+        await bus.publish("other.subject", b"x")
+    assert time.monotonic() - started < 1
+
+
+async def test_slow_handler_is_not_redelivered_after_ack_wait(
+    nats_url: str, nats_stream: str
+) -> None:
+    bus = await open_nats(nats_url, stream=nats_stream, ack_wait=1.0, redelivery_delay=0)
+    try:
+        u = unique()
+        seen: list[Delivery] = []
+
+        async def slow(delivery: Delivery) -> None:
+            seen.append(delivery)
+            await asyncio.sleep(2.5)  # longer than ack_wait: the in-progress acks cover it
+
+        await bus.subscribe(f"cs.up.{u}.>", f"slow-{u}", slow)
+        await bus.subscribe(f"cs.up.{u}.>", f"slow-{u}", slow)
+        await bus.publish(f"cs.up.{u}.c1", b"x")
+        await asyncio.sleep(3.0)
+        assert [(d.data, d.attempt) for d in seen] == [(b"x", 1)]
+    finally:
+        await bus.close()
+
+
+async def test_unreachable_server_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(BusError, match="cannot connect"):
+        await open_nats(f"nats://127.0.0.1:{free_port()}")
+    assert time.monotonic() - started < 5
+
+
+async def test_closed_bus_refuses(bus: NatsBus) -> None:
+    await bus.close()
+    with pytest.raises(BusError):
+        await bus.publish("cs.up.a.b", b"x")
+    await bus.close()  # idempotent
+
+
+async def test_redelivery_and_retention_across_server_restart(tmp_path: Path) -> None:
+    server = await asyncio.to_thread(start_nats, tmp_path)
+    try:
+        bus = await open_nats(server.url, ack_wait=2.0, redelivery_delay=0)
+        try:
+            u = unique()
+            subject = f"cs.up.{u}.c1"
+            release = asyncio.Event()
+            seen: list[Delivery] = []
+
+            async def handler(delivery: Delivery) -> None:
+                seen.append(delivery)
+                if delivery.attempt == 1 and delivery.data == b"a":
+                    await release.wait()
+                    raise RuntimeError("fail the delivery that spans the restart")
+
+            first = await bus.publish(subject, b"a")
+            await bus.subscribe(subject, f"r-{u}", handler)
+            await wait_for(lambda: len(seen) == 1)
+            await asyncio.to_thread(server.restart)
+            release.set()
+            # publish() retries until the client has reconnected.
+            second = await bus.publish(subject, b"b")
+            assert second > first  # the stream survived with its sequence
+            await wait_for(lambda: [d.data for d in seen][-1:] == [b"b"], timeout=20)
+            assert [(d.data, d.seq) for d in seen if d.attempt > 1][:1] == [(b"a", first)]
+            assert [d.data for d in seen if d.attempt == 1] == [b"a", b"b"]
+        finally:
+            await bus.close()
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -1,0 +1,163 @@
+"""Behaviour every Store must have; a backend's test class inherits it and provides ``store``.
+
+    class TestPostgresStore(StoreContract):
+        @pytest.fixture
+        async def store(self) -> AsyncIterator[Store]: ...  # an empty store, closed afterwards
+
+The class name has no ``Test`` prefix so pytest only collects it through its subclasses. Both
+``tests/adapters/store`` and ``tests/adapters/bus`` hold a ``contract.py`` and neither is a
+package, so import it by path (see ``load_contract`` in test_sqlite.py), not ``import contract``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from clustersync.adapters.store.base import Delete, ObjectKey, Store, StoredObject
+from clustersync.model import Kind, ObjectRef
+
+PODS = Kind("", "v1", "pods")
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+
+
+def key(
+    account: str = "acct",
+    cluster: str = "c1",
+    kind: Kind = PODS,
+    ns: str = "default",
+    name: str = "web",
+) -> ObjectKey:
+    return ObjectKey(account, cluster, ObjectRef(kind, ns, name))
+
+
+def obj(k: ObjectKey, seq: int, body: bytes | None = None) -> StoredObject:
+    if body is None:
+        body = b'{"metadata":{"name":"%s"},"seq":%d}' % (k.ref.name.encode(), seq)
+    return StoredObject(k, f"uid-{k.ref.name}", f"rv{seq}", f"sum{seq}", body, seq)
+
+
+def same(got: StoredObject | None, want: StoredObject) -> bool:
+    """Equal apart from updated_at, which the store sets."""
+
+    def fields(o: StoredObject) -> tuple[object, ...]:
+        return (o.key, o.uid, o.resource_version, o.checksum, o.object, o.seq)
+
+    return got is not None and fields(got) == fields(want)
+
+
+class StoreContract:
+    async def test_put_get_round_trip(self, store: Store) -> None:
+        before = time.time()
+        want = obj(key(), 1, '{"name":"café","n":[1,2]}'.encode())
+        assert await store.apply([want]) == 1
+        got = await store.get(key())
+        assert same(got, want)
+        assert got is not None
+        assert isinstance(got.object, bytes)
+        assert before - 5 <= got.updated_at <= time.time() + 5
+        assert await store.get(key(name="other")) is None
+
+    async def test_list_is_ordered_and_narrowed(self, store: Store) -> None:
+        keys = [
+            key(account, cluster, kind, ns, name)
+            for account in ("b", "a")
+            for cluster in ("c2", "c1")
+            for kind in (PODS, DEPLOYMENTS)
+            for ns in ("", "kube-system")
+            for name in ("y", "x")
+        ]
+        assert await store.apply([obj(k, 1) for k in keys]) == len(keys)
+        assert [o.key for o in await store.list()] == sorted(keys)
+        in_a = await store.list(account="a")
+        assert [o.key for o in in_a] == sorted(k for k in keys if k.account == "a")
+        a_c1 = await store.list(account="a", cluster="c1")
+        want = sorted(k for k in keys if (k.account, k.cluster) == ("a", "c1"))
+        assert [o.key for o in a_c1] == want
+        pods = await store.list(kind=PODS)
+        assert [o.key for o in pods] == sorted(k for k in keys if k.ref.kind == PODS)
+        narrow = await store.list(account="b", cluster="c2", kind=DEPLOYMENTS)
+        assert len(narrow) == 4
+        assert all(o.key.ref.kind == DEPLOYMENTS and o.key.cluster == "c2" for o in narrow)
+        assert await store.list(account="nobody") == []
+
+    async def test_seq_guard_skips_stale_and_duplicate_writes(self, store: Store) -> None:
+        k = key()
+        assert await store.apply([obj(k, 5)]) == 1
+        assert await store.apply([obj(k, 5, b'{"dup":true}')]) == 0  # redelivery of seq 5
+        assert await store.apply([obj(k, 3)]) == 0  # stale
+        assert same(await store.get(k), obj(k, 5))
+        # One batch with several versions of one object, as a drained bus backlog would give.
+        assert await store.apply([obj(k, 7), obj(k, 6), obj(k, 8), obj(key(name="b"), 1)]) == 3
+        assert same(await store.get(k), obj(k, 8))
+
+    async def test_delete_leaves_a_tombstone(self, store: Store) -> None:
+        k = key()
+        assert await store.apply([obj(k, 5)]) == 1
+        assert await store.apply([Delete(k, 4)]) == 0  # stale delete: the row stays
+        assert same(await store.get(k), obj(k, 5))
+        assert await store.apply([Delete(k, 6)]) == 1
+        assert await store.get(k) is None
+        assert await store.list() == []
+        assert await store.apply([obj(k, 5)]) == 0  # late put: no resurrection
+        assert await store.apply([obj(k, 6)]) == 0  # same seq as the delete
+        assert await store.get(k) is None
+        assert await store.apply([obj(k, 7)]) == 1  # newer put revives it
+        assert same(await store.get(k), obj(k, 7))
+        assert [o.key for o in await store.list()] == [k]
+
+    async def test_delete_of_unknown_row_still_guards(self, store: Store) -> None:
+        k = key(name="never-seen")
+        assert await store.apply([Delete(k, 10)]) == 1
+        assert await store.get(k) is None
+        assert await store.apply([obj(k, 9)]) == 0
+        assert await store.get(k) is None
+        assert await store.list() == []
+
+    async def test_mixed_batch_in_order(self, store: Store) -> None:
+        k = key()
+        landed = await store.apply([obj(k, 1), Delete(k, 2), obj(k, 3), Delete(key(name="z"), 1)])
+        assert landed == 4
+        assert same(await store.get(k), obj(k, 3))
+        assert await store.apply([]) == 0
+
+    async def test_purge_tombstones(self, store: Store) -> None:
+        gone1, gone2, live = key(name="a"), key(name="b"), key(name="c")
+        await store.apply([obj(gone1, 1), obj(gone2, 1), obj(live, 1)])
+        assert await store.apply([Delete(gone1, 2), Delete(gone2, 2)]) == 2
+        assert await store.purge_tombstones(time.time() - 3600) == 0
+        assert await store.purge_tombstones(time.time() + 3600) == 2
+        assert await store.purge_tombstones(time.time() + 3600) == 0
+        assert [o.key for o in await store.list()] == [live]
+        # With the tombstone gone the seq guard has nothing to compare against: any put lands.
+        assert await store.apply([obj(gone1, 1)]) == 1
+
+    async def test_dead_letters(self, store: Store) -> None:
+        payload = b"\x00\xffnot json"
+        ids = [
+            await store.park("cs.up.acct.c1", payload, "undecodable"),
+            await store.park("cs.up.acct.c2", b"{}", "no kind"),
+            await store.park("cs.up.acct.c3", b"[]", "bad shape"),
+        ]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+        listed = await store.dead_letters()
+        assert [d.id for d in listed] == ids  # id ascending: the order they were parked
+        assert [d.id for d in await store.dead_letters(limit=2)] == ids[:2]
+        first = await store.dead_letter(ids[0])
+        assert first is not None
+        assert (first.subject, first.data) == ("cs.up.acct.c1", payload)
+        assert first.reason == "undecodable"
+        assert first.parked_at > 0
+        assert await store.drop_dead_letter(ids[0]) is True
+        assert await store.drop_dead_letter(ids[0]) is False
+        assert await store.dead_letter(ids[0]) is None
+        assert [d.id for d in await store.dead_letters()] == ids[1:]
+        assert await store.dead_letter(max(ids) + 1000) is None
+
+    async def test_large_batch(self, store: Store) -> None:
+        body = b'{"data":"' + b"x" * 1000 + b'"}'
+        writes = [obj(key(ns=f"ns{i % 10}", name=f"pod-{i:05d}"), i + 1, body) for i in range(5000)]
+        assert await store.apply(writes) == 5000
+        rows = await store.list(account="acct", cluster="c1", kind=PODS)
+        assert len(rows) == 5000
+        assert [o.key for o in rows] == sorted(w.key for w in writes)
+        assert await store.apply(writes) == 0  # the whole batch redelivered: nothing lands
