@@ -1,0 +1,348 @@
+"""List paging, selectors and watch semantics (the parts consumers rely on)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from kubernetes_asyncio import client, watch
+from sandbox_helpers import WAIT, call, cm, open_watch
+
+from clustersync.sandbox import Sandbox
+
+pytestmark = pytest.mark.asyncio
+
+CM = ("", "v1", "configmaps")
+CM_PATH = "/api/v1/namespaces/default/configmaps"
+
+
+def names(items: list[dict[str, object]]) -> list[str]:
+    return [i["metadata"]["name"] for i in items]  # type: ignore[index]
+
+
+async def test_paging_is_a_consistent_snapshot(api: client.ApiClient, sandbox: Sandbox) -> None:
+    for i in range(7):
+        sandbox.create(cm(f"cm{i}"))
+    status, page1 = await call(api, "GET", CM_PATH, query=[("limit", 3)])
+    assert status == 200
+    snapshot_rv = page1["metadata"]["resourceVersion"]
+    assert snapshot_rv == str(sandbox.resource_version)
+    assert names(page1["items"]) == ["cm0", "cm1", "cm2"]
+    assert page1["metadata"]["remainingItemCount"] == 4
+    token = page1["metadata"]["continue"]
+
+    # Changes after the snapshot must not show up in later pages.
+    sandbox.delete(*CM, "default", "cm4")
+    sandbox.create(cm("cm35"))
+    sandbox.patch(*CM, "default", "cm5", {"data": {"k": "changed"}})
+
+    _, page2 = await call(api, "GET", CM_PATH, query=[("limit", 3), ("continue", token)])
+    assert names(page2["items"]) == ["cm3", "cm4", "cm5"]
+    assert page2["items"][2]["data"] == {"k": "cm5"}
+    assert page2["metadata"]["resourceVersion"] == snapshot_rv
+    _, page3 = await call(
+        api, "GET", CM_PATH, query=[("limit", 3), ("continue", page2["metadata"]["continue"])]
+    )
+    assert names(page3["items"]) == ["cm6"]
+    assert "continue" not in page3["metadata"]
+
+    _, fresh = await call(api, "GET", CM_PATH)
+    assert names(fresh["items"]) == ["cm0", "cm1", "cm2", "cm3", "cm35", "cm5", "cm6"]
+    assert fresh["metadata"]["resourceVersion"] == str(sandbox.resource_version)
+
+
+async def test_continue_after_compaction_is_gone(api: client.ApiClient, sandbox: Sandbox) -> None:
+    for i in range(3):
+        sandbox.create(cm(f"c{i}"))
+    _, page1 = await call(api, "GET", CM_PATH, query=[("limit", 1)])
+    sandbox.create(cm("later"))
+    sandbox.compact()
+    status, err = await call(
+        api, "GET", CM_PATH, query=[("limit", 1), ("continue", page1["metadata"]["continue"])]
+    )
+    assert status == 410 and err["reason"] == "Expired" and err["code"] == 410
+
+
+async def test_history_limit_expires_old_snapshots(tmp_path: object) -> None:
+    sb = Sandbox(history_limit=2)
+    for i in range(5):
+        sb.create(cm(f"h{i}"))
+    # Only the last two events are retained; older RVs are compacted away.
+    assert sb.store.floor == sb.resource_version - 2
+
+
+async def test_label_and_field_selectors(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("a", app="web", tier="front"))
+    sandbox.create(cm("b", app="web", tier="back"))
+    sandbox.create(cm("c", app="db"))
+    sandbox.create(cm("d"))
+    sandbox.create(cm("e", "kube-system", app="web"))
+
+    async def sel(label: str = "", field: str = "", path: str = CM_PATH) -> list[str]:
+        query = [("labelSelector", label)] if label else []
+        query += [("fieldSelector", field)] if field else []
+        status, body = await call(api, "GET", path, query=query)
+        assert status == 200, body
+        return names(body["items"])
+
+    assert await sel("app=web") == ["a", "b"]
+    assert await sel("app==web,tier=front") == ["a"]
+    assert await sel("app!=web") == ["c", "d"]
+    assert await sel("tier") == ["a", "b"]
+    assert await sel("!tier") == ["c", "d"]
+    assert await sel("app in (db, web),tier notin (back)") == ["a", "c"]
+    assert await sel("app notin (web)") == ["c", "d"]
+    assert await sel("app=web", path="/api/v1/configmaps") == ["a", "b", "e"]
+    assert await sel(field="metadata.name=c") == ["c"]
+    assert await sel(field="metadata.name!=c") == ["a", "b", "d"]
+    assert await sel(field="metadata.namespace=kube-system", path="/api/v1/configmaps") == ["e"]
+
+
+async def test_watch_initial_then_live(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("w1"))
+    sandbox.create(cm("other", "kube-system"))
+    reader = await open_watch(api, CM_PATH)
+    try:
+        (added,) = await reader.take(1)
+        assert added["type"] == "ADDED" and added["object"]["metadata"]["name"] == "w1"
+        modified = sandbox.patch(*CM, "default", "w1", {"data": {"k": "2"}})
+        sandbox.create(cm("ignored", "kube-system"))  # other namespace: not seen
+        deleted = sandbox.delete(*CM, "default", "w1")
+        ev_mod, ev_del = await reader.take(2)
+        assert ev_mod["type"] == "MODIFIED"
+        assert ev_mod["object"]["metadata"]["resourceVersion"] == (
+            modified["metadata"]["resourceVersion"]
+        )
+        assert ev_del["type"] == "DELETED"
+        # A delete gets its own, newer RV.
+        assert int(ev_del["object"]["metadata"]["resourceVersion"]) > int(
+            ev_mod["object"]["metadata"]["resourceVersion"]
+        )
+        assert ev_del["object"]["metadata"]["resourceVersion"] == (
+            deleted["metadata"]["resourceVersion"]
+        )
+    finally:
+        reader.close()
+
+
+async def test_watch_resume_from_resource_version(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("r1"))
+    _, lst = await call(api, "GET", CM_PATH)
+    rv = lst["metadata"]["resourceVersion"]
+    sandbox.create(cm("r2"))
+    sandbox.patch(*CM, "default", "r1", {"metadata": {"labels": {"x": "y"}}})
+    sandbox.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}})
+    sandbox.delete(*CM, "default", "r2")
+    reader = await open_watch(api, CM_PATH, [("resourceVersion", rv)])
+    try:
+        events = await reader.take(3)
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+            ("ADDED", "r2"),
+            ("MODIFIED", "r1"),
+            ("DELETED", "r2"),
+        ]
+        rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+        assert rvs == sorted(rvs) and rvs[0] > int(rv)
+        sandbox.create(cm("r3"))
+        (live,) = await reader.take(1)
+        assert live["object"]["metadata"]["name"] == "r3"
+    finally:
+        reader.close()
+
+
+async def test_watch_after_compaction_gets_410(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("old"))
+    old_rv = str(sandbox.resource_version)
+    sandbox.create(cm("new"))
+    sandbox.compact()
+    reader = await open_watch(api, CM_PATH, [("resourceVersion", old_rv)])
+    try:
+        event = await reader.next()
+        assert event is not None and event["type"] == "ERROR"
+        assert event["object"]["kind"] == "Status" and event["object"]["code"] == 410
+        assert event["object"]["reason"] in ("Expired", "Gone")
+        assert await reader.next() is None  # stream ended
+    finally:
+        reader.close()
+    # Watching from the current RV still works after compaction.
+    reader = await open_watch(api, CM_PATH, [("resourceVersion", str(sandbox.resource_version))])
+    try:
+        sandbox.create(cm("after"))
+        (ev,) = await reader.take(1)
+        assert ev["object"]["metadata"]["name"] == "after"
+    finally:
+        reader.close()
+
+
+async def test_bookmarks(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.bookmark_interval = 0.05
+    reader = await open_watch(
+        api, CM_PATH, [("resourceVersion", str(sandbox.resource_version)),
+                       ("allowWatchBookmarks", "true")]
+    )
+    try:
+        sandbox.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bump"}})
+        while True:
+            event = await reader.next()
+            assert event is not None
+            if event["type"] == "BOOKMARK":
+                break
+        obj = event["object"]
+        assert obj["kind"] == "ConfigMap" and obj["apiVersion"] == "v1"
+        assert obj["metadata"]["resourceVersion"] == str(sandbox.resource_version)
+    finally:
+        reader.close()
+
+
+async def test_watch_timeout_seconds(api: client.ApiClient, sandbox: Sandbox) -> None:
+    reader = await open_watch(api, CM_PATH, [("timeoutSeconds", "1")])
+    try:
+        assert await reader.next(timeout=WAIT) is None
+    finally:
+        reader.close()
+
+
+async def test_watch_selector_transitions(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("s1", app="web"))
+    reader = await open_watch(api, CM_PATH, [("labelSelector", "app=web")])
+    try:
+        (initial,) = await reader.take(1)
+        assert initial["type"] == "ADDED"
+        sandbox.patch(*CM, "default", "s1", {"metadata": {"labels": {"app": "db"}}})
+        sandbox.create(cm("s2", app="db"))
+        sandbox.patch(*CM, "default", "s1", {"metadata": {"labels": {"app": "web"}}})
+        left, back = await reader.take(2)
+        assert (left["type"], back["type"]) == ("DELETED", "ADDED")
+    finally:
+        reader.close()
+
+
+async def test_watch_field_selector_and_cluster_scope(
+    api: client.ApiClient, sandbox: Sandbox
+) -> None:
+    reader = await open_watch(api, "/api/v1/nodes", [("fieldSelector", "metadata.name=n2")])
+    try:
+        for name in ("n1", "n2"):
+            sandbox.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        (ev,) = await reader.take(1)
+        assert ev["object"]["metadata"]["name"] == "n2"
+    finally:
+        reader.close()
+    ns_reader = await open_watch(api, "/api/v1/namespaces")
+    try:
+        initial = await ns_reader.take(3)
+        assert {e["object"]["metadata"]["name"] for e in initial} == {
+            "default", "kube-public", "kube-system"
+        }
+    finally:
+        ns_reader.close()
+
+
+async def test_namespace_delete_emits_deleted_events(
+    api: client.ApiClient, sandbox: Sandbox
+) -> None:
+    sandbox.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tmp"}})
+    sandbox.create(cm("x", "tmp"))
+    sandbox.create(cm("y", "tmp"))
+    reader = await open_watch(api, "/api/v1/configmaps",
+                              [("resourceVersion", str(sandbox.resource_version))])
+    try:
+        sandbox.delete("", "v1", "namespaces", "", "tmp")
+        events = await reader.take(2)
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+            ("DELETED", "x"), ("DELETED", "y")
+        ]
+    finally:
+        reader.close()
+
+
+async def test_drop_watches_ends_streams(api: client.ApiClient, sandbox: Sandbox) -> None:
+    reader = await open_watch(api, CM_PATH, [("resourceVersion", str(sandbox.resource_version))])
+    other = await open_watch(api, "/api/v1/nodes")
+    try:
+        await sandbox.drop_watches()
+        assert await reader.next() is None
+        assert await other.next() is None
+    finally:
+        reader.close()
+        other.close()
+
+
+async def test_slow_watcher_gets_410_without_blocking_others(
+    api: client.ApiClient, sandbox: Sandbox
+) -> None:
+    sandbox.watch_queue_limit = 3
+    slow = await open_watch(api, CM_PATH, [("resourceVersion", str(sandbox.resource_version))])
+    try:
+        # Register the watch server-side before flooding it.
+        sandbox.create(cm("first"))
+        assert (await slow.take(1))[0]["object"]["metadata"]["name"] == "first"
+        # Ten writes in one go: the watcher cannot drain between them.
+        for i in range(10):
+            sandbox.create(cm(f"flood{i}"))
+        events = []
+        while (event := await slow.next()) is not None:
+            events.append(event)
+        assert events[-1]["type"] == "ERROR" and events[-1]["object"]["code"] == 410
+        assert len(events) <= 4
+        # Writers were not blocked and a new watch works.
+        assert len(sandbox.list(*CM, "default")) == 11
+    finally:
+        slow.close()
+
+
+async def test_applicationprofile_watch(api: client.ApiClient, sandbox: Sandbox) -> None:
+    path = "/apis/spdx.softwarecomposition.kubescape.io/v1beta1/applicationprofiles"
+    reader = await open_watch(api, path)
+    try:
+        sandbox.create({
+            "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+            "kind": "ApplicationProfile",
+            "metadata": {"name": "ap", "namespace": "kube-system"},
+            "spec": {"containers": []},
+        })
+        (ev,) = await reader.take(1)
+        assert ev["type"] == "ADDED" and ev["object"]["kind"] == "ApplicationProfile"
+    finally:
+        reader.close()
+
+
+async def test_kubernetes_asyncio_watch_helper(api: client.ApiClient, sandbox: Sandbox) -> None:
+    core = client.CoreV1Api(api)
+    listed = await core.list_namespaced_config_map("default")
+    rv = listed.metadata.resource_version
+    sandbox.create(cm("via-watch"))
+    w = watch.Watch()
+    seen: list[tuple[str, str]] = []
+
+    async def consume() -> None:
+        async for event in w.stream(
+            core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=5
+        ):
+            seen.append((event["type"], event["object"].metadata.name))
+            w.stop()
+
+    await asyncio.wait_for(consume(), WAIT)
+    assert seen == [("ADDED", "via-watch")]
+
+
+async def test_list_exact_resource_version(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("e1"))
+    rv = str(sandbox.resource_version)
+    sandbox.create(cm("e2"))
+    _, old = await call(
+        api, "GET", CM_PATH, query=[("resourceVersion", rv), ("resourceVersionMatch", "Exact")]
+    )
+    assert names(old["items"]) == ["e1"] and old["metadata"]["resourceVersion"] == rv
+
+
+async def test_table_output(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("tbl"))
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    status, table = await call(api, "GET", CM_PATH, accept=accept)
+    assert status == 200 and table["kind"] == "Table"
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Age"]
+    row = table["rows"][0]
+    assert row["cells"][0] == "tbl"
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+    assert row["object"]["metadata"]["namespace"] == "default"
