@@ -209,7 +209,9 @@ async def cmd_delete(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clustersync", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING or ERROR (default: INFO for servers, WARNING for tools)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("sandbox", help="serve a sandbox Kubernetes API")
@@ -277,7 +279,8 @@ def _configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level)
+    quiet = args.command in ("demo", "objects", "push", "delete")
+    _configure_logging(args.log_level or ("WARNING" if quiet else "INFO"))
     run: Callable[[argparse.Namespace], Coroutine[Any, Any, None]] = args.run
     from clustersync.link.client import PermanentLinkError
     from clustersync.runtime.config import ConfigError

@@ -151,9 +151,9 @@ class AgentSession:
         patch = create_patch(base, shaped)
         if skip_noop and is_noop_patch(patch):
             return None  # kubescape keeps the old shadow here too
-        result = apply_patch(base, patch)
-        if result != shaped:  # a null value cannot travel in a merge patch
-            checksum = canonical_checksum(result)
+        # The backend verifies the canonical hash of the patch result: a precomputed annotation
+        # checksum cannot be verified, and a null value cannot travel in a merge patch.
+        checksum = canonical_checksum(apply_patch(base, patch))
         self.shadows[ref] = body
         return PatchObject(ref=ref, checksum=checksum, patch=orjson.dumps(patch), **meta)
 
@@ -269,6 +269,10 @@ class AgentSession:
         meta = incoming.get("metadata")
         if not isinstance(meta, dict) or meta.get("name") != ref.name:
             out.errors.append(("bad_object", f"{ref}: metadata.name does not match the message"))
+            return
+        if (meta.get("namespace") or ref.namespace) != ref.namespace:
+            # The policy below checks the message's namespace: the object must not name another.
+            out.errors.append(("bad_object", f"{ref}: metadata.namespace does not match"))
             return
         refusal = self._permits(ref, Verb.UPDATE if live is not None else Verb.CREATE)
         if refusal:

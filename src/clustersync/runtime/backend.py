@@ -46,7 +46,7 @@ class Backend:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         await self.ingester.start()
-        self._runner = web.AppRunner(self.app(), handle_signals=False)
+        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

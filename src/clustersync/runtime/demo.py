@@ -89,12 +89,12 @@ def _table(sandbox: Sandbox, have: Inventory, out: TextIO) -> None:
     want = cluster_inventory(sandbox)
     in_cluster = Counter(kind for kind, _, _ in want)
     in_backend = Counter(kind for kind, _, _ in have)
-    out.write(f"\n  {'kind':<62} {'cluster':>7} {'backend':>7}  match\n")
+    out.write(f"\n  {'kind':<66} {'cluster':>7} {'backend':>7}  match\n")
     for kind in sorted(set(in_cluster) | set(in_backend)):
         same = all(have.get(k) == v for k, v in want.items() if k[0] == kind) and (
             in_cluster[kind] == in_backend[kind]
         )
-        out.write(f"  {kind:<62} {in_cluster[kind]:>7} {in_backend[kind]:>7}  {'yes' if same else 'NO'}\n")
+        out.write(f"  {kind:<66} {in_cluster[kind]:>7} {in_backend[kind]:>7}  {'yes' if same else 'NO'}\n")
 
 
 async def _api(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> None:

@@ -1,0 +1,3 @@
+{{- define "clustersync-agent.name" -}}
+{{- default "clustersync-agent" .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
