@@ -218,9 +218,7 @@ def test_camel_case_frame_as_a_go_peer_might_send() -> None:
 def test_minimal_frames_use_defaults() -> None:
     kind = {"Group": "", "Version": "v1", "Resource": "pods"}
     doc = {"Event": 0, "Kind": kind, "Name": "web-1"}
-    assert decode(orjson.dumps(doc)) == NewChecksum(
-        ref=ObjectRef(PODS, "", "web-1"), checksum=""
-    )
+    assert decode(orjson.dumps(doc)) == NewChecksum(ref=ObjectRef(PODS, "", "web-1"), checksum="")
     doc = {"Event": 4, "Kind": kind, "Name": "web-1", "Namespace": "default", "Depth": None}
     assert decode(orjson.dumps(doc)) == GetObject(ref=POD)
     assert decode(b'{"Event":7}') == Ping()

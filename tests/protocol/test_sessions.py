@@ -687,9 +687,7 @@ def test_reconciliation_repairs_every_difference(pair: Pair) -> None:
 
     pair.reconcile()
     pair.pump()
-    up = sorted(
-        (type(m).__name__, m.ref.name) for d, m in pair.trace if d == UP and m.depth == 2
-    )
+    up = sorted((type(m).__name__, m.ref.name) for d, m in pair.trace if d == UP and m.depth == 2)
     assert up == [
         ("NewChecksum", "cluster-only"),
         ("ObjectDeleted", "backend-only"),

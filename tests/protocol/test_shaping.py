@@ -256,17 +256,39 @@ MASK_MATRIX: list[tuple[str, str, tuple[str, ...], Any, Any, str]] = [
     ("custom kind", "Rollout", TEMPLATE_PATH, SECRET, MASKED, "containers"),
     ("cronjob", "CronJob", CRONJOB_PATH, SECRET, MASKED, "containers"),
     ("cronjob init", "CronJob", CRONJOB_PATH, SECRET, MASKED, "initContainers"),
-    ("empty value", "Pod", POD_PATH, {"name": "E", "value": ""}, {"name": "E", "value": MASK},
-     "containers"),
-    ("null value", "Pod", POD_PATH, {"name": "E", "value": None}, {"name": "E", "value": MASK},
-     "containers"),
+    (
+        "empty value",
+        "Pod",
+        POD_PATH,
+        {"name": "E", "value": ""},
+        {"name": "E", "value": MASK},
+        "containers",
+    ),
+    (
+        "null value",
+        "Pod",
+        POD_PATH,
+        {"name": "E", "value": None},
+        {"name": "E", "value": MASK},
+        "containers",
+    ),
     ("value only", "Pod", POD_PATH, {"value": "v"}, {"value": MASK}, "containers"),
-    ("valueFrom", "Pod", POD_PATH,
-     {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-     {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}, "containers"),
-    ("valueFrom in deployment", "Deployment", TEMPLATE_PATH,
-     {"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-     {"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, "containers"),
+    (
+        "valueFrom",
+        "Pod",
+        POD_PATH,
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+        "containers",
+    ),
+    (
+        "valueFrom in deployment",
+        "Deployment",
+        TEMPLATE_PATH,
+        {"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        "containers",
+    ),
     ("name only", "Pod", POD_PATH, {"name": "N"}, {"name": "N"}, "containers"),
     ("string entry", "Pod", POD_PATH, "PASSWORD=x", "PASSWORD=x", "containers"),
     ("null entry", "Pod", POD_PATH, None, None, "containers"),
@@ -390,8 +412,10 @@ def _deployment(env: dict[str, list[Any]]) -> dict[str, Any]:
 
 def test_unmask_restores_live_values() -> None:
     live = _deployment(
-        {"app": [{"name": "A", "value": "a1"}, {"name": "B", "value": "b1"}],
-         "side": [{"name": "A", "value": "side-a"}]}
+        {
+            "app": [{"name": "A", "value": "a1"}, {"name": "B", "value": "b1"}],
+            "side": [{"name": "A", "value": "side-a"}],
+        }
     )
     incoming = shape(Kind.parse("apps/v1/deployments"), live)
     incoming["spec"]["replicas"] = 3

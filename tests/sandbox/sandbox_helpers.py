@@ -82,7 +82,7 @@ class WatchReader:
                 return event
 
     async def take(self, count: int) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for _ in range(count):
             event = await self.next_non_bookmark()
             assert event is not None, f"stream ended after {out}"

@@ -72,9 +72,12 @@ async def test_https_on_same_port(sandbox: Sandbox) -> None:
     assert sandbox.ca_pem is not None
     ctx = ssl.create_default_context(cadata=sandbox.ca_pem.decode())
     headers = {"Authorization": f"Bearer {sandbox.token}"}
-    async with aiohttp.ClientSession() as session:
-        async with session.get(sandbox.kubeconfig_url + "/api", headers=headers, ssl=ctx) as r:
-            assert r.status == 200
+    url = sandbox.kubeconfig_url + "/api"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers=headers, ssl=ctx) as resp,
+    ):
+        assert resp.status == 200
 
 
 async def test_typed_client(api: client.ApiClient, sandbox: Sandbox) -> None:
@@ -115,7 +118,9 @@ async def test_create_assigns_metadata(api: client.ApiClient, sandbox: Sandbox) 
     status, obj = await call(api, "POST", CM_PATH, body=gen)
     assert status == 201 and re.fullmatch(r"gen-[a-z0-9]{5}", obj["metadata"]["name"])
 
-    status, err = await call(api, "POST", "/api/v1/namespaces/nope/configmaps", body=cm("x", "nope"))
+    status, err = await call(
+        api, "POST", "/api/v1/namespaces/nope/configmaps", body=cm("x", "nope")
+    )
     assert status == 404 and err["reason"] == "NotFound"
 
     status, err = await call(api, "POST", CM_PATH, body=cm("x", "kube-system"))
@@ -171,20 +176,29 @@ async def test_patch_variants(api: client.ApiClient, sandbox: Sandbox) -> None:
     merge = "application/merge-patch+json"
 
     status, obj = await call(
-        api, "PATCH", url, body={"metadata": {"labels": {"a": None, "c": "3"}}},
+        api,
+        "PATCH",
+        url,
+        body={"metadata": {"labels": {"a": None, "c": "3"}}},
         content_type=merge,
     )
     assert status == 200 and obj["metadata"]["labels"] == {"b": "2", "c": "3"}
     rv = obj["metadata"]["resourceVersion"]
 
     status, obj = await call(
-        api, "PATCH", url, body={"data": {"k": "v2"}},
+        api,
+        "PATCH",
+        url,
+        body={"data": {"k": "v2"}},
         content_type="application/strategic-merge-patch+json",
     )
     assert status == 200 and obj["data"] == {"k": "v2"}
 
     status, err = await call(
-        api, "PATCH", url, body={"metadata": {"resourceVersion": rv}, "data": {"k": "x"}},
+        api,
+        "PATCH",
+        url,
+        body={"metadata": {"resourceVersion": rv}, "data": {"k": "x"}},
         content_type=merge,
     )
     assert status == 409 and err["reason"] == "Conflict"
@@ -195,7 +209,9 @@ async def test_patch_variants(api: client.ApiClient, sandbox: Sandbox) -> None:
         {"op": "remove", "path": "/metadata/labels/b"},
         {"op": "test", "path": "/data/new", "value": "n"},
     ]
-    status, obj = await call(api, "PATCH", url, body=ops, content_type="application/json-patch+json")
+    status, obj = await call(
+        api, "PATCH", url, body=ops, content_type="application/json-patch+json"
+    )
     assert status == 200
     assert obj["data"] == {"k": "v3", "new": "n"} and obj["metadata"]["labels"] == {"c": "3"}
 
@@ -207,13 +223,21 @@ async def test_patch_variants(api: client.ApiClient, sandbox: Sandbox) -> None:
 
     applied = cm("applied")
     status, obj = await call(
-        api, "PATCH", f"{CM_PATH}/applied", body=applied, content_type="application/apply-patch+yaml",
+        api,
+        "PATCH",
+        f"{CM_PATH}/applied",
+        body=applied,
+        content_type="application/apply-patch+yaml",
         query=[("fieldManager", "test")],
     )
     assert status == 201 and obj["data"] == {"k": "applied"}
     applied["data"] = {"k": "again"}
     status, obj = await call(
-        api, "PATCH", f"{CM_PATH}/applied", body=applied, content_type="application/apply-patch+yaml",
+        api,
+        "PATCH",
+        f"{CM_PATH}/applied",
+        body=applied,
+        content_type="application/apply-patch+yaml",
         query=[("fieldManager", "test")],
     )
     assert status == 200 and obj["data"] == {"k": "again"}
@@ -286,8 +310,11 @@ async def test_crd_application_profiles(api: client.ApiClient) -> None:
     # Custom objects API also works against it.
     custom = client.CustomObjectsApi(api)
     got = await custom.get_namespaced_custom_object(
-        "spdx.softwarecomposition.kubescape.io", "v1beta1", "default",
-        "applicationprofiles", "replicaset-web-1",
+        "spdx.softwarecomposition.kubescape.io",
+        "v1beta1",
+        "default",
+        "applicationprofiles",
+        "replicaset-web-1",
     )
     assert got["metadata"]["uid"] == obj["metadata"]["uid"]
 
@@ -301,7 +328,9 @@ async def test_status_subresource(api: client.ApiClient) -> None:
     }
     await call(api, "POST", "/api/v1/namespaces/default/pods", body=pod)
     status, obj = await call(
-        api, "PATCH", "/api/v1/namespaces/default/pods/p/status",
+        api,
+        "PATCH",
+        "/api/v1/namespaces/default/pods/p/status",
         body={"status": {"phase": "Running"}, "spec": {"containers": []}},
         content_type="application/merge-patch+json",
     )
@@ -341,11 +370,16 @@ async def test_bad_input(api: client.ApiClient, sandbox: Sandbox) -> None:
     assert status == 400
     await call(api, "POST", CM_PATH, body=cm("t"))
     headers["Content-Type"] = "text/plain"
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.patch(sandbox.url + CM_PATH + "/t", data=b"{}") as resp:
-            assert resp.status == 415
+    async with (
+        aiohttp.ClientSession(headers=headers) as session,
+        session.patch(sandbox.url + CM_PATH + "/t", data=b"{}") as resp,
+    ):
+        assert resp.status == 415
     status, err = await call(
-        api, "PATCH", f"{CM_PATH}/t", body=[{"op": "nope", "path": "/x"}],
+        api,
+        "PATCH",
+        f"{CM_PATH}/t",
+        body=[{"op": "nope", "path": "/x"}],
         content_type="application/json-patch+json",
     )
     assert status == 422

@@ -95,9 +95,17 @@ async def test_run_sandbox_cli_with_seed(tmp_path: Path) -> None:
     )
     kubeconfig = tmp_path / "kc.yaml"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clustersync.sandbox", "--port", "0",
-        "--kubeconfig", str(kubeconfig), "--seed", str(seed),
-        stdout=asyncio.subprocess.PIPE, env=_subprocess_env(),
+        sys.executable,
+        "-m",
+        "clustersync.sandbox",
+        "--port",
+        "0",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--seed",
+        str(seed),
+        stdout=asyncio.subprocess.PIPE,
+        env=_subprocess_env(),
     )
     try:
         assert proc.stdout is not None
@@ -123,8 +131,15 @@ async def test_run_sandbox_bad_seed(tmp_path: Path) -> None:
     with pytest.raises(SeedError, match="missing apiVersion"):
         await run_sandbox(0, str(tmp_path / "kc"), str(seed))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clustersync.sandbox", "--kubeconfig", str(tmp_path / "kc"),
-        "--seed", str(seed), stderr=asyncio.subprocess.PIPE, env=_subprocess_env(),
+        sys.executable,
+        "-m",
+        "clustersync.sandbox",
+        "--kubeconfig",
+        str(tmp_path / "kc"),
+        "--seed",
+        str(seed),
+        stderr=asyncio.subprocess.PIPE,
+        env=_subprocess_env(),
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and err.decode().count("\n") == 1

@@ -49,8 +49,10 @@ class Kubectl:
     async def __call__(self, *args: str) -> str:
         # A subprocess keeps the event loop (and so the server) running.
         proc = await asyncio.create_subprocess_exec(
-            *self.base, *args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *self.base,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {err.decode()}"
@@ -79,11 +81,14 @@ async def test_kubectl_workflow(kubectl: Kubectl, sandbox: Sandbox, tmp_path: Pa
     listing = orjson.loads(await kubectl("get", "cm", "-o", "json"))
     assert [i["metadata"]["name"] for i in listing["items"]] == ["settings"]
 
-    sandbox.create({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "sys-pod", "namespace": "kube-system"},
-        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-    })
+    sandbox.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sys-pod", "namespace": "kube-system"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }
+    )
     pods = await kubectl("get", "pods", "-A")
     header, row = pods.splitlines()[:2]
     assert header.split()[:3] == ["NAMESPACE", "NAME", "AGE"]
@@ -101,14 +106,27 @@ async def test_kubectl_workflow(kubectl: Kubectl, sandbox: Sandbox, tmp_path: Pa
 
 async def test_kubectl_watch(kubeconfig: Path, sandbox: Sandbox, tmp_path: Path) -> None:
     assert KUBECTL is not None
-    sandbox.create({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "watched", "namespace": "default"}, "data": {"v": "0"},
-    })
+    sandbox.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "watched", "namespace": "default"},
+            "data": {"v": "0"},
+        }
+    )
     proc = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"),
-        "get", "cm", "--watch", "-o", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        KUBECTL,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "get",
+        "cm",
+        "--watch",
+        "-o",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None

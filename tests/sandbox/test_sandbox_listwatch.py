@@ -110,16 +110,18 @@ async def test_watch_initial_then_live(api: client.ApiClient, sandbox: Sandbox) 
         deleted = sandbox.delete(*CM, "default", "w1")
         ev_mod, ev_del = await reader.take(2)
         assert ev_mod["type"] == "MODIFIED"
-        assert ev_mod["object"]["metadata"]["resourceVersion"] == (
-            modified["metadata"]["resourceVersion"]
+        assert (
+            ev_mod["object"]["metadata"]["resourceVersion"]
+            == (modified["metadata"]["resourceVersion"])
         )
         assert ev_del["type"] == "DELETED"
         # A delete gets its own, newer RV.
         assert int(ev_del["object"]["metadata"]["resourceVersion"]) > int(
             ev_mod["object"]["metadata"]["resourceVersion"]
         )
-        assert ev_del["object"]["metadata"]["resourceVersion"] == (
-            deleted["metadata"]["resourceVersion"]
+        assert (
+            ev_del["object"]["metadata"]["resourceVersion"]
+            == (deleted["metadata"]["resourceVersion"])
         )
     finally:
         reader.close()
@@ -177,8 +179,9 @@ async def test_watch_after_compaction_gets_410(api: client.ApiClient, sandbox: S
 async def test_bookmarks(api: client.ApiClient, sandbox: Sandbox) -> None:
     sandbox.bookmark_interval = 0.05
     reader = await open_watch(
-        api, CM_PATH, [("resourceVersion", str(sandbox.resource_version)),
-                       ("allowWatchBookmarks", "true")]
+        api,
+        CM_PATH,
+        [("resourceVersion", str(sandbox.resource_version)), ("allowWatchBookmarks", "true")],
     )
     try:
         sandbox.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "bump"}})
@@ -232,7 +235,9 @@ async def test_watch_field_selector_and_cluster_scope(
     try:
         initial = await ns_reader.take(3)
         assert {e["object"]["metadata"]["name"] for e in initial} == {
-            "default", "kube-public", "kube-system"
+            "default",
+            "kube-public",
+            "kube-system",
         }
     finally:
         ns_reader.close()
@@ -244,13 +249,15 @@ async def test_namespace_delete_emits_deleted_events(
     sandbox.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tmp"}})
     sandbox.create(cm("x", "tmp"))
     sandbox.create(cm("y", "tmp"))
-    reader = await open_watch(api, "/api/v1/configmaps",
-                              [("resourceVersion", str(sandbox.resource_version))])
+    reader = await open_watch(
+        api, "/api/v1/configmaps", [("resourceVersion", str(sandbox.resource_version))]
+    )
     try:
         sandbox.delete("", "v1", "namespaces", "", "tmp")
         events = await reader.take(2)
         assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-            ("DELETED", "x"), ("DELETED", "y")
+            ("DELETED", "x"),
+            ("DELETED", "y"),
         ]
     finally:
         reader.close()
@@ -295,12 +302,14 @@ async def test_applicationprofile_watch(api: client.ApiClient, sandbox: Sandbox)
     path = "/apis/spdx.softwarecomposition.kubescape.io/v1beta1/applicationprofiles"
     reader = await open_watch(api, path)
     try:
-        sandbox.create({
-            "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
-            "kind": "ApplicationProfile",
-            "metadata": {"name": "ap", "namespace": "kube-system"},
-            "spec": {"containers": []},
-        })
+        sandbox.create(
+            {
+                "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+                "kind": "ApplicationProfile",
+                "metadata": {"name": "ap", "namespace": "kube-system"},
+                "spec": {"containers": []},
+            }
+        )
         (ev,) = await reader.take(1)
         assert ev["type"] == "ADDED" and ev["object"]["kind"] == "ApplicationProfile"
     finally:

@@ -14,6 +14,10 @@ MESSAGES = Counter(
     "Protocol messages handled, by component, direction and event",
     ["component", "direction", "event"],
 )
+FRAME_BYTES = Counter(
+    "clustersync_frame_bytes_total", "Websocket payload bytes, by component and direction",
+    ["component", "direction"],
+)
 CONNECTED_AGENTS = Gauge("clustersync_connected_agents", "Agents connected to this server")
 RECONNECTS = Counter("clustersync_agent_reconnects_total", "Websocket reconnects by the agent")
 DEAD_LETTERS = Counter(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from clustersync.adapters.metrics import MESSAGES, bad_input
+from clustersync.adapters.metrics import FRAME_BYTES, MESSAGES, bad_input
 from clustersync.protocol.codec import DecodeError, decode, encode
 from clustersync.protocol.messages import Message
 
@@ -29,7 +29,9 @@ class Rejected:
 
 
 async def send(ws: WebSocket, msg: Message, component: str) -> None:
-    await ws.send_bytes(encode(msg))
+    frame = encode(msg)
+    await ws.send_bytes(frame)
+    FRAME_BYTES.labels(component, "out").inc(len(frame))
     MESSAGES.labels(component, "out", msg.event.name.lower()).inc()
 
 
@@ -37,6 +39,7 @@ async def receive(ws: WebSocket, component: str) -> AsyncIterator[Message | Reje
     """Decoded messages until the peer closes; bad frames are reported, not fatal."""
     async for frame in ws:
         if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            FRAME_BYTES.labels(component, "in").inc(len(frame.data))
             try:
                 msg = decode(frame.data)
             except DecodeError as exc:

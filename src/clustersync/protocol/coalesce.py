@@ -34,6 +34,9 @@ class Coalescer(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._pending)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._pending
+
     def offer(self, key: K, value: V, now: float) -> None:
         entry = self._pending.get(key)
         if entry is None:

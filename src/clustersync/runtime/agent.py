@@ -163,12 +163,20 @@ class Agent:
             await self._wake_sender.wait()
 
     async def _announce_all(self) -> None:
-        """Re-announce every synced object, so the backend can ask for what it lacks."""
+        """Re-announce every synced object, so the backend can ask for what it lacks.
+
+        Announcements go through the coalescer as ADDED events, unless a change of that object is
+        already pending there: the pending change says more, and nothing is sent twice.
+        """
         for informer in self.informers.values():
             await informer.synced.wait()
+        now = time.monotonic()
         for kind, informer in self.informers.items():
-            announcements = [self.session.announce(kind, obj) for obj in list(informer.cache.values())]
-            self._queue([a for a in announcements if a is not None])
+            for (namespace, name), obj in list(informer.cache.items()):
+                key = (kind, namespace, name)
+                if key not in self.coalescer:
+                    self.coalescer.offer(key, (kind, "ADDED", obj), now)
+        self._wake_flusher.set()
 
     # ------------------------------------------------------------ backend messages
 
@@ -186,17 +194,25 @@ class Agent:
             inventory = list(informer.cache.values()) if informer else []
             self._carry_out(self.session.reconcile(msg, inventory))
             return
-        live: dict[str, Any] | None = None
-        if msg.ref.kind in self.informers:
-            try:
-                live = await self.kube.get(msg.ref)
-            except KubeError as exc:
-                log.warning("cannot read %s: %s", msg.ref, exc)
-                return
+        live = await self._live(msg.ref)
         outcome = self.session.handle(msg, live)
         self._carry_out(outcome)
         for write in outcome.writes:
             await self._apply(write)
+
+    async def _live(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The cluster's copy: from the informer's cache once synced (it follows the watch), so
+        answering the backend costs no API round trip; from the API otherwise."""
+        informer = self.informers.get(ref.kind)
+        if informer is None:
+            return None
+        if informer.synced.is_set():
+            return informer.cache.get((ref.namespace, ref.name))
+        try:
+            return await self.kube.get(ref)
+        except KubeError as exc:
+            log.warning("cannot read %s: %s", ref, exc)
+            return None
 
     def _carry_out(self, outcome: Outcome) -> None:
         for reason, text in outcome.errors:

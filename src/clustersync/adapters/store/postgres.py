@@ -88,30 +88,34 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 # and emptied by every commit (ON COMMIT DELETE ROWS) rather than created and dropped per batch:
 # that avoids catalog churn on every write and keeps asyncpg's cached COPY introspection valid
 # (a table dropped at commit would leave a cached statement pointing at a dead relation).
-# Key columns are "C" like the objects table so joins between the two compare without a
-# collation conflict. ``highs`` holds the seqs of the batch's writes to this key that would
-# each have landed if applied one by one (see _dedupe), only to count them.
+# ``earlier`` lists the lower seqs of a key's writes in this batch that would each have landed if
+# the writes were applied one by one (see _dedupe); it is NULL for the usual single write and
+# only feeds the count apply() returns.
 _STAGING = "clustersync_staged"
 _STAGING_DDL = f"""
     CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (
-        account text COLLATE "C", cluster text COLLATE "C", api_group text COLLATE "C",
-        api_version text COLLATE "C", resource text COLLATE "C", namespace text COLLATE "C",
-        name text COLLATE "C", uid text, resource_version text, checksum text,
-        object text, seq bigint, deleted boolean, highs bigint[]
+        account text, cluster text, api_group text, api_version text, resource text,
+        namespace text, name text, uid text, resource_version text, checksum text,
+        object text, seq bigint, deleted boolean, earlier bigint[]
     ) ON COMMIT DELETE ROWS
 """
 _STAGING_COLUMNS = (*_KEY_COLUMNS, "uid", "resource_version", "checksum", "object", "seq",
-                    "deleted", "highs")
+                    "deleted", "earlier")
+
+_PK_MATCH = " AND ".join(f"o.{c} = s.{c}" for c in _KEY_COLUMNS)
+_MIN_SEQ = -(2**63)  # "no row yet": every seq is above it
 
 # One statement per batch. The object goes through COPY as text and is cast to json here, so
 # PostgreSQL validates the JSON once, server side. The WHERE on the conflict branch is the seq
-# guard: stale writes are skipped and RETURNING omits them. ``prior`` reads the rows as they
-# were before this statement (all parts of a WITH share one snapshot) so the count can say how
-# many writes would have landed one at a time, as the SQLite store counts.
+# guard: stale writes are skipped and RETURNING omits them.
+# The count is the rows that landed plus, for keys written several times in the batch, the
+# earlier versions that would have landed one at a time (what the SQLite store counts). Every
+# part of a WITH statement reads the same snapshot, so the seq lookup sees each row as it
+# was before this INSERT. The lookup is a scalar subquery on purpose: the planner cannot turn it
+# into a join (which, with no statistics on the temp table, could mean scanning all objects);
+# it stays one primary-key probe per multi-write key and nothing for the other rows.
 _UPSERT = f"""
-    WITH prior AS (
-        SELECT {_KEY}, o.seq AS old_seq FROM {_STAGING} JOIN objects o USING ({_KEY})
-    ), landed AS (
+    WITH landed AS (
         INSERT INTO objects AS o ({_KEY}, uid, resource_version, checksum, object, seq,
                                   deleted, updated_at)
         SELECT {_KEY}, uid, resource_version, checksum, object::json, seq, deleted, now()
@@ -125,11 +129,14 @@ _UPSERT = f"""
             deleted = excluded.deleted,
             updated_at = excluded.updated_at
         WHERE excluded.seq > o.seq
-        RETURNING {_KEY}
+        RETURNING 1
     )
-    SELECT coalesce(sum((SELECT count(*) FROM unnest(s.highs) AS h
-                         WHERE p.old_seq IS NULL OR h > p.old_seq)), 0)::bigint
-    FROM landed JOIN {_STAGING} s USING ({_KEY}) LEFT JOIN prior p USING ({_KEY})
+    SELECT (SELECT count(*) FROM landed) + coalesce((
+        SELECT sum((SELECT count(*) FROM unnest(s.earlier) AS h WHERE h > coalesce(
+                        (SELECT o.seq FROM objects o WHERE {_PK_MATCH}), {_MIN_SEQ})))
+        FROM {_STAGING} s
+        WHERE s.earlier IS NOT NULL
+    ), 0)::bigint
 """
 
 _SELECT = f"""
@@ -243,31 +250,32 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_STAGING_DDL)
 
 
-def _dedupe(writes: Sequence[Write]) -> list[tuple[Write, list[int]]]:
+def _dedupe(writes: Sequence[Write]) -> list[tuple[Write, list[int] | None]]:
     """One write per key so the single INSERT never touches a row twice (PostgreSQL rejects
-    that): the first write with the highest seq, which is the one that wins when the writes are
-    applied one by one. With it come the "running highs" of that key's seqs in batch order, the
-    writes that would each have landed one by one, so apply() counts like sequential writes."""
-    best: dict[ObjectKey, tuple[Write, list[int]]] = {}
+    that): the first write with the highest seq, the one that wins when the writes are applied
+    one by one. With it come the lower seqs that would each have landed one by one (each higher
+    than all before it), so apply() can count like sequential writes; None if there are none."""
+    best: dict[ObjectKey, tuple[Write, list[int] | None]] = {}
     for write in writes:
         current = best.get(write.key)
         if current is None:
-            best[write.key] = (write, [write.seq])
+            best[write.key] = (write, None)
         elif write.seq > current[0].seq:
-            current[1].append(write.seq)
-            best[write.key] = (write, current[1])
+            earlier = current[1] or []
+            earlier.append(current[0].seq)
+            best[write.key] = (write, earlier)
     return list(best.values())
 
 
-def _staged_row(write: Write, highs: list[int]) -> tuple[Any, ...]:
+def _staged_row(write: Write, earlier: list[int] | None) -> tuple[Any, ...]:
     key = write.key
     kind = key.ref.kind
     head = (key.account, key.cluster, kind.group, kind.version, kind.resource,
             key.ref.namespace, key.ref.name)
     if isinstance(write, Delete):
-        return (*head, "", "", "", None, write.seq, True, highs)
+        return (*head, "", "", "", None, write.seq, True, earlier)
     return (*head, write.uid, write.resource_version, write.checksum,
-            write.object.decode("utf-8"), write.seq, False, highs)
+            write.object.decode("utf-8"), write.seq, False, earlier)
 
 
 def _row_to_object(row: asyncpg.Record) -> StoredObject:
@@ -326,7 +334,7 @@ class PostgresStore:
         if not writes:
             return 0
         try:
-            rows = [_staged_row(w, highs) for w, highs in _dedupe(writes)]
+            rows = [_staged_row(w, earlier) for w, earlier in _dedupe(writes)]
         except UnicodeDecodeError as exc:
             raise StoreError(f"object is not UTF-8 JSON text: {_one_line(exc)}") from exc
         async with self._conn() as conn, conn.transaction():

@@ -1,0 +1,21 @@
+"""``python -m benchmarks [--objects N]``: every benchmark, each beside its raw limit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+
+from benchmarks import micro, sync
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--objects", type=int, default=5000, help="objects for the sync benchmark")
+    args = parser.parse_args()
+    gc.set_threshold(50_000, 20, 100)  # as the long-running processes do
+    micro.run()
+    asyncio.run(sync.run(args.objects))
+
+
+main()

@@ -1,0 +1,460 @@
+"""End-to-end harness: a real backend, real sandbox clusters and real agents in one event loop.
+
+Everything talks over loopback sockets with the production client libraries: the agent dials the
+backend's websocket with aiohttp and reaches its sandbox cluster through kubernetes_asyncio. The
+helpers here never sleep to synchronise; they poll a condition (:func:`eventually`) or wait for a
+value to stop changing (:func:`stable`) and fail with a message saying what did not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+from prometheus_client import REGISTRY
+
+from clustersync.adapters.bus.memory import MemoryBus
+from clustersync.adapters.kube.client import KubeClient
+from clustersync.adapters.store import ObjectKey, StoredObject
+from clustersync.adapters.store.sqlite import SqliteStore, open_sqlite
+from clustersync.model import Kind, ObjectRef
+from clustersync.model.identity import Identity, TokenTable
+from clustersync.protocol.agent import Strategy, checksum_of, ref_of
+from clustersync.protocol.messages import Event
+from clustersync.protocol.shaping import NamespaceRules, is_filtered, shape
+from clustersync.runtime.agent import Agent
+from clustersync.runtime.backend import Backend
+from clustersync.runtime.config import AgentConfig, ResourceSpec
+from clustersync.sandbox import Sandbox
+
+T = TypeVar("T")
+
+ACCOUNT = "acme"
+CLUSTER_A = "cluster-a"
+CLUSTER_B = "cluster-b"
+TOKENS = {
+    CLUSTER_A: "agent-token-cluster-a",
+    CLUSTER_B: "agent-token-cluster-b",
+}
+ADMIN_TOKEN = "admin-token-0123456789"
+
+NAMESPACES = Kind("", "v1", "namespaces")
+PODS = Kind("", "v1", "pods")
+CONFIGMAPS = Kind("", "v1", "configmaps")
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+PROFILES = Kind("spdx.softwarecomposition.kubescape.io", "v1beta1", "applicationprofiles")
+STATEFULSETS = Kind("apps", "v1", "statefulsets")  # served by the sandbox, not synced
+
+RESOURCES = (
+    ResourceSpec(NAMESPACES, Strategy.PATCH),
+    ResourceSpec(PODS, Strategy.PATCH),
+    ResourceSpec(CONFIGMAPS, Strategy.COPY),
+    ResourceSpec(DEPLOYMENTS, Strategy.PATCH),
+    ResourceSpec(PROFILES, Strategy.PATCH),
+)
+RULES = NamespaceRules(operator_namespace="kubescape", exclude=frozenset({"kube-system"}))
+
+COALESCE_QUIET = 0.05
+COALESCE_MAX_WAIT = 0.3
+SETTLE_WINDOW = 4 * COALESCE_MAX_WAIT  # "a few flush periods"
+
+
+# ---------------------------------------------------------------- waiting without sleeping
+
+
+async def _evaluate(predicate: Callable[[], Any]) -> Any:
+    value = predicate()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+async def eventually(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy; return that value.
+
+    Exceptions raised by the predicate count as "not yet"; the last one is reported on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    last_value: Any = None
+    while True:
+        try:
+            last_value = await _evaluate(predicate)
+            last_error = None
+            if last_value:
+                return last_value
+        except AssertionError as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f"; last error: {last_error!r}" if last_error else f"; last value: {last_value!r}"
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
+        await asyncio.sleep(interval)  # a short poll interval, not a synchronisation delay
+
+
+async def stable(
+    value: Callable[[], Any],
+    window: float = SETTLE_WINDOW,
+    timeout: float = 15.0,
+    what: str = "value",
+    interval: float = 0.02,
+) -> Any:
+    """Poll ``value`` until it has not changed for ``window`` seconds; return it.
+
+    Fails if it keeps changing for ``timeout`` seconds (an echo loop, for instance).
+    """
+    deadline = time.monotonic() + timeout
+    current = await _evaluate(value)
+    since = time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now - since >= window:
+            return current
+        if now >= deadline:
+            raise AssertionError(
+                f"{what} kept changing for {timeout:.1f}s (last value {current!r})"
+            )
+        await asyncio.sleep(interval)
+        latest = await _evaluate(value)
+        if latest != current:
+            current, since = latest, time.monotonic()
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def sample(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    return float(value) if value is not None else 0.0
+
+
+def messages(component: str, direction: str, event: str | None = None) -> float:
+    """``clustersync_messages_total`` for one event, or summed over every event."""
+    events = [event] if event else [e.name.lower() for e in Event]
+    return sum(
+        sample("clustersync_messages_total", component=component, direction=direction, event=e)
+        for e in events
+    )
+
+
+def bad_inputs(component: str, reason: str) -> float:
+    return sample("clustersync_bad_input_total", component=component, reason=reason)
+
+
+class Probe:
+    """A process-global metric read as a delta from when the probe was made."""
+
+    def __init__(self, read: Callable[[], float]) -> None:
+        self._read = read
+        self.baseline = read()
+
+    @property
+    def delta(self) -> float:
+        return self._read() - self.baseline
+
+    @classmethod
+    def messages(cls, component: str, direction: str, event: str | None = None) -> Probe:
+        return cls(lambda: messages(component, direction, event))
+
+    @classmethod
+    def bad_input(cls, component: str, reason: str) -> Probe:
+        return cls(lambda: bad_inputs(component, reason))
+
+    @classmethod
+    def sample(cls, name: str, **labels: str) -> Probe:
+        return cls(lambda: sample(name, **labels))
+
+
+# ---------------------------------------------------------------- objects
+
+
+def configmap(name: str, namespace: str = "shop", **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": dict(data) or {"key": "value"},
+    }
+
+
+def deployment(name: str, namespace: str = "shop", *, secret: str = "s3cr3t",
+               replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": f"shop/{name}:1.0",
+                            "env": [{"name": "DB_PASSWORD", "value": secret}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def pod(name: str, namespace: str = "shop") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"run": name}},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
+    }
+
+
+def application_profile(name: str, namespace: str = "shop") -> dict[str, Any]:
+    return {
+        "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
+        "kind": "ApplicationProfile",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"containers": [{"name": "main", "execs": [{"path": "/bin/sh"}]}]},
+    }
+
+
+def seed_objects() -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubescape"}},
+        configmap("settings", currency="EUR"),
+        configmap("flags", beta="on"),
+        configmap("operator-config", "kubescape", mode="full"),
+        configmap("kube-proxy", "kube-system", mode="iptables"),  # excluded namespace
+        deployment("web"),
+        deployment("api", secret="hunter2"),
+        pod("toolbox"),
+        application_profile("web-profile"),
+    ]
+
+
+# ---------------------------------------------------------------- the world
+
+
+@dataclass
+class Cluster:
+    name: str
+    token: str
+    sandbox: Sandbox
+    kubeconfig: Path
+    kube: KubeClient
+    agent: Agent | None = None
+    task: asyncio.Task[None] | None = None
+    agents_started: int = 0
+
+    # sandbox shortcuts taking a Kind
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.sandbox.get(kind.group, kind.version, kind.resource, namespace, name)
+
+    def patch(self, kind: Kind, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.sandbox.patch(kind.group, kind.version, kind.resource, namespace, name, patch)
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> dict[str, Any]:
+        return self.sandbox.delete(kind.group, kind.version, kind.resource, namespace, name)
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self.sandbox.create(obj)
+
+    def inventory(self) -> dict[ObjectRef, str]:
+        """What the backend should hold: every synced object, checksummed as the agent does."""
+        out: dict[ObjectRef, str] = {}
+        for spec in RESOURCES:
+            kind = spec.kind
+            for obj in self.sandbox.list(kind.group, kind.version, kind.resource):
+                if not is_filtered(obj, RULES):
+                    out[ref_of(kind, obj)] = checksum_of(obj, shape(kind, obj))
+        return out
+
+
+@dataclass
+class World:
+    tmp_path: Path
+    heartbeat: float = 20.0
+    bus: MemoryBus = field(init=False)
+    store: SqliteStore = field(init=False)
+    backend: Backend = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        self.store = await open_sqlite(f"sqlite:///{self.tmp_path}/backend.db")
+        self.bus = MemoryBus(redelivery_delay=0.05)
+        tokens = {token: Identity(ACCOUNT, cluster) for cluster, token in TOKENS.items()}
+        tokens[ADMIN_TOKEN] = Identity(admin=True)
+        self.backend = Backend(self.bus, self.store, TokenTable(tokens), heartbeat=self.heartbeat)
+        await self.backend.start()
+        self.http = aiohttp.ClientSession()
+
+    async def stop(self) -> None:
+        errors: list[BaseException] = []
+        for cluster in list(self.clusters.values()):
+            try:
+                await self.stop_agent(cluster.name)
+            except BaseException as exc:  # keep tearing down; report afterwards
+                errors.append(exc)
+        for cluster in self.clusters.values():
+            await cluster.kube.close()
+        await self.http.close()
+        await self.backend.stop()
+        await self.bus.close()
+        await self.store.close()
+        for cluster in self.clusters.values():
+            await cluster.sandbox.stop()
+        if errors:
+            raise errors[0]
+
+    # ------------------------------------------------------------ clusters and agents
+
+    async def add_cluster(self, name: str, objects: list[dict[str, Any]] | None = None) -> Cluster:
+        sandbox = Sandbox()
+        await sandbox.start()
+        try:
+            sandbox.load(seed_objects() if objects is None else objects)
+            kubeconfig = self.tmp_path / f"kubeconfig-{name}"
+            sandbox.write_kubeconfig(kubeconfig)
+            kube = await KubeClient.connect(str(kubeconfig))
+        except BaseException:
+            await sandbox.stop()
+            raise
+        cluster = Cluster(name, TOKENS[name], sandbox, kubeconfig, kube)
+        self.clusters[name] = cluster
+        return cluster
+
+    def agent_config(self, cluster: str, **overrides: Any) -> AgentConfig:
+        values: dict[str, Any] = {
+            "server": self.backend.ws_url,
+            "account": ACCOUNT,
+            "cluster": cluster,
+            "access_key": TOKENS[cluster],
+            "resources": RESOURCES,
+            "rules": RULES,
+            "coalesce_quiet": COALESCE_QUIET,
+            "coalesce_max_wait": COALESCE_MAX_WAIT,
+        }
+        values.update(overrides)
+        return AgentConfig(**values)
+
+    def start_agent(self, name: str) -> Agent:
+        """A fresh agent (as after a process restart) running as a task."""
+        cluster = self.clusters[name]
+        assert cluster.task is None, f"agent of {name} already running"
+        agent = Agent(self.agent_config(name), cluster.kube)
+        cluster.agent = agent
+        cluster.task = asyncio.create_task(agent.run(), name=f"agent-{name}")
+        cluster.agents_started += 1
+        return agent
+
+    async def stop_agent(self, name: str) -> None:
+        """Cancel the agent task and wait for it; re-raise if it had died on its own."""
+        cluster = self.clusters[name]
+        task, cluster.task = cluster.task, None
+        if task is None:
+            return
+        died = task.done() and not task.cancelled() and task.exception() is not None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if died:
+            raise AssertionError(f"agent of {name} had died") from task.exception()
+
+    async def restart_agent(self, name: str) -> Agent:
+        await self.stop_agent(name)
+        return self.start_agent(name)
+
+    def connected(self, name: str) -> bool:
+        return (ACCOUNT, name) in self.backend.server.connections
+
+    async def wait_disconnected(self, name: str) -> None:
+        await eventually(lambda: not self.connected(name), what=f"server to drop {name}")
+
+    # ------------------------------------------------------------ the backend's view
+
+    async def row(self, cluster: str, kind: Kind, namespace: str, name: str) -> StoredObject | None:
+        return await self.store.get(ObjectKey(ACCOUNT, cluster, ObjectRef(kind, namespace, name)))
+
+    async def backend_inventory(self, cluster: str) -> dict[ObjectRef, str]:
+        return {row.key.ref: row.checksum for row in await self.store.list(ACCOUNT, cluster)}
+
+    async def in_sync(self, cluster: str) -> bool:
+        return self.clusters[cluster].inventory() == await self.backend_inventory(cluster)
+
+    async def wait_synced(self, cluster: str, timeout: float = 15.0) -> None:
+        """The store holds exactly the cluster, and the agent has stopped talking."""
+
+        async def diff() -> bool:
+            want = self.clusters[cluster].inventory()
+            have = await self.backend_inventory(cluster)
+            assert want == have, _describe_diff(want, have)
+            return True
+
+        await eventually(diff, timeout=timeout, what=f"backend to match {cluster}")
+        await self.settle()
+
+    async def settle(self) -> float:
+        """Wait until no message crosses the link for a few flush periods."""
+        return float(await stable(
+            lambda: messages("agent", "out") + messages("agent", "in"), what="agent traffic"
+        ))
+
+    async def matches_live(self, cluster: str, kind: Kind, namespace: str, name: str) -> bool:
+        """The stored row equals what the agent would send of the live object."""
+        live = self.clusters[cluster].get(kind, namespace, name)
+        row = await self.row(cluster, kind, namespace, name)
+        if live is None or row is None:
+            return False
+        shaped = shape(kind, live)
+        return row.checksum == checksum_of(live, shaped) and orjson.loads(row.object) == shaped
+
+    # ------------------------------------------------------------ backend API
+
+    async def api(self, method: str, path: str, *, token: str = ADMIN_TOKEN,
+                  expect: int = 202, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.http.request(
+            method, f"{self.backend.url}{path}", headers=headers, **kwargs
+        ) as response:
+            body = await response.read()
+            assert response.status == expect, f"{method} {path}: {response.status} {body!r}"
+            return orjson.loads(body) if body else None
+
+    async def api_put(self, cluster: str, obj: dict[str, Any]) -> Any:
+        return await self.api(
+            "POST", "/api/v1/objects", json={"account": ACCOUNT, "cluster": cluster, "object": obj}
+        )
+
+    async def api_delete(self, cluster: str, kind: Kind, namespace: str, name: str) -> Any:
+        return await self.api("DELETE", "/api/v1/objects", params={
+            "account": ACCOUNT, "cluster": cluster, "kind": str(kind),
+            "namespace": namespace, "name": name,
+        })
+
+
+def _describe_diff(want: dict[ObjectRef, str], have: dict[ObjectRef, str]) -> str:
+    missing = sorted(str(r) for r in want.keys() - have.keys())
+    extra = sorted(str(r) for r in have.keys() - want.keys())
+    differ = sorted(str(r) for r in want.keys() & have.keys() if want[r] != have[r])
+    return f"missing={missing} extra={extra} differ={differ}"
+
+
+async def wait_for(awaitable: Awaitable[T], timeout: float = 10.0) -> T:
+    return await asyncio.wait_for(awaitable, timeout)

@@ -1,0 +1,321 @@
+"""The four kubescape flows end to end: cluster changes reach the store, backend writes reach the
+cluster, and both sides agree on checksums afterwards."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from clustersync.adapters.store import ObjectKey, StoredObject
+from clustersync.model import ObjectRef
+from clustersync.protocol.agent import checksum_of
+from clustersync.protocol.shaping import MASK, shape
+
+try:
+    from tests.runtime.harness import (
+        ACCOUNT,
+        CLUSTER_A,
+        CLUSTER_B,
+        CONFIGMAPS,
+        DEPLOYMENTS,
+        PODS,
+        PROFILES,
+        Probe,
+        World,
+        application_profile,
+        configmap,
+        deployment,
+        eventually,
+        messages,
+        stable,
+    )
+except ImportError:
+    from harness import (  # type: ignore[no-redef]
+        ACCOUNT,
+        CLUSTER_A,
+        CLUSTER_B,
+        CONFIGMAPS,
+        DEPLOYMENTS,
+        PODS,
+        PROFILES,
+        Probe,
+        World,
+        application_profile,
+        configmap,
+        deployment,
+        eventually,
+        messages,
+        stable,
+    )
+
+
+# ---------------------------------------------------------------- flow 1: added / modified
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj"),
+    [(CONFIGMAPS, configmap("fresh", answer="42")), (PROFILES, application_profile("fresh"))],
+    ids=["configmap", "applicationprofile"],
+)
+async def test_added_object_lands_with_agent_checksum(synced: World, kind, obj) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    # Created first, so the agent has handled it before the object we wait for.
+    cluster.create(configmap("ignored", "kube-system"))
+    live = cluster.create(obj)
+    expected = checksum_of(live, shape(kind, live))
+
+    row = await eventually(
+        lambda: synced.row(CLUSTER_A, kind, "shop", "fresh"), what="the new object in the store"
+    )
+    assert row.checksum == expected
+    assert orjson.loads(row.object) == shape(kind, live)
+    assert row.uid == live["metadata"]["uid"]
+    assert await synced.row(CLUSTER_A, CONFIGMAPS, "kube-system", "ignored") is None
+    assert await synced.row(CLUSTER_A, CONFIGMAPS, "kube-system", "kube-proxy") is None
+
+
+async def test_modified_patch_strategy_object_is_sent_as_patch(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    patches = Probe.messages("agent", "out", "patch_object")
+    ingested = Probe.messages("ingester", "in", "patch_object")
+
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 7}})
+
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"),
+        what="the store to hold the scaled deployment",
+    )
+    row = await synced.row(CLUSTER_A, DEPLOYMENTS, "shop", "web")
+    assert row is not None and orjson.loads(row.object)["spec"]["replicas"] == 7
+    assert patches.delta >= 1
+    assert ingested.delta >= 1
+
+
+async def test_failed_patch_is_repaired_from_the_backends_base(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    key = ObjectKey(ACCOUNT, CLUSTER_A, ObjectRef(DEPLOYMENTS, "shop", "web"))
+    row = await synced.store.get(key)
+    assert row is not None
+    corrupt = orjson.loads(row.object)
+    corrupt["metadata"].setdefault("labels", {})["tampered"] = "yes"
+    corrupt["spec"]["replicas"] = 99
+    # The stored copy diverges from the agent's shadow. Its seq must beat the row's but stay
+    # below every later bus message: the store's stale-write guard would otherwise (rightly)
+    # refuse the repair forever (with seq=10**12 nothing could ever overwrite this row).
+    landed = await synced.store.apply([StoredObject(
+        key, row.uid, row.resource_version, "corrupt-checksum", orjson.dumps(corrupt), row.seq + 1
+    )])
+    assert landed == 1
+
+    patches = Probe.messages("agent", "out", "patch_object")
+    server_gets = Probe.messages("server", "out", "get_object")
+    agent_gets = Probe.messages("agent", "in", "get_object")
+
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 3}})
+
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"),
+        what="the store to be repaired to the cluster's deployment",
+    )
+    repaired = await synced.store.get(key)
+    assert repaired is not None
+    assert "tampered" not in (orjson.loads(repaired.object)["metadata"].get("labels") or {})
+    assert orjson.loads(repaired.object)["spec"]["replicas"] == 3
+    assert server_gets.delta >= 1, "backend never asked for a new patch"
+    assert agent_gets.delta >= 1
+    assert patches.delta >= 2, "the second patch (against the backend's base) was not sent"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "patch", "sent_as"),
+    [
+        (CONFIGMAPS, "settings", {"data": {"currency": "USD"}}, "put_object"),
+        (PODS, "toolbox", {"metadata": {"labels": {"tier": "debug"}}}, "patch_object"),
+    ],
+    ids=["copy-configmap", "patch-pod"],
+)
+async def test_modification_skips_the_checksum_round_trip(
+    synced: World, kind, name, patch, sent_as
+) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    checksums = Probe.messages("agent", "out", "new_checksum")
+    changes = Probe.messages("agent", "out", sent_as)
+    server_gets = Probe.messages("server", "out", "get_object")
+
+    cluster.patch(kind, "shop", name, patch)
+
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, kind, "shop", name), what=f"store to follow {name}"
+    )
+    await synced.settle()
+    assert checksums.delta == 0
+    assert changes.delta >= 1
+    assert server_gets.delta == 0
+
+
+@pytest.mark.parametrize("coalesced", [True, False], ids=["coalesced", "separate"])
+async def test_recreated_object_replaces_the_old_uid(synced: World, coalesced: bool) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    old = await synced.row(CLUSTER_A, CONFIGMAPS, "shop", "flags")
+    assert old is not None
+
+    cluster.delete(CONFIGMAPS, "shop", "flags")
+    if not coalesced:
+        await eventually(
+            lambda: _absent(synced, CONFIGMAPS, "shop", "flags"), what="deletion in the store"
+        )
+    recreated = cluster.create(configmap("flags", beta="off"))
+    assert recreated["metadata"]["uid"] != old.uid
+
+    async def has_new_uid() -> bool:
+        row = await synced.row(CLUSTER_A, CONFIGMAPS, "shop", "flags")
+        return row is not None and row.uid == recreated["metadata"]["uid"]
+
+    await eventually(has_new_uid, what="the recreated configmap's uid in the store")
+    assert await synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "flags")
+
+
+# ---------------------------------------------------------------- flow 2: deleted in the cluster
+
+
+async def _absent(world: World, kind, namespace: str, name: str, cluster: str = CLUSTER_A) -> bool:
+    return await world.row(cluster, kind, namespace, name) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "namespace", "name"),
+    [(CONFIGMAPS, "shop", "settings"), (DEPLOYMENTS, "shop", "api"), (PROFILES, "shop", "web-profile")],
+    ids=["configmap", "deployment", "applicationprofile"],
+)
+async def test_deleted_in_cluster_leaves_the_store(synced: World, kind, namespace, name) -> None:
+    assert await synced.row(CLUSTER_A, kind, namespace, name) is not None
+    synced.clusters[CLUSTER_A].delete(kind, namespace, name)
+    await eventually(lambda: _absent(synced, kind, namespace, name), what=f"{name} gone")
+    assert await synced.in_sync(CLUSTER_A)
+
+
+# ---------------------------------------------------------------- flow 3 and 4: backend writes
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj"),
+    [
+        (CONFIGMAPS, configmap("from-backend", command="scan")),
+        (PROFILES, application_profile("from-backend")),
+    ],
+    ids=["copy-configmap", "patch-applicationprofile"],
+)
+async def test_backend_write_reaches_the_cluster_without_echo(synced: World, kind, obj) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    before = messages("agent", "out")
+
+    reply = await synced.api_put(CLUSTER_A, obj)
+    assert reply["accepted"] is True
+
+    live = await eventually(
+        lambda: cluster.get(kind, "shop", "from-backend"), what="the backend's object in the cluster"
+    )
+    assert live["metadata"]["uid"]
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, kind, "shop", "from-backend"),
+        what="the store checksum to converge on the cluster's",
+    )
+    # No echo: the agent's output stops growing, and only a handful of messages were needed.
+    settled = await stable(lambda: messages("agent", "out"), what="agent output after the write")
+    assert settled - before <= 4
+    assert await synced.in_sync(CLUSTER_A)
+
+
+async def test_backend_delete_removes_from_cluster_and_store(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    deletes = Probe.sample("clustersync_cluster_writes_total", verb="delete", result="ok")
+
+    await synced.api_delete(CLUSTER_A, CONFIGMAPS, "shop", "settings")
+
+    await eventually(
+        lambda: cluster.get(CONFIGMAPS, "shop", "settings") is None, what="deletion in the cluster"
+    )
+    await eventually(lambda: _absent(synced, CONFIGMAPS, "shop", "settings"), what="row removed")
+    assert deletes.delta == 1
+    await synced.wait_synced(CLUSTER_A)
+
+
+async def test_backend_write_is_routed_to_its_cluster_only(two_clusters: World) -> None:
+    a, b = two_clusters.clusters[CLUSTER_A], two_clusters.clusters[CLUSTER_B]
+    await two_clusters.api_put(CLUSTER_B, configmap("only-in-b", target="b"))
+    await two_clusters.api_put(CLUSTER_A, configmap("only-in-a", target="a"))
+
+    await eventually(lambda: b.get(CONFIGMAPS, "shop", "only-in-b"), what="write in cluster B")
+    await eventually(lambda: a.get(CONFIGMAPS, "shop", "only-in-a"), what="write in cluster A")
+    for name in (CLUSTER_A, CLUSTER_B):
+        await two_clusters.wait_synced(name)
+    assert a.get(CONFIGMAPS, "shop", "only-in-b") is None
+    assert b.get(CONFIGMAPS, "shop", "only-in-a") is None
+    assert await two_clusters.row(CLUSTER_A, CONFIGMAPS, "shop", "only-in-b") is None
+    assert await two_clusters.row(CLUSTER_B, CONFIGMAPS, "shop", "only-in-a") is None
+
+
+async def test_backend_write_waits_for_a_disconnected_agent(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    await synced.stop_agent(CLUSTER_A)
+    await synced.wait_disconnected(CLUSTER_A)
+
+    await synced.api_put(CLUSTER_A, configmap("while-away", note="queued"))
+    # Stored at once, but nothing can reach the cluster while the agent is away.
+    await eventually(
+        lambda: synced.row(CLUSTER_A, CONFIGMAPS, "shop", "while-away"), what="write stored"
+    )
+    assert cluster.get(CONFIGMAPS, "shop", "while-away") is None
+
+    synced.start_agent(CLUSTER_A)
+    await eventually(
+        lambda: cluster.get(CONFIGMAPS, "shop", "while-away"), what="queued write in the cluster"
+    )
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "while-away"),
+        what="store to hold the cluster's version",
+    )
+    await synced.wait_synced(CLUSTER_A)
+
+
+# ---------------------------------------------------------------- masked env values
+
+
+async def test_masked_env_value_keeps_the_live_secret(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    live = cluster.get(DEPLOYMENTS, "shop", "api")
+    assert live is not None
+    assert live["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] == "hunter2"
+    row = await synced.row(CLUSTER_A, DEPLOYMENTS, "shop", "api")
+    assert row is not None and MASK.encode() in row.object and b"hunter2" not in row.object
+
+    await synced.api_put(CLUSTER_A, deployment("api", secret=MASK, replicas=5))
+
+    await eventually(
+        lambda: (cluster.get(DEPLOYMENTS, "shop", "api") or {})["spec"]["replicas"] == 5,
+        what="the backend's deployment in the cluster",
+    )
+    env = cluster.get(DEPLOYMENTS, "shop", "api")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "DB_PASSWORD", "value": "hunter2"}]
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "api"), what="store converged"
+    )
+
+
+async def test_masked_env_value_without_live_secret_is_refused(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    refused = Probe.bad_input("agent", "masked_value")
+    puts = Probe.sample("clustersync_cluster_writes_total", verb="put", result="ok")
+
+    await synced.api_put(CLUSTER_A, deployment("ghost", secret=MASK))
+
+    await eventually(lambda: refused.delta >= 1, what="the agent to refuse the masked object")
+    assert refused.delta == 1
+    assert cluster.get(DEPLOYMENTS, "shop", "ghost") is None
+    assert puts.delta == 0
+    # The agent still works afterwards.
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 4}})
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"), what="later change"
+    )
+    assert cluster.get(DEPLOYMENTS, "shop", "ghost") is None
