@@ -458,8 +458,10 @@ def test_subject_tokens_are_distinct_for_ascii_names() -> None:
 
 
 def test_subjects() -> None:
-    assert up_subject("acme", "prod.eu") == "cs.up.acme.prod~2eeu"
+    assert up_subject("acme", "prod.eu") == "cs.up.acme.prod~2eeu.0"
+    assert up_subject("acme", "prod", 7) == "cs.up.acme.prod.7"
     assert write_subject("acme", "c1") == "cs.write.acme.c1"
     assert down_subject("a*", "c>") == "cs.down.a~2a.c~3e"
-    for subject in (up_subject("x.y", "*"), down_subject(">", " "), write_subject(".", ".")):
+    assert len(up_subject("x.y", "*").split(".")) == 5  # cs, up, account, cluster, partition
+    for subject in (down_subject(">", " "), write_subject(".", ".")):
         assert len(subject.split(".")) == 4

@@ -156,23 +156,10 @@ def test_unsynced_and_filtered_objects_are_ignored() -> None:
     s = session()
     secret = {"kind": "Secret", "metadata": {"name": "x", "namespace": "default"}}
     assert s.local_change(SECRETS, WatchEvent.ADDED, secret) == []
-    assert s.announce(SECRETS, secret) is None
     owned = live_pod()
     owned["metadata"]["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job"}]
     for event in WatchEvent:
         assert s.local_change(PODS, event, owned) == []
-    assert s.announce(PODS, owned) is None
-
-
-def test_announce_does_not_touch_shadows() -> None:
-    s = session()
-    s.local_change(PODS, WatchEvent.MODIFIED, live_pod())
-    shadows = dict(s.shadows)
-    msg = s.announce(PODS, live_pod("nginx:5"))
-    assert isinstance(msg, NewChecksum)
-    assert msg.checksum == checksum(live_pod("nginx:5"))
-    assert msg.depth == 1
-    assert s.shadows == shadows
 
 
 # ================================================================== agent: backend messages

@@ -101,6 +101,19 @@ class AgentSession:
         self.rules = rules
         self.write_policy = write_policy or WritePolicy()
         self.shadows: dict[ObjectRef, bytes] = {}
+        # Hashing dominates the agent's CPU: each object version is hashed once, whether it is
+        # announced, requested, reconciled or re-announced after a reconnect.
+        self._checksums: dict[ObjectRef, tuple[str, str]] = {}
+
+    def _checksum(self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
+        meta = live.get("metadata") or {}
+        version = f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
+        cached = self._checksums.get(ref)
+        if cached is not None and cached[0] == version and version != "/":
+            return cached[1]
+        checksum = checksum_of(live, shaped)
+        self._checksums[ref] = (version, checksum)
+        return checksum
 
     # ------------------------------------------------------------ cluster to backend
 
@@ -111,24 +124,16 @@ class AgentSession:
         ref = ref_of(kind, live)
         if event is WatchEvent.DELETED:
             self.shadows.pop(ref, None)
+            self._checksums.pop(ref, None)
             return [ObjectDeleted(ref=ref, **_meta(None))]
         shaped = shape(kind, live)
-        checksum = checksum_of(live, shaped)
+        checksum = self._checksum(ref, live, shaped)
         if event is WatchEvent.ADDED:
             return [NewChecksum(ref=ref, checksum=checksum, **_meta(None))]
         # The modification shortcut: the backend almost never has the new version yet, so skip
         # the checksum round trip and send the change itself.
         msg = self._put_or_patch(ref, shaped, checksum, None, skip_noop=True)
         return [msg] if msg else []
-
-    def announce(self, kind: Kind, live: dict[str, Any]) -> NewChecksum | None:
-        """A checksum announcement for reconnect sweeps (no shadow change)."""
-        if kind not in self.strategies or is_filtered(live, self.rules):
-            return None
-        shaped = shape(kind, live)
-        return NewChecksum(
-            ref=ref_of(kind, live), checksum=checksum_of(live, shaped), **_meta(None)
-        )
 
     def _put_or_patch(
         self,
@@ -185,8 +190,9 @@ class AgentSession:
         return out
 
     def _verify(self, msg: NewChecksum, live: dict[str, Any] | None, out: Outcome) -> None:
-        if live is not None and checksum_of(live, shape(msg.ref.kind, live)) == msg.checksum:
-            return
+        if live is not None:
+            if self._checksum(msg.ref, live, shape(msg.ref.kind, live)) == msg.checksum:
+                return
         # Missing or different here: ask the backend for its copy (how the backend creates).
         out.send.append(GetObject(ref=msg.ref, **_meta(msg)))
 
@@ -196,7 +202,7 @@ class AgentSession:
             out.send.append(ObjectDeleted(ref=msg.ref, **_meta(msg)))
             return
         shaped = shape(msg.ref.kind, live)
-        checksum = checksum_of(live, shaped)
+        checksum = self._checksum(msg.ref, live, shaped)
         if msg.base_object is None:
             # No base: the backend lacks the object, so only a whole copy can help.
             self.shadows.pop(msg.ref, None)
@@ -307,9 +313,8 @@ class AgentSession:
         shaped = shape(kind, result)
         if write.backend_copy is not None and self.strategies.get(kind) is Strategy.PATCH:
             self.shadows[write.ref] = write.backend_copy
-        reply = self._put_or_patch(
-            write.ref, shaped, checksum_of(result, shaped), write.cause, skip_noop=False
-        )
+        checksum = self._checksum(write.ref, result, shaped)
+        reply = self._put_or_patch(write.ref, shaped, checksum, write.cause, skip_noop=False)
         return [reply] if reply else []
 
     # ------------------------------------------------------------ reconciliation
@@ -334,7 +339,7 @@ class AgentSession:
             ref = ref_of(batch.kind, live)
             synced.add(ref)
             shaped = shape(batch.kind, live)
-            checksum = checksum_of(live, shaped)
+            checksum = self._checksum(ref, live, shaped)
             if ref not in backend:
                 self.shadows.pop(ref, None)
                 out.send.append(NewChecksum(ref=ref, checksum=checksum, **_meta(batch)))

@@ -2,7 +2,7 @@
 
 An envelope tags a protocol message with the account and cluster it belongs to; that identity is
 set by the server from the agent's verified token, never taken from the agent's payload.
-Subjects: ``cs.up.<account>.<cluster>`` (agent to backend), ``cs.write.<account>.<cluster>``
+Subjects: ``cs.up.<account>.<cluster>.<partition>`` (agent to backend), ``cs.write.<account>.<cluster>``
 (writes authored by the backend API), ``cs.down.<account>.<cluster>`` (backend to agent).
 """
 
@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import zlib
+
 import orjson
 
 from clustersync.protocol.codec import DecodeError, from_wire, to_wire
-from clustersync.protocol.messages import Message
+from clustersync.protocol.messages import Batch, Message, Ping
 
 CONTROL_CONNECTED = "connected"  # an agent connected: the ingester answers with reconciliation
 CONTROL_RECONCILE = "reconcile"  # periodic reconciliation request for a connected agent
@@ -64,8 +66,24 @@ def subject_token(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else f"~{ord(ch):02x}" for ch in text)
 
 
-def up_subject(account: str, cluster: str) -> str:
-    return f"cs.up.{subject_token(account)}.{subject_token(cluster)}"
+UP_PARTITIONS = 16
+"""Agent traffic of one cluster is spread over this many subjects, so consumers can work on
+several objects at once while every object keeps its order (it always maps to one partition)."""
+
+
+def partition_of(msg: Message | None) -> int:
+    if msg is None or isinstance(msg, Ping):
+        return 0
+    key = (
+        str(msg.kind)
+        if isinstance(msg, Batch)
+        else f"{msg.ref.kind}/{msg.ref.namespace}/{msg.ref.name}"
+    )
+    return zlib.crc32(key.encode()) % UP_PARTITIONS
+
+
+def up_subject(account: str, cluster: str, partition: int = 0) -> str:
+    return f"cs.up.{subject_token(account)}.{subject_token(cluster)}.{partition}"
 
 
 def write_subject(account: str, cluster: str) -> str:

@@ -108,24 +108,62 @@ def env_entries(obj: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]
                     yield list_name, str(container.get("name", "")), entry
 
 
+def _owned(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The dict at ``path``, after replacing every dict on the way by a shallow copy of itself."""
+    node = obj
+    for key in path:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            return None
+        child = dict(child)
+        node[key] = child
+        node = child
+    return node
+
+
+def _masked_container(container: Any) -> Any:
+    if not isinstance(container, dict) or not isinstance(container.get("env"), list):
+        return container
+    env = [
+        {**entry, "value": MASK} if isinstance(entry, dict) and "value" in entry else entry
+        for entry in container["env"]
+    ]
+    return {**container, "env": env}
+
+
+def _mask_env(obj: dict[str, Any]) -> None:
+    spec = _owned(obj, pod_spec_path(str(obj.get("kind", ""))))
+    if spec is None:
+        return
+    for list_name in _CONTAINER_LISTS:
+        containers = spec.get(list_name)
+        if not isinstance(containers, list):
+            continue
+        spec[list_name] = [_masked_container(c) for c in containers]
+
+
 def shape(kind: Kind, live: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``live`` as the agent sends it: stripped, nulled and masked."""
-    obj = copy.deepcopy(live)
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
+    """``live`` as the agent sends it: stripped, nulled and masked.
+
+    Only the containers on the paths that change are copied; the rest is shared with ``live``
+    (a deep copy cost more than the checksum). Neither object may be mutated afterwards.
+    """
+    obj = dict(live)
+    meta = _owned(obj, ("metadata",))
+    if meta is not None:
         meta.pop("managedFields", None)
         annotations = meta.get("annotations")
         if isinstance(annotations, dict):
-            for key in _STRIPPED_ANNOTATIONS:
-                annotations.pop(key, None)
-            if not annotations:
+            kept = {k: v for k, v in annotations.items() if k not in _STRIPPED_ANNOTATIONS}
+            if kept:
+                meta["annotations"] = kept
+            else:
                 del meta["annotations"]
     for path in NULLED_FIELDS.get(str(kind), ()):
-        parent = _walk(obj, path[:-1])
-        if isinstance(parent, dict) and path[-1] in parent:
+        parent = _owned(obj, path[:-1])
+        if parent is not None and path[-1] in parent:
             parent[path[-1]] = None
-    for _, _, entry in env_entries(obj):
-        entry["value"] = MASK
+    _mask_env(obj)
     return obj
 
 

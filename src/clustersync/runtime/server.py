@@ -28,6 +28,7 @@ from clustersync.protocol.envelope import (
     decode_envelope,
     down_subject,
     encode_envelope,
+    partition_of,
     subject_token,
     up_subject,
 )
@@ -114,10 +115,10 @@ class SyncServer:
 
     async def _pump(self, conn: Connection) -> None:
         """Agent frames to the bus, tagged with the identity of the agent's token."""
-        subject = up_subject(conn.account, conn.cluster)
         async for item in receive(conn.ws, "server"):
             if isinstance(item, Rejected) or isinstance(item, Ping):
                 continue
+            subject = up_subject(conn.account, conn.cluster, partition_of(item))
             await self.bus.publish(subject, encode_envelope(Envelope(conn.account, conn.cluster, item)))
 
     async def _deliver(self, conn: Connection, delivery: Delivery) -> None:

@@ -160,6 +160,13 @@ async def test_unreachable_server_fails_fast() -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.parametrize("url", ["not a url", "http://127.0.0.1:4222", "nats://127.0.0.1:99999"])
+async def test_bad_url(url: str) -> None:
+    with pytest.raises(BusError) as info:
+        await open_nats(url)
+    assert "\n" not in str(info.value)
+
+
 async def test_closed_bus_refuses(bus: NatsBus) -> None:
     await bus.close()
     with pytest.raises(BusError):

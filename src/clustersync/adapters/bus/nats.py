@@ -104,6 +104,12 @@ def stream_subjects(subjects: str) -> list[str]:
     return [subjects]
 
 
+def _redact(url: str) -> str:
+    """The URL without user credentials, for error messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}***@{rest.rsplit('@', 1)[1]}" if sep and "@" in rest else url
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text and text[0] else type(exc).__name__
@@ -125,15 +131,22 @@ async def open_nats(
     ``redelivery_delay`` is how long a message whose handler raised waits before redelivery;
     ``publish_timeout`` bounds how long publish() waits (and retries) for the stream's ack."""
     _check_filter(subjects)
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in ("nats", "tls", "ws", "wss"):
+        raise BusError(f"bad NATS URL {_redact(url)!r}: expected nats://host:port")
+
+    failures: list[Exception] = []  # the client reports the real causes only to this callback
 
     async def on_error(exc: Exception) -> None:
+        failures[:] = [exc]
         log.warning("NATS: %s", _reason(exc))
 
     async def on_disconnect() -> None:
-        log.warning("NATS: disconnected from %s, reconnecting", url)
+        if not (nc.is_closed or nc.is_draining):  # also called by our own close()
+            log.warning("NATS: disconnected from %s, reconnecting", _redact(url))
 
     async def on_reconnect() -> None:
-        log.info("NATS: reconnected to %s", url)
+        log.info("NATS: reconnected to %s", _redact(url))
 
     nc = Client()
     try:
@@ -148,10 +161,13 @@ async def open_nats(
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
         )
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
+    except (OSError, TimeoutError, ValueError, nats.errors.Error) as exc:
+        # "no servers available" hides why; say what the last attempt ran into.
+        cause = failures[-1] if failures and isinstance(exc, nats.errors.NoServersError) else None
         with contextlib.suppress(Exception):
             await nc.close()
-        raise BusError(f"cannot connect to NATS at {url}: {_reason(exc)}") from None
+        raise BusError(f"cannot connect to NATS at {_redact(url)}: "
+                       f"{_reason(cause or exc)}") from None
     # ... but once connected, never give up: a restarting server must not kill the backend.
     # nats-py reads this option on every reconnect; it has no setter.
     nc.options["max_reconnect_attempts"] = -1
@@ -266,7 +282,8 @@ class NatsBus:
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusError(f"cannot subscribe {durable!r} to {subject_filter}: "
                            f"{_reason(exc)}") from None
-        sub = NatsSubscription(self, psub, durable, handler)
+        sub = NatsSubscription(self, psub, durable, handler, ack_wait=self._ack_wait,
+                               redelivery_delay=self._redelivery_delay)
         self._subscriptions.add(sub)
         return sub
 
@@ -296,8 +313,10 @@ class NatsSubscription:
     time (see the module docstring for why one)."""
 
     def __init__(self, bus: NatsBus, psub: JetStreamContext.PullSubscription, durable: str,
-                 handler: Handler) -> None:
+                 handler: Handler, *, ack_wait: float, redelivery_delay: float) -> None:
         self._bus = bus
+        self._ack_wait = ack_wait
+        self._redelivery_delay = redelivery_delay
         self._psub = psub
         self._durable = durable
         self._handler = handler
@@ -335,7 +354,7 @@ class NatsSubscription:
         except Exception:
             log.warning("handler for %s failed on %s seq %d (attempt %d)", self._durable,
                         delivery.subject, delivery.seq, delivery.attempt, exc_info=True)
-            await self._settle(msg.nak(delay=self._bus._redelivery_delay), "nak")
+            await self._settle(msg.nak(delay=self._redelivery_delay), "nak")
         else:
             await self._settle(msg.ack(), "ack")
         finally:
@@ -352,7 +371,7 @@ class NatsSubscription:
     async def _keep_alive(self) -> None:
         """Tell the server a slow handler is still working, so the message is not redelivered
         to another subscriber (and run twice, out of order) after ack_wait."""
-        interval = max(self._bus._ack_wait / 3, 0.05)
+        interval = max(self._ack_wait / 3, 0.05)
         while True:
             msg = self._current
             await asyncio.sleep(interval)

@@ -1,0 +1,474 @@
+"""kubescape's Pulsar encoding of synchronizer messages (pure: no I/O).
+
+kubescape's server publishes to ``persistent://<tenant>/<namespace>/synchronizer`` and its
+ingester reads from there, so a bridge speaking this encoding can sit beside (or replace) either.
+The encoding differs from the websocket one (:mod:`clustersync.protocol.codec`) in every detail:
+
+* one JSON document per Pulsar message, keys in lowerCamel case, the event name in the ``event``
+  message *property* rather than in the payload;
+* ``kind`` is the string ``group/version/resource``; Go ``[]byte`` fields (object, patch, base
+  object) are base64 strings, ``null`` when absent;
+* PutObject keeps the full object under the key ``patch`` (kubescape's struct tag reuses it);
+* reconciliation travels as ``ReconciliationRequest`` with ``kindToObject`` instead of a batch,
+  and "an agent connected" as ``ServerConnected``.
+
+Every message also carries properties (``timestamp``, ``event``, ``account``, ``cluster``, and for
+object messages the kind, name, namespace and resourceVersion) so consumers can route and filter
+without parsing the payload. Our message key gives Key_Shared subscriptions per-object order
+(kubescape uses one constant key, which serialises everything).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from clustersync.model import Kind, KindError, ObjectRef
+from clustersync.protocol.codec import DecodeError, TooDeepError
+from clustersync.protocol.envelope import CONTROL_CONNECTED, CONTROL_RECONCILE, Envelope
+from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
+    MAX_DEPTH,
+    Batch,
+    GetObject,
+    NewChecksum,
+    ObjectDeleted,
+    ObjectMessage,
+    PatchObject,
+    Ping,
+    PutObject,
+    new_msg_id,
+)
+
+__all__ = [
+    "EVENT_DELETE",
+    "EVENT_GET",
+    "EVENT_PATCH",
+    "EVENT_PUT",
+    "EVENT_RECONCILIATION",
+    "EVENT_SERVER_CONNECTED",
+    "EVENT_VERIFY",
+    "PulsarMessage",
+    "decode_pulsar",
+    "decode_pulsar_all",
+    "encode_pulsar",
+    "encode_pulsar_all",
+    "format_timestamp",
+    "message_key",
+]
+
+EVENT_GET = "GetObject"
+EVENT_PATCH = "PatchObject"
+EVENT_VERIFY = "VerifyObject"  # our NewChecksum
+EVENT_DELETE = "DeleteObject"  # our ObjectDeleted
+EVENT_PUT = "PutObject"
+EVENT_SERVER_CONNECTED = "ServerConnected"
+EVENT_RECONCILIATION = "ReconciliationRequest"
+
+PROP_TIMESTAMP = "timestamp"
+PROP_EVENT = "event"
+PROP_ACCOUNT = "account"
+PROP_CLUSTER = "cluster"
+PROP_GROUP = "group"
+PROP_VERSION = "version"
+PROP_RESOURCE = "resource"
+PROP_NAME = "name"
+PROP_NAMESPACE = "namespace"
+PROP_RESOURCE_VERSION = "resourceVersion"
+
+_OBJECT_EVENTS = frozenset({EVENT_GET, EVENT_PATCH, EVENT_VERIFY, EVENT_DELETE, EVENT_PUT})
+
+
+@dataclass(frozen=True, slots=True)
+class PulsarMessage:
+    """What a producer sends: ``payload`` as the message content, plus properties and key."""
+
+    payload: bytes
+    properties: dict[str, str]
+    key: str
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Go's ``time.RFC3339Nano`` for a UTC time: fraction without trailing zeros, ``Z`` zone.
+    Python keeps microseconds, so at most six fraction digits (Go parses any number)."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += "." + f"{moment.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def message_key(account: str, cluster: str, ref: ObjectRef | None = None) -> str:
+    """Per-object key for object messages, per-cluster key otherwise: on a Key_Shared subscription
+    messages with one key keep their order, and different objects spread over consumers."""
+    if ref is None:
+        return f"{account}/{cluster}"
+    kind = ref.kind
+    return (
+        f"{account}/{cluster}/{kind.group}/{kind.version}/{kind.resource}"
+        f"/{ref.namespace}/{ref.name}"
+    )
+
+
+def _b64(data: bytes | None) -> str | None:
+    # Go marshals a nil []byte as null and a non-nil one as standard, padded base64.
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _properties(env: Envelope, event: str, now: datetime) -> dict[str, str]:
+    props = {PROP_TIMESTAMP: format_timestamp(now), PROP_EVENT: event}
+    # kubescape leaves out an empty identity rather than writing an empty property.
+    if env.account:
+        props[PROP_ACCOUNT] = env.account
+    if env.cluster:
+        props[PROP_CLUSTER] = env.cluster
+    return props
+
+
+def _encode_object(env: Envelope, msg: ObjectMessage, now: datetime) -> PulsarMessage:
+    ref = msg.ref
+    doc: dict[str, Any] = {}
+    # Keys in the order of kubescape's Go structs, so payloads diff cleanly against theirs.
+    if isinstance(msg, GetObject):
+        event = EVENT_GET
+        doc["baseObject"] = _b64(msg.base_object)
+    elif isinstance(msg, NewChecksum):
+        event = EVENT_VERIFY
+        doc["checksum"] = msg.checksum
+    elif isinstance(msg, ObjectDeleted):
+        event = EVENT_DELETE
+    elif isinstance(msg, PatchObject):
+        event = EVENT_PATCH
+        doc["checksum"] = msg.checksum
+    else:
+        event = EVENT_PUT
+        doc["checksum"] = msg.checksum  # not in kubescape's struct; Go ignores unknown keys
+    resource_version = (
+        msg.resource_version if isinstance(msg, NewChecksum | ObjectDeleted) else 0
+    )
+    doc.update(
+        cluster=env.cluster,
+        account=env.account,
+        depth=msg.depth,
+        kind=str(ref.kind),
+        msgId=msg.msg_id,
+        name=ref.name,
+        namespace=ref.namespace,
+    )
+    if isinstance(msg, PatchObject):
+        doc["patch"] = _b64(msg.patch)
+    elif isinstance(msg, PutObject):
+        doc["patch"] = _b64(msg.object)  # sic: kubescape's PutObject tags Object as "patch"
+    doc["resourceVersion"] = resource_version
+
+    props = _properties(env, event, now)
+    props.update(
+        {
+            PROP_GROUP: ref.kind.group,
+            PROP_VERSION: ref.kind.version,
+            PROP_RESOURCE: ref.kind.resource,
+            PROP_NAME: ref.name,
+            PROP_NAMESPACE: ref.namespace,
+            PROP_RESOURCE_VERSION: str(resource_version),
+        }
+    )
+    return PulsarMessage(orjson.dumps(doc), props, message_key(env.account, env.cluster, ref))
+
+
+def _encode_cluster_message(
+    env: Envelope, event: str, doc: dict[str, Any], now: datetime
+) -> PulsarMessage:
+    head: dict[str, Any] = {"cluster": env.cluster, "account": env.account}
+    return PulsarMessage(
+        orjson.dumps(head | doc),
+        _properties(env, event, now),
+        message_key(env.account, env.cluster),
+    )
+
+
+def _encode_reconciliation(env: Envelope, batch: Batch, now: datetime) -> PulsarMessage:
+    items = []
+    for item in batch.new_checksum:
+        if item.ref.kind != batch.kind:
+            raise ValueError(f"reconciliation batch of {batch.kind} holds an item of {item.ref}")
+        items.append(
+            {
+                "checksum": item.checksum,
+                "resourceVersion": item.resource_version,
+                "name": item.ref.name,
+                "namespace": item.ref.namespace,
+            }
+        )
+    doc = {
+        "depth": batch.depth,
+        "msgId": batch.msg_id,
+        "serverInitiated": False,
+        "kindToObject": {str(batch.kind): items},
+    }
+    return _encode_cluster_message(env, EVENT_RECONCILIATION, doc, now)
+
+
+def _encode_control(env: Envelope, msg_id: str | None, now: datetime) -> PulsarMessage:
+    # Controls carry no message of ours, hence no msgId: kubescape's server makes one up too.
+    doc: dict[str, Any] = {"depth": 0, "msgId": msg_id if msg_id is not None else new_msg_id()}
+    if env.control == CONTROL_CONNECTED:
+        return _encode_cluster_message(env, EVENT_SERVER_CONNECTED, doc, now)
+    if env.control == CONTROL_RECONCILE:
+        doc.update(serverInitiated=True, kindToObject={})
+        return _encode_cluster_message(env, EVENT_RECONCILIATION, doc, now)
+    raise ValueError(f"control {env.control!r} has no Pulsar form")
+
+
+def encode_pulsar_all(
+    env: Envelope, *, now: datetime | None = None, msg_id: str | None = None
+) -> list[PulsarMessage]:
+    """The Pulsar messages for ``env``, in the order to publish them.
+
+    A reconciliation batch is one ReconciliationRequest; any other batch is unrolled into one
+    message per item in kubescape's handling order (get, verify, delete, patch, put), since the
+    Pulsar encoding has no batch. ``now`` stamps the ``timestamp`` property (default: the current
+    time); ``msg_id`` is the msgId of a control's message (default: a fresh one). Raises
+    ValueError for what the encoding cannot express (pings, an envelope with no content or with
+    both a control and a message)."""
+    now = now if now is not None else datetime.now(UTC)
+    if env.control and env.message is not None:
+        raise ValueError("an envelope with both a control and a message has no Pulsar form")
+    if env.control:
+        return [_encode_control(env, msg_id, now)]
+    msg = env.message
+    if msg is None:
+        raise ValueError("an envelope with neither a control nor a message has no Pulsar form")
+    if isinstance(msg, Ping):
+        raise ValueError("pings are not sent over Pulsar")
+    if isinstance(msg, Batch):
+        if msg.batch_type == BATCH_RECONCILIATION:
+            return [_encode_reconciliation(env, msg, now)]
+        return [_encode_object(env, item, now) for item in msg.unrolled()]
+    return [_encode_object(env, msg, now)]
+
+
+def encode_pulsar(
+    env: Envelope, *, now: datetime | None = None, msg_id: str | None = None
+) -> PulsarMessage:
+    """Like :func:`encode_pulsar_all` for envelopes that make exactly one Pulsar message."""
+    out = encode_pulsar_all(env, now=now, msg_id=msg_id)
+    if len(out) != 1:
+        raise ValueError(f"envelope makes {len(out)} Pulsar messages; use encode_pulsar_all")
+    return out[0]
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _fields(doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise DecodeError("Pulsar payload is not a JSON object")
+    # Go's decoder matches keys case-insensitively; so do we, to accept what it accepts.
+    return {str(key).lower(): value for key, value in doc.items()}
+
+
+def _str(fields: Mapping[str, Any], key: str) -> str:
+    value = fields.get(key.lower())
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise DecodeError(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _int(fields: Mapping[str, Any], key: str) -> int:
+    value = fields.get(key.lower())
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    # bool is an int in Python but not in Go's decoder.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _bool(fields: Mapping[str, Any], key: str) -> bool:
+    value = fields.get(key.lower())
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise DecodeError(f"{key} must be a boolean, got {value!r}")
+    return value
+
+
+def _bytes(fields: Mapping[str, Any], key: str, *, required: bool) -> bytes | None:
+    """A Go []byte field: base64 (Go's decoder skips line breaks), holding JSON text for us."""
+    text = _str(fields, key)
+    if not text:
+        if required:
+            raise DecodeError(f"{key} is missing or empty")
+        return None
+    try:
+        data = base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise DecodeError(f"{key} is not valid base64", "bad_base64") from None
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"{key} does not hold JSON text: {exc}") from None
+    return data
+
+
+def _kind(text: str) -> Kind:
+    try:
+        return Kind.parse(text)
+    except KindError as exc:
+        raise DecodeError(str(exc), "bad_kind") from None
+
+
+def _meta(fields: Mapping[str, Any]) -> tuple[int, str]:
+    depth = _int(fields, "depth")
+    if depth < 0:
+        raise DecodeError(f"negative depth {depth}")
+    if depth > MAX_DEPTH:
+        raise TooDeepError(depth)
+    return depth, _str(fields, "msgId")
+
+
+def _identity(fields: Mapping[str, Any], properties: Mapping[str, str]) -> tuple[str, str]:
+    """Account and cluster from the payload, or the properties when the payload omits them; the
+    two must agree, since routing (properties) and handling (payload) must concern one cluster."""
+    out = []
+    for key in (PROP_ACCOUNT, PROP_CLUSTER):
+        body, prop = _str(fields, key), properties.get(key, "")
+        if body and prop and body != prop:
+            raise DecodeError(
+                f"{key} {body!r} in the payload but {prop!r} in the properties",
+                "identity_mismatch",
+            )
+        if not (body or prop):
+            raise DecodeError(f"message without {key}", "no_identity")
+        out.append(body or prop)
+    return out[0], out[1]
+
+
+def _decode_object(fields: Mapping[str, Any], event: str) -> ObjectMessage:
+    kind = _kind(_str(fields, "kind"))
+    name = _str(fields, "name")
+    if not name:
+        raise DecodeError(f"{event} without name")
+    ref = ObjectRef(kind, _str(fields, "namespace"), name)
+    depth, msg_id = _meta(fields)
+    if event == EVENT_VERIFY:
+        return NewChecksum(
+            ref=ref,
+            checksum=_str(fields, "checksum"),
+            resource_version=_int(fields, "resourceVersion"),
+            depth=depth,
+            msg_id=msg_id,
+        )
+    if event == EVENT_DELETE:
+        return ObjectDeleted(
+            ref=ref, resource_version=_int(fields, "resourceVersion"), depth=depth, msg_id=msg_id
+        )
+    if event == EVENT_GET:
+        base = _bytes(fields, "baseObject", required=False)
+        return GetObject(ref=ref, base_object=base, depth=depth, msg_id=msg_id)
+    body = _bytes(fields, "patch", required=True)
+    assert body is not None
+    checksum = _str(fields, "checksum")
+    if event == EVENT_PATCH:
+        return PatchObject(ref=ref, checksum=checksum, patch=body, depth=depth, msg_id=msg_id)
+    return PutObject(ref=ref, checksum=checksum, object=body, depth=depth, msg_id=msg_id)
+
+
+def _decode_inventory(kind: Kind, value: Any, depth: int, msg_id: str) -> Batch:
+    if value is None:
+        value = []  # Go marshals a nil slice as null
+    if not isinstance(value, list):
+        raise DecodeError(f"kindToObject[{kind}] must be a list")
+    items = []
+    for raw in value:
+        item = _fields(raw)
+        name = _str(item, "name")
+        if not name:
+            raise DecodeError(f"kindToObject[{kind}] item without name")
+        # Items share the request's depth and msgId, as our reconciliation batches do.
+        items.append(
+            NewChecksum(
+                ref=ObjectRef(kind, _str(item, "namespace"), name),
+                checksum=_str(item, "checksum"),
+                resource_version=_int(item, "resourceVersion"),
+                depth=depth,
+                msg_id=msg_id,
+            )
+        )
+    return Batch(
+        kind=kind,
+        batch_type=BATCH_RECONCILIATION,
+        new_checksum=tuple(items),
+        depth=depth,
+        msg_id=msg_id,
+    )
+
+
+def _decode_reconciliation(fields: Mapping[str, Any]) -> Iterable[Batch | str]:
+    depth, msg_id = _meta(fields)
+    if _bool(fields, "serverInitiated"):
+        # The server asks the backend for its inventory: any objects listed are meaningless.
+        return [CONTROL_RECONCILE]
+    inventory = fields.get("kindtoobject")
+    if inventory is None:
+        return []
+    if not isinstance(inventory, dict):
+        raise DecodeError("kindToObject must be a JSON object")
+    return [
+        _decode_inventory(_kind(str(text)), value, depth, msg_id)
+        for text, value in inventory.items()
+    ]
+
+
+def decode_pulsar_all(payload: bytes, properties: Mapping[str, str]) -> list[Envelope]:
+    """Every envelope in one Pulsar message: one, except that a ReconciliationRequest makes one
+    reconciliation batch per kind (none for an empty backend-initiated request).
+
+    Raises :class:`DecodeError` with a metric label as ``reason``: ``malformed`` (not JSON, wrong
+    types, missing fields), ``unknown_event``, ``bad_kind``, ``bad_base64``, ``no_identity``,
+    ``identity_mismatch``, ``too_deep``."""
+    event = properties.get(PROP_EVENT, "")
+    if event not in _OBJECT_EVENTS and event not in (EVENT_SERVER_CONNECTED,
+                                                    EVENT_RECONCILIATION):
+        raise DecodeError(f"unknown Pulsar event {event!r}", "unknown_event")
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"Pulsar payload is not JSON: {exc}") from None
+    fields = _fields(doc)
+    account, cluster = _identity(fields, properties)
+    if event in _OBJECT_EVENTS:
+        return [Envelope(account, cluster, _decode_object(fields, event))]
+    if event == EVENT_SERVER_CONNECTED:
+        _meta(fields)  # validated for consistency, though a control keeps neither
+        return [Envelope(account, cluster, control=CONTROL_CONNECTED)]
+    return [
+        Envelope(account, cluster, control=item)
+        if isinstance(item, str)
+        else Envelope(account, cluster, item)
+        for item in _decode_reconciliation(fields)
+    ]
+
+
+def decode_pulsar(payload: bytes, properties: Mapping[str, str]) -> Envelope:
+    """Decode a Pulsar message that holds exactly one envelope (see :func:`decode_pulsar_all`)."""
+    envelopes = decode_pulsar_all(payload, properties)
+    if len(envelopes) != 1:
+        raise DecodeError(
+            f"{properties.get(PROP_EVENT)} holds {len(envelopes)} envelopes; "
+            "use decode_pulsar_all"
+        )
+    return envelopes[0]

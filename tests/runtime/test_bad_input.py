@@ -1,0 +1,198 @@
+"""Garbage on the websocket and on the bus is counted and skipped, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+import pytest
+
+from clustersync.model import ObjectRef
+from clustersync.protocol.codec import decode, encode
+from clustersync.protocol.envelope import Envelope, down_subject, encode_envelope
+from clustersync.protocol.messages import GetObject, NewChecksum, PutObject, new_msg_id
+
+try:
+    from tests.runtime.harness import (
+        ACCOUNT,
+        CLUSTER_A,
+        CLUSTER_B,
+        CONFIGMAPS,
+        STATEFULSETS,
+        TOKENS,
+        Probe,
+        World,
+        configmap,
+        eventually,
+    )
+except ImportError:
+    from harness import (  # type: ignore[no-redef]
+        ACCOUNT,
+        CLUSTER_A,
+        CLUSTER_B,
+        CONFIGMAPS,
+        STATEFULSETS,
+        TOKENS,
+        Probe,
+        World,
+        configmap,
+        eventually,
+    )
+
+
+def kubescape_headers(cluster: str, token: str | None = None) -> dict[str, str]:
+    return {
+        "X-API-KEY": token if token is not None else TOKENS[cluster],
+        "X-API-ACCOUNT": ACCOUNT,
+        "X-API-CLUSTER": cluster,
+        "X-HELM-VERSION": "v1.20.0",
+        "X-SYNCHRONIZER-VERSION": "v0.0.77",
+        "X-GIT-VERSION": "v1.30.0",
+        "X-CLOUD-PROVIDER": "",
+    }
+
+
+@pytest.fixture
+async def raw_b(synced: World) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A hand-driven websocket posing as cluster B's agent (cluster A's real agent keeps running)."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+        synced.backend.ws_url + "/synchronizer", headers=kubescape_headers(CLUSTER_B)
+    ) as ws:
+        await eventually(lambda: synced.connected(CLUSTER_B), what="raw client registered")
+        yield ws
+
+
+def _wire_kind(resource: str) -> dict[str, str]:
+    return {"Group": "", "Version": "v1", "Resource": resource}
+
+
+BAD_FRAMES = [
+    pytest.param(b"{this is not json", "malformed", id="not-json"),
+    pytest.param(
+        orjson.dumps({"Event": 42, "Depth": 1, "MsgId": "m", "Kind": _wire_kind("configmaps"),
+                      "Name": "x", "Namespace": "shop"}),
+        "unknown_event",
+        id="unknown-event",
+    ),
+    pytest.param(
+        orjson.dumps({"Event": 0, "Depth": 9, "MsgId": "m", "Kind": _wire_kind("configmaps"),
+                      "Name": "x", "Namespace": "shop", "Checksum": "abc"}),
+        "too_deep",
+        id="depth-9",
+    ),
+    pytest.param(
+        orjson.dumps({"Event": 0, "Depth": 1, "MsgId": "m", "Kind": _wire_kind("Not Valid!"),
+                      "Name": "x", "Namespace": "shop", "Checksum": "abc"}),
+        "bad_kind",
+        id="bad-kind",
+    ),
+]
+
+
+async def _next_message(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0):
+    frame = await asyncio.wait_for(ws.receive(), timeout)
+    assert frame.type == aiohttp.WSMsgType.BINARY, f"expected a message frame, got {frame!r}"
+    return decode(frame.data)
+
+
+@pytest.mark.parametrize(("frame", "reason"), BAD_FRAMES)
+async def test_bad_frame_is_counted_and_the_connection_survives(
+    synced: World, raw_b: aiohttp.ClientWebSocketResponse, frame: bytes, reason: str
+) -> None:
+    rejected = Probe.bad_input("server", reason)
+    published = Probe.messages("ingester", "in")
+
+    await raw_b.send_bytes(frame)
+    await eventually(lambda: rejected.delta >= 1, what=f"server bad_input {reason}")
+    assert rejected.delta == 1
+    assert not raw_b.closed
+
+    # The same socket still works: a checksum for an object the backend lacks is answered with
+    # a GetObject on this very connection.
+    ref = ObjectRef(CONFIGMAPS, "shop", f"probe-{reason}")
+    await raw_b.send_bytes(encode(NewChecksum(ref=ref, checksum="c0ffee", depth=1,
+                                              msg_id=new_msg_id())))
+    reply = await _next_message(raw_b)
+    assert isinstance(reply, GetObject)
+    assert reply.ref == ref and reply.base_object is None
+    assert published.delta == 1, "the rejected frame must not reach the bus"
+
+    # Cluster A's real agent kept syncing meanwhile.
+    cluster = synced.clusters[CLUSTER_A]
+    cluster.create(configmap(f"during-{reason.replace('_', '-')}"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", f"during-{reason.replace('_', '-')}"),
+        what="cluster A to keep syncing",
+    )
+    assert synced.connected(CLUSTER_A) and synced.connected(CLUSTER_B)
+
+
+async def test_all_bad_frames_in_a_row_on_one_connection(
+    synced: World, raw_b: aiohttp.ClientWebSocketResponse
+) -> None:
+    probes = {reason: Probe.bad_input("server", reason) for _, reason in
+              (p.values for p in BAD_FRAMES)}
+    for param in BAD_FRAMES:
+        await raw_b.send_bytes(param.values[0])
+    await eventually(lambda: all(p.delta == 1 for p in probes.values()), what="all four rejections")
+    ref = ObjectRef(CONFIGMAPS, "shop", "after-garbage")
+    await raw_b.send_bytes(encode(NewChecksum(ref=ref, checksum="x", msg_id=new_msg_id())))
+    reply = await _next_message(raw_b)
+    assert isinstance(reply, GetObject) and reply.ref == ref
+
+
+async def test_unknown_kind_from_the_backend_is_refused_by_the_agent(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    refused = Probe.bad_input("agent", "unknown_kind")
+    ref = ObjectRef(STATEFULSETS, "shop", "db")
+    body = orjson.dumps({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                         "metadata": {"name": "db", "namespace": "shop"}, "spec": {"replicas": 1}})
+    msg = PutObject(ref=ref, checksum="", object=body, depth=1, msg_id=new_msg_id())
+
+    await synced.bus.publish(
+        down_subject(ACCOUNT, CLUSTER_A), encode_envelope(Envelope(ACCOUNT, CLUSTER_A, msg))
+    )
+
+    await eventually(lambda: refused.delta >= 1, what="agent bad_input unknown_kind")
+    assert refused.delta == 1
+    assert cluster.sandbox.get("apps", "v1", "statefulsets", "shop", "db") is None
+    cluster.create(configmap("still-working"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "still-working"),
+        what="a later change to sync",
+    )
+    assert cluster.task is not None and not cluster.task.done()
+
+
+async def test_undecodable_bus_message_is_parked_and_skipped(synced: World) -> None:
+    parked = Probe.sample("clustersync_dead_letters_total", reason="malformed")
+    counted = Probe.bad_input("ingester", "malformed")
+    ref = ObjectRef(CONFIGMAPS, "shop", "behind-garbage")
+    obj = configmap("behind-garbage")
+    follower = PutObject(ref=ref, checksum="feed", object=orjson.dumps(obj), depth=1,
+                         msg_id=new_msg_id())
+
+    await synced.bus.publish("cs.up.x.y", b"\x00definitely not an envelope")
+    await synced.bus.publish("cs.up.x.y", encode_envelope(Envelope("x", "y", follower)))
+
+    letters = await eventually(synced.store.dead_letters, what="a dead letter")
+    assert len(letters) == 1
+    assert letters[0].subject == "cs.up.x.y"
+    assert letters[0].data == b"\x00definitely not an envelope"
+    assert parked.delta == 1
+    assert counted.delta == 1
+
+    async def follower_stored() -> bool:
+        rows = await synced.store.list("x", "y")
+        return [r.key.ref for r in rows] == [ref] and rows[0].checksum == "feed"
+
+    await eventually(follower_stored, what="the message behind the garbage to be ingested")
+    assert len(await synced.store.dead_letters()) == 1
+    # The real cluster is unaffected.
+    synced.clusters[CLUSTER_A].create(configmap("unaffected"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "unaffected"),
+        what="cluster A to keep syncing",
+    )

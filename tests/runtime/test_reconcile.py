@@ -1,0 +1,86 @@
+"""Repairs after the agent missed changes: reconciliation on connect, and relists after a 410."""
+
+from __future__ import annotations
+
+import orjson
+
+try:
+    from tests.runtime.harness import (
+        CLUSTER_A,
+        CONFIGMAPS,
+        DEPLOYMENTS,
+        PROFILES,
+        Probe,
+        World,
+        configmap,
+        eventually,
+    )
+except ImportError:
+    from harness import (  # type: ignore[no-redef]
+        CLUSTER_A,
+        CONFIGMAPS,
+        DEPLOYMENTS,
+        PROFILES,
+        Probe,
+        World,
+        configmap,
+        eventually,
+    )
+
+
+async def test_reconnect_repairs_changes_made_while_the_agent_was_down(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    await synced.stop_agent(CLUSTER_A)
+    await synced.wait_disconnected(CLUSTER_A)
+
+    created = cluster.create(configmap("born-offline", when="down"))
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 6}})
+    cluster.delete(PROFILES, "shop", "web-profile")
+    assert not await synced.in_sync(CLUSTER_A)
+    removals = Probe.messages("agent", "out", "object_deleted")
+
+    synced.start_agent(CLUSTER_A)
+    await synced.wait_synced(CLUSTER_A)
+
+    row = await synced.row(CLUSTER_A, CONFIGMAPS, "shop", "born-offline")
+    assert row is not None and row.uid == created["metadata"]["uid"]
+    web = await synced.row(CLUSTER_A, DEPLOYMENTS, "shop", "web")
+    assert web is not None and orjson.loads(web.object)["spec"]["replicas"] == 6
+    assert await synced.row(CLUSTER_A, PROFILES, "shop", "web-profile") is None
+    # Only reconciliation can know about the deletion: no watch event exists for it.
+    assert removals.delta >= 1
+    assert synced.clusters[CLUSTER_A].agent is not None
+    assert synced.clusters[CLUSTER_A].agent.connections == 1
+
+
+async def test_deletion_during_a_broken_watch_is_found_by_the_relist(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    agent = cluster.agent
+    assert agent is not None
+    informer = agent.informers[CONFIGMAPS]
+    relists = informer.relists_after_gone
+    lists = informer.lists
+
+    # End every watch before the deletion so no stream can carry it, then compact the history:
+    # the informers' resume points are now too old and their next watch gets 410. The three
+    # steps run without yielding, so no informer can re-watch in between.
+    cluster.sandbox.store.close_watchers()
+    cluster.delete(CONFIGMAPS, "shop", "flags")
+    cluster.sandbox.compact()
+    await cluster.sandbox.drop_watches()
+
+    await eventually(lambda: _gone(synced), what="the deletion to reach the store")
+    assert informer.relists_after_gone > relists, "the informer never saw a 410"
+    assert informer.lists > lists
+    assert ("shop", "flags") not in informer.cache
+    # Every informer recovered: later changes of any kind still sync.
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 8}})
+    cluster.create(configmap("after-relist"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"), what="later patch"
+    )
+    await synced.wait_synced(CLUSTER_A)
+
+
+async def _gone(world: World) -> bool:
+    return await world.row(CLUSTER_A, CONFIGMAPS, "shop", "flags") is None
