@@ -1,0 +1,132 @@
+"""The websocket link: authentication before the upgrade, and reconnecting after a drop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from clustersync.link.client import PermanentLinkError
+from clustersync.runtime.agent import Agent
+
+try:
+    from tests.runtime.harness import (
+        ACCOUNT,
+        ADMIN_TOKEN,
+        CLUSTER_A,
+        CLUSTER_B,
+        CONFIGMAPS,
+        DEPLOYMENTS,
+        TOKENS,
+        Probe,
+        World,
+        configmap,
+        eventually,
+    )
+    from tests.runtime.test_bad_input import kubescape_headers
+except ImportError:
+    from harness import (  # type: ignore[no-redef]
+        ACCOUNT,
+        ADMIN_TOKEN,
+        CLUSTER_A,
+        CLUSTER_B,
+        CONFIGMAPS,
+        DEPLOYMENTS,
+        TOKENS,
+        Probe,
+        World,
+        configmap,
+        eventually,
+    )
+    from test_bad_input import kubescape_headers  # type: ignore[no-redef]
+
+
+async def _handshake_status(world: World, headers: dict[str, str]) -> int:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with http.ws_connect(world.backend.ws_url, headers=headers):
+                pass
+    return refused.value.status
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [("not-a-real-token", "bad_token"), ("", "bad_token"), (ADMIN_TOKEN, "bad_token")],
+    ids=["unknown", "missing", "admin-token"],
+)
+async def test_bad_token_is_refused_before_the_upgrade(world: World, token: str, reason: str) -> None:
+    counted = Probe.bad_input("server", reason)
+    assert await _handshake_status(world, kubescape_headers(CLUSTER_A, token)) == 401
+    assert counted.delta == 1
+    assert world.backend.server.connections == {}
+
+
+async def test_token_for_another_cluster_is_refused(world: World) -> None:
+    counted = Probe.bad_input("server", "identity_mismatch")
+    headers = kubescape_headers(CLUSTER_B, TOKENS[CLUSTER_A])  # A's token claiming to be B
+    assert await _handshake_status(world, headers) == 401
+    headers = {**kubescape_headers(CLUSTER_A), "X-API-ACCOUNT": "someone-else"}
+    assert await _handshake_status(world, headers) == 401
+    assert counted.delta == 2
+    assert world.backend.server.connections == {}
+
+
+async def test_rejected_client_version_gets_424(world: World) -> None:
+    counted = Probe.bad_input("server", "client_version")
+    headers = {**kubescape_headers(CLUSTER_A), "X-SYNCHRONIZER-VERSION": "invalid"}
+    assert await _handshake_status(world, headers) == 424
+    assert counted.delta == 1
+
+
+async def test_agent_with_a_bad_token_stops_with_a_permanent_error(world: World) -> None:
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = Agent(world.agent_config(CLUSTER_A, access_key="wrong-token-123"), cluster.kube)
+    with pytest.raises(PermanentLinkError) as refused:
+        await asyncio.wait_for(agent.run(), 10)
+    assert refused.value.status == 401
+    assert agent.connections == 0
+
+
+async def test_agent_reconnects_after_the_server_closes_its_socket(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    agent = cluster.agent
+    assert agent is not None and agent.connections == 1
+    reconnects = Probe.sample("clustersync_agent_reconnects_total")
+    old = synced.backend.server.connections[(ACCOUNT, CLUSTER_A)]
+
+    await old.ws.close()
+
+    await eventually(lambda: agent.connections == 2, what="the agent to redial")
+    await eventually(
+        lambda: synced.connected(CLUSTER_A)
+        and synced.backend.server.connections[(ACCOUNT, CLUSTER_A)] is not old,
+        what="the new connection on the server",
+    )
+    assert reconnects.delta == 1
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 9}})
+    cluster.create(configmap("after-reconnect"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"), what="patch synced"
+    )
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "after-reconnect"),
+        what="new object synced",
+    )
+    await synced.wait_synced(CLUSTER_A)
+    assert agent.connections == 2
+
+
+async def test_change_during_the_outage_is_sent_after_reconnecting(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    agent = cluster.agent
+    assert agent is not None
+    old = synced.backend.server.connections[(ACCOUNT, CLUSTER_A)]
+    await old.ws.close()
+    await eventually(lambda: not agent.connected.is_set(), what="the agent to notice the drop")
+    cluster.create(configmap("during-outage"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "during-outage"),
+        what="the change made while disconnected",
+    )
+    assert agent.connections == 2
