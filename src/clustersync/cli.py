@@ -85,11 +85,117 @@ async def cmd_backend(args: argparse.Namespace) -> None:
     host, port = args.listen
     try:
         await backend.start(host, port)
-        print(f"clustersync backend serving on {backend.url} (db {args.db}, bus {args.bus})", flush=True)
+        print(f"clustersync backend serving on {backend.url} (db {args.db})", flush=True)
         await _serve_forever()
     finally:
         await backend.stop()
         await bus.close()
+        await store.close()
+
+
+async def cmd_server(args: argparse.Namespace) -> None:
+    from clustersync.runtime.config import load_tokens
+    from clustersync.runtime.engines import open_bus
+    from clustersync.runtime.server import SyncServer
+    from clustersync.runtime.services import server_site
+
+    tokens = load_tokens(args.tokens)
+    _tune_gc()
+    bus = await open_bus(args.bus)
+    site = server_site(SyncServer(bus, tokens, reconcile_interval=args.reconcile_interval))
+    try:
+        url = await site.start(*args.listen)
+        print(f"clustersync server serving on {url} (bus {args.bus})", flush=True)
+        await _serve_forever()
+    finally:
+        await site.stop()
+        await bus.close()
+
+
+async def cmd_ingester(args: argparse.Namespace) -> None:
+    from clustersync.runtime.engines import open_bus, open_store
+    from clustersync.runtime.ingester import Ingester
+    from clustersync.runtime.services import health_site
+
+    _tune_gc()
+    store = await open_store(args.db)
+    bus = await open_bus(args.bus)
+    ingester = Ingester(bus, store)
+    site = health_site()
+    try:
+        await ingester.start()
+        url = await site.start(*args.health)
+        print(f"clustersync ingester running (bus {args.bus}, health on {url})", flush=True)
+        await _serve_forever()
+    finally:
+        await site.stop()
+        await ingester.stop()
+        await bus.close()
+        await store.close()
+
+
+async def cmd_api(args: argparse.Namespace) -> None:
+    from clustersync.runtime.config import load_tokens
+    from clustersync.runtime.engines import open_bus, open_store
+    from clustersync.runtime.services import api_site
+
+    tokens = load_tokens(args.tokens)
+    store = await open_store(args.db)
+    bus = await open_bus(args.bus)
+    site = api_site(store, bus, tokens)
+    try:
+        url = await site.start(*args.listen)
+        print(f"clustersync api serving on {url}", flush=True)
+        await _serve_forever()
+    finally:
+        await site.stop()
+        await bus.close()
+        await store.close()
+
+
+async def cmd_db_migrate(args: argparse.Namespace) -> None:
+    if args.db.startswith("sqlite:"):
+        from clustersync.runtime.engines import open_store
+
+        store = await open_store(args.db)  # SQLite migrates on open
+        await store.close()
+        print("sqlite schema is current")
+        return
+    if not args.db.startswith(("postgresql:", "postgres:")):
+        raise CommandError(f"unsupported database URL {args.db!r}", 2)
+    from clustersync.adapters.store.postgres import migrate
+
+    applied = await migrate(args.db)
+    print(f"applied migrations: {', '.join(applied)}" if applied else "schema is current")
+
+
+async def cmd_dlq(args: argparse.Namespace) -> None:
+    from clustersync.runtime.engines import open_bus, open_store
+    from clustersync.runtime.services import replay_dead_letter
+
+    store = await open_store(args.db)
+    try:
+        if args.action == "list":
+            for parked in await store.dead_letters(args.limit):
+                print(f"{parked.id}  {parked.subject}  {len(parked.data)} B  {parked.reason}")
+            return
+        letter = await store.dead_letter(args.id)
+        if letter is None:
+            raise CommandError(f"no dead letter with id {args.id}")
+        if args.action == "show":
+            print(f"id: {letter.id}\nsubject: {letter.subject}\nreason: {letter.reason}")
+            print(f"parked_at: {letter.parked_at}\ndata: {letter.data.decode(errors='replace')}")
+        elif args.action == "drop":
+            await store.drop_dead_letter(letter.id)
+            print(f"dropped {letter.id}")
+        else:
+            bus = await open_bus(args.bus)
+            try:
+                seq = await replay_dead_letter(store, bus, letter)
+            finally:
+                await bus.close()
+            print(f"replayed {letter.id} on {letter.subject} as seq {seq}")
+    finally:
         await store.close()
 
 
@@ -140,7 +246,9 @@ async def _api(method: str, url: str, token: str, **kwargs: Any) -> Any:
                 raise CommandError(f"backend answered HTTP {response.status}: {reason}")
             return orjson.loads(body)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise CommandError(f"cannot reach the backend at {url}: {exc or type(exc).__name__}") from None
+        raise CommandError(
+            f"cannot reach the backend at {url}: {exc or type(exc).__name__}"
+        ) from None
 
 
 async def cmd_objects(args: argparse.Namespace) -> None:
@@ -186,7 +294,9 @@ async def cmd_push(args: argparse.Namespace) -> None:
         body: dict[str, Any] = {"account": args.account, "cluster": args.cluster, "object": obj}
         if args.kind:
             body["kind"] = str(args.kind)
-        doc = await _api("POST", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, json=body)
+        doc = await _api(
+            "POST", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, json=body
+        )
         name = (obj.get("metadata") or {}).get("name", "?")
         print(f"accepted {obj.get('kind', '?')} {name} (seq {doc.get('seq')})")
 
@@ -200,7 +310,9 @@ async def cmd_delete(args: argparse.Namespace) -> None:
         "namespace": namespace,
         "name": name,
     }
-    doc = await _api("DELETE", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, params=params)
+    doc = await _api(
+        "DELETE", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, params=params
+    )
     print(f"accepted delete of {args.kind} {args.object} (seq {doc.get('seq')})")
 
 
@@ -210,7 +322,8 @@ async def cmd_delete(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clustersync", description=__doc__)
     parser.add_argument(
-        "--log-level", help="DEBUG, INFO, WARNING or ERROR (default: INFO for servers, WARNING for tools)"
+        "--log-level",
+        help="DEBUG, INFO, WARNING or ERROR (default: INFO for servers, WARNING for tools)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -228,6 +341,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
     p.set_defaults(run=cmd_backend)
+
+    p = commands.add_parser("server", help="accept agents and bridge them to the bus")
+    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT")
+    p.add_argument("--bus", required=True, help="nats://HOST:PORT (shared by every replica)")
+    p.add_argument("--tokens", required=True, help="YAML token table")
+    p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
+    p.set_defaults(run=cmd_server)
+
+    p = commands.add_parser("ingester", help="apply bus messages to the database")
+    p.add_argument("--bus", required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--health", type=_host_port, default=("127.0.0.1", 0), metavar="HOST:PORT")
+    p.set_defaults(run=cmd_ingester)
+
+    p = commands.add_parser("api", help="serve object queries and backend writes")
+    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8081), metavar="HOST:PORT")
+    p.add_argument("--bus", required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--tokens", required=True)
+    p.set_defaults(run=cmd_api)
+
+    p = commands.add_parser("db", help="database maintenance")
+    db = p.add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("migrate", help="create or upgrade the schema")
+    p.add_argument("--db", required=True)
+    p.set_defaults(run=cmd_db_migrate)
+
+    p = commands.add_parser("dlq", help="inspect, replay or drop parked bus messages")
+    p.add_argument("action", choices=("list", "show", "replay", "drop"))
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--db", required=True)
+    p.add_argument("--bus", default="", help="needed by replay")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(run=cmd_dlq)
 
     p = commands.add_parser("agent", help="sync a cluster with a backend")
     p.add_argument("--config", required=True)
@@ -279,7 +426,11 @@ def _configure_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    quiet = args.command in ("demo", "objects", "push", "delete")
+    if args.command == "dlq" and args.action != "list" and args.id is None:
+        parser.error(f"dlq {args.action} needs the id of a dead letter")
+    if args.command == "dlq" and args.action == "replay" and not args.bus:
+        parser.error("dlq replay needs --bus")
+    quiet = args.command in ("demo", "objects", "push", "delete", "db", "dlq")
     _configure_logging(args.log_level or ("WARNING" if quiet else "INFO"))
     run: Callable[[argparse.Namespace], Coroutine[Any, Any, None]] = args.run
     from clustersync.link.client import PermanentLinkError

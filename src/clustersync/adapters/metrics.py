@@ -15,7 +15,8 @@ MESSAGES = Counter(
     ["component", "direction", "event"],
 )
 FRAME_BYTES = Counter(
-    "clustersync_frame_bytes_total", "Websocket payload bytes, by component and direction",
+    "clustersync_frame_bytes_total",
+    "Websocket payload bytes, by component and direction",
     ["component", "direction"],
 )
 CONNECTED_AGENTS = Gauge("clustersync_connected_agents", "Agents connected to this server")

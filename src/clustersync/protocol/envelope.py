@@ -95,4 +95,10 @@ def down_subject(account: str, cluster: str) -> str:
 
 
 UP_FILTER = "cs.up.>"
+
+
+def up_partition_filter(partition: int) -> str:
+    return f"cs.up.*.*.{partition}"
+
+
 WRITE_FILTER = "cs.write.>"

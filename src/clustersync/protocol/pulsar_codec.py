@@ -152,9 +152,7 @@ def _encode_object(env: Envelope, msg: ObjectMessage, now: datetime) -> PulsarMe
     else:
         event = EVENT_PUT
         doc["checksum"] = msg.checksum  # not in kubescape's struct; Go ignores unknown keys
-    resource_version = (
-        msg.resource_version if isinstance(msg, NewChecksum | ObjectDeleted) else 0
-    )
+    resource_version = msg.resource_version if isinstance(msg, NewChecksum | ObjectDeleted) else 0
     doc.update(
         cluster=env.cluster,
         account=env.account,
@@ -441,8 +439,7 @@ def decode_pulsar_all(payload: bytes, properties: Mapping[str, str]) -> list[Env
     types, missing fields), ``unknown_event``, ``bad_kind``, ``bad_base64``, ``no_identity``,
     ``identity_mismatch``, ``too_deep``."""
     event = properties.get(PROP_EVENT, "")
-    if event not in _OBJECT_EVENTS and event not in (EVENT_SERVER_CONNECTED,
-                                                    EVENT_RECONCILIATION):
+    if event not in _OBJECT_EVENTS and event not in (EVENT_SERVER_CONNECTED, EVENT_RECONCILIATION):
         raise DecodeError(f"unknown Pulsar event {event!r}", "unknown_event")
     try:
         doc = orjson.loads(payload)
@@ -468,7 +465,6 @@ def decode_pulsar(payload: bytes, properties: Mapping[str, str]) -> Envelope:
     envelopes = decode_pulsar_all(payload, properties)
     if len(envelopes) != 1:
         raise DecodeError(
-            f"{properties.get(PROP_EVENT)} holds {len(envelopes)} envelopes; "
-            "use decode_pulsar_all"
+            f"{properties.get(PROP_EVENT)} holds {len(envelopes)} envelopes; use decode_pulsar_all"
         )
     return envelopes[0]

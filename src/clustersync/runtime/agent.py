@@ -112,7 +112,9 @@ class Agent:
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
-                    ws = await dial(http, self.config.server, self.credentials, self.config.heartbeat)
+                    ws = await dial(
+                        http, self.config.server, self.credentials, self.config.heartbeat
+                    )
                 except PermanentLinkError:
                     raise
                 except LinkError as exc:
@@ -131,7 +133,9 @@ class Agent:
 
     async def _serve(self, ws: WebSocket) -> None:
         self.connections += 1
-        log.info("connected to %s as %s/%s", self.config.server, self.config.account, self.config.cluster)
+        log.info(
+            "connected to %s as %s/%s", self.config.server, self.config.account, self.config.cluster
+        )
         self.connected.set()
         self._wake_flusher.set()
         sender = asyncio.create_task(self._send_loop(ws))

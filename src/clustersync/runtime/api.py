@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clustersync.adapters.bus import Bus, BusError
 from clustersync.adapters.metrics import bad_input
@@ -67,18 +66,9 @@ class BackendApi:
         self.tokens = tokens
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/healthz", self.health)
-        app.router.add_get("/readyz", self.health)
-        app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/api/v1/objects", self.list_objects)
         app.router.add_post("/api/v1/objects", self.put_object)
         app.router.add_delete("/api/v1/objects", self.delete_object)
-
-    async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _admin(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
@@ -98,10 +88,13 @@ class BackendApi:
             kind = Kind.parse(query["kind"]) if query.get("kind") else None
         except KindError as exc:
             return _problem(400, str(exc))
-        rows = await self.store.list(query.get("account") or None, query.get("cluster") or None, kind)
+        rows = await self.store.list(
+            query.get("account") or None, query.get("cluster") or None, kind
+        )
         full = query.get("full") in ("1", "true")
         return web.json_response(
-            {"items": [row_json(row, full) for row in rows]}, dumps=lambda v: orjson.dumps(v).decode()
+            {"items": [row_json(row, full) for row in rows]},
+            dumps=lambda v: orjson.dumps(v).decode(),
         )
 
     async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
@@ -116,7 +109,9 @@ class BackendApi:
                 return _problem(400, f"{field} is required")
         return body
 
-    async def _publish(self, account: str, cluster: str, msg: PutObject | ObjectDeleted) -> web.Response:
+    async def _publish(
+        self, account: str, cluster: str, msg: PutObject | ObjectDeleted
+    ) -> web.Response:
         try:
             seq = await self.bus.publish(
                 write_subject(account, cluster), encode_envelope(Envelope(account, cluster, msg))
@@ -143,7 +138,9 @@ class BackendApi:
         except KindError as exc:
             return _problem(400, str(exc))
         ref = ObjectRef(kind, str(meta.get("namespace") or ""), meta["name"])
-        msg = PutObject(ref=ref, checksum="", object=orjson.dumps(obj), depth=0, msg_id=new_msg_id())
+        msg = PutObject(
+            ref=ref, checksum="", object=orjson.dumps(obj), depth=0, msg_id=new_msg_id()
+        )
         return await self._publish(body["account"], body["cluster"], msg)
 
     async def delete_object(self, request: web.Request) -> web.Response:

@@ -11,10 +11,13 @@ from clustersync.adapters.bus import Bus
 from clustersync.adapters.store import Store
 from clustersync.model.identity import TokenTable
 from clustersync.runtime.api import BackendApi
+from clustersync.runtime.http import Site, add_health_routes
 from clustersync.runtime.ingester import Ingester
 from clustersync.runtime.server import SyncServer
 
 log = logging.getLogger("clustersync.backend")
+
+MAX_BODY = 64 * 1024 * 1024  # objects such as SBOMs reach tens of MB
 
 
 @dataclass
@@ -27,7 +30,7 @@ class Backend:
     server: SyncServer = field(init=False)
     ingester: Ingester = field(init=False)
     url: str = ""
-    _runner: web.AppRunner | None = None
+    _site: Site | None = None
 
     def __post_init__(self) -> None:
         self.server = SyncServer(
@@ -39,19 +42,16 @@ class Backend:
         self.ingester = Ingester(self.bus, self.store)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=MAX_BODY)
+        add_health_routes(app)
         BackendApi(self.store, self.bus, self.tokens).add_routes(app)
         self.server.add_routes(app)  # last: its catch-all accepts websockets on any path
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         await self.ingester.start()
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        bound = self._runner.addresses[0]
-        self.url = f"http://{bound[0]}:{bound[1]}"
+        self._site = Site(self.app())
+        self.url = await self._site.start(host, port)
         log.info("backend serving on %s", self.url)
 
     @property
@@ -59,7 +59,7 @@ class Backend:
         return "ws" + self.url.removeprefix("http")
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
         await self.ingester.stop()

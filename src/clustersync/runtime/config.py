@@ -89,12 +89,8 @@ def _write_policy(value: Any, kinds: frozenset[Kind]) -> WritePolicy:
     if not isinstance(value, dict):
         raise ConfigError("writes must be a mapping")
     try:
-        allowed = (
-            frozenset(Kind.parse(k) for k in value["kinds"]) if "kinds" in value else None
-        )
-        verbs = (
-            frozenset(Verb(v) for v in value["verbs"]) if "verbs" in value else frozenset(Verb)
-        )
+        allowed = frozenset(Kind.parse(k) for k in value["kinds"]) if "kinds" in value else None
+        verbs = frozenset(Verb(v) for v in value["verbs"]) if "verbs" in value else frozenset(Verb)
     except (KindError, ValueError, TypeError) as exc:
         raise ConfigError(f"writes: {exc}") from None
     if allowed is not None and not allowed <= kinds:
@@ -151,9 +147,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             resources=resources,
             rules=rules,
             kubeconfig=str(kubeconfig) if kubeconfig else None,
-            write_policy=_write_policy(
-                section.get("writes"), frozenset(r.kind for r in resources)
-            ),
+            write_policy=_write_policy(section.get("writes"), frozenset(r.kind for r in resources)),
             coalesce_quiet=quiet,
             coalesce_max_wait=max_wait,
             heartbeat=_number(section, "heartbeat", 20.0),

@@ -41,10 +41,13 @@ RESOURCES = (
     ResourceSpec(Kind("", "v1", "configmaps"), Strategy.COPY),
     ResourceSpec(Kind("apps", "v1", "deployments"), Strategy.PATCH),
     ResourceSpec(Kind("apps", "v1", "statefulsets"), Strategy.PATCH),
-    ResourceSpec(Kind("spdx.softwarecomposition.kubescape.io", "v1beta1", "applicationprofiles"),
-                 Strategy.COPY),
-    ResourceSpec(Kind("spdx.softwarecomposition.kubescape.io", "v1beta1", "sbomsyfts"),
-                 Strategy.COPY),
+    ResourceSpec(
+        Kind("spdx.softwarecomposition.kubescape.io", "v1beta1", "applicationprofiles"),
+        Strategy.COPY,
+    ),
+    ResourceSpec(
+        Kind("spdx.softwarecomposition.kubescape.io", "v1beta1", "sbomsyfts"), Strategy.COPY
+    ),
 )
 RULES = NamespaceRules(operator_namespace="kubescape", exclude=frozenset({"kube-system"}))
 
@@ -94,7 +97,9 @@ def _table(sandbox: Sandbox, have: Inventory, out: TextIO) -> None:
         same = all(have.get(k) == v for k, v in want.items() if k[0] == kind) and (
             in_cluster[kind] == in_backend[kind]
         )
-        out.write(f"  {kind:<66} {in_cluster[kind]:>7} {in_backend[kind]:>7}  {'yes' if same else 'NO'}\n")
+        out.write(
+            f"  {kind:<66} {in_cluster[kind]:>7} {in_backend[kind]:>7}  {'yes' if same else 'NO'}\n"
+        )
 
 
 async def _api(http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> None:
@@ -117,13 +122,21 @@ async def run_demo(timeout: float = 60.0, out: TextIO | None = None) -> bool:
         sandbox.write_kubeconfig(kubeconfig)
         store = await open_sqlite(f"sqlite:///{tmp}/backend.db")
         bus = MemoryBus()
-        tokens = TokenTable({AGENT_TOKEN: Identity(ACCOUNT, CLUSTER), ADMIN_TOKEN: Identity(admin=True)})
+        tokens = TokenTable(
+            {AGENT_TOKEN: Identity(ACCOUNT, CLUSTER), ADMIN_TOKEN: Identity(admin=True)}
+        )
         backend = Backend(bus, store, tokens)
         await backend.start()
         kube = await KubeClient.connect(str(kubeconfig))
         config = AgentConfig(
-            server=backend.ws_url, account=ACCOUNT, cluster=CLUSTER, access_key=AGENT_TOKEN,
-            resources=RESOURCES, rules=RULES, coalesce_quiet=0.2, coalesce_max_wait=1.0,
+            server=backend.ws_url,
+            account=ACCOUNT,
+            cluster=CLUSTER,
+            access_key=AGENT_TOKEN,
+            resources=RESOURCES,
+            rules=RULES,
+            coalesce_quiet=0.2,
+            coalesce_max_wait=1.0,
         )
         agent_task = asyncio.create_task(Agent(config, kube).run())
         try:
@@ -135,19 +148,45 @@ async def run_demo(timeout: float = 60.0, out: TextIO | None = None) -> bool:
             out.write("changes in the cluster: scale web, delete feature-flags, add a configmap\n")
             sandbox.patch("apps", "v1", "deployments", "shop", "web", {"spec": {"replicas": 5}})
             sandbox.delete("", "v1", "configmaps", "shop", "feature-flags")
-            sandbox.create({"apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": "late-arrival", "namespace": "shop"},
-                            "data": {"hello": "world"}})
-            out.write("backend writes: push an OperatorCommand-like configmap, delete shop-settings\n")
+            sandbox.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "late-arrival", "namespace": "shop"},
+                    "data": {"hello": "world"},
+                }
+            )
+            out.write(
+                "backend writes: push an OperatorCommand-like configmap, delete shop-settings\n"
+            )
             async with aiohttp.ClientSession() as http:
-                await _api(http, "POST", f"{backend.url}/api/v1/objects", json={
-                    "account": ACCOUNT, "cluster": CLUSTER,
-                    "object": {"apiVersion": "v1", "kind": "ConfigMap",
-                               "metadata": {"name": "from-backend", "namespace": "shop"},
-                               "data": {"command": "scan"}}})
-                await _api(http, "DELETE", f"{backend.url}/api/v1/objects", params={
-                    "account": ACCOUNT, "cluster": CLUSTER, "kind": "/v1/configmaps",
-                    "namespace": "shop", "name": "shop-settings"})
+                await _api(
+                    http,
+                    "POST",
+                    f"{backend.url}/api/v1/objects",
+                    json={
+                        "account": ACCOUNT,
+                        "cluster": CLUSTER,
+                        "object": {
+                            "apiVersion": "v1",
+                            "kind": "ConfigMap",
+                            "metadata": {"name": "from-backend", "namespace": "shop"},
+                            "data": {"command": "scan"},
+                        },
+                    },
+                )
+                await _api(
+                    http,
+                    "DELETE",
+                    f"{backend.url}/api/v1/objects",
+                    params={
+                        "account": ACCOUNT,
+                        "cluster": CLUSTER,
+                        "kind": "/v1/configmaps",
+                        "namespace": "shop",
+                        "name": "shop-settings",
+                    },
+                )
             while time.monotonic() < deadline and (
                 sandbox.get("", "v1", "configmaps", "shop", "from-backend") is None
                 or sandbox.get("", "v1", "configmaps", "shop", "shop-settings") is not None
@@ -156,7 +195,9 @@ async def run_demo(timeout: float = 60.0, out: TextIO | None = None) -> bool:
             out.write("after the changes:\n")
             converged = await _wait_converged(sandbox, store, deadline, out)
             _table(sandbox, await backend_inventory(store), out)
-            out.write("\nresult: backend matches cluster\n" if converged else "\nresult: MISMATCH\n")
+            out.write(
+                "\nresult: backend matches cluster\n" if converged else "\nresult: MISMATCH\n"
+            )
             return converged
         finally:
             agent_task.cancel()

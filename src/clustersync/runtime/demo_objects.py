@@ -46,7 +46,11 @@ def demo_objects() -> list[dict[str, Any]]:
                 },
             }
         )
-    for name, image in (("web", "nginx:1.27"), ("api", "shop/api:2.3"), ("worker", "shop/worker:2.3")):
+    for name, image in (
+        ("web", "nginx:1.27"),
+        ("api", "shop/api:2.3"),
+        ("worker", "shop/worker:2.3"),
+    ):
         labels = {"app": name}
         objs.append(
             {
@@ -56,7 +60,10 @@ def demo_objects() -> list[dict[str, Any]]:
                 "spec": {
                     "replicas": 2,
                     "selector": {"matchLabels": labels},
-                    "template": {"metadata": {"labels": labels}, "spec": _pod_spec(image, "s3cr3t")},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": _pod_spec(image, "s3cr3t"),
+                    },
                 },
             }
         )
@@ -70,8 +77,13 @@ def demo_objects() -> list[dict[str, Any]]:
                         "shop",
                         labels={**labels, "pod-template-hash": "7d9f"},
                         ownerReferences=[
-                            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-7d9f",
-                             "uid": f"rs-{name}", "controller": True}
+                            {
+                                "apiVersion": "apps/v1",
+                                "kind": "ReplicaSet",
+                                "name": f"{name}-7d9f",
+                                "uid": f"rs-{name}",
+                                "controller": True,
+                            }
                         ],
                     ),
                     "spec": _pod_spec(image, "s3cr3t"),
@@ -86,14 +98,20 @@ def demo_objects() -> list[dict[str, Any]]:
                 "serviceName": "db",
                 "replicas": 1,
                 "selector": {"matchLabels": {"app": "db"}},
-                "template": {"metadata": {"labels": {"app": "db"}},
-                             "spec": _pod_spec("postgres:15", "pg-pass")},
+                "template": {
+                    "metadata": {"labels": {"app": "db"}},
+                    "spec": _pod_spec("postgres:15", "pg-pass"),
+                },
             },
         }
     )
     objs.append(  # a bare pod without owners: synced
-        {"apiVersion": "v1", "kind": "Pod", "metadata": _meta("debug", "shop"),
-         "spec": _pod_spec("busybox:1.36", "")}
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": _meta("debug", "shop"),
+            "spec": _pod_spec("busybox:1.36", ""),
+        }
     )
     objs.append(  # operator namespace: synced even though a controller owns it
         {
@@ -103,24 +121,42 @@ def demo_objects() -> list[dict[str, Any]]:
                 "operator-5c6b-0",
                 "kubescape",
                 labels={"pod-template-hash": "5c6b"},
-                ownerReferences=[{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                  "name": "operator-5c6b", "uid": "rs-op", "controller": True}],
+                ownerReferences=[
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": "operator-5c6b",
+                        "uid": "rs-op",
+                        "controller": True,
+                    }
+                ],
             ),
             "spec": _pod_spec("kubescape/operator:1.0", "token"),
         }
     )
     for name in ("shop-settings", "feature-flags"):
         objs.append(
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, "shop"),
-             "data": {"mode": "production", "replicas": "2"}}
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta(name, "shop"),
+                "data": {"mode": "production", "replicas": "2"},
+            }
         )
     objs.append(
         {
             "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
             "kind": "ApplicationProfile",
             "metadata": _meta("replicaset-web-7d9f", "shop"),
-            "spec": {"containers": [{"name": "main", "syscalls": ["read", "write", "openat"],
-                                     "capabilities": ["NET_BIND_SERVICE"]}]},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "syscalls": ["read", "write", "openat"],
+                        "capabilities": ["NET_BIND_SERVICE"],
+                    }
+                ]
+            },
         }
     )
     objs.append(
@@ -128,9 +164,13 @@ def demo_objects() -> list[dict[str, Any]]:
             "apiVersion": "spdx.softwarecomposition.kubescape.io/v1beta1",
             "kind": "SBOMSyft",
             "metadata": _meta("nginx-1-27", "kubescape"),
-            "spec": {"syft": {"artifacts": [{"name": "openssl", "version": "3.0.13"}],
-                              "descriptor": {"name": "syft", "version": "1.0"},
-                              "files": [{"id": "f1", "location": {"path": "/etc/nginx"}}]}},
+            "spec": {
+                "syft": {
+                    "artifacts": [{"name": "openssl", "version": "3.0.13"}],
+                    "descriptor": {"name": "syft", "version": "1.0"},
+                    "files": [{"id": "f1", "location": {"path": "/etc/nginx"}}],
+                }
+            },
         }
     )
     return objs

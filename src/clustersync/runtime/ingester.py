@@ -26,12 +26,13 @@ from clustersync.protocol.backend import (
 )
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
-    UP_FILTER,
+    UP_PARTITIONS,
     WRITE_FILTER,
     Envelope,
     decode_envelope,
     down_subject,
     encode_envelope,
+    up_partition_filter,
 )
 from clustersync.protocol.messages import Batch, Message, ObjectDeleted, Ping, PutObject
 
@@ -54,10 +55,16 @@ class Ingester:
         self._subscriptions: list[Subscription] = []
 
     async def start(self) -> None:
+        # One durable per partition: replicas share each partition's work queue, objects keep
+        # their order (an object always maps to one partition), and partitions run in parallel.
+        on_agent = self._guard(self._on_agent)
         self._subscriptions = [
-            await self.bus.subscribe(UP_FILTER, "ingester", self._guard(self._on_agent)),
-            await self.bus.subscribe(WRITE_FILTER, "ingester-writes", self._guard(self._on_write)),
+            await self.bus.subscribe(up_partition_filter(p), f"ingester-up-{p}", on_agent)
+            for p in range(UP_PARTITIONS)
         ]
+        self._subscriptions.append(
+            await self.bus.subscribe(WRITE_FILTER, "ingester-writes", self._guard(self._on_write))
+        )
 
     async def stop(self) -> None:
         for sub in self._subscriptions:
@@ -111,11 +118,15 @@ class Ingester:
         msg = env.message
         if not isinstance(msg, PutObject | ObjectDeleted):
             bad_input("ingester", "bad_write")
-            await self._park(delivery, "backend writes must be PutObject or ObjectDeleted", "bad_write")
+            await self._park(
+                delivery, "backend writes must be PutObject or ObjectDeleted", "bad_write"
+            )
             return
         await self._carry_out(env, delivery, [backend_write(msg)])
 
-    async def _carry_out(self, env: Envelope, delivery: Delivery, decisions: list[Decision]) -> None:
+    async def _carry_out(
+        self, env: Envelope, delivery: Delivery, decisions: list[Decision]
+    ) -> None:
         writes: list[Write] = []
         for decision in decisions:
             for reason, text in decision.errors:
@@ -143,7 +154,9 @@ class Ingester:
         subject = down_subject(env.account, env.cluster)
         for decision in decisions:
             for reply in decision.send:
-                await self.bus.publish(subject, encode_envelope(Envelope(env.account, env.cluster, reply)))
+                await self.bus.publish(
+                    subject, encode_envelope(Envelope(env.account, env.cluster, reply))
+                )
 
     async def _send_inventory(self, env: Envelope) -> None:
         """Answer a (re)connect or periodic request with the cluster's inventory, per kind."""
@@ -151,4 +164,6 @@ class Ingester:
         batches = reconciliation_batches((row.key.ref, row.checksum) for row in rows)
         subject = down_subject(env.account, env.cluster)
         for batch in batches:
-            await self.bus.publish(subject, encode_envelope(Envelope(env.account, env.cluster, batch)))
+            await self.bus.publish(
+                subject, encode_envelope(Envelope(env.account, env.cluster, batch))
+            )

@@ -119,7 +119,9 @@ class SyncServer:
             if isinstance(item, Rejected) or isinstance(item, Ping):
                 continue
             subject = up_subject(conn.account, conn.cluster, partition_of(item))
-            await self.bus.publish(subject, encode_envelope(Envelope(conn.account, conn.cluster, item)))
+            await self.bus.publish(
+                subject, encode_envelope(Envelope(conn.account, conn.cluster, item))
+            )
 
     async def _deliver(self, conn: Connection, delivery: Delivery) -> None:
         try:

@@ -15,7 +15,15 @@ from typing import Protocol
 
 from clustersync.protocol.envelope import subject_token
 
-__all__ = ["Bus", "BusError", "Delivery", "Handler", "Subscription", "subject_matches", "subject_token"]
+__all__ = [
+    "Bus",
+    "BusError",
+    "Delivery",
+    "Handler",
+    "Subscription",
+    "subject_matches",
+    "subject_token",
+]
 
 
 class BusError(RuntimeError):
@@ -45,8 +53,9 @@ class Bus(Protocol):
         """Publish and wait until the bus has durably accepted the message; returns its seq."""
         ...
 
-    async def subscribe(self, subject_filter: str, durable: str, handler: Handler) -> Subscription:
-        ...
+    async def subscribe(
+        self, subject_filter: str, durable: str, handler: Handler
+    ) -> Subscription: ...
 
     async def close(self) -> None: ...
 

@@ -166,8 +166,9 @@ async def open_nats(
         cause = failures[-1] if failures and isinstance(exc, nats.errors.NoServersError) else None
         with contextlib.suppress(Exception):
             await nc.close()
-        raise BusError(f"cannot connect to NATS at {_redact(url)}: "
-                       f"{_reason(cause or exc)}") from None
+        raise BusError(
+            f"cannot connect to NATS at {_redact(url)}: {_reason(cause or exc)}"
+        ) from None
     # ... but once connected, never give up: a restarting server must not kill the backend.
     # nats-py reads this option on every reconnect; it has no setter.
     nc.options["max_reconnect_attempts"] = -1
@@ -195,15 +196,31 @@ async def open_nats(
     except (nats.errors.Error, TimeoutError) as exc:
         await nc.close()
         raise BusError(f"cannot create or update stream {stream}: {_reason(exc)}") from None
-    return NatsBus(nc, js, stream, stream_subjects(subjects), ack_wait=ack_wait,
-                   redelivery_delay=redelivery_delay, publish_timeout=publish_timeout)
+    return NatsBus(
+        nc,
+        js,
+        stream,
+        stream_subjects(subjects),
+        ack_wait=ack_wait,
+        redelivery_delay=redelivery_delay,
+        publish_timeout=publish_timeout,
+    )
 
 
 class NatsBus:
     """A :class:`~clustersync.adapters.bus.base.Bus` on a JetStream stream."""
 
-    def __init__(self, nc: Client, js: JetStreamContext, stream: str, subjects: list[str], *,
-                 ack_wait: float, redelivery_delay: float, publish_timeout: float) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        js: JetStreamContext,
+        stream: str,
+        subjects: list[str],
+        *,
+        ack_wait: float,
+        redelivery_delay: float,
+        publish_timeout: float,
+    ) -> None:
         self._nc = nc
         self._js = js
         self._stream = stream
@@ -222,8 +239,10 @@ class NatsBus:
         self._check_open()
         _check_subject(subject)
         if not any(subject_matches(s, subject) for s in self._subjects):
-            raise BusError(f"subject {subject!r} is outside stream {self._stream} "
-                           f"({', '.join(self._subjects)})")
+            raise BusError(
+                f"subject {subject!r} is outside stream {self._stream} "
+                f"({', '.join(self._subjects)})"
+            )
         # One id for every try of this publish: if an ack is lost and we retry, the stream's
         # duplicate window stores the message once and acks the retry with the original seq.
         msg_id = uuid.uuid4().hex
@@ -233,23 +252,32 @@ class NatsBus:
             remaining = deadline - loop.time()
             try:
                 ack = await self._js.publish(
-                    subject, bytes(data), timeout=max(remaining, 0.05), stream=self._stream,
+                    subject,
+                    bytes(data),
+                    timeout=max(remaining, 0.05),
+                    stream=self._stream,
                     headers={"Nats-Msg-Id": msg_id},
                 )
                 return int(ack.seq)
-            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError,
-                    nats.errors.NoRespondersError, nats.errors.ConnectionReconnectingError
-                    ) as exc:
+            except (
+                nats.errors.TimeoutError,
+                nats.js.errors.NoStreamResponseError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionReconnectingError,
+            ) as exc:
                 # Transient while the server restarts or JetStream is still recovering.
                 if loop.time() + RETRY_WAIT >= deadline:
-                    raise BusError(f"publish to {subject} not acknowledged within "
-                                   f"{self._publish_timeout:g}s: {_reason(exc)}") from None
+                    raise BusError(
+                        f"publish to {subject} not acknowledged within "
+                        f"{self._publish_timeout:g}s: {_reason(exc)}"
+                    ) from None
                 await asyncio.sleep(RETRY_WAIT)
             except nats.errors.Error as exc:
                 raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
 
-    async def subscribe(self, subject_filter: str, durable: str,
-                        handler: Handler) -> NatsSubscription:
+    async def subscribe(
+        self, subject_filter: str, durable: str, handler: Handler
+    ) -> NatsSubscription:
         self._check_open()
         _check_filter(subject_filter)
         if not durable:
@@ -273,17 +301,25 @@ class NatsBus:
             else:
                 existing = info.config.filter_subject
                 if existing != subject_filter:
-                    raise BusError(f"durable {durable!r} already filters {existing!r}, "
-                                   f"not {subject_filter!r}")
+                    raise BusError(
+                        f"durable {durable!r} already filters {existing!r}, not {subject_filter!r}"
+                    )
             # Create, or update ack_wait on an existing durable (the server treats an
             # unchanged config as a no-op).
             await self._js.add_consumer(self._stream, config)
             psub = await self._js.pull_subscribe_bind(name, stream=self._stream)
         except (nats.errors.Error, TimeoutError) as exc:
-            raise BusError(f"cannot subscribe {durable!r} to {subject_filter}: "
-                           f"{_reason(exc)}") from None
-        sub = NatsSubscription(self, psub, durable, handler, ack_wait=self._ack_wait,
-                               redelivery_delay=self._redelivery_delay)
+            raise BusError(
+                f"cannot subscribe {durable!r} to {subject_filter}: {_reason(exc)}"
+            ) from None
+        sub = NatsSubscription(
+            self,
+            psub,
+            durable,
+            handler,
+            ack_wait=self._ack_wait,
+            redelivery_delay=self._redelivery_delay,
+        )
         self._subscriptions.add(sub)
         return sub
 
@@ -312,8 +348,16 @@ class NatsSubscription:
     """One subscriber of a durable: a task that fetches, handles and acks one message at a
     time (see the module docstring for why one)."""
 
-    def __init__(self, bus: NatsBus, psub: JetStreamContext.PullSubscription, durable: str,
-                 handler: Handler, *, ack_wait: float, redelivery_delay: float) -> None:
+    def __init__(
+        self,
+        bus: NatsBus,
+        psub: JetStreamContext.PullSubscription,
+        durable: str,
+        handler: Handler,
+        *,
+        ack_wait: float,
+        redelivery_delay: float,
+    ) -> None:
         self._bus = bus
         self._ack_wait = ack_wait
         self._redelivery_delay = redelivery_delay
@@ -342,8 +386,9 @@ class NatsSubscription:
 
     async def _deliver(self, msg: Msg) -> None:
         meta = msg.metadata
-        delivery = Delivery(msg.subject, bytes(msg.data), int(meta.sequence.stream),
-                            int(meta.num_delivered))
+        delivery = Delivery(
+            msg.subject, bytes(msg.data), int(meta.sequence.stream), int(meta.num_delivered)
+        )
         self._current = msg
         try:
             await self._handler(delivery)
@@ -352,8 +397,14 @@ class NatsSubscription:
             await self._settle(msg.nak(), "nak")
             raise
         except Exception:
-            log.warning("handler for %s failed on %s seq %d (attempt %d)", self._durable,
-                        delivery.subject, delivery.seq, delivery.attempt, exc_info=True)
+            log.warning(
+                "handler for %s failed on %s seq %d (attempt %d)",
+                self._durable,
+                delivery.subject,
+                delivery.seq,
+                delivery.attempt,
+                exc_info=True,
+            )
             await self._settle(msg.nak(delay=self._redelivery_delay), "nak")
         else:
             await self._settle(msg.ack(), "ack")

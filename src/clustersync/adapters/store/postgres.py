@@ -99,8 +99,16 @@ _STAGING_DDL = f"""
         object text, seq bigint, deleted boolean, earlier bigint[]
     ) ON COMMIT DELETE ROWS
 """
-_STAGING_COLUMNS = (*_KEY_COLUMNS, "uid", "resource_version", "checksum", "object", "seq",
-                    "deleted", "earlier")
+_STAGING_COLUMNS = (
+    *_KEY_COLUMNS,
+    "uid",
+    "resource_version",
+    "checksum",
+    "object",
+    "seq",
+    "deleted",
+    "earlier",
+)
 
 _PK_MATCH = " AND ".join(f"o.{c} = s.{c}" for c in _KEY_COLUMNS)
 _MIN_SEQ = -(2**63)  # "no row yet": every seq is above it
@@ -177,8 +185,7 @@ def _check_url(url: str) -> None:
 
 # Errors asyncpg raises for an unusable server or URL: bad DSN values (ValueError), refused or
 # unresolvable hosts (OSError), timeouts, and server-side refusals (PostgresError).
-_CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncpg.PostgresError,
-                   asyncpg.InterfaceError)
+_CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def _connect(url: str) -> asyncpg.Connection:
@@ -270,17 +277,33 @@ def _dedupe(writes: Sequence[Write]) -> list[tuple[Write, list[int] | None]]:
 def _staged_row(write: Write, earlier: list[int] | None) -> tuple[Any, ...]:
     key = write.key
     kind = key.ref.kind
-    head = (key.account, key.cluster, kind.group, kind.version, kind.resource,
-            key.ref.namespace, key.ref.name)
+    head = (
+        key.account,
+        key.cluster,
+        kind.group,
+        kind.version,
+        kind.resource,
+        key.ref.namespace,
+        key.ref.name,
+    )
     if isinstance(write, Delete):
         return (*head, "", "", "", None, write.seq, True, earlier)
-    return (*head, write.uid, write.resource_version, write.checksum,
-            write.object.decode("utf-8"), write.seq, False, earlier)
+    return (
+        *head,
+        write.uid,
+        write.resource_version,
+        write.checksum,
+        write.object.decode("utf-8"),
+        write.seq,
+        False,
+        earlier,
+    )
 
 
 def _row_to_object(row: asyncpg.Record) -> StoredObject:
-    ref = ObjectRef(Kind(row["api_group"], row["api_version"], row["resource"]),
-                    row["namespace"], row["name"])
+    ref = ObjectRef(
+        Kind(row["api_group"], row["api_version"], row["resource"]), row["namespace"], row["name"]
+    )
     return StoredObject(
         key=ObjectKey(row["account"], row["cluster"], ref),
         uid=row["uid"],
@@ -294,8 +317,13 @@ def _row_to_object(row: asyncpg.Record) -> StoredObject:
 
 def _row_to_dead_letter(row: asyncpg.Record) -> DeadLetter:
     parked: datetime = row["parked_at"]
-    return DeadLetter(id=row["id"], subject=row["subject"], data=bytes(row["data"]),
-                      reason=row["reason"], parked_at=parked.timestamp())
+    return DeadLetter(
+        id=row["id"],
+        subject=row["subject"],
+        data=bytes(row["data"]),
+        reason=row["reason"],
+        parked_at=parked.timestamp(),
+    )
 
 
 class PostgresStore:
@@ -314,8 +342,13 @@ class PostgresStore:
                 yield conn
         except StoreError:
             raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                TimeoutError, UnicodeDecodeError) as exc:
+        except (
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            OSError,
+            TimeoutError,
+            UnicodeDecodeError,
+        ) as exc:
             raise StoreError(_one_line(exc)) from exc
 
     async def get(self, key: ObjectKey) -> StoredObject | None:
@@ -325,8 +358,13 @@ class PostgresStore:
                 _SELECT + " WHERE account = $1 AND cluster = $2 AND api_group = $3"
                 " AND api_version = $4 AND resource = $5 AND namespace = $6 AND name = $7"
                 " AND NOT deleted",
-                key.account, key.cluster, kind.group, kind.version, kind.resource,
-                key.ref.namespace, key.ref.name,
+                key.account,
+                key.cluster,
+                kind.group,
+                kind.version,
+                kind.resource,
+                key.ref.namespace,
+                key.ref.name,
             )
         return None if row is None else _row_to_object(row)
 
@@ -352,8 +390,11 @@ class PostgresStore:
         args: list[str] = []
         filters: list[tuple[str, str | None]] = [("account", account), ("cluster", cluster)]
         if kind is not None:
-            filters += [("api_group", kind.group), ("api_version", kind.version),
-                        ("resource", kind.resource)]
+            filters += [
+                ("api_group", kind.group),
+                ("api_version", kind.version),
+                ("resource", kind.resource),
+            ]
         for column, value in filters:
             if value is not None:
                 args.append(value)
@@ -374,9 +415,10 @@ class PostgresStore:
     async def park(self, subject: str, data: bytes, reason: str) -> int:
         async with self._conn() as conn:
             ident: int = await conn.fetchval(
-                "INSERT INTO dead_letters (subject, data, reason) VALUES ($1, $2, $3)"
-                " RETURNING id",
-                subject, data, reason,
+                "INSERT INTO dead_letters (subject, data, reason) VALUES ($1, $2, $3) RETURNING id",
+                subject,
+                data,
+                reason,
             )
         return ident
 
