@@ -57,7 +57,9 @@ async def dial(
         )
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status in (401, 424):
-            raise PermanentLinkError(f"server refused the agent: HTTP {exc.status}", exc.status)
+            raise PermanentLinkError(
+                f"server refused the agent: HTTP {exc.status}", exc.status
+            ) from None
         raise LinkError(f"handshake failed: HTTP {exc.status}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise LinkError(f"cannot reach {url}: {exc or type(exc).__name__}") from None

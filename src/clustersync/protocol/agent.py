@@ -190,9 +190,11 @@ class AgentSession:
         return out
 
     def _verify(self, msg: NewChecksum, live: dict[str, Any] | None, out: Outcome) -> None:
-        if live is not None:
-            if self._checksum(msg.ref, live, shape(msg.ref.kind, live)) == msg.checksum:
-                return
+        same = live is not None and (
+            self._checksum(msg.ref, live, shape(msg.ref.kind, live)) == msg.checksum
+        )
+        if same:
+            return
         # Missing or different here: ask the backend for its copy (how the backend creates).
         out.send.append(GetObject(ref=msg.ref, **_meta(msg)))
 

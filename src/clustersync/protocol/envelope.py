@@ -2,16 +2,16 @@
 
 An envelope tags a protocol message with the account and cluster it belongs to; that identity is
 set by the server from the agent's verified token, never taken from the agent's payload.
-Subjects: ``cs.up.<account>.<cluster>.<partition>`` (agent to backend), ``cs.write.<account>.<cluster>``
-(writes authored by the backend API), ``cs.down.<account>.<cluster>`` (backend to agent).
+Subjects: ``cs.up.<account>.<cluster>.<partition>`` (agent to backend),
+``cs.write.<account>.<cluster>`` (writes authored by the backend API) and
+``cs.down.<account>.<cluster>`` (backend to agent).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
-
-import zlib
 
 import orjson
 

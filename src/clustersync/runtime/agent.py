@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from typing import Any
@@ -80,10 +81,8 @@ class Agent:
             if due_at is None or due_at > now:
                 self._wake_flusher.clear()
                 timeout = None if due_at is None else due_at - now
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake_flusher.wait(), timeout)
-                except TimeoutError:
-                    pass
                 continue
             for kind, event_type, obj in self.coalescer.pop_due(now):
                 self._queue(self.session.local_change(kind, WatchEvent(event_type), obj))
