@@ -5,7 +5,7 @@ Every loader raises :class:`ConfigError` with a one-line reason naming the file 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,9 @@ class AgentConfig:
     cluster: str
     access_key: str
     resources: tuple[ResourceSpec, ...]
-    rules: NamespaceRules = NamespaceRules()
+    rules: NamespaceRules = field(default_factory=NamespaceRules)
     kubeconfig: str | None = None
-    write_policy: WritePolicy = WritePolicy()
+    write_policy: WritePolicy = field(default_factory=WritePolicy)
     coalesce_quiet: float = 1.0
     coalesce_max_wait: float = 5.0
     heartbeat: float = 20.0

@@ -116,7 +116,7 @@ class SyncServer:
     async def _pump(self, conn: Connection) -> None:
         """Agent frames to the bus, tagged with the identity of the agent's token."""
         async for item in receive(conn.ws, "server"):
-            if isinstance(item, Rejected) or isinstance(item, Ping):
+            if isinstance(item, Rejected | Ping):
                 continue
             subject = up_subject(conn.account, conn.cluster, partition_of(item))
             await self.bus.publish(
