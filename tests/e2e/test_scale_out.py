@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from tests.e2e.loadbalancer import LoadBalancer
+from tests.servers import RunningNats, free_port, start_nats
 
 from clustersync.adapters.kube.client import KubeClient
 from clustersync.model import Kind
@@ -28,8 +30,6 @@ from clustersync.protocol.shaping import NamespaceRules, shape
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import AgentConfig, ResourceSpec
 from clustersync.sandbox import Sandbox
-from tests.e2e.loadbalancer import LoadBalancer
-from tests.servers import RunningNats, free_port, start_nats
 
 CONFIGMAPS = Kind("", "v1", "configmaps")
 ADMIN = "scale-out-admin-token"
