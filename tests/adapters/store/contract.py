@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 
+import orjson
+
 from clustersync.adapters.store.base import Delete, ObjectKey, Store, StoredObject
 from clustersync.model import Kind, ObjectRef
 
@@ -40,7 +42,8 @@ def same(got: StoredObject | None, want: StoredObject) -> bool:
     """Equal apart from updated_at, which the store sets."""
 
     def fields(o: StoredObject) -> tuple[object, ...]:
-        return (o.key, o.uid, o.resource_version, o.checksum, o.object, o.seq)
+        # Parsed: a store may normalise JSON text (PostgreSQL's jsonb reorders and respaces).
+        return (o.key, o.uid, o.resource_version, o.checksum, orjson.loads(o.object), o.seq)
 
     return got is not None and fields(got) == fields(want)
 

@@ -39,11 +39,10 @@ _KEY_COLUMNS = ("account", "cluster", "api_group", "api_version", "resource", "n
 _KEY = ", ".join(_KEY_COLUMNS)
 
 # Versioned migrations: (version, statements). Never edit an applied one; append a new version.
-# ``object`` is ``json``, not ``jsonb``: json validates the text but stores it byte for byte,
-# and the Store contract hands back exactly the bytes the agent sent (jsonb would reorder keys
-# and respace, so a reader re-hashing the object would not match its checksum). It still
-# supports ->/->> queries; if containment queries or GIN indexes are ever needed, a later
-# migration can add a jsonb column or index an expression.
+# ``object`` is ``jsonb`` (migration 0002): queryable and indexable. jsonb reorders keys and
+# respaces, which is harmless here: kubescape's checksum ignores key order and hashes numbers as
+# doubles, so a stored object re-hashes to its checksum; the contract compares parsed JSON.
+# jsonb refuses the \u0000 escape; such an object fails to store and is parked as a dead letter.
 # Key columns use the "C" collation so ORDER BY matches Python's string order (code points),
 # which is what ObjectKey's ordering and the SQLite store give; it also makes comparisons cheap.
 MIGRATIONS: list[tuple[str, list[str]]] = [
@@ -82,6 +81,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    ("0002", ["ALTER TABLE objects ALTER COLUMN object TYPE jsonb USING object::jsonb"]),
 ]
 
 # Per-connection staging table for apply(). It is created once when the pool opens a connection
@@ -113,7 +113,7 @@ _STAGING_COLUMNS = (
 _PK_MATCH = " AND ".join(f"o.{c} = s.{c}" for c in _KEY_COLUMNS)
 _MIN_SEQ = -(2**63)  # "no row yet": every seq is above it
 
-# One statement per batch. The object goes through COPY as text and is cast to json here, so
+# One statement per batch. The object goes through COPY as text and is cast to jsonb here, so
 # PostgreSQL validates the JSON once, server side. The WHERE on the conflict branch is the seq
 # guard: stale writes are skipped and RETURNING omits them.
 # The count is the rows that landed plus, for keys written several times in the batch, the
@@ -126,7 +126,7 @@ _UPSERT = f"""
     WITH landed AS (
         INSERT INTO objects AS o ({_KEY}, uid, resource_version, checksum, object, seq,
                                   deleted, updated_at)
-        SELECT {_KEY}, uid, resource_version, checksum, object::json, seq, deleted, now()
+        SELECT {_KEY}, uid, resource_version, checksum, object::jsonb, seq, deleted, now()
         FROM {_STAGING}
         ON CONFLICT ({_KEY}) DO UPDATE SET
             uid = excluded.uid,
