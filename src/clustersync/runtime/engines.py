@@ -27,4 +27,8 @@ async def open_bus(url: str) -> Bus:
         from clustersync.adapters.bus.nats import open_nats
 
         return await open_nats(url)
-    raise BusError(f"unsupported bus URL {url!r} (use memory or nats://HOST:PORT)")
+    if url.startswith(("pulsar://", "pulsar+ssl://")):
+        from clustersync.adapters.bus.pulsar import open_pulsar
+
+        return await open_pulsar(url)
+    raise BusError(f"unsupported bus URL {url!r} (use memory, nats://HOST:PORT or pulsar://…)")
