@@ -389,3 +389,31 @@ async def test_bad_input(api: client.ApiClient, sandbox: Sandbox) -> None:
     status, _ = await call(api, "GET", f"{CM_PATH}/t")
     assert status == 200
     assert orjson.loads(orjson.dumps(sandbox.list("", "v1", "configmaps")))
+
+
+async def test_scale_subresource(api: client.ApiClient) -> None:
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "sc", "namespace": "default"},
+        "spec": {"replicas": 1},
+    }
+    await call(api, "POST", path, body=deploy)
+    status, scale = await call(api, "GET", f"{path}/sc/scale")
+    assert status == 200 and scale["kind"] == "Scale" and scale["spec"]["replicas"] == 1
+    status, scale = await call(
+        api,
+        "PATCH",
+        f"{path}/sc/scale",
+        body={"spec": {"replicas": 4}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200 and scale["spec"]["replicas"] == 4
+    _, obj = await call(api, "GET", f"{path}/sc")
+    assert obj["spec"]["replicas"] == 4 and obj["metadata"]["generation"] == 2
+    stale = {"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 2}}
+    status, err = await call(api, "PUT", f"{path}/sc/scale", body=stale)
+    assert status == 409 and err["reason"] == "Conflict"
+    status, _ = await call(api, "GET", "/api/v1/namespaces/default/configmaps/x/scale")
+    assert status == 404

@@ -100,6 +100,12 @@ async def test_kubectl_workflow(kubectl: Kubectl, sandbox: Sandbox, tmp_path: Pa
     profiles = await kubectl("get", "applicationprofiles", "-n", "default")
     assert "web-profile" in profiles
 
+    await kubectl("create", "deployment", "web", "--image=nginx")
+    assert "scaled" in await kubectl("scale", "deployment", "web", "--replicas=3")
+    deploy = sandbox.get("apps", "v1", "deployments", "default", "web")
+    assert deploy is not None and deploy["spec"]["replicas"] == 3
+    assert "deployment.apps/web" in await kubectl("get", "all")
+
     assert "deleted" in await kubectl("delete", "-f", str(manifest))
     assert sandbox.get("", "v1", "configmaps", "default", "settings") is None
 

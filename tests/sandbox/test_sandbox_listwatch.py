@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client, config, watch
 from sandbox_helpers import WAIT, call, cm, open_watch
 
 from clustersync.sandbox import Sandbox
@@ -63,12 +64,60 @@ async def test_continue_after_compaction_is_gone(api: client.ApiClient, sandbox:
     assert status == 410 and err["reason"] == "Expired" and err["code"] == 410
 
 
-async def test_history_limit_expires_old_snapshots(tmp_path: object) -> None:
+async def test_history_limit_expires_old_resource_versions(tmp_path: Path) -> None:
     sb = Sandbox(history_limit=2)
-    for i in range(5):
-        sb.create(cm(f"h{i}"))
-    # Only the last two events are retained; older RVs are compacted away.
-    assert sb.store.floor == sb.resource_version - 2
+    await sb.start()
+    try:
+        first_rv = sb.resource_version
+        for i in range(5):
+            sb.create(cm(f"h{i}"))
+        kubeconfig = tmp_path / "kc"
+        sb.write_kubeconfig(kubeconfig)
+        cfg = client.Configuration()
+        await config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
+        async with client.ApiClient(configuration=cfg) as api:
+            reader = await open_watch(api, CM_PATH, [("resourceVersion", str(first_rv))])
+            try:
+                event = await reader.next()
+                assert event is not None and event["type"] == "ERROR"
+                assert event["object"]["code"] == 410
+            finally:
+                reader.close()
+            # The last two events are still retained.
+            recent = str(sb.resource_version - 2)
+            reader = await open_watch(api, CM_PATH, [("resourceVersion", recent)])
+            try:
+                events = await reader.take(2)
+                assert names([e["object"] for e in events]) == ["h3", "h4"]
+            finally:
+                reader.close()
+    finally:
+        await sb.stop()
+
+
+async def test_send_initial_events(api: client.ApiClient, sandbox: Sandbox) -> None:
+    sandbox.create(cm("i1"))
+    sandbox.create(cm("i2"))
+    query = [
+        ("sendInitialEvents", "true"),
+        ("allowWatchBookmarks", "true"),
+        ("resourceVersionMatch", "NotOlderThan"),
+        ("resourceVersion", "1"),
+    ]
+    reader = await open_watch(api, CM_PATH, query)
+    try:
+        first = [await reader.next(), await reader.next(), await reader.next()]
+        assert [e["type"] for e in first if e] == ["ADDED", "ADDED", "BOOKMARK"]
+        bookmark = first[2]
+        assert bookmark is not None
+        annotations = bookmark["object"]["metadata"]["annotations"]
+        assert annotations == {"k8s.io/initial-events-end": "true"}
+        assert bookmark["object"]["metadata"]["resourceVersion"] == str(sandbox.resource_version)
+        sandbox.create(cm("i3"))
+        (live,) = await reader.take(1)
+        assert live["object"]["metadata"]["name"] == "i3"
+    finally:
+        reader.close()
 
 
 async def test_label_and_field_selectors(api: client.ApiClient, sandbox: Sandbox) -> None:

@@ -15,6 +15,7 @@ from . import discovery, openapi
 from .errors import SandboxError, bad_request, invalid, not_found, status_object
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import ResourceType
+from .scale import apply_scale, is_scalable, to_scale
 from .selectors import Filter
 from .state import Store
 from .watch import WatchStream
@@ -145,7 +146,7 @@ class Api:
         sub = rest[2] if len(rest) > 2 else None
         if rt.namespaced and namespace is None and name is not None:
             return None  # e.g. /api/v1/pods/foo is not a real path
-        if sub not in (None, "status"):
+        if sub not in (None, "status") and not (sub == "scale" and is_scalable(rt)):
             return None
         return Target(rt, namespace, name, sub)
 
@@ -167,7 +168,19 @@ class Api:
             found = self.store.get(t.rt, t.namespace or "", t.name)
             if found is None:
                 raise not_found(t.rt, t.name)
+            if t.subresource == "scale":
+                return json_response(to_scale(found))
             return self._object_response(request, found)
+        if method == "PUT" and t.subresource == "scale":
+            body = await _read_json(request)
+            obj = self.store.update_with(
+                t.rt,
+                t.namespace,
+                t.name,
+                lambda cur: apply_scale(t.rt, cur, body),
+                dry_run=_dry_run(request),
+            )
+            return json_response(to_scale(obj))
         if method == "PUT":
             body = await _read_json(request)
             dry = _dry_run(request)
@@ -276,16 +289,19 @@ class Api:
             if ctype != "application/json-patch+json" and not isinstance(patch, dict):
                 raise bad_request("a merge patch must be a JSON object")
 
+        scaling = t.subresource == "scale"
+
         def apply(cur: dict[str, Any]) -> Any:
             try:
+                if scaling:  # patch the Scale view, then map it back
+                    return apply_scale(t.rt, cur, fn(to_scale(cur), patch))
                 return fn(cur, patch)
             except PatchError as exc:
                 raise invalid(t.rt, t.name or "", str(exc)) from exc
 
-        obj = self.store.update_with(
-            t.rt, t.namespace, t.name, apply, dry_run=dry, subresource=t.subresource
-        )
-        return json_response(obj)
+        sub = None if scaling else t.subresource
+        obj = self.store.update_with(t.rt, t.namespace, t.name, apply, dry_run=dry, subresource=sub)
+        return json_response(to_scale(obj) if scaling else obj)
 
     async def _delete(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .resources import VERBS, Registry, ResourceType
+from .scale import is_scalable
 
 GIT_VERSION = "v1.30.0-sandbox"
 
@@ -59,6 +60,19 @@ def api_group_list(registry: Registry) -> dict[str, Any]:
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
+# Members of the "all" category, so that `kubectl get all` works.
+_CATEGORY_ALL = {
+    ("", "pods"),
+    ("", "services"),
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
+}
+
+
 def _resource_entry(rt: ResourceType) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": rt.resource,
@@ -70,6 +84,8 @@ def _resource_entry(rt: ResourceType) -> dict[str, Any]:
     }
     if rt.short_names:
         entry["shortNames"] = list(rt.short_names)
+    if (rt.group, rt.resource) in _CATEGORY_ALL:
+        entry["categories"] = ["all"]
     return entry
 
 
@@ -88,6 +104,19 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
             "verbs": ["get", "patch", "update"],
         }
         for rt in types
+    ]
+    resources += [
+        {
+            "name": f"{rt.resource}/scale",
+            "singularName": "",
+            "namespaced": rt.namespaced,
+            "group": "autoscaling",
+            "version": "v1",
+            "kind": "Scale",
+            "verbs": ["get", "patch", "update"],
+        }
+        for rt in types
+        if is_scalable(rt)
     ]
     return {
         "kind": "APIResourceList",

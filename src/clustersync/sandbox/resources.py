@@ -77,6 +77,8 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     _rt("", "v1", "secrets", "Secret", True),
     _rt("", "v1", "services", "Service", True, "svc"),
     _rt("", "v1", "serviceaccounts", "ServiceAccount", True, "sa"),
+    # Not synchronised by anything, but `kubectl describe` lists events.
+    _rt("", "v1", "events", "Event", True, "ev"),
     _rt("apps", "v1", "deployments", "Deployment", True, "deploy"),
     _rt("apps", "v1", "statefulsets", "StatefulSet", True, "sts"),
     _rt("apps", "v1", "daemonsets", "DaemonSet", True, "ds"),

@@ -4,6 +4,7 @@ with the same semantics (and the same RV counter) as the HTTP API."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from .state import Store, clone
 from .tls import TlsMaterial, tls_material
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public")
 
@@ -91,6 +93,11 @@ class Sandbox:
         await runner.setup()
         assert runner.server is not None
         self._tls = tls_material() if self._want_tls else None
+        if self._want_tls and self._tls is None:
+            log.warning(
+                "sandbox: openssl unavailable, serving plain HTTP only; kubectl "
+                "will not send the token over HTTP and will get 401"
+            )
         listener = DualListener(runner.server, self._tls.server_context() if self._tls else None)
         try:
             bound_port = await listener.start(host, port)
@@ -98,7 +105,10 @@ class Sandbox:
             await runner.cleanup()
             raise
         self._runner, self._listener = runner, listener
-        url_host = f"[{host}]" if ":" in host else host
+        # Clients cannot dial a wildcard address (and the certificate names
+        # loopback only), so advertise loopback when bound to all interfaces.
+        client_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        url_host = f"[{client_host}]" if ":" in client_host else client_host
         self._url = f"http://{url_host}:{bound_port}"
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()

@@ -243,9 +243,12 @@ class Store:
         start = _parse_rv(resource_version) if resource_version else 0
         w = Watcher(rt, flt, self.watch_queue_limit, start)
         if start == 0 or send_initial_events:
-            objs = self._objects_at(rt, start) if start else self._objects[rt]
+            # Synthetic ADDEDs for the current state, then only newer events
+            # ("not older than" the requested RV, as the apiserver serves it).
+            objs = self._objects[rt]
             w.initial = [("ADDED", objs[k]) for k in sorted(objs) if flt.matches(objs[k])]
             w.initial_end_bookmark = send_initial_events
+            w.min_rv = self.rv
         elif start < self.floor:
             w.gone_message = f"too old resource version: {start} ({self.floor})"
             return w

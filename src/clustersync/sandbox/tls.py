@@ -9,6 +9,7 @@ without it the sandbox serves plain HTTP only.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import ssl
 import subprocess
@@ -45,6 +46,7 @@ def tls_material() -> TlsMaterial | None:
     if shutil.which("openssl") is None:
         return None
     work = Path(tempfile.mkdtemp(prefix="clustersync-sandbox-tls-"))
+    atexit.register(shutil.rmtree, work, True)
     curve = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     try:
         _openssl(
