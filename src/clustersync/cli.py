@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -60,12 +61,14 @@ def _tune_gc() -> None:
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> None:
-    from clustersync.sandbox import SeedError, run_sandbox
+    from clustersync.sandbox import SandboxError, SeedError, run_sandbox
 
     try:
         await run_sandbox(args.port, args.kubeconfig, args.seed, host=args.host)
     except SeedError as exc:
         raise CommandError(str(exc), 2) from None
+    except SandboxError as exc:  # a seed object the sandbox refuses: unknown kind, duplicate…
+        raise CommandError(f"{args.seed}: {' '.join(str(exc).split())}", 2) from None
 
 
 async def _serve_forever() -> None:
@@ -242,9 +245,13 @@ async def _api(method: str, url: str, token: str, **kwargs: Any) -> Any:
                 try:
                     reason = orjson.loads(body).get("error", "")
                 except (orjson.JSONDecodeError, AttributeError):
-                    reason = body[:200].decode(errors="replace").strip()
+                    # One line even when a proxy answers with an HTML page.
+                    reason = " ".join(body[:200].decode(errors="replace").split())
                 raise CommandError(f"backend answered HTTP {response.status}: {reason}")
-            return orjson.loads(body)
+            try:
+                return orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise CommandError(f"{url} answered with something other than JSON") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise CommandError(
             f"cannot reach the backend at {url}: {exc or type(exc).__name__}"
@@ -423,6 +430,43 @@ def _configure_logging(level: str) -> None:
     )
 
 
+async def _until_signalled(
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, None]], args: argparse.Namespace
+) -> None:
+    """Run a command; SIGTERM and SIGINT cancel it, so its cleanup runs and the exit is clean.
+
+    Signals the process was started with ignored (``nohup``, background jobs) stay ignored.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    signalled: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        log.info("received signal %d; shutting down", signum)
+        signalled.append(signum)
+        task.cancel()
+
+    installed: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+            continue
+        installed.append(signum)
+    try:
+        await run(args)
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
+        task.uncancel()
+    finally:
+        for installed_signum in installed:
+            loop.remove_signal_handler(installed_signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -438,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run(args))
+            asyncio.run(_until_signalled(run, args))
     except CommandError as exc:
         print(f"clustersync: error: {exc}", file=sys.stderr)
         return exc.code

@@ -99,7 +99,9 @@ async def eventually(
         except AssertionError as exc:
             last_error = exc
         if time.monotonic() >= deadline:
-            detail = f"; last error: {last_error!r}" if last_error else f"; last value: {last_value!r}"
+            detail = (
+                f"; last error: {last_error!r}" if last_error else f"; last value: {last_value!r}"
+            )
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}{detail}")
         await asyncio.sleep(interval)  # a short poll interval, not a synchronisation delay
 

@@ -11,7 +11,13 @@ import pytest
 
 from clustersync.model import ObjectRef
 from clustersync.protocol.codec import decode, encode
-from clustersync.protocol.envelope import Envelope, down_subject, encode_envelope
+from clustersync.protocol.envelope import (
+    Envelope,
+    down_subject,
+    encode_envelope,
+    partition_of,
+    up_subject,
+)
 from clustersync.protocol.messages import GetObject, NewChecksum, PutObject, new_msg_id
 
 try:
@@ -56,7 +62,7 @@ def kubescape_headers(cluster: str, token: str | None = None) -> dict[str, str]:
 
 @pytest.fixture
 async def raw_b(synced: World) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    """A hand-driven websocket posing as cluster B's agent (cluster A's real agent keeps running)."""
+    """A hand-driven websocket posing as cluster B's agent (cluster A's agent keeps running)."""
     async with aiohttp.ClientSession() as http, http.ws_connect(
         synced.backend.ws_url + "/synchronizer", headers=kubescape_headers(CLUSTER_B)
     ) as ws:
@@ -121,9 +127,10 @@ async def test_bad_frame_is_counted_and_the_connection_survives(
 
     # Cluster A's real agent kept syncing meanwhile.
     cluster = synced.clusters[CLUSTER_A]
-    cluster.create(configmap(f"during-{reason.replace('_', '-')}"))
+    name = f"during-{reason.replace('_', '-')}"
+    cluster.create(configmap(name))
     await eventually(
-        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", f"during-{reason.replace('_', '-')}"),
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", name),
         what="cluster A to keep syncing",
     )
     assert synced.connected(CLUSTER_A) and synced.connected(CLUSTER_B)
@@ -174,12 +181,16 @@ async def test_undecodable_bus_message_is_parked_and_skipped(synced: World) -> N
     follower = PutObject(ref=ref, checksum="feed", object=orjson.dumps(obj), depth=1,
                          msg_id=new_msg_id())
 
-    await synced.bus.publish("cs.up.x.y", b"\x00definitely not an envelope")
-    await synced.bus.publish("cs.up.x.y", encode_envelope(Envelope("x", "y", follower)))
+    # cs.up.x.y.<partition>: the garbage sits on the very subject (so in the very queue) the
+    # follower uses, ahead of it.
+    subject = up_subject("x", "y", partition_of(follower))
+    assert subject.startswith("cs.up.x.y")
+    await synced.bus.publish(subject, b"\x00definitely not an envelope")
+    await synced.bus.publish(subject, encode_envelope(Envelope("x", "y", follower)))
 
     letters = await eventually(synced.store.dead_letters, what="a dead letter")
     assert len(letters) == 1
-    assert letters[0].subject == "cs.up.x.y"
+    assert letters[0].subject == subject
     assert letters[0].data == b"\x00definitely not an envelope"
     assert parked.delta == 1
     assert counted.delta == 1
@@ -196,3 +207,34 @@ async def test_undecodable_bus_message_is_parked_and_skipped(synced: World) -> N
         lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "unaffected"),
         what="cluster A to keep syncing",
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "token", "status"),
+    [
+        ("POST", {"json": {"account": ACCOUNT, "cluster": CLUSTER_A,
+                           "object": configmap("x")}}, "nobody-knows-me", 401),
+        ("POST", {"json": {"account": ACCOUNT, "cluster": CLUSTER_A,
+                           "object": configmap("x")}}, TOKENS[CLUSTER_A], 403),
+        ("POST", {"data": b"{not json"}, None, 400),
+        ("POST", {"json": {"account": ACCOUNT, "object": configmap("x")}}, None, 400),
+        ("POST", {"json": {"account": ACCOUNT, "cluster": CLUSTER_A,
+                           "object": {"apiVersion": "v1", "kind": "ConfigMap"}}}, None, 400),
+        ("POST", {"json": {"account": ACCOUNT, "cluster": CLUSTER_A, "kind": "Not/Valid!/x",
+                           "object": configmap("x")}}, None, 400),
+        ("DELETE", {"params": {"account": ACCOUNT, "cluster": CLUSTER_A, "name": "x"}}, None, 400),
+    ],
+    ids=["unknown-token", "agent-token", "not-json", "no-cluster", "no-name", "bad-kind",
+         "delete-without-kind"],
+)
+async def test_api_refuses_bad_requests_without_touching_the_bus(
+    synced: World, method: str, kwargs: dict, token: str | None, status: int
+) -> None:
+    counted = Probe.bad_input("api", str(status))
+    retained = synced.bus.retained
+    await synced.api(method, "/api/v1/objects", expect=status,
+                     **({"token": token} if token else {}), **kwargs)
+    assert counted.delta == 1
+    assert synced.bus.retained == retained
+    assert synced.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "x") is None
+    assert await synced.row(CLUSTER_A, CONFIGMAPS, "shop", "x") is None

@@ -18,6 +18,7 @@ try:
         CLUSTER_B,
         CONFIGMAPS,
         DEPLOYMENTS,
+        NAMESPACES,
         PODS,
         PROFILES,
         Probe,
@@ -36,6 +37,7 @@ except ImportError:
         CLUSTER_B,
         CONFIGMAPS,
         DEPLOYMENTS,
+        NAMESPACES,
         PODS,
         PROFILES,
         Probe,
@@ -184,7 +186,11 @@ async def _absent(world: World, kind, namespace: str, name: str, cluster: str = 
 
 @pytest.mark.parametrize(
     ("kind", "namespace", "name"),
-    [(CONFIGMAPS, "shop", "settings"), (DEPLOYMENTS, "shop", "api"), (PROFILES, "shop", "web-profile")],
+    [
+        (CONFIGMAPS, "shop", "settings"),
+        (DEPLOYMENTS, "shop", "api"),
+        (PROFILES, "shop", "web-profile"),
+    ],
     ids=["configmap", "deployment", "applicationprofile"],
 )
 async def test_deleted_in_cluster_leaves_the_store(synced: World, kind, namespace, name) -> None:
@@ -202,28 +208,49 @@ async def test_deleted_in_cluster_leaves_the_store(synced: World, kind, namespac
     [
         (CONFIGMAPS, configmap("from-backend", command="scan")),
         (PROFILES, application_profile("from-backend")),
+        (NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                      "metadata": {"name": "from-backend", "labels": {"team": "x"}}}),
     ],
-    ids=["copy-configmap", "patch-applicationprofile"],
+    ids=["copy-configmap", "patch-applicationprofile", "patch-cluster-scoped-namespace"],
 )
 async def test_backend_write_reaches_the_cluster_without_echo(synced: World, kind, obj) -> None:
     cluster = synced.clusters[CLUSTER_A]
+    namespace = obj["metadata"].get("namespace", "")
     before = messages("agent", "out")
 
     reply = await synced.api_put(CLUSTER_A, obj)
     assert reply["accepted"] is True
 
     live = await eventually(
-        lambda: cluster.get(kind, "shop", "from-backend"), what="the backend's object in the cluster"
+        lambda: cluster.get(kind, namespace, "from-backend"), what="the object in the cluster"
     )
     assert live["metadata"]["uid"]
+    assert live["metadata"].get("labels") == obj["metadata"].get("labels")
     await eventually(
-        lambda: synced.matches_live(CLUSTER_A, kind, "shop", "from-backend"),
+        lambda: synced.matches_live(CLUSTER_A, kind, namespace, "from-backend"),
         what="the store checksum to converge on the cluster's",
     )
     # No echo: the agent's output stops growing, and only a handful of messages were needed.
     settled = await stable(lambda: messages("agent", "out"), what="agent output after the write")
     assert settled - before <= 4
     assert await synced.in_sync(CLUSTER_A)
+
+
+async def test_backend_update_of_a_synced_object_converges(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    before = messages("agent", "out")
+    await synced.api_put(CLUSTER_A, configmap("settings", currency="CHF"))
+    await eventually(
+        lambda: (cluster.get(CONFIGMAPS, "shop", "settings") or {}).get("data")
+        == {"currency": "CHF"},
+        what="the update in the cluster",
+    )
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "settings"),
+        what="store converged on the cluster's version",
+    )
+    settled = await stable(lambda: messages("agent", "out"), what="agent output after the update")
+    assert settled - before <= 4
 
 
 async def test_backend_delete_removes_from_cluster_and_store(synced: World) -> None:
@@ -278,6 +305,25 @@ async def test_backend_write_waits_for_a_disconnected_agent(synced: World) -> No
     await synced.wait_synced(CLUSTER_A)
 
 
+async def test_backend_delete_waits_for_a_disconnected_agent(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    await synced.stop_agent(CLUSTER_A)
+    await synced.wait_disconnected(CLUSTER_A)
+
+    await synced.api_delete(CLUSTER_A, DEPLOYMENTS, "shop", "web")
+    await eventually(
+        lambda: _absent(synced, DEPLOYMENTS, "shop", "web"), what="row removed at once"
+    )
+    assert cluster.get(DEPLOYMENTS, "shop", "web") is not None
+
+    synced.start_agent(CLUSTER_A)
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, "shop", "web") is None, what="queued delete applied"
+    )
+    await synced.wait_synced(CLUSTER_A)
+    assert await synced.row(CLUSTER_A, DEPLOYMENTS, "shop", "web") is None
+
+
 # ---------------------------------------------------------------- masked env values
 
 
@@ -295,7 +341,9 @@ async def test_masked_env_value_keeps_the_live_secret(synced: World) -> None:
         lambda: (cluster.get(DEPLOYMENTS, "shop", "api") or {})["spec"]["replicas"] == 5,
         what="the backend's deployment in the cluster",
     )
-    env = cluster.get(DEPLOYMENTS, "shop", "api")["spec"]["template"]["spec"]["containers"][0]["env"]
+    written = cluster.get(DEPLOYMENTS, "shop", "api")
+    assert written is not None
+    env = written["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == [{"name": "DB_PASSWORD", "value": "hunter2"}]
     await eventually(
         lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "api"), what="store converged"
@@ -319,3 +367,9 @@ async def test_masked_env_value_without_live_secret_is_refused(synced: World) ->
         lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"), what="later change"
     )
     assert cluster.get(DEPLOYMENTS, "shop", "ghost") is None
+    # The backend stored its write before the agent refused it; the next reconciliation (here:
+    # on reconnect) removes the object the cluster never accepted.
+    assert await synced.row(CLUSTER_A, DEPLOYMENTS, "shop", "ghost") is not None
+    await synced.restart_agent(CLUSTER_A)
+    await synced.wait_synced(CLUSTER_A)
+    assert await synced.row(CLUSTER_A, DEPLOYMENTS, "shop", "ghost") is None

@@ -55,7 +55,9 @@ async def _handshake_status(world: World, headers: dict[str, str]) -> int:
     [("not-a-real-token", "bad_token"), ("", "bad_token"), (ADMIN_TOKEN, "bad_token")],
     ids=["unknown", "missing", "admin-token"],
 )
-async def test_bad_token_is_refused_before_the_upgrade(world: World, token: str, reason: str) -> None:
+async def test_bad_token_is_refused_before_the_upgrade(
+    world: World, token: str, reason: str
+) -> None:
     counted = Probe.bad_input("server", reason)
     assert await _handshake_status(world, kubescape_headers(CLUSTER_A, token)) == 401
     assert counted.delta == 1

@@ -45,9 +45,11 @@ class AgentConfig:
 
 def _read_document(path: str | Path) -> Any:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from None
     try:
         return yaml.safe_load(text)  # JSON is YAML too
     except yaml.YAMLError as exc:
@@ -74,7 +76,9 @@ def _resources(value: Any) -> tuple[ResourceSpec, ...]:
             raise ConfigError(f"resources[{i}] must be a mapping")
         try:
             kind = Kind(
-                str(item.get("group") or ""), str(item.get("version")), str(item.get("resource"))
+                str(item.get("group") or ""),
+                str(item.get("version") or ""),
+                str(item.get("resource") or ""),
             )
             strategy = Strategy(str(item.get("strategy") or "copy"))
         except (KindError, ValueError) as exc:

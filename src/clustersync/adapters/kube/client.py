@@ -66,6 +66,14 @@ def _error(status: int, body: bytes, what: str) -> KubeError:
     return KubeError(text, status, reason)
 
 
+def _decode(data: bytes, what: str) -> Any:
+    """JSON from the server; anything else (a proxy's HTML page, a cut-off line) is a KubeError."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise KubeError(f"{what}: the answer is not JSON: {exc}") from None
+
+
 class KubeClient:
     def __init__(self, api_client: Any) -> None:
         self._api = api_client
@@ -114,7 +122,7 @@ class KubeClient:
             response.release()
         if response.status >= 300:
             raise _error(response.status, body, f"{method} {path}")
-        return orjson.loads(body)
+        return _decode(body, f"{method} {path}")
 
     # ------------------------------------------------------------ discovery
 
@@ -192,8 +200,10 @@ class KubeClient:
                     return
                 if not line.strip():
                     continue
-                event = orjson.loads(line)
-                obj = event.get("object") or {}
+                event = _decode(line, f"watch {kind}")
+                obj = event.get("object") if isinstance(event, dict) else None
+                if not isinstance(obj, dict):
+                    raise KubeError(f"watch {kind}: an event without an object: {line[:200]!r}")
                 if event.get("type") == "ERROR":
                     code = int(obj.get("code") or 0)
                     raise _error(code or 500, orjson.dumps(obj), f"watch {kind}")
