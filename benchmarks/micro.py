@@ -37,7 +37,12 @@ def run() -> None:
     n = 2000
     hashes = per_second(lambda: canonical_checksum(obj), n)
     raw = per_second(lambda: sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest(), n)
-    row(f"kubescape checksum, {size} B pod", f"{hashes:,.0f}/s", "raw sha256(orjson sorted)", f"{raw:,.0f}/s")
+    row(
+        f"kubescape checksum, {size} B pod",
+        f"{hashes:,.0f}/s",
+        "raw sha256(orjson sorted)",
+        f"{raw:,.0f}/s",
+    )
 
     changed = orjson.loads(orjson.dumps(obj))
     changed["metadata"]["labels"]["release"] = "canary"

@@ -71,8 +71,14 @@ async def raw_store_rate(n: int, tmp: str) -> float:
     store = await open_sqlite(f"sqlite:///{tmp}/raw.db")
     body = pod(0).__repr__().encode()
     rows = [
-        StoredObject(ObjectKey("a", "c", ObjectRef(PODS, "bench", f"pod-{i}")), "uid", "1", "x" * 64,
-                     body, i + 1)
+        StoredObject(
+            ObjectKey("a", "c", ObjectRef(PODS, "bench", f"pod-{i}")),
+            "uid",
+            "1",
+            "x" * 64,
+            body,
+            i + 1,
+        )
         for i in range(n)
     ]
     start = time.perf_counter()
@@ -84,7 +90,9 @@ async def raw_store_rate(n: int, tmp: str) -> float:
 
 
 async def run(n: int) -> None:
-    print(f"\nend-to-end sync of {n:,} pods (sandbox -> agent -> server -> bus -> ingester -> SQLite)")
+    print(
+        f"\nend-to-end sync of {n:,} pods (sandbox -> agent -> server -> bus -> ingester -> SQLite)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         sandbox = Sandbox()
         await sandbox.start()
@@ -98,9 +106,14 @@ async def run(n: int) -> None:
         backend = Backend(bus, store, tokens)
         await backend.start()
         config = AgentConfig(
-            server=backend.ws_url, account="a", cluster="c", access_key="bench-agent-token",
-            resources=(ResourceSpec(PODS, Strategy.PATCH),), rules=NamespaceRules(),
-            coalesce_quiet=0.0, coalesce_max_wait=0.0,
+            server=backend.ws_url,
+            account="a",
+            cluster="c",
+            access_key="bench-agent-token",
+            resources=(ResourceSpec(PODS, Strategy.PATCH),),
+            rules=NamespaceRules(),
+            coalesce_quiet=0.0,
+            coalesce_max_wait=0.0,
         )
 
         async def sync_once() -> tuple[float, float]:
@@ -122,10 +135,14 @@ async def run(n: int) -> None:
         again, wire = await sync_once()
         ws_rate = await raw_websocket_rate(b"x" * 6000, 20_000)
         store_rate = await raw_store_rate(n, tmp)
-        print(f"  {'initial sync':<44} {n / first:>12,.0f}/s   | {'raw SQLite upsert, 1k batches':<34} {store_rate:>12,.0f}/s")
-        print(f"  {'':<44} {'':>14}   | {'raw websocket 6 KB frames':<34} {ws_rate:>12,.0f}/s")
-        print(f"  {'unchanged reconnect':<44} {again:>13.2f}s   | target (100k objects)            {'< 5 s':>14}")
-        print(f"  {'  bytes on the wire':<44} {wire / 1e6:>12.2f}MB   | target (100k objects)            {'< 1 MB':>14}")
+        rows = [
+            ("initial sync", f"{n / first:,.0f}/s", "raw SQLite upsert, 1k batches", f"{store_rate:,.0f}/s"),
+            ("", "", "raw websocket 6 KB frames", f"{ws_rate:,.0f}/s"),
+            ("unchanged reconnect", f"{again:.2f}s", "target (100k objects)", "< 5 s"),
+            ("  bytes on the wire", f"{wire / 1e6:.2f}MB", "target (100k objects)", "< 1 MB"),
+        ]
+        for label, value, limit_label, limit in rows:
+            print(f"  {label:<44} {value:>14}   | {limit_label:<34} {limit:>14}")
         await backend.stop()
         await bus.close()
         await store.close()
