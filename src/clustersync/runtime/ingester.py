@@ -8,6 +8,7 @@ A message that cannot be decoded is parked at once; one that keeps failing is pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,8 @@ from clustersync.protocol.messages import Batch, Message, ObjectDeleted, Ping, P
 
 log = logging.getLogger("clustersync.ingester")
 
+TOMBSTONE_RETENTION = 14 * 24 * 3600.0  # longer than the bus keeps messages (7 days)
+
 
 def refs_of(msg: Message) -> list[ObjectRef]:
     if isinstance(msg, Ping):
@@ -48,11 +51,22 @@ def refs_of(msg: Message) -> list[ObjectRef]:
 
 
 class Ingester:
-    def __init__(self, bus: Bus, store: Store, *, max_attempts: int = 5) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        *,
+        max_attempts: int = 5,
+        tombstone_retention: float = TOMBSTONE_RETENTION,
+        purge_interval: float = 3600.0,
+    ) -> None:
         self.bus = bus
         self.store = store
         self.max_attempts = max_attempts
+        self.tombstone_retention = tombstone_retention
+        self.purge_interval = purge_interval
         self._subscriptions: list[Subscription] = []
+        self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # One durable per partition: replicas share each partition's work queue, objects keep
@@ -65,8 +79,25 @@ class Ingester:
         self._subscriptions.append(
             await self.bus.subscribe(WRITE_FILTER, "ingester-writes", self._guard(self._on_write))
         )
+        self._purger = asyncio.create_task(self._purge_periodically())
+
+    async def _purge_periodically(self) -> None:
+        """Forget tombstones older than the retention: by then no late put of theirs can arrive
+        (the bus keeps messages for less time than this)."""
+        while True:
+            try:
+                purged = await self.store.purge_tombstones(time.time() - self.tombstone_retention)
+                if purged:
+                    log.info("purged %d tombstones", purged)
+            except Exception as exc:
+                log.warning("tombstone purge failed: %s", exc)
+            await asyncio.sleep(self.purge_interval)
 
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            await asyncio.gather(self._purger, return_exceptions=True)
+            self._purger = None
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions = []
