@@ -361,6 +361,20 @@ async def test_agent_with_an_unreachable_cluster_exits(
     assert "cannot reach the Kubernetes API" in result.error_line()
 
 
+async def test_agent_that_never_reaches_its_server_gives_up(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    config = write_agent_config(
+        tmp_path / "agent.yaml", f"http://127.0.0.1:{free_port()}", cluster.kubeconfig
+    )
+    doc = yaml.safe_load(config.read_text())
+    doc["firstConnectTimeout"] = 1
+    config.write_text(yaml.safe_dump(doc))
+    result = await run_cli("agent", "--config", str(config), timeout=20)
+    assert result.code == 1, result
+    assert "never connected" in result.error_line()
+
+
 async def test_agent_with_an_unreadable_config(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     result = await run_cli("agent", "--config", str(missing))

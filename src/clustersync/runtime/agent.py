@@ -108,6 +108,9 @@ class Agent:
 
     async def _link_loop(self) -> None:
         backoff = Backoff()
+        # A server never reached since start-up is likely a wrong URL: give up after a while (as
+        # kubescape does) so the operator sees it; once connected, retry forever.
+        give_up_at = time.monotonic() + self.config.first_connect_timeout
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
@@ -117,6 +120,8 @@ class Agent:
                 except PermanentLinkError:
                     raise
                 except LinkError as exc:
+                    if self.connections == 0 and time.monotonic() >= give_up_at:
+                        raise LinkError(f"{exc} (never connected; giving up)") from None
                     delay = backoff.next_delay()
                     log.warning("%s; retrying in %.1fs", exc, delay)
                     await asyncio.sleep(delay)

@@ -40,6 +40,7 @@ class AgentConfig:
     coalesce_quiet: float = 1.0
     coalesce_max_wait: float = 5.0
     heartbeat: float = 20.0
+    first_connect_timeout: float = 900.0
     version: str = "clustersync-0.1.0"
 
 
@@ -155,6 +156,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             coalesce_quiet=quiet,
             coalesce_max_wait=max_wait,
             heartbeat=_number(section, "heartbeat", 20.0),
+            first_connect_timeout=_number(section, "firstConnectTimeout", 900.0),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
