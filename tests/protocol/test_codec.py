@@ -411,6 +411,8 @@ def _env(**fields: Any) -> bytes:
         (_env(cluster=""), "malformed"),
         (_env(cluster=None), "malformed"),
         (_env(control="reboot"), "unknown_event"),
+        (_env(control=["connected"]), "malformed"),
+        (_env(control=1), "malformed"),
         (_env(control=_DROP), "malformed"),
         (_env(control=""), "malformed"),
         (_env(control=_DROP, message=None), "malformed"),

@@ -297,6 +297,33 @@ def test_reconciliation_item_of_another_kind_is_refused() -> None:
         encode_pulsar(env(batch))
 
 
+@pytest.mark.parametrize(
+    "batch",
+    [
+        Batch(kind=PODS, batch_type=BATCH_RECONCILIATION,
+              new_checksum=(NewChecksum(ref=POD, checksum="s"),),
+              object_deleted=(ObjectDeleted(ref=POD),)),
+        Batch(kind=PODS, batch_type=BATCH_RECONCILIATION,
+              put_object=(PutObject(ref=POD, checksum="s", object=b"{}"),)),
+    ],
+)
+def test_reconciliation_with_other_items_is_refused(batch: Batch) -> None:
+    # A ReconciliationRequest lists checksums only: the rest would be lost.
+    with pytest.raises(ValueError, match="other than checksums"):
+        encode_pulsar_all(env(batch))
+
+
+@pytest.mark.parametrize(("depth", "msg_id"), [(2, MSG_ID), (1, "other"), (0, "")])
+def test_reconciliation_items_with_their_own_meta_are_refused(depth: int, msg_id: str) -> None:
+    # The request's items take its depth and msgId on decoding: different ones would change.
+    batch = Batch(
+        kind=PODS, batch_type=BATCH_RECONCILIATION, depth=1, msg_id=MSG_ID,
+        new_checksum=(NewChecksum(ref=POD, checksum="s", depth=depth, msg_id=msg_id),),
+    )
+    with pytest.raises(ValueError, match="own depth or msgId"):
+        encode_pulsar_all(env(batch))
+
+
 def test_empty_identity_is_left_out_of_the_properties() -> None:
     msg = encode_pulsar(Envelope("", "", control=CONTROL_CONNECTED), now=NOW)
     assert set(msg.properties) == {"timestamp", "event"}

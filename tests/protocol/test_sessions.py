@@ -577,7 +577,9 @@ def test_backend_write_with_unknown_mask_is_refused(pair: Pair) -> None:
     pair.pump()
     assert msg.ref not in pair.cluster
     assert [reason for reason, _ in pair.agent_errors] == ["masked_value"]
-    assert pair.names() == ["down:PutObject"]
+    # The agent tells the backend the cluster has no such object, so the store forgets it.
+    assert pair.names() == ["down:PutObject", "up:ObjectDeleted"]
+    assert msg.ref not in pair.store
 
 
 @pytest.mark.parametrize(

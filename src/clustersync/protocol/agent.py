@@ -186,7 +186,7 @@ class AgentSession:
         elif isinstance(msg, PatchObject):
             self._accept_patch(msg, live, out)
         else:
-            self._accept_delete(msg, out)
+            self._accept_delete(msg, live, out)
         return out
 
     def _verify(self, msg: NewChecksum, live: dict[str, Any] | None, out: Outcome) -> None:
@@ -273,30 +273,56 @@ class AgentSession:
     ) -> None:
         if not isinstance(incoming, dict):
             out.errors.append(("bad_object", f"{ref}: object is not a JSON object"))
+            self._restate(ref, live, cause, out)
             return
         meta = incoming.get("metadata")
         if not isinstance(meta, dict) or meta.get("name") != ref.name:
             out.errors.append(("bad_object", f"{ref}: metadata.name does not match the message"))
+            self._restate(ref, live, cause, out)
             return
         if (meta.get("namespace") or ref.namespace) != ref.namespace:
             # The policy below checks the message's namespace: the object must not name another.
             out.errors.append(("bad_object", f"{ref}: metadata.namespace does not match"))
+            self._restate(ref, live, cause, out)
             return
         refusal = self._permits(ref, Verb.UPDATE if live is not None else Verb.CREATE)
         if refusal:
             out.errors.append(("write_refused", f"{ref}: {refusal}"))
+            self._restate(ref, live, cause, out)
             return
         obj, missing = unmask(incoming, live)
         if missing:
             # Writing the mask would replace a real secret with "XXXXXX".
             out.errors.append(("masked_value", f"{ref}: {missing} masked env value(s) refused"))
+            self._restate(ref, live, cause, out)
             return
         out.writes.append(ClusterWrite(ref, obj, cause, backend_copy))
 
-    def _accept_delete(self, msg: ObjectDeleted, out: Outcome) -> None:
+    def _restate(
+        self, ref: ObjectRef, live: dict[str, Any] | None, cause: Message, out: Outcome
+    ) -> None:
+        """After refusing a backend write, tell the backend what the cluster really holds.
+
+        The backend stored its write before sending it; without this its copy would keep an
+        object (or a version) the cluster never got, until the next reconciliation.
+        """
+        self.shadows.pop(ref, None)
+        if live is None or is_filtered(live, self.rules):
+            out.send.append(ObjectDeleted(ref=ref, **_meta(cause)))
+            return
+        shaped = shape(ref.kind, live)
+        checksum = self._checksum(ref, live, shaped)
+        out.send.append(
+            PutObject(ref=ref, checksum=checksum, object=orjson.dumps(shaped), **_meta(cause))
+        )
+
+    def _accept_delete(
+        self, msg: ObjectDeleted, live: dict[str, Any] | None, out: Outcome
+    ) -> None:
         refusal = self._permits(msg.ref, Verb.DELETE)
         if refusal:
             out.errors.append(("write_refused", f"{msg.ref}: {refusal}"))
+            self._restate(msg.ref, live, msg, out)
             return
         self.shadows.pop(msg.ref, None)
         out.writes.append(ClusterWrite(msg.ref, None, msg))

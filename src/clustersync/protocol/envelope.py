@@ -51,6 +51,8 @@ def decode_envelope(data: bytes) -> Envelope:
     if not isinstance(account, str) or not account or not isinstance(cluster, str) or not cluster:
         raise DecodeError("bus message without account and cluster")
     control = doc.get("control", "")
+    if not isinstance(control, str):
+        raise DecodeError("control must be a string")
     if control and control not in CONTROLS:
         raise DecodeError(f"unknown control {control!r}", "unknown_event")
     message = from_wire(doc["message"]) if doc.get("message") is not None else None

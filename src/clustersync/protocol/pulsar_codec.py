@@ -54,6 +54,16 @@ __all__ = [
     "EVENT_RECONCILIATION",
     "EVENT_SERVER_CONNECTED",
     "EVENT_VERIFY",
+    "PROP_ACCOUNT",
+    "PROP_CLUSTER",
+    "PROP_EVENT",
+    "PROP_GROUP",
+    "PROP_NAME",
+    "PROP_NAMESPACE",
+    "PROP_RESOURCE",
+    "PROP_RESOURCE_VERSION",
+    "PROP_TIMESTAMP",
+    "PROP_VERSION",
     "PulsarMessage",
     "decode_pulsar",
     "decode_pulsar_all",
@@ -194,10 +204,22 @@ def _encode_cluster_message(
 
 
 def _encode_reconciliation(env: Envelope, batch: Batch, now: datetime) -> PulsarMessage:
+    # A ReconciliationRequest lists checksums only, and its items have no depth or msgId of their
+    # own (the decoder gives them the request's): refuse what would not come back unchanged
+    # rather than lose it. Our backend's batches (reconciliation_batches) always fit.
+    if batch.object_deleted or batch.get_object or batch.patch_object or batch.put_object:
+        raise ValueError(
+            "a reconciliation batch with items other than checksums has no Pulsar form"
+        )
     items = []
     for item in batch.new_checksum:
         if item.ref.kind != batch.kind:
             raise ValueError(f"reconciliation batch of {batch.kind} holds an item of {item.ref}")
+        if (item.depth, item.msg_id) != (batch.depth, batch.msg_id):
+            raise ValueError(
+                f"reconciliation item {item.ref} has its own depth or msgId, which a"
+                " ReconciliationRequest cannot carry"
+            )
         items.append(
             {
                 "checksum": item.checksum,
@@ -236,7 +258,8 @@ def encode_pulsar_all(
     Pulsar encoding has no batch. ``now`` stamps the ``timestamp`` property (default: the current
     time); ``msg_id`` is the msgId of a control's message (default: a fresh one). Raises
     ValueError for what the encoding cannot express (pings, an envelope with no content or with
-    both a control and a message)."""
+    both a control and a message, a reconciliation batch holding anything but checksums of its
+    kind that share its depth and msgId)."""
     now = now if now is not None else datetime.now(UTC)
     if env.control and env.message is not None:
         raise ValueError("an envelope with both a control and a message has no Pulsar form")

@@ -5,8 +5,10 @@ and on an in-memory stand-in for the slice of pulsar.asyncio the bus uses, plus 
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import os
+import re
 import socket
 import sys
 import time
@@ -17,12 +19,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import orjson
 import pulsar
 import pytest
 from pulsar.asyncio import PulsarException
 
 from clustersync.adapters.bus.base import BusError, Delivery
 from clustersync.adapters.bus.pulsar import (
+    ENCODING_PROPERTY,
     ENTRY_BITS,
     SUBJECT_PROPERTY,
     PulsarBus,
@@ -33,6 +37,31 @@ from clustersync.adapters.bus.pulsar import (
     subject_family,
     topic_for_subject,
     topics_for_filter,
+    wire_message,
+)
+from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.backend import reconciliation_batches
+from clustersync.protocol.envelope import (
+    CONTROL_CONNECTED,
+    CONTROL_RECONCILE,
+    Envelope,
+    decode_envelope,
+    down_subject,
+    encode_envelope,
+    partition_of,
+    up_subject,
+    write_subject,
+)
+from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
+    Batch,
+    GetObject,
+    Message,
+    NewChecksum,
+    ObjectDeleted,
+    PatchObject,
+    Ping,
+    PutObject,
 )
 
 
@@ -89,10 +118,14 @@ class Entry:
 
 
 class FakeMessage:
-    def __init__(self, ledger: int, entry: Entry, redeliveries: int) -> None:
+    def __init__(self, topic: str, ledger: int, entry: Entry, redeliveries: int) -> None:
+        self.topic = topic
         self.entry = entry
         self._id = FakeId(ledger, entry.index)
         self._redeliveries = redeliveries
+
+    def topic_name(self) -> str:
+        return self.topic
 
     def data(self) -> bytes:
         return self.entry.data
@@ -183,7 +216,7 @@ class FakeConsumer:
                 if entry is not None:
                     cursor.holders[entry.index] = self
                     redeliveries = cursor.redeliveries.get(entry.index, 0)
-                    return FakeMessage(FakeBroker.LEDGER, entry, redeliveries)
+                    return FakeMessage(cursor.topic, FakeBroker.LEDGER, entry, redeliveries)
             await self.broker.changed()
 
     def _cursor_of(self, msg: FakeMessage) -> Cursor:
@@ -397,7 +430,7 @@ async def test_producers_and_consumers_are_configured(
 async def test_subject_travels_as_property_and_key(fake_bus: PulsarBus, broker: FakeBroker) -> None:
     seq = await fake_bus.publish("cs.write.a.c1", b"payload")
     (entry,) = broker.topics[f"{PREFIX}-in"]
-    assert entry.properties == {SUBJECT_PROPERTY: "cs.write.a.c1"}
+    assert entry.properties == {SUBJECT_PROPERTY: "cs.write.a.c1", "clustersyncEncoding": "raw"}
     assert entry.key == "cs.write.a.c1"
     assert entry.data == b"payload"
     assert seq == message_seq(FakeBroker.LEDGER, 0)
@@ -554,3 +587,380 @@ async def test_publish_failure_is_a_bus_error(fake_bus: PulsarBus, broker: FakeB
         await producer.close()
     with pytest.raises(BusError, match=r"publish to cs\.up\.a\.c failed"):
         await fake_bus.publish("cs.up.a.c", b"x")
+
+
+# ---------------------------------------------------------------- kubescape's wire format
+
+ACCOUNT, CLUSTER = "acct-1", "prod-eu"
+PODS = Kind.parse("/v1/pods")
+DEPLOYMENTS = Kind.parse("apps/v1/deployments")
+POD = ObjectRef(PODS, "default", "web-1")
+DEPLOY = ObjectRef(DEPLOYMENTS, "prod", "api")
+OBJ = b'{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","namespace":"default"}}'
+MSG_ID = "7d9f4c1e-1111-4222-8333-944455556666"
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+IDENTITY = {"account": ACCOUNT, "cluster": CLUSTER}
+CLUSTER_PROPS = {"timestamp", "event", "account", "cluster", SUBJECT_PROPERTY, ENCODING_PROPERTY}
+OBJECT_PROPS = CLUSTER_PROPS | {
+    "group", "version", "resource", "name", "namespace", "resourceVersion"
+}
+
+
+def envelope(message: Message | None = None, control: str = "") -> Envelope:
+    return Envelope(ACCOUNT, CLUSTER, message, control)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def only_entry(broker: FakeBroker, family: str) -> Entry:
+    (entry,) = broker.topics[f"{PREFIX}-{family}"]
+    return entry
+
+
+def inject(broker: FakeBroker, family: str, data: bytes, properties: dict[str, str]) -> None:
+    """A message written by someone else, e.g. a kubescape server: no subject property."""
+    entries = broker.topics.setdefault(f"{PREFIX}-{family}", [])
+    entries.append(Entry(len(entries), "", data, properties))
+    broker.notify()
+
+
+async def deliveries(bus: PulsarBus, subject_filter: str, count: int) -> list[Delivery]:
+    rec = Recorder()
+    await bus.subscribe(subject_filter, f"d-{unique()}", rec)
+    await wait_for(lambda: len(rec.acked()) >= count)
+    await asyncio.sleep(0.02)  # nothing more comes
+    got: list[Delivery] = rec.acked()
+    assert len(got) == count
+    return got
+
+
+(RECONCILIATION,) = reconciliation_batches(
+    [(POD, "sum-1"), (ObjectRef(PODS, "kube-system", "dns"), "sum-2")]
+)
+(EMPTY_RECONCILIATION,) = reconciliation_batches([], [DEPLOYMENTS])
+
+# What our system sends, with the subject it goes on and kubescape's event name for it.
+OURS: list[tuple[str, Envelope, str]] = [
+    ("cs.up.acct-1.prod-eu.3", envelope(PutObject(ref=POD, checksum="c", object=OBJ, depth=1,
+                                                  msg_id=MSG_ID)), "PutObject"),
+    ("cs.up.acct-1.prod-eu.3", envelope(NewChecksum(ref=POD, checksum="c", resource_version=7,
+                                                    msg_id=MSG_ID)), "VerifyObject"),
+    ("cs.up.acct-1.prod-eu.3", envelope(ObjectDeleted(ref=POD, resource_version=8, depth=2,
+                                                      msg_id=MSG_ID)), "DeleteObject"),
+    ("cs.down.acct-1.prod-eu", envelope(GetObject(ref=DEPLOY, depth=1, msg_id=MSG_ID)),
+     "GetObject"),
+    ("cs.down.acct-1.prod-eu", envelope(GetObject(ref=DEPLOY, base_object=OBJ, msg_id=MSG_ID)),
+     "GetObject"),
+    ("cs.write.acct-1.prod-eu", envelope(PatchObject(ref=DEPLOY, checksum="c2",
+                                                     patch=b'{"spec":{"replicas":3}}')),
+     "PatchObject"),
+    ("cs.up.acct-1.prod-eu.0", envelope(control=CONTROL_CONNECTED), "ServerConnected"),
+    ("cs.up.acct-1.prod-eu.0", envelope(control=CONTROL_RECONCILE), "ReconciliationRequest"),
+    ("cs.down.acct-1.prod-eu", envelope(RECONCILIATION), "ReconciliationRequest"),
+    ("cs.down.acct-1.prod-eu", envelope(EMPTY_RECONCILIATION), "ReconciliationRequest"),
+]
+
+
+@pytest.mark.parametrize(
+    ("subject", "env", "event"), OURS, ids=[f"{e}-{i}" for i, (_, _, e) in enumerate(OURS)]
+)
+async def test_our_envelopes_travel_in_kubescape_format_and_come_back(
+    fake_bus: PulsarBus, broker: FakeBroker, subject: str, env: Envelope, event: str
+) -> None:
+    published = encode_envelope(env)
+    seq = await fake_bus.publish(subject, published)
+    entry = only_entry(broker, subject_family(subject))
+    props = entry.properties
+    assert props[ENCODING_PROPERTY] == "kubescape"
+    assert props[SUBJECT_PROPERTY] == subject and entry.key == subject
+    assert props["event"] == event
+    assert TIMESTAMP.fullmatch(props["timestamp"])
+    assert (props["account"], props["cluster"]) == (ACCOUNT, CLUSTER)
+    assert set(props) == (OBJECT_PROPS if env.message is not None and not isinstance(
+        env.message, Batch) else CLUSTER_PROPS)
+    doc = orjson.loads(entry.data)
+    assert doc["account"] == ACCOUNT and doc["cluster"] == CLUSTER and "msgId" in doc
+    assert all(key[0].islower() and "_" not in key for key in doc)
+
+    (delivery,) = await deliveries(fake_bus, subject, 1)
+    assert (delivery.subject, delivery.seq) == (subject, seq)
+    assert decode_envelope(delivery.data) == decode_envelope(published) == env
+    assert delivery.data == published  # our canonical form, byte for byte
+
+
+async def test_put_object_on_the_wire(fake_bus: PulsarBus, broker: FakeBroker) -> None:
+    put = PutObject(ref=POD, checksum="c1", object=OBJ, depth=2, msg_id=MSG_ID)
+    subject = up_subject(ACCOUNT, CLUSTER, partition_of(put))
+    await fake_bus.publish(subject, encode_envelope(envelope(put)))
+    entry = only_entry(broker, "in")
+    props = dict(entry.properties)
+    assert TIMESTAMP.fullmatch(props.pop("timestamp"))
+    assert props == {
+        "event": "PutObject",
+        "account": ACCOUNT,
+        "cluster": CLUSTER,
+        "group": "",
+        "version": "v1",
+        "resource": "pods",
+        "name": "web-1",
+        "namespace": "default",
+        "resourceVersion": "0",
+        SUBJECT_PROPERTY: subject,
+        ENCODING_PROPERTY: "kubescape",
+    }
+    assert orjson.loads(entry.data) == {
+        "checksum": "c1",
+        "cluster": CLUSTER,
+        "account": ACCOUNT,
+        "depth": 2,
+        "kind": "/v1/pods",
+        "msgId": MSG_ID,
+        "name": "web-1",
+        "namespace": "default",
+        "patch": b64(OBJ),  # kubescape's PutObject keeps the object under "patch"
+        "resourceVersion": 0,
+    }
+
+
+async def test_reconciliation_batch_on_the_wire(fake_bus: PulsarBus, broker: FakeBroker) -> None:
+    await fake_bus.publish(down_subject(ACCOUNT, CLUSTER), encode_envelope(envelope(
+        RECONCILIATION)))
+    doc = orjson.loads(only_entry(broker, "down").data)
+    assert doc == {
+        "cluster": CLUSTER,
+        "account": ACCOUNT,
+        "depth": RECONCILIATION.depth,
+        "msgId": RECONCILIATION.msg_id,
+        "serverInitiated": False,
+        "kindToObject": {
+            "/v1/pods": [
+                {"checksum": "sum-1", "resourceVersion": 0, "name": "web-1",
+                 "namespace": "default"},
+                {"checksum": "sum-2", "resourceVersion": 0, "name": "dns",
+                 "namespace": "kube-system"},
+            ]
+        },
+    }
+    assert only_entry(broker, "down").properties["event"] == "ReconciliationRequest"
+
+
+PLAIN_BATCH = Batch(
+    kind=PODS,
+    new_checksum=(NewChecksum(ref=POD, checksum="a"),),
+    object_deleted=(ObjectDeleted(ref=ObjectRef(PODS, "default", "gone")),),
+    put_object=(PutObject(ref=ObjectRef(PODS, "default", "new"), checksum="b", object=b"{}"),),
+)
+MIXED_RECONCILIATION = Batch(
+    kind=PODS,
+    batch_type=BATCH_RECONCILIATION,
+    new_checksum=(NewChecksum(ref=POD, checksum="a"),),
+    object_deleted=(ObjectDeleted(ref=POD),),
+)
+OWN_META_RECONCILIATION = Batch(
+    kind=PODS,
+    batch_type=BATCH_RECONCILIATION,
+    new_checksum=(NewChecksum(ref=POD, checksum="a", depth=1, msg_id="item"),),
+    depth=1,
+    msg_id="batch",
+)
+RAW: list[bytes] = [
+    b"x",
+    b"",
+    b"\x00\xff not utf-8",
+    b'{"not": "an envelope"}',
+    b"42",
+    b'{"account": "a", "cluster": "c", "control": ["x"]}',  # decode_envelope: TypeError
+    encode_envelope(envelope(PLAIN_BATCH)),  # would be 3 kubescape messages: one bus message
+    encode_envelope(envelope(Ping(msg_id="p"))),
+    encode_envelope(envelope(MIXED_RECONCILIATION)),  # kubescape cannot say "deleted" here
+    encode_envelope(envelope(OWN_META_RECONCILIATION)),  # nor give items their own msgId
+]
+
+
+@pytest.mark.parametrize("data", RAW)
+async def test_everything_else_travels_raw_byte_exactly(
+    fake_bus: PulsarBus, broker: FakeBroker, data: bytes
+) -> None:
+    subject = write_subject(ACCOUNT, CLUSTER)
+    seq = await fake_bus.publish(subject, data)
+    entry = only_entry(broker, "in")  # one bus message, one seq, whatever it holds
+    assert entry.properties == {SUBJECT_PROPERTY: subject, ENCODING_PROPERTY: "raw"}
+    assert entry.data == data
+    (delivery,) = await deliveries(fake_bus, subject, 1)
+    assert (delivery.data, delivery.seq) == (data, seq)
+
+
+def test_wire_message_keeps_meaning_not_bytes_of_a_non_canonical_envelope() -> None:
+    env = envelope(NewChecksum(ref=POD, checksum="a", msg_id=MSG_ID))
+    spaced = orjson.dumps(orjson.loads(encode_envelope(env)), option=orjson.OPT_INDENT_2)
+    payload, properties = wire_message("cs.up.a.c", spaced)
+    assert properties[ENCODING_PROPERTY] == "kubescape"
+    assert orjson.loads(payload)["msgId"] == MSG_ID
+
+
+def kubescape_put(**change: Any) -> bytes:
+    """A PutObject payload as kubescape's Go server marshals it."""
+    doc: dict[str, Any] = {
+        "cluster": CLUSTER,
+        "account": ACCOUNT,
+        "depth": 1,
+        "kind": "apps/v1/deployments",
+        "msgId": MSG_ID,
+        "name": "api",
+        "namespace": "prod",
+        "patch": b64(OBJ),
+        "resourceVersion": 0,
+    }
+    doc.update(change)
+    return orjson.dumps(doc)
+
+
+def kubescape_props(event: str, **extra: str) -> dict[str, str]:
+    return {
+        "timestamp": "2024-05-01T12:30:45.1234Z",
+        "event": event,
+        "account": ACCOUNT,
+        "cluster": CLUSTER,
+        **extra,
+    }
+
+
+PUT_PROPS = kubescape_props(
+    "PutObject", group="apps", version="v1", resource="deployments", name="api",
+    namespace="prod", resourceVersion="0",
+)
+
+
+async def test_a_kubescape_producers_message_is_delivered_as_an_envelope(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    inject(broker, "in", kubescape_put(), PUT_PROPS)
+    (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
+    put = PutObject(ref=DEPLOY, checksum="", object=OBJ, depth=1, msg_id=MSG_ID)
+    # The subject our own server would have used for it.
+    assert delivery.subject == up_subject(ACCOUNT, CLUSTER, partition_of(put))
+    assert delivery.seq == message_seq(FakeBroker.LEDGER, 0)
+    assert decode_envelope(delivery.data) == envelope(put)
+
+
+async def test_a_kubescape_message_on_the_down_topic_gets_a_down_subject(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    doc = {"cluster": CLUSTER, "account": ACCOUNT, "depth": 0, "msgId": "m"}
+    inject(broker, "down", orjson.dumps(doc), kubescape_props("ServerConnected"))
+    (delivery,) = await deliveries(fake_bus, down_subject(ACCOUNT, CLUSTER), 1)
+    assert decode_envelope(delivery.data) == envelope(control=CONTROL_CONNECTED)
+
+
+MULTI_KIND = orjson.dumps(
+    {
+        "cluster": CLUSTER,
+        "account": ACCOUNT,
+        "depth": 1,
+        "msgId": "r",
+        "serverInitiated": False,
+        "kindToObject": {
+            "/v1/pods": [{"checksum": "s1", "resourceVersion": 3, "name": "web-1",
+                          "namespace": "default"}],
+            "apps/v1/deployments": None,  # Go's nil slice
+        },
+    }
+)
+MULTI_KIND_ENVELOPES = [
+    envelope(Batch(
+        kind=PODS, batch_type=BATCH_RECONCILIATION, depth=1, msg_id="r",
+        new_checksum=(NewChecksum(ref=POD, checksum="s1", resource_version=3, depth=1,
+                                  msg_id="r"),),
+    )),
+    envelope(Batch(kind=DEPLOYMENTS, batch_type=BATCH_RECONCILIATION, depth=1, msg_id="r")),
+]
+
+
+async def test_a_multi_kind_reconciliation_request_is_delivered_batch_by_batch(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    inject(broker, "down", MULTI_KIND, kubescape_props("ReconciliationRequest"))
+    got = await deliveries(fake_bus, "cs.down.>", 2)
+    assert [decode_envelope(d.data) for d in got] == MULTI_KIND_ENVELOPES
+    assert {d.subject for d in got} == {down_subject(ACCOUNT, CLUSTER)}
+    assert {d.seq for d in got} == {message_seq(FakeBroker.LEDGER, 0)}
+
+
+async def test_a_failure_within_a_multi_kind_request_retries_from_the_failed_batch(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    seen: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery)
+        if len(seen) in (2, 3):  # the second batch fails twice
+            raise RuntimeError("not now")
+
+    await fake_bus.subscribe("cs.down.>", "server", handler)
+    inject(broker, "down", MULTI_KIND, kubescape_props("ReconciliationRequest"))
+    cursor = broker.cursors[(f"{PREFIX}-down", "server")]
+    await wait_for(lambda: cursor.acked == {0})
+    first, second = (encode_envelope(e) for e in MULTI_KIND_ENVELOPES)
+    assert [(d.data, d.attempt) for d in seen] == [
+        (first, 1), (second, 1), (second, 2), (second, 3)
+    ]
+
+
+async def test_an_empty_reconciliation_request_is_acked(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    doc = {"cluster": CLUSTER, "account": ACCOUNT, "serverInitiated": False, "kindToObject": {}}
+    inject(broker, "down", orjson.dumps(doc), kubescape_props("ReconciliationRequest"))
+    rec = Recorder()
+    await fake_bus.subscribe("cs.down.>", "server", rec)
+    cursor = broker.cursors[(f"{PREFIX}-down", "server")]
+    await wait_for(lambda: cursor.acked == {0})
+    assert rec.seen == []
+
+
+CORRUPT: list[tuple[bytes, dict[str, str]]] = [
+    (b"{not json", PUT_PROPS),
+    (kubescape_put(patch="%%% not base64"), PUT_PROPS),
+    (kubescape_put(kind="not-a-kind"), PUT_PROPS),
+    (kubescape_put(account="someone-else"), PUT_PROPS),
+    (kubescape_put(), kubescape_props("FrobnicateObject")),
+]
+
+
+@pytest.mark.parametrize(("data", "properties"), CORRUPT)
+async def test_a_corrupt_kubescape_message_is_delivered_raw(
+    fake_bus: PulsarBus, broker: FakeBroker, data: bytes, properties: dict[str, str]
+) -> None:
+    inject(broker, "in", data, properties)
+    (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
+    # Unchanged, under its identity from the properties: the ingester parks it with a reason.
+    assert delivery.data == data
+    assert delivery.subject == up_subject(ACCOUNT, CLUSTER, 0)
+
+
+async def test_a_corrupt_message_marked_kubescape_keeps_its_subject(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    props = PUT_PROPS | {SUBJECT_PROPERTY: "cs.write.a.c", ENCODING_PROPERTY: "kubescape"}
+    inject(broker, "in", b"garbage", props)
+    (delivery,) = await deliveries(fake_bus, "cs.write.>", 1)
+    assert (delivery.subject, delivery.data) == ("cs.write.a.c", b"garbage")
+
+
+async def test_marker_wins_over_an_event_property(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    props = PUT_PROPS | {SUBJECT_PROPERTY: "cs.write.a.c", ENCODING_PROPERTY: "raw"}
+    inject(broker, "in", kubescape_put(), props)
+    (delivery,) = await deliveries(fake_bus, "cs.write.>", 1)
+    assert delivery.data == kubescape_put()
+
+
+async def test_a_foreign_message_without_identity_is_still_delivered(
+    fake_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    inject(broker, "in", b"who knows", {})
+    (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
+    assert (delivery.subject, delivery.data) == ("cs.up._._.0", b"who knows")

@@ -10,6 +10,42 @@ both as one object's version (``WHERE excluded.seq > objects.seq``): seqs are on
 within one topic (see :func:`message_seq`). Each message carries its subject in the ``subject``
 property and as its key.
 
+Wire format
+-----------
+Messages are in kubescape's Pulsar encoding (:mod:`clustersync.protocol.pulsar_codec`) whenever
+that can carry them, so a kubescape-style consumer can read our topics and a kubescape producer
+can write to them. The rule, in :func:`wire_message`:
+
+* ``data`` that is one of our envelopes (:func:`~clustersync.protocol.envelope.decode_envelope`)
+  and makes exactly one kubescape message, which decodes back to the same envelope, is sent as
+  that message: camelCase JSON payload, kubescape's properties (``event``, ``timestamp``,
+  ``account``, ``cluster``, and for object messages ``group``, ``version``, ``resource``,
+  ``name``, ``namespace``, ``resourceVersion``), plus ``subject`` and
+  ``clustersyncEncoding=kubescape``. That covers object messages, both controls and the
+  backend's reconciliation batches.
+* Anything else is sent as the raw bytes with ``clustersyncEncoding=raw``: bytes that are not an
+  envelope, and envelopes kubescape would need several messages for (a non-reconciliation batch:
+  one bus message must stay one message with one seq) or cannot express exactly (pings; a
+  reconciliation batch whose items carry their own depth or msgId).
+
+On delivery (:func:`kubescape_envelopes`) a message marked ``kubescape``, or unmarked but with an
+``event`` property (written by a kubescape component), is decoded and its envelope handed to the
+handler as :func:`~clustersync.protocol.envelope.encode_envelope` bytes, so handlers only ever
+see our envelope format and ``decode_envelope(delivered) == decode_envelope(published)``. A
+ReconciliationRequest listing several kinds decodes into one reconciliation batch per kind: the
+handler gets them one after another, all with the message's seq, and the message is acked after
+the last one; a handler failure retries from the batch that failed (earlier ones are not
+repeated unless the message goes back to the broker). A request that lists nothing decodes into
+no envelope and is acked with a log line. A kubescape message that does not decode is delivered
+raw, unchanged, so the ingester's dead-letter path parks it with the decoder's complaint instead
+of it vanishing; so is a message with an unknown marker.
+
+A message without a ``subject`` property (a kubescape producer's) gets one from its identity:
+``cs.down.<account>.<cluster>`` on the down topic, otherwise
+``cs.up.<account>.<cluster>.<partition>`` as our server would have published it (kubescape's
+server-to-ingester traffic is our up direction). The identity comes from the decoded envelope,
+or from the ``account``/``cluster`` properties when it does not decode (``_`` when absent).
+
 Durables
 --------
 A durable is a Pulsar subscription of that name, of type Key_Shared, on every topic its filter
@@ -47,14 +83,36 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clustersync.adapters.bus.base import BusError, Delivery, Handler, subject_matches
 from clustersync.adapters.bus.memory import check_durable, check_filter, check_subject
+from clustersync.protocol.codec import DecodeError
+from clustersync.protocol.envelope import (
+    Envelope,
+    decode_envelope,
+    down_subject,
+    encode_envelope,
+    partition_of,
+    up_subject,
+)
+from clustersync.protocol.pulsar_codec import (
+    PROP_ACCOUNT,
+    PROP_CLUSTER,
+    PROP_EVENT,
+    decode_pulsar_all,
+    encode_pulsar_all,
+)
+from clustersync.protocol.pulsar_codec import PulsarMessage as KubescapeMessage
 
 log = logging.getLogger(__name__)
 
 SUBJECT_PROPERTY = "subject"
+ENCODING_PROPERTY = "clustersyncEncoding"
+ENCODING_KUBESCAPE = "kubescape"
+ENCODING_RAW = "raw"
 DEFAULT_TOPIC_PREFIX = "persistent://public/default/clustersync"
 
 FAMILY_IN = "in"
@@ -125,6 +183,84 @@ def topics_for_filter(prefix: str, subject_filter: str) -> list[str]:
     return [family_topic(prefix, family) for family in filter_families(subject_filter)]
 
 
+# ---------------------------------------------------------------- the wire format
+
+
+def wire_message(subject: str, data: bytes) -> tuple[bytes, dict[str, str]]:
+    """The payload and properties that carry ``data`` on ``subject`` (see "Wire format")."""
+    messages: list[KubescapeMessage] = []
+    try:
+        env = decode_envelope(data)
+    except Exception:  # not an envelope, whatever the decoder makes of it: any bytes publish
+        pass
+    else:
+        with contextlib.suppress(ValueError):  # no kubescape form
+            messages = encode_pulsar_all(env)
+    if len(messages) == 1:
+        (message,) = messages
+        # Only what comes back as it went: the encoding drops nothing silently then.
+        try:
+            same = decode_pulsar_all(message.payload, message.properties) == [env]
+        except DecodeError:
+            same = False
+        if same:
+            properties = dict(message.properties)
+            properties[SUBJECT_PROPERTY] = subject
+            properties[ENCODING_PROPERTY] = ENCODING_KUBESCAPE
+            return message.payload, properties
+        log.debug("envelope on %s does not survive kubescape's encoding: sent raw", subject)
+    return bytes(data), {SUBJECT_PROPERTY: subject, ENCODING_PROPERTY: ENCODING_RAW}
+
+
+def is_kubescape(properties: Mapping[str, str]) -> bool:
+    """Whether a message is in kubescape's encoding: marked so by us, or unmarked and carrying
+    kubescape's ``event`` property (a kubescape component wrote it)."""
+    encoding = properties.get(ENCODING_PROPERTY)
+    if encoding is None:
+        return PROP_EVENT in properties
+    return encoding == ENCODING_KUBESCAPE
+
+
+def kubescape_envelopes(data: bytes, properties: Mapping[str, str]) -> list[Envelope] | None:
+    """The envelopes in a kubescape-encoded message; None for one to deliver raw: not in that
+    encoding (marked raw, or foreign without an ``event``), or not decodable."""
+    encoding = properties.get(ENCODING_PROPERTY)
+    if not is_kubescape(properties):
+        if encoding not in (None, ENCODING_RAW):
+            log.warning("Pulsar message in unknown encoding %r: delivered raw", encoding)
+        return None
+    try:
+        return decode_pulsar_all(data, properties)
+    except DecodeError as exc:
+        log.warning(
+            "undecodable kubescape message (%s) on %s: delivered raw: %s",
+            properties.get(PROP_EVENT, ""), properties.get(SUBJECT_PROPERTY, "?"), exc,
+        )
+        return None
+
+
+def delivered_payloads(data: bytes, envelopes: list[Envelope] | None) -> list[bytes]:
+    """What the handler gets, in order, for a message's ``data`` and decoded ``envelopes``."""
+    if envelopes is None:
+        return [data]
+    return [encode_envelope(env) for env in envelopes]
+
+
+def foreign_subject(
+    properties: Mapping[str, str], envelopes: list[Envelope] | None, topic: str
+) -> str:
+    """The subject of a message that came without one (see "Wire format")."""
+    if envelopes:
+        account, cluster = envelopes[0].account, envelopes[0].cluster
+    else:
+        account = properties.get(PROP_ACCOUNT, "")
+        cluster = properties.get(PROP_CLUSTER, "")
+    if topic.endswith(f"-{FAMILY_DOWN}"):
+        return down_subject(account, cluster)
+    partition = partition_of(envelopes[0].message) if envelopes and len(envelopes) == 1 else 0
+    return up_subject(account, cluster, partition)
+
+
 # ---------------------------------------------------------------- the slice of pulsar we use
 # Structural types for pulsar.asyncio's objects, so tests can substitute an in-memory broker.
 
@@ -143,6 +279,8 @@ class PulsarMessage(Protocol):
     def message_id(self) -> PulsarMessageId: ...
 
     def redelivery_count(self) -> int: ...
+
+    def topic_name(self) -> str: ...
 
 
 class PulsarProducer(Protocol):
@@ -295,10 +433,9 @@ class PulsarBus:
         producer = self._producers.get(topic)
         if producer is None:
             raise BusError(f"no producer for {topic}: the bus was not started")
+        payload, properties = wire_message(subject, data)
         try:
-            msg_id = await producer.send(
-                bytes(data), properties={SUBJECT_PROPERTY: subject}, partition_key=subject
-            )
+            msg_id = await producer.send(payload, properties=properties, partition_key=subject)
         except _pulsar_errors() as exc:
             raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
         return message_seq(msg_id.ledger_id(), msg_id.entry_id())
@@ -358,6 +495,12 @@ class PulsarBus:
             raise BusError("the bus is closed")
 
 
+@dataclass(slots=True)
+class _Received:
+    msg: PulsarMessage
+    payloads: list[bytes] | None = None  # decoded already (to find its subject), else None
+
+
 class PulsarSubscription:
     """One subscriber of a durable: a task receiving from the consumer, and one task per subject
     with messages waiting, handling them one at a time."""
@@ -375,7 +518,7 @@ class PulsarSubscription:
         self._filter = subject_filter
         self._durable = durable
         self._handler = handler
-        self._pending: dict[str, deque[PulsarMessage]] = {}  # subject -> received, not acked
+        self._pending: dict[str, deque[_Received]] = {}  # subject -> received, not acked
         self._workers: set[asyncio.Task[None]] = set()
         # Bounds what we pull from the consumer ahead of the handlers (memory), and how many
         # handlers run at once.
@@ -396,7 +539,14 @@ class PulsarSubscription:
                 log.warning("Pulsar: receive for %s failed: %s", self._durable, _reason(exc))
                 await asyncio.sleep(RETRY_WAIT)
                 continue
-            subject = msg.properties().get(SUBJECT_PROPERTY, "")
+            received = _Received(msg)
+            properties = msg.properties()
+            subject = properties.get(SUBJECT_PROPERTY)
+            if subject is None:
+                # A kubescape producer's: decoded here, since its subject comes from the content.
+                envelopes = kubescape_envelopes(msg.data(), properties)
+                subject = foreign_subject(properties, envelopes, msg.topic_name())
+                received.payloads = delivered_payloads(msg.data(), envelopes)
             if not subject_matches(self._filter, subject):
                 # Another durable's traffic on a shared topic: ack on our own cursor only.
                 await self._ack(msg)
@@ -404,9 +554,9 @@ class PulsarSubscription:
                 continue
             queue = self._pending.get(subject)
             if queue is not None:
-                queue.append(msg)  # its worker picks it up after the messages before it
+                queue.append(received)  # its worker picks it up after the messages before it
                 continue
-            self._pending[subject] = deque([msg])
+            self._pending[subject] = deque([received])
             worker = asyncio.create_task(self._work(subject), name=f"pulsar-{self._durable}")
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
@@ -423,13 +573,28 @@ class PulsarSubscription:
             if not queue:
                 del self._pending[subject]
 
-    async def _deliver(self, subject: str, msg: PulsarMessage) -> None:
+    async def _deliver(self, subject: str, received: _Received) -> None:
+        msg = received.msg
         msg_id = msg.message_id()
         seq = message_seq(msg_id.ledger_id(), msg_id.entry_id())
+        payloads = received.payloads
+        if payloads is None:
+            data, properties = msg.data(), msg.properties()
+            payloads = delivered_payloads(data, kubescape_envelopes(data, properties))
+        if not payloads:
+            log.info("%s seq %d holds nothing to deliver (an empty %s)", subject, seq,
+                     msg.properties().get(PROP_EVENT, "message"))
         first = msg.redelivery_count() + 1  # delivered by the broker before, to a stopped one
+        # Several payloads (a multi-kind ReconciliationRequest) go one after another; a failure
+        # retries from the one that failed, the message is acked after the last.
+        for data in payloads:
+            await self._deliver_one(subject, data, seq, first)
+        await self._ack(msg)
+
+    async def _deliver_one(self, subject: str, data: bytes, seq: int, first: int) -> None:
         failures = 0
         while True:
-            delivery = Delivery(subject, msg.data(), seq, first + failures)
+            delivery = Delivery(subject, data, seq, first + failures)
             try:
                 async with self._running:
                     await self._handler(delivery)
@@ -445,7 +610,6 @@ class PulsarSubscription:
                     self._durable, subject, seq, delivery.attempt, exc_info=True,
                 )
             else:
-                await self._ack(msg)
                 return
             failures += 1
             if self._bus.redelivery_delay > 0:
