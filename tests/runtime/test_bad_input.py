@@ -209,6 +209,26 @@ async def test_undecodable_bus_message_is_parked_and_skipped(synced: World) -> N
     )
 
 
+async def test_undeliverable_message_for_an_agent_is_parked_by_the_ingester(
+    synced: World,
+) -> None:
+    """A server cannot park (it has no store): it forwards to cs.dead, the ingester parks."""
+    counted = Probe.bad_input("server", "malformed")
+    subject = down_subject(ACCOUNT, CLUSTER_A)
+    await synced.bus.publish(subject, b"{not json")
+
+    letters = await eventually(synced.store.dead_letters, what="the forwarded dead letter")
+    assert [(d.subject, d.data) for d in letters] == [(subject, b"{not json")]
+    assert letters[0].reason.startswith("undeliverable")
+    assert counted.delta == 1
+    # The agent's connection and the messages behind it are unaffected.
+    synced.clusters[CLUSTER_A].create(configmap("after-garbage"))
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "after-garbage"),
+        what="cluster A to keep syncing",
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "kwargs", "token", "status"),
     [

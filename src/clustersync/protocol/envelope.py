@@ -9,6 +9,7 @@ Subjects: ``cs.up.<account>.<cluster>.<partition>`` (agent to backend),
 
 from __future__ import annotations
 
+import base64
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,27 @@ def write_subject(account: str, cluster: str) -> str:
 
 def down_subject(account: str, cluster: str) -> str:
     return f"cs.down.{subject_token(account)}.{subject_token(cluster)}"
+
+
+DEAD_SUBJECT = "cs.dead"
+"""Where processes without a store (servers) send messages they cannot handle; the ingester
+parks them in the dead-letter table."""
+DEAD_FILTER = "cs.dead"
+
+
+def encode_dead_letter(subject: str, data: bytes, reason: str) -> bytes:
+    return orjson.dumps(
+        {"subject": subject, "reason": reason, "data": base64.b64encode(data).decode()}
+    )
+
+
+def decode_dead_letter(data: bytes) -> tuple[str, bytes, str]:
+    """(original subject, original data, reason) of a message sent to :data:`DEAD_SUBJECT`."""
+    try:
+        doc = orjson.loads(data)
+        return str(doc["subject"]), base64.b64decode(doc["data"], validate=True), str(doc["reason"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"dead letter is not well formed: {exc}") from None
 
 
 UP_FILTER = "cs.up.>"

@@ -27,9 +27,11 @@ from clustersync.protocol.backend import (
 )
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
+    DEAD_FILTER,
     UP_PARTITIONS,
     WRITE_FILTER,
     Envelope,
+    decode_dead_letter,
     decode_envelope,
     down_subject,
     encode_envelope,
@@ -78,6 +80,9 @@ class Ingester:
         ]
         self._subscriptions.append(
             await self.bus.subscribe(WRITE_FILTER, "ingester-writes", self._guard(self._on_write))
+        )
+        self._subscriptions.append(
+            await self.bus.subscribe(DEAD_FILTER, "ingester-dead", self._on_dead)
         )
         self._purger = asyncio.create_task(self._purge_periodically())
 
@@ -131,6 +136,15 @@ class Ingester:
         dead_id = await self.store.park(delivery.subject, delivery.data, reason)
         DEAD_LETTERS.labels(label).inc()
         log.error("parked bus message %d from %s: %s", dead_id, delivery.subject, reason)
+
+    async def _on_dead(self, delivery: Delivery) -> None:
+        try:
+            subject, data, reason = decode_dead_letter(delivery.data)
+        except DecodeError as exc:
+            subject, data, reason = delivery.subject, delivery.data, str(exc)
+        await self._park(
+            Delivery(subject, data, delivery.seq, delivery.attempt), reason, "forwarded"
+        )
 
     async def _on_agent(self, env: Envelope, delivery: Delivery) -> None:
         if env.message is None:

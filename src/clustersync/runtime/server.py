@@ -24,9 +24,11 @@ from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
     CONTROL_RECONCILE,
+    DEAD_SUBJECT,
     Envelope,
     decode_envelope,
     down_subject,
+    encode_dead_letter,
     encode_envelope,
     partition_of,
     subject_token,
@@ -129,7 +131,10 @@ class SyncServer:
         except DecodeError as exc:
             bad_input("server", exc.reason)
             log.error("undeliverable bus message on %s: %s", delivery.subject, exc)
-            return  # acked: redelivering cannot fix it, and the ingester parked its own copy
+            # Redelivering cannot fix it: hand it to the ingester to park, then ack.
+            dead = encode_dead_letter(delivery.subject, delivery.data, f"undeliverable: {exc}")
+            await self.bus.publish(DEAD_SUBJECT, dead)
+            return
         if env.message is None:
             return
         if conn.ws.closed:
