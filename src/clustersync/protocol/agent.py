@@ -104,6 +104,9 @@ class AgentSession:
         # Hashing dominates the agent's CPU: each object version is hashed once, whether it is
         # announced, requested, reconciled or re-announced after a reconnect.
         self._checksums: dict[ObjectRef, tuple[str, str]] = {}
+        # Copy-strategy objects have no shadow; their last sent checksum is enough to skip a
+        # put that would repeat itself (the watch event of an object the agent just wrote).
+        self._sent: dict[ObjectRef, str] = {}
 
     def _checksum(self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
         meta = live.get("metadata") or {}
@@ -125,6 +128,7 @@ class AgentSession:
         if event is WatchEvent.DELETED:
             self.shadows.pop(ref, None)
             self._checksums.pop(ref, None)
+            self._sent.pop(ref, None)
             return [ObjectDeleted(ref=ref, **_meta(None))]
         shaped = shape(kind, live)
         checksum = self._checksum(ref, live, shaped)
@@ -147,6 +151,9 @@ class AgentSession:
         body = orjson.dumps(shaped)
         meta = _meta(cause)
         if self.strategies.get(ref.kind) is not Strategy.PATCH:
+            if skip_noop and self._sent.get(ref) == checksum:
+                return None
+            self._sent[ref] = checksum
             return PutObject(ref=ref, checksum=checksum, object=body, **meta)
         shadow = self.shadows.get(ref)
         if shadow is None:
