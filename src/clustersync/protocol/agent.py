@@ -323,9 +323,7 @@ class AgentSession:
             PutObject(ref=ref, checksum=checksum, object=orjson.dumps(shaped), **_meta(cause))
         )
 
-    def _accept_delete(
-        self, msg: ObjectDeleted, live: dict[str, Any] | None, out: Outcome
-    ) -> None:
+    def _accept_delete(self, msg: ObjectDeleted, live: dict[str, Any] | None, out: Outcome) -> None:
         refusal = self._permits(msg.ref, Verb.DELETE)
         if refusal:
             out.errors.append(("write_refused", f"{msg.ref}: {refusal}"))

@@ -12,6 +12,14 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind, KindError, ObjectRef
+from clustersync.protocol.fields import (
+    DecodeError,
+    TooDeepError,
+    folded,
+    json_text,
+    read_int,
+    read_str,
+)
 from clustersync.protocol.messages import (
     MAX_DEPTH,
     Batch,
@@ -26,19 +34,7 @@ from clustersync.protocol.messages import (
     PutObject,
 )
 
-
-class DecodeError(ValueError):
-    """A frame that is not a valid message; ``reason`` is a short metric label."""
-
-    def __init__(self, message: str, reason: str = "malformed") -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class TooDeepError(DecodeError):
-    def __init__(self, depth: int) -> None:
-        super().__init__(f"message depth {depth} exceeds the limit of {MAX_DEPTH}", "too_deep")
-
+__all__ = ["DecodeError", "TooDeepError", "decode", "encode", "from_wire", "to_wire"]
 
 # ---------------------------------------------------------------- encoding
 
@@ -99,51 +95,21 @@ def encode(msg: Message) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
-def _folded(doc: Any, what: str) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise DecodeError(f"{what} is not a JSON object")
-    return {key.lower(): value for key, value in doc.items()}
-
-
-def _int(fields: dict[str, Any], key: str, default: int | None = None) -> int:
-    value = fields.get(key.lower())
-    if value is None and default is not None:
-        return default
-    # bool is an int in Python but not in Go's decoder.
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise DecodeError(f"{key} must be an integer, got {value!r}")
-    return value
-
-
-def _str(fields: dict[str, Any], key: str) -> str:
-    value = fields.get(key.lower())
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise DecodeError(f"{key} must be a string, got {type(value).__name__}")
-    return value
-
-
 def _json_text(fields: dict[str, Any], key: str, required: bool) -> bytes | None:
-    text = _str(fields, key)
+    text = read_str(fields, key)
     if not text:
         if required:
             raise DecodeError(f"{key} is missing or empty")
         return None
-    data = text.encode()
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"{key} is not valid JSON text: {exc}") from None
-    return data
+    return json_text(text.encode(), key)
 
 
 def _decode_kind(value: Any) -> Kind:
-    fields = _folded(value, "Kind")
+    fields = folded(value, "Kind")
     try:
-        return Kind(_str(fields, "Group"), _str(fields, "Version"), _str(fields, "Resource"))
+        return Kind(
+            read_str(fields, "Group"), read_str(fields, "Version"), read_str(fields, "Resource")
+        )
     except KindError as exc:
         raise DecodeError(str(exc), "bad_kind") from None
 
@@ -151,23 +117,26 @@ def _decode_kind(value: Any) -> Kind:
 def _decode_object_message(fields: dict[str, Any], event: Event) -> ObjectMessage:
     if fields.get("kind") is None:
         raise DecodeError(f"{event.name} without Kind")
-    name = _str(fields, "Name")
+    name = read_str(fields, "Name")
     if not name:
         raise DecodeError(f"{event.name} without Name")
-    ref = ObjectRef(_decode_kind(fields["kind"]), _str(fields, "Namespace"), name)
-    depth = _int(fields, "Depth", 0)
-    msg_id = _str(fields, "MsgId")
+    ref = ObjectRef(_decode_kind(fields["kind"]), read_str(fields, "Namespace"), name)
+    depth = read_int(fields, "Depth", 0)
+    msg_id = read_str(fields, "MsgId")
     if event is Event.NEW_CHECKSUM:
         return NewChecksum(
             ref=ref,
-            checksum=_str(fields, "Checksum"),
-            resource_version=_int(fields, "ResourceVersion", 0),
+            checksum=read_str(fields, "Checksum"),
+            resource_version=read_int(fields, "ResourceVersion", 0),
             depth=depth,
             msg_id=msg_id,
         )
     if event is Event.OBJECT_DELETED:
         return ObjectDeleted(
-            ref=ref, resource_version=_int(fields, "ResourceVersion", 0), depth=depth, msg_id=msg_id
+            ref=ref,
+            resource_version=read_int(fields, "ResourceVersion", 0),
+            depth=depth,
+            msg_id=msg_id,
         )
     if event is Event.GET_OBJECT:
         base = _json_text(fields, "BaseObject", required=False)
@@ -176,12 +145,12 @@ def _decode_object_message(fields: dict[str, Any], event: Event) -> ObjectMessag
         patch = _json_text(fields, "Patch", required=True)
         assert patch is not None
         return PatchObject(
-            ref=ref, checksum=_str(fields, "Checksum"), patch=patch, depth=depth, msg_id=msg_id
+            ref=ref, checksum=read_str(fields, "Checksum"), patch=patch, depth=depth, msg_id=msg_id
         )
     obj = _json_text(fields, "Object", required=True)
     assert obj is not None
     return PutObject(
-        ref=ref, checksum=_str(fields, "Checksum"), object=obj, depth=depth, msg_id=msg_id
+        ref=ref, checksum=read_str(fields, "Checksum"), object=obj, depth=depth, msg_id=msg_id
     )
 
 
@@ -206,44 +175,44 @@ def _decode_items(value: Any, event: Event) -> tuple[Any, ...]:
         return ()
     if not isinstance(value, list):
         raise DecodeError(f"batch items of {event.name} must be a list")
-    return tuple(_decode_object_message(_folded(item, "batch item"), event) for item in value)
+    return tuple(_decode_object_message(folded(item, "batch item"), event) for item in value)
 
 
 def _decode_batch(fields: dict[str, Any]) -> Batch:
     if fields.get("kind") is None:
         raise DecodeError("batch without Kind")
-    items = _folded(fields.get("items"), "batch Items")
+    items = folded(fields.get("items"), "batch Items")
     decoded = {key: _decode_items(items.get(key), event) for key, event in _ITEM_KEYS.items()}
     return Batch(
         kind=_decode_kind(fields["kind"]),
-        batch_type=_str(fields, "BatchType"),
+        batch_type=read_str(fields, "BatchType"),
         new_checksum=decoded["newchecksum"],
         object_deleted=decoded["objectdeleted"],
         get_object=decoded["getobject"],
         patch_object=decoded["patchobject"],
         put_object=decoded["putobject"],
-        depth=_int(fields, "Depth", 0),
-        msg_id=_str(fields, "MsgId"),
+        depth=read_int(fields, "Depth", 0),
+        msg_id=read_str(fields, "MsgId"),
     )
 
 
 def from_wire(doc: Any) -> Message:
     """Decode an already-parsed JSON document; raises :class:`DecodeError` on anything invalid."""
-    fields = _folded(doc, "message")
+    fields = folded(doc, "message")
     if "event" not in fields:
         raise DecodeError("message without Event")
-    code = _int(fields, "Event")
+    code = read_int(fields, "Event", None)
     try:
         event = Event(code)
     except ValueError:
         raise DecodeError(f"unknown event code {code}", "unknown_event") from None
-    depth = _int(fields, "Depth", 0)
+    depth = read_int(fields, "Depth", 0)
     if depth < 0:
         raise DecodeError(f"negative depth {depth}")
     if depth > MAX_DEPTH:
         raise TooDeepError(depth)
     if event is Event.PING:
-        return Ping(depth=depth, msg_id=_str(fields, "MsgId"))
+        return Ping(depth=depth, msg_id=read_str(fields, "MsgId"))
     if event is Event.BATCH:
         return _decode_batch(fields)
     if event in _OBJECT_EVENTS:

@@ -30,8 +30,16 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind, KindError, ObjectRef
-from clustersync.protocol.codec import DecodeError, TooDeepError
 from clustersync.protocol.envelope import CONTROL_CONNECTED, CONTROL_RECONCILE, Envelope
+from clustersync.protocol.fields import (
+    DecodeError,
+    TooDeepError,
+    folded,
+    json_text,
+    read_bool,
+    read_int,
+    read_str,
+)
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
     MAX_DEPTH,
@@ -291,45 +299,12 @@ def encode_pulsar(
 
 
 def _fields(doc: Any) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise DecodeError("Pulsar payload is not a JSON object")
-    # Go's decoder matches keys case-insensitively; so do we, to accept what it accepts.
-    return {str(key).lower(): value for key, value in doc.items()}
-
-
-def _str(fields: Mapping[str, Any], key: str) -> str:
-    value = fields.get(key.lower())
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise DecodeError(f"{key} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _int(fields: Mapping[str, Any], key: str) -> int:
-    value = fields.get(key.lower())
-    if value is None:
-        return 0
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    # bool is an int in Python but not in Go's decoder.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DecodeError(f"{key} must be an integer, got {value!r}")
-    return value
-
-
-def _bool(fields: Mapping[str, Any], key: str) -> bool:
-    value = fields.get(key.lower())
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise DecodeError(f"{key} must be a boolean, got {value!r}")
-    return value
+    return folded(doc, "Pulsar payload")
 
 
 def _bytes(fields: Mapping[str, Any], key: str, *, required: bool) -> bytes | None:
     """A Go []byte field: base64 (Go's decoder skips line breaks), holding JSON text for us."""
-    text = _str(fields, key)
+    text = read_str(fields, key)
     if not text:
         if required:
             raise DecodeError(f"{key} is missing or empty")
@@ -338,11 +313,7 @@ def _bytes(fields: Mapping[str, Any], key: str, *, required: bool) -> bytes | No
         data = base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
     except (binascii.Error, ValueError):
         raise DecodeError(f"{key} is not valid base64", "bad_base64") from None
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"{key} does not hold JSON text: {exc}") from None
-    return data
+    return json_text(data, key)
 
 
 def _kind(text: str) -> Kind:
@@ -353,12 +324,12 @@ def _kind(text: str) -> Kind:
 
 
 def _meta(fields: Mapping[str, Any]) -> tuple[int, str]:
-    depth = _int(fields, "depth")
+    depth = read_int(fields, "depth")
     if depth < 0:
         raise DecodeError(f"negative depth {depth}")
     if depth > MAX_DEPTH:
         raise TooDeepError(depth)
-    return depth, _str(fields, "msgId")
+    return depth, read_str(fields, "msgId")
 
 
 def _identity(fields: Mapping[str, Any], properties: Mapping[str, str]) -> tuple[str, str]:
@@ -366,7 +337,7 @@ def _identity(fields: Mapping[str, Any], properties: Mapping[str, str]) -> tuple
     two must agree, since routing (properties) and handling (payload) must concern one cluster."""
     out = []
     for key in (PROP_ACCOUNT, PROP_CLUSTER):
-        body, prop = _str(fields, key), properties.get(key, "")
+        body, prop = read_str(fields, key), properties.get(key, "")
         if body and prop and body != prop:
             raise DecodeError(
                 f"{key} {body!r} in the payload but {prop!r} in the properties",
@@ -379,30 +350,33 @@ def _identity(fields: Mapping[str, Any], properties: Mapping[str, str]) -> tuple
 
 
 def _decode_object(fields: Mapping[str, Any], event: str) -> ObjectMessage:
-    kind = _kind(_str(fields, "kind"))
-    name = _str(fields, "name")
+    kind = _kind(read_str(fields, "kind"))
+    name = read_str(fields, "name")
     if not name:
         raise DecodeError(f"{event} without name")
-    ref = ObjectRef(kind, _str(fields, "namespace"), name)
+    ref = ObjectRef(kind, read_str(fields, "namespace"), name)
     depth, msg_id = _meta(fields)
     if event == EVENT_VERIFY:
         return NewChecksum(
             ref=ref,
-            checksum=_str(fields, "checksum"),
-            resource_version=_int(fields, "resourceVersion"),
+            checksum=read_str(fields, "checksum"),
+            resource_version=read_int(fields, "resourceVersion"),
             depth=depth,
             msg_id=msg_id,
         )
     if event == EVENT_DELETE:
         return ObjectDeleted(
-            ref=ref, resource_version=_int(fields, "resourceVersion"), depth=depth, msg_id=msg_id
+            ref=ref,
+            resource_version=read_int(fields, "resourceVersion"),
+            depth=depth,
+            msg_id=msg_id,
         )
     if event == EVENT_GET:
         base = _bytes(fields, "baseObject", required=False)
         return GetObject(ref=ref, base_object=base, depth=depth, msg_id=msg_id)
     body = _bytes(fields, "patch", required=True)
     assert body is not None
-    checksum = _str(fields, "checksum")
+    checksum = read_str(fields, "checksum")
     if event == EVENT_PATCH:
         return PatchObject(ref=ref, checksum=checksum, patch=body, depth=depth, msg_id=msg_id)
     return PutObject(ref=ref, checksum=checksum, object=body, depth=depth, msg_id=msg_id)
@@ -416,15 +390,15 @@ def _decode_inventory(kind: Kind, value: Any, depth: int, msg_id: str) -> Batch:
     items = []
     for raw in value:
         item = _fields(raw)
-        name = _str(item, "name")
+        name = read_str(item, "name")
         if not name:
             raise DecodeError(f"kindToObject[{kind}] item without name")
         # Items share the request's depth and msgId, as our reconciliation batches do.
         items.append(
             NewChecksum(
-                ref=ObjectRef(kind, _str(item, "namespace"), name),
-                checksum=_str(item, "checksum"),
-                resource_version=_int(item, "resourceVersion"),
+                ref=ObjectRef(kind, read_str(item, "namespace"), name),
+                checksum=read_str(item, "checksum"),
+                resource_version=read_int(item, "resourceVersion"),
                 depth=depth,
                 msg_id=msg_id,
             )
@@ -440,7 +414,7 @@ def _decode_inventory(kind: Kind, value: Any, depth: int, msg_id: str) -> Batch:
 
 def _decode_reconciliation(fields: Mapping[str, Any]) -> Iterable[Batch | str]:
     depth, msg_id = _meta(fields)
-    if _bool(fields, "serverInitiated"):
+    if read_bool(fields, "serverInitiated"):
         # The server asks the backend for its inventory: any objects listed are meaningless.
         return [CONTROL_RECONCILE]
     inventory = fields.get("kindtoobject")
