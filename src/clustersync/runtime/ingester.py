@@ -38,6 +38,7 @@ from clustersync.protocol.envelope import (
     up_partition_filter,
 )
 from clustersync.protocol.messages import Batch, Message, ObjectDeleted, Ping, PutObject
+from clustersync.runtime.batcher import WriteBatcher
 
 log = logging.getLogger("clustersync.ingester")
 
@@ -67,10 +68,12 @@ class Ingester:
         self.max_attempts = max_attempts
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
+        self.writer = WriteBatcher(store)
         self._subscriptions: list[Subscription] = []
         self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.writer.start()
         # One durable per partition: replicas share each partition's work queue, objects keep
         # their order (an object always maps to one partition), and partitions run in parallel.
         on_agent = self._guard(self._on_agent)
@@ -106,6 +109,7 @@ class Ingester:
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions = []
+        await self.writer.stop()
 
     def _guard(
         self, handle: Callable[[Envelope, Delivery], Awaitable[None]]
@@ -195,7 +199,7 @@ class Ingester:
                     )
                 )
         if writes:
-            await self.store.apply(writes)
+            await self.writer.apply(writes)
         subject = down_subject(env.account, env.cluster)
         for decision in decisions:
             for reply in decision.send:

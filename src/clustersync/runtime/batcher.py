@@ -1,0 +1,90 @@
+"""Group commit: the writes of messages handled concurrently go to the store in one batch.
+
+Handlers of different partitions run at once; each awaits its own writes before acknowledging
+its message, so per-object order is untouched. While one batch is being written, the next one
+gathers: batches grow with load and no write waits on a timer. If a batch fails, each message's
+writes are retried alone, so one bad row fails only its own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from clustersync.adapters.store import Store, Write
+
+
+class WriteBatcher:
+    def __init__(self, store: Store, max_batch: int = 2000) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._waiting: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="write-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        for _, future in self._waiting:
+            if not future.done():
+                future.set_exception(RuntimeError("the ingester is stopping"))
+        self._waiting = []
+
+    async def apply(self, writes: Sequence[Write]) -> None:
+        if self._task is None:  # not started: write directly
+            await self.store.apply(writes)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((writes, future))
+        self._wake.set()
+        await future
+
+    def _take(self) -> list[tuple[Sequence[Write], asyncio.Future[None]]]:
+        taken: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
+        rows = 0
+        while self._waiting and (not taken or rows + len(self._waiting[0][0]) <= self.max_batch):
+            item = self._waiting.pop(0)
+            taken.append(item)
+            rows += len(item[0])
+        return taken
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while batch := self._take():
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[Sequence[Write], asyncio.Future[None]]]) -> None:
+        self.batches += 1
+        try:
+            await self.store.apply([w for writes, _ in batch for w in writes])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            for writes, future in batch:  # isolate the failing message(s)
+                try:
+                    await self.store.apply(writes)
+                except Exception as one:
+                    _settle(future, one)
+                else:
+                    _settle(future, None)
+            return
+        for _, future in batch:
+            _settle(future, None)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # its handler was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
