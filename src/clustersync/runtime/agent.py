@@ -33,6 +33,7 @@ from clustersync.runtime.config import AgentConfig
 log = logging.getLogger("clustersync.agent")
 
 HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
+INBOX_SIZE = 1000  # backend messages read ahead of the handler; beyond, TCP pushes back
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
@@ -142,19 +143,33 @@ class Agent:
         )
         self.connected.set()
         self._wake_flusher.set()
-        sender = asyncio.create_task(self._send_loop(ws))
-        sweep = asyncio.create_task(self._announce_all())
+        # Backend messages are handled in order by their own task, so slow cluster writes never
+        # stall the reader (which must keep answering heartbeats).
+        inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=INBOX_SIZE)
+        tasks = [
+            asyncio.create_task(self._send_loop(ws)),
+            asyncio.create_task(self._announce_all()),
+            asyncio.create_task(self._handle_loop(inbox)),
+        ]
         try:
             async for item in receive(ws, "agent"):
-                if isinstance(item, Rejected):
-                    continue
-                await self._handle(item)
+                if not isinstance(item, Rejected):
+                    await inbox.put(item)
         finally:
             self.connected.clear()
-            sender.cancel()
-            sweep.cancel()
-            await asyncio.gather(sender, sweep, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await ws.close()
+
+    async def _handle_loop(self, inbox: asyncio.Queue[Message]) -> None:
+        while True:
+            msg = await inbox.get()
+            try:
+                await self._handle(msg)
+            except Exception:
+                # One message must not end the session; the next reconciliation repairs it.
+                log.exception("failed to handle a backend message")
 
     async def _send_loop(self, ws: WebSocket) -> None:
         while True:
