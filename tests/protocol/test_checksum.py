@@ -154,3 +154,16 @@ def test_checksum_does_not_mutate() -> None:
 def test_unhashable_value_rejected() -> None:
     with pytest.raises(TypeError):
         canonical_checksum({"a": object()})
+
+
+def test_exclusion_follows_kubescape_path_joining() -> None:
+    # kubescape builds paths by joining keys with dots, so a root key spelled "status.conditions"
+    # is excluded as well, and arrays add no level of their own.
+    base = {"kind": "x"}
+    assert canonical_checksum({**base, "status.conditions": [1]}) == canonical_checksum(base)
+    assert canonical_checksum({**base, "status": [{"conditions": 1}]}) == canonical_checksum(
+        {**base, "status": [{}]}
+    )
+    assert canonical_checksum(
+        {**base, "spec": {"status": {"conditions": 1}}}
+    ) != canonical_checksum({**base, "spec": {"status": {}}})
