@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 MAX_PATCH_NESTING = 64  # deeper documents are refused rather than recursing without bound
 
 
@@ -41,16 +43,19 @@ def create_patch(old: Any, new: Any) -> Any:
 
 
 def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: unlike ``==``, ``true`` is not ``1`` and ``false`` is not ``0``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict | list) or isinstance(b, dict | list):
+    """JSON equality: unlike ``==``, ``true`` is not ``1`` and ``false`` is not ``0``.
+
+    Python's ``==`` runs in C and rejects most differences; only values it calls equal are
+    checked again, by their serialised form. ``1`` and ``1.0`` count as different here, which
+    merely puts an unchanged number into a patch.
+    """
+    if type(a) is not type(b) or a != b:
         return False
-    return bool(a == b)
+    if isinstance(a, dict | list):
+        return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+            b, option=orjson.OPT_SORT_KEYS
+        )
+    return True
 
 
 def apply_patch(target: Any, patch: Any, _nesting: int = 0) -> Any:
