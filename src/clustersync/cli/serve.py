@@ -1,0 +1,126 @@
+"""Sub-commands that run a process until it is stopped (and the demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from clustersync.adapters.kube import KubeError
+from clustersync.cli.common import CommandError, serve_forever, tune_gc
+
+
+async def cmd_sandbox(args: argparse.Namespace) -> None:
+    from clustersync.sandbox import SandboxError, SeedError, run_sandbox
+
+    try:
+        await run_sandbox(args.port, args.kubeconfig, args.seed, host=args.host)
+    except SeedError as exc:
+        raise CommandError(str(exc), 2) from None
+    except SandboxError as exc:  # a seed object the sandbox refuses: unknown kind, duplicate…
+        raise CommandError(f"{args.seed}: {' '.join(str(exc).split())}", 2) from None
+
+
+async def cmd_backend(args: argparse.Namespace) -> None:
+    from clustersync.runtime.backend import Backend
+    from clustersync.runtime.config import load_tokens
+    from clustersync.runtime.engines import open_bus, open_store
+
+    tokens = load_tokens(args.tokens)
+    tune_gc()
+    store = await open_store(args.db)
+    bus = await open_bus(args.bus)
+    backend = Backend(bus, store, tokens, reconcile_interval=args.reconcile_interval)
+    host, port = args.listen
+    try:
+        await backend.start(host, port)
+        print(f"clustersync backend serving on {backend.url} (db {args.db})", flush=True)
+        await serve_forever()
+    finally:
+        await backend.stop()
+        await bus.close()
+        await store.close()
+
+
+async def cmd_server(args: argparse.Namespace) -> None:
+    from clustersync.runtime.config import load_tokens
+    from clustersync.runtime.engines import open_bus
+    from clustersync.runtime.server import SyncServer
+    from clustersync.runtime.services import server_site
+
+    tokens = load_tokens(args.tokens)
+    tune_gc()
+    bus = await open_bus(args.bus)
+    site = server_site(SyncServer(bus, tokens, reconcile_interval=args.reconcile_interval))
+    try:
+        url = await site.start(*args.listen)
+        print(f"clustersync server serving on {url} (bus {args.bus})", flush=True)
+        await serve_forever()
+    finally:
+        await site.stop()
+        await bus.close()
+
+
+async def cmd_ingester(args: argparse.Namespace) -> None:
+    from clustersync.runtime.engines import open_bus, open_store
+    from clustersync.runtime.ingester import Ingester
+    from clustersync.runtime.services import health_site
+
+    tune_gc()
+    store = await open_store(args.db)
+    bus = await open_bus(args.bus)
+    ingester = Ingester(bus, store)
+    site = health_site()
+    try:
+        await ingester.start()
+        url = await site.start(*args.health)
+        print(f"clustersync ingester running (bus {args.bus}, health on {url})", flush=True)
+        await serve_forever()
+    finally:
+        await site.stop()
+        await ingester.stop()
+        await bus.close()
+        await store.close()
+
+
+async def cmd_api(args: argparse.Namespace) -> None:
+    from clustersync.runtime.config import load_tokens
+    from clustersync.runtime.engines import open_bus, open_store
+    from clustersync.runtime.services import api_site
+
+    tokens = load_tokens(args.tokens)
+    store = await open_store(args.db)
+    bus = await open_bus(args.bus)
+    site = api_site(store, bus, tokens)
+    try:
+        url = await site.start(*args.listen)
+        print(f"clustersync api serving on {url}", flush=True)
+        await serve_forever()
+    finally:
+        await site.stop()
+        await bus.close()
+        await store.close()
+
+
+async def cmd_agent(args: argparse.Namespace) -> None:
+    from clustersync.adapters.kube.client import KubeClient
+    from clustersync.runtime.agent import Agent
+    from clustersync.runtime.config import load_agent_config
+
+    config = load_agent_config(args.config)
+    tune_gc()
+    kube = await KubeClient.connect(args.kubeconfig or config.kubeconfig)
+    try:
+        try:
+            git_version = await kube.server_version()
+        except KubeError as exc:
+            raise CommandError(f"cannot reach the Kubernetes API: {exc}") from None
+        await Agent(config, kube, git_version=git_version).run()
+    finally:
+        await kube.close()
+
+
+async def cmd_demo(args: argparse.Namespace) -> None:
+    from clustersync.runtime.demo import run_demo
+
+    if not await run_demo(timeout=args.timeout, out=sys.stdout):
+        raise CommandError("the backend and the cluster did not converge in time")
