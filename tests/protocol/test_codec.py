@@ -23,8 +23,10 @@ from clustersync.protocol.envelope import (
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
     MAX_DEPTH,
+    Ack,
     Batch,
     Event,
+    Frame,
     GetObject,
     Message,
     NewChecksum,
@@ -45,7 +47,7 @@ OBJ = b'{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web-1","namespace":"
 MSG_ID = "7d9f4c1e-1111-4222-8333-944455556666"
 
 
-def _messages() -> list[Message]:
+def _messages() -> list[Frame]:
     return [
         NewChecksum(ref=POD, checksum="abc", resource_version=12, depth=1, msg_id=MSG_ID),
         NewChecksum(ref=NODE, checksum="def"),
@@ -55,6 +57,8 @@ def _messages() -> list[Message]:
         GetObject(ref=DEPLOY, base_object=OBJ, depth=4, msg_id=MSG_ID),
         PatchObject(ref=POD, checksum="c1", patch=b'{"spec":{"x":null}}', depth=5, msg_id="m"),
         PutObject(ref=POD, checksum="c2", object=OBJ, depth=MAX_DEPTH, msg_id=MSG_ID),
+        Ack(count=0),
+        Ack(count=1234),
         Ping(depth=1, msg_id=MSG_ID),
         Ping(),
         Batch(kind=PODS, depth=1, msg_id=MSG_ID),
@@ -79,13 +83,26 @@ def _messages() -> list[Message]:
 
 
 @pytest.mark.parametrize("msg", _messages(), ids=lambda m: type(m).__name__)
-def test_round_trip(msg: Message) -> None:
+def test_round_trip(msg: Frame) -> None:
     frame = encode(msg)
     assert isinstance(frame, bytes)
     assert decode(frame) == msg
     assert decode(frame.decode()) == msg
     assert from_wire(orjson.loads(frame)) == msg
     assert from_wire(to_wire(msg)) == msg
+
+
+def test_ack_is_our_extension_with_a_count() -> None:
+    assert orjson.loads(encode(Ack(count=7))) == {"Depth": 0, "Event": 100, "MsgId": "", "Count": 7}
+    for bad in (b'{"Event": 100}', b'{"Event": 100, "Count": -1}', b'{"Event": 100, "Count": "1"}'):
+        with pytest.raises(DecodeError):
+            decode(bad)
+
+
+def test_acks_never_travel_on_the_bus() -> None:
+    data = orjson.dumps({"account": "a", "cluster": "c", "message": to_wire(Ack(count=1))})
+    with pytest.raises(DecodeError):
+        decode_envelope(data)
 
 
 def test_every_sendable_event_is_covered() -> None:

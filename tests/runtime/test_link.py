@@ -8,6 +8,8 @@ import aiohttp
 import pytest
 
 from clustersync.link.client import PermanentLinkError
+from clustersync.protocol.codec import decode, encode
+from clustersync.protocol.messages import ACK_PROTOCOL, Ack, PutObject
 from clustersync.runtime.agent import Agent
 
 try:
@@ -101,8 +103,10 @@ async def test_agent_reconnects_after_the_server_closes_its_socket(synced: World
 
     await eventually(lambda: agent.connections == 2, what="the agent to redial")
     await eventually(
-        lambda: synced.connected(CLUSTER_A)
-        and synced.backend.server.connections[(ACCOUNT, CLUSTER_A)] is not old,
+        lambda: (
+            synced.connected(CLUSTER_A)
+            and synced.backend.server.connections[(ACCOUNT, CLUSTER_A)] is not old
+        ),
         what="the new connection on the server",
     )
     assert reconnects.delta == 1
@@ -132,3 +136,36 @@ async def test_change_during_the_outage_is_sent_after_reconnecting(synced: World
         what="the change made while disconnected",
     )
     assert agent.connections == 2
+
+
+async def test_backend_write_lost_with_a_dying_connection_is_redelivered(synced: World) -> None:
+    """With acknowledgements negotiated, the server acks the bus only after the agent handled a
+    message: a write that reached a socket which then died is delivered again on reconnect."""
+    cluster = synced.clusters[CLUSTER_A]
+    await synced.stop_agent(CLUSTER_A)
+    await synced.wait_disconnected(CLUSTER_A)
+    got_put = asyncio.Event()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            synced.backend.ws_url, headers=kubescape_headers(CLUSTER_A), protocols=(ACK_PROTOCOL,)
+        ) as ws,
+    ):
+        assert ws.protocol == ACK_PROTOCOL
+        await synced.api_put(CLUSTER_A, configmap("in-flight"))
+        handled = 0
+        async for frame in ws:  # a flaky agent: handles everything but the write, then dies
+            msg = decode(frame.data)
+            if isinstance(msg, PutObject) and msg.ref.name == "in-flight":
+                got_put.set()
+                break
+            handled += 1
+            await ws.send_bytes(encode(Ack(count=handled)))
+    assert got_put.is_set()
+    assert cluster.get(CONFIGMAPS, "shop", "in-flight") is None
+
+    synced.start_agent(CLUSTER_A)
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "in-flight"),
+        what="the write to be redelivered to the reconnected agent",
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from clustersync.link.frames import MAX_FRAME
+from clustersync.protocol.messages import ACK_PROTOCOL
 
 
 class LinkError(RuntimeError):
@@ -53,6 +54,7 @@ async def dial(
             headers=creds.headers(),
             heartbeat=heartbeat,
             max_msg_size=MAX_FRAME,
+            protocols=(ACK_PROTOCOL,),
             timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
         )
     except aiohttp.WSServerHandshakeError as exc:

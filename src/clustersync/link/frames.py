@@ -11,7 +11,7 @@ from aiohttp import web
 
 from clustersync.adapters.metrics import FRAME_BYTES, MESSAGES, bad_input
 from clustersync.protocol.codec import DecodeError, decode, encode
-from clustersync.protocol.messages import Message
+from clustersync.protocol.messages import Frame
 
 log = logging.getLogger("clustersync.link")
 
@@ -28,14 +28,14 @@ class Rejected:
     error: DecodeError
 
 
-async def send(ws: WebSocket, msg: Message, component: str) -> None:
+async def send(ws: WebSocket, msg: Frame, component: str) -> None:
     frame = encode(msg)
     await ws.send_bytes(frame)
     FRAME_BYTES.labels(component, "out").inc(len(frame))
     MESSAGES.labels(component, "out", msg.event.name.lower()).inc()
 
 
-async def receive(ws: WebSocket, component: str) -> AsyncIterator[Message | Rejected]:
+async def receive(ws: WebSocket, component: str) -> AsyncIterator[Frame | Rejected]:
     """Decoded messages until the peer closes; bad frames are reported, not fatal."""
     async for frame in ws:
         if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):

@@ -7,6 +7,7 @@ from aiohttp import web
 from clustersync.adapters.metrics import bad_input
 from clustersync.link.frames import MAX_FRAME
 from clustersync.model.identity import Identity, TokenTable
+from clustersync.protocol.messages import ACK_PROTOCOL
 
 
 def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
@@ -31,6 +32,9 @@ def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
 
 
 async def accept(request: web.Request, heartbeat: float) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_FRAME)
+    # Offered by our agents only; aiohttp selects it when the client offers it.
+    ws = web.WebSocketResponse(
+        heartbeat=heartbeat, max_msg_size=MAX_FRAME, protocols=(ACK_PROTOCOL,)
+    )
     await ws.prepare(request)
     return ws

@@ -22,10 +22,11 @@ from clustersync.protocol.fields import (
 )
 from clustersync.protocol.messages import (
     MAX_DEPTH,
+    Ack,
     Batch,
     Event,
+    Frame,
     GetObject,
-    Message,
     NewChecksum,
     ObjectDeleted,
     ObjectMessage,
@@ -52,11 +53,14 @@ def _text(payload: bytes | None) -> str:
     return payload.decode() if payload else ""
 
 
-def to_wire(msg: Message) -> dict[str, Any]:
+def to_wire(msg: Frame) -> dict[str, Any]:
     """The message as a JSON-ready dict in kubescape's field naming."""
     out: dict[str, Any] = {"Depth": msg.depth, "Event": int(msg.event), "MsgId": msg.msg_id}
     if isinstance(msg, Ping):
         out["Kind"] = None
+        return out
+    if isinstance(msg, Ack):
+        out["Count"] = msg.count
         return out
     if isinstance(msg, Batch):
         out["Kind"] = _kind(msg.kind)
@@ -88,7 +92,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
     return out
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Frame) -> bytes:
     return orjson.dumps(to_wire(msg))
 
 
@@ -196,7 +200,7 @@ def _decode_batch(fields: dict[str, Any]) -> Batch:
     )
 
 
-def from_wire(doc: Any) -> Message:
+def from_wire(doc: Any) -> Frame:
     """Decode an already-parsed JSON document; raises :class:`DecodeError` on anything invalid."""
     fields = folded(doc, "message")
     if "event" not in fields:
@@ -213,6 +217,11 @@ def from_wire(doc: Any) -> Message:
         raise TooDeepError(depth)
     if event is Event.PING:
         return Ping(depth=depth, msg_id=read_str(fields, "MsgId"))
+    if event is Event.ACK:
+        count = read_int(fields, "Count", None)
+        if count < 0:
+            raise DecodeError(f"negative ack count {count}")
+        return Ack(count=count)
     if event is Event.BATCH:
         return _decode_batch(fields)
     if event in _OBJECT_EVENTS:
@@ -220,7 +229,7 @@ def from_wire(doc: Any) -> Message:
     raise DecodeError(f"deprecated event {event.name} is not accepted", "unknown_event")
 
 
-def decode(frame: bytes | str) -> Message:
+def decode(frame: bytes | str) -> Frame:
     try:
         doc = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:

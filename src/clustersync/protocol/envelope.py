@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from clustersync.protocol.codec import DecodeError, from_wire, to_wire
-from clustersync.protocol.messages import Batch, Message, Ping
+from clustersync.protocol.messages import Ack, Batch, Message, Ping
 
 CONTROL_CONNECTED = "connected"  # an agent connected: the ingester answers with reconciliation
 CONTROL_RECONCILE = "reconcile"  # periodic reconciliation request for a connected agent
@@ -57,6 +57,8 @@ def decode_envelope(data: bytes) -> Envelope:
     if control and control not in CONTROLS:
         raise DecodeError(f"unknown control {control!r}", "unknown_event")
     message = from_wire(doc["message"]) if doc.get("message") is not None else None
+    if isinstance(message, Ack):
+        raise DecodeError("acks do not travel on the bus")
     if message is None and not control:
         raise DecodeError("bus message carries neither a message nor a control")
     return Envelope(account, cluster, message, control)

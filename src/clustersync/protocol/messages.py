@@ -28,6 +28,7 @@ class Event(IntEnum):
     PUT_OBJECT = 6
     PING = 7
     BATCH = 8
+    ACK = 100  # our extension, used only when both ends negotiated it (see ACK_PROTOCOL)
 
 
 BATCH_RECONCILIATION = "reconciliation"
@@ -129,6 +130,27 @@ class Batch:
 
 
 Message = ObjectMessage | Ping | Batch
+
+ACK_PROTOCOL = "clustersync.v1"
+"""Websocket subprotocol by which our agent and server agree to acknowledge backend messages.
+kubescape peers do not offer it, and keep the plain protocol."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The agent has handled the first ``count`` backend messages of this connection.
+
+    Only then does the server acknowledge them to the bus: a message lost with a dying
+    connection is redelivered on the next one instead of vanishing."""
+
+    count: int
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.ACK
+
+
+Frame = Message | Ack
+"""Anything that travels on the websocket."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,14 @@ from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import AgentSession, ClusterWrite, Outcome, WatchEvent
 from clustersync.protocol.backoff import Backoff
 from clustersync.protocol.coalesce import Coalescer
-from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch, Message, Ping
+from clustersync.protocol.messages import (
+    ACK_PROTOCOL,
+    BATCH_RECONCILIATION,
+    Ack,
+    Batch,
+    Message,
+    Ping,
+)
 from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.config import AgentConfig
 
@@ -34,6 +41,7 @@ log = logging.getLogger("clustersync.agent")
 
 HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
 INBOX_SIZE = 1000  # backend messages read ahead of the handler; beyond, TCP pushes back
+ACK_EVERY = 64  # during a burst, acknowledge at least this often
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
@@ -58,6 +66,7 @@ class Agent:
             git_version=git_version,
         )
         self.outbox: collections.deque[Message] = collections.deque()
+        self._acks: collections.deque[Ack] = collections.deque()  # sent before the outbox
         self.connected = asyncio.Event()
         self.connections = 0
         self._wake_flusher = asyncio.Event()
@@ -136,7 +145,7 @@ class Agent:
                 log.info("connection to server lost; redialing in %.1fs", delay)
                 await asyncio.sleep(delay)
 
-    async def _serve(self, ws: WebSocket) -> None:
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.connections += 1
         log.info(
             "connected to %s as %s/%s", self.config.server, self.config.account, self.config.cluster
@@ -146,14 +155,16 @@ class Agent:
         # Backend messages are handled in order by their own task, so slow cluster writes never
         # stall the reader (which must keep answering heartbeats).
         inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self._acks.clear()  # counts are per connection
+        acks = ws.protocol == ACK_PROTOCOL
         tasks = [
             asyncio.create_task(self._send_loop(ws)),
             asyncio.create_task(self._announce_all()),
-            asyncio.create_task(self._handle_loop(inbox)),
+            asyncio.create_task(self._handle_loop(inbox, acks)),
         ]
         try:
             async for item in receive(ws, "agent"):
-                if not isinstance(item, Rejected):
+                if not isinstance(item, Rejected | Ack):
                     await inbox.put(item)
         finally:
             self.connected.clear()
@@ -162,7 +173,8 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             await ws.close()
 
-    async def _handle_loop(self, inbox: asyncio.Queue[Message]) -> None:
+    async def _handle_loop(self, inbox: asyncio.Queue[Message], acks: bool) -> None:
+        handled = 0
         while True:
             msg = await inbox.get()
             try:
@@ -170,18 +182,24 @@ class Agent:
             except Exception:
                 # One message must not end the session; the next reconciliation repairs it.
                 log.exception("failed to handle a backend message")
+            handled += 1
+            # Cumulative, so one ack can cover a burst; never more than ACK_EVERY behind.
+            if acks and (inbox.empty() or handled % ACK_EVERY == 0):
+                self._acks.append(Ack(count=handled))
+                self._wake_sender.set()
 
     async def _send_loop(self, ws: WebSocket) -> None:
         while True:
-            while self.outbox:
-                msg = self.outbox[0]
+            while self._acks or self.outbox:
+                queue: collections.deque[Any] = self._acks if self._acks else self.outbox
+                msg = queue[0]
                 try:
                     await send(ws, msg, "agent")
                 except (ConnectionError, aiohttp.ClientError) as exc:
                     log.warning("send failed, keeping the message for the next connection: %s", exc)
                     await ws.close()
                     return
-                self.outbox.popleft()
+                queue.popleft()
             self._wake_sender.clear()
             await self._wake_sender.wait()
 

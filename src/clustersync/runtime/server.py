@@ -8,10 +8,11 @@ reconnects to. A newer connection for the same cluster supersedes (and closes) t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -34,7 +35,7 @@ from clustersync.protocol.envelope import (
     subject_token,
     up_subject,
 )
-from clustersync.protocol.messages import Ping
+from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
 
 log = logging.getLogger("clustersync.server")
 
@@ -47,6 +48,22 @@ class Connection:
     cluster: str
     ws: web.WebSocketResponse
     epoch: int
+    acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
+    acked: int = 0
+    unacked: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+
+    def acknowledge(self, count: int) -> None:
+        while self.acked < count and self.unacked:
+            waiter = self.unacked.popleft()
+            self.acked += 1
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def fail_unacked(self) -> None:
+        while self.unacked:
+            waiter = self.unacked.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("connection closed before the agent acked"))
 
 
 class SyncServer:
@@ -89,6 +106,7 @@ class SyncServer:
         identity = authenticate_agent(request, self.tokens)
         ws = await accept(request, self.heartbeat)
         conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
+        conn.acks = ws.ws_protocol == ACK_PROTOCOL
         key = (conn.account, conn.cluster)
         old = self.connections.get(key)
         self.connections[key] = conn
@@ -107,6 +125,7 @@ class SyncServer:
             await self._publish_control(conn, CONTROL_CONNECTED)
             await self._pump(conn)
         finally:
+            conn.fail_unacked()
             if subscription is not None:
                 await subscription.stop()
             if self.connections.get(key) is conn:
@@ -119,6 +138,9 @@ class SyncServer:
         """Agent frames to the bus, tagged with the identity of the agent's token."""
         async for item in receive(conn.ws, "server"):
             if isinstance(item, Rejected | Ping):
+                continue
+            if isinstance(item, Ack):
+                conn.acknowledge(item.count)
                 continue
             subject = up_subject(conn.account, conn.cluster, partition_of(item))
             await self.bus.publish(
@@ -139,7 +161,15 @@ class SyncServer:
             return
         if conn.ws.closed:
             raise ConnectionError("agent connection closed")  # redelivered to the next one
+        if not conn.acks:  # a kubescape agent: written to the socket is as far as we can know
+            await send(conn.ws, env.message, "server")
+            return
+        handled = asyncio.get_running_loop().create_future()
+        conn.unacked.append(handled)
         await send(conn.ws, env.message, "server")
+        # Acknowledge the bus only once the agent has handled it; if the connection dies first,
+        # this raises and the bus redelivers the message to the agent's next connection.
+        await handled
 
     async def _publish_control(self, conn: Connection, control: str) -> None:
         env = Envelope(conn.account, conn.cluster, control=control)
