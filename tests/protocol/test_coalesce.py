@@ -124,3 +124,16 @@ def test_drain_returns_everything_oldest_first() -> None:
     assert c.drain() == ["a1", "b2"]
     assert len(c) == 0
     assert c.next_due() is None
+
+
+def test_an_offer_never_makes_the_earliest_due_time_earlier() -> None:
+    # The agent relies on this to wake its flusher only when the coalescer was empty.
+    c: Coalescer[str, int] = Coalescer(quiet=1.0, max_wait=3.0)
+    c.offer("a", 1, now=0.0)
+    for step in range(1, 40):
+        now = step * 0.25
+        before = c.next_due()
+        c.offer("a" if step % 2 else f"k{step}", step, now)
+        after = c.next_due()
+        assert before is not None and after is not None and after >= before
+        c.pop_due(now)

@@ -78,8 +78,12 @@ class Agent:
         def on_event(event_type: str, obj: dict[str, Any]) -> None:
             meta = obj.get("metadata") or {}
             key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            was_idle = len(self.coalescer) == 0
             self.coalescer.offer(key, (kind, event_type, obj), time.monotonic())
-            self._wake_flusher.set()
+            # An offer never makes the earliest due time earlier, so the flusher, already timed
+            # for that, needs waking only when it had nothing to wait for.
+            if was_idle:
+                self._wake_flusher.set()
 
         return on_event
 
