@@ -169,3 +169,21 @@ async def test_backend_write_lost_with_a_dying_connection_is_redelivered(synced:
         lambda: synced.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "in-flight"),
         what="the write to be redelivered to the reconnected agent",
     )
+
+
+async def test_a_failing_bus_closes_agent_connections_but_not_the_server(
+    synced: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = synced.clusters[CLUSTER_A].agent
+    assert agent is not None
+    before = agent.connections
+    await synced.bus.close()  # every publish and subscribe now raises BusError
+    synced.clusters[CLUSTER_A].create(configmap("while-the-bus-is-down"))
+    await eventually(
+        lambda: agent.connections > before, what="the server to close and the agent to redial"
+    )
+    async with synced.http.get(f"{synced.backend.url}/healthz") as response:
+        assert response.status == 200
+    # Closed on purpose, with a reason, rather than by an unhandled error in the handler.
+    assert any("bus unavailable" in r.getMessage() for r in caplog.records)
+    assert not any(r.name == "aiohttp.server" and r.levelname == "ERROR" for r in caplog.records)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from clustersync.adapters.bus import Bus, Delivery, Subscription
+from clustersync.adapters.bus import Bus, BusError, Delivery, Subscription
 from clustersync.adapters.metrics import CONNECTED_AGENTS, bad_input
 from clustersync.link.frames import Rejected, receive, send
 from clustersync.link.server import accept, authenticate_agent
@@ -82,6 +82,7 @@ class SyncServer:
         self.connections: dict[tuple[str, str], Connection] = {}
         self._epochs = itertools.count(1)
         self._reconciler: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[bool]] = set()
 
     def add_routes(self, app: web.Application) -> None:
         # kubescape agents may dial any path; the catch-all must come after every other route.
@@ -113,7 +114,10 @@ class SyncServer:
         CONNECTED_AGENTS.set(len(self.connections))
         if old is not None:
             log.info("%s/%s reconnected; closing the older connection", *key)
-            await old.ws.close(code=SUPERSEDED, message=b"superseded")
+            # In the background: a dead peer would hold the close handshake until its timeout.
+            closing = asyncio.create_task(old.ws.close(code=SUPERSEDED, message=b"superseded"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         log.info("agent connected: account=%s cluster=%s", *key)
         subscription: Subscription | None = None
         try:
@@ -124,6 +128,10 @@ class SyncServer:
             )
             await self._publish_control(conn, CONTROL_CONNECTED)
             await self._pump(conn)
+        except BusError as exc:
+            # The agent re-announces everything when it reconnects, so nothing stays lost.
+            log.error("bus unavailable, closing %s/%s: %s", *key, exc)
+            await ws.close(code=1011, message=b"bus unavailable")
         finally:
             conn.fail_unacked()
             if subscription is not None:
