@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("agent", help="sync a cluster with a backend")
     p.add_argument("--config", required=True)
     p.add_argument("--kubeconfig", help="overrides the config's kubeconfig")
+    p.add_argument(
+        "--health",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve /healthz, /readyz (connected and synced) and /metrics, e.g. 0.0.0.0:7888",
+    )
     p.set_defaults(run=cmd_agent)
 
     p = commands.add_parser("demo", help="run every flow end to end on embedded parts")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from clustersync.adapters.kube import KubeError
 from clustersync.cli.common import CommandError, serve_forever, tune_gc
+
+log = logging.getLogger("clustersync")
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> None:
@@ -105,6 +108,7 @@ async def cmd_agent(args: argparse.Namespace) -> None:
     from clustersync.adapters.kube.client import KubeClient
     from clustersync.runtime.agent import Agent
     from clustersync.runtime.config import load_agent_config
+    from clustersync.runtime.services import health_site
 
     config = load_agent_config(args.config)
     tune_gc()
@@ -114,7 +118,15 @@ async def cmd_agent(args: argparse.Namespace) -> None:
             git_version = await kube.server_version()
         except KubeError as exc:
             raise CommandError(f"cannot reach the Kubernetes API: {exc}") from None
-        await Agent(config, kube, git_version=git_version).run()
+        agent = Agent(config, kube, git_version=git_version)
+        site = health_site(ready=agent.ready)
+        try:
+            if args.health:
+                url = await site.start(*args.health)
+                log.info("agent health and metrics on %s", url)
+            await agent.run()
+        finally:
+            await site.stop()
     finally:
         await kube.close()
 

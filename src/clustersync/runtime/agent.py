@@ -72,6 +72,11 @@ class Agent:
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
 
+    def ready(self) -> bool:
+        """Connected to a server, with every resource listed at least once."""
+        synced = all(informer.synced.is_set() for informer in self.informers.values())
+        return self.connected.is_set() and synced
+
     # ------------------------------------------------------------ cluster side
 
     def _sink(self, kind: Kind) -> Any:

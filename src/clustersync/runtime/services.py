@@ -6,6 +6,8 @@ each run alone, N replicas of each, sharing NATS (or Pulsar) and PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from clustersync.adapters.bus import Bus
@@ -31,9 +33,9 @@ def api_site(store: Store, bus: Bus, tokens: TokenTable) -> Site:
     return Site(app)
 
 
-def health_site() -> Site:
+def health_site(ready: Callable[[], bool] = lambda: True) -> Site:
     app = web.Application()
-    add_health_routes(app)
+    add_health_routes(app, ready)
     return Site(app)
 
 
