@@ -37,6 +37,11 @@ def _kind(text: str) -> Kind:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def tls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS/wss with this certificate chain")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clustersync", description="Synchronise Kubernetes clusters with a central backend."
@@ -60,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bus", default="memory", help="memory (embedded) or nats://HOST:PORT")
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
+    tls_options(p)
     p.set_defaults(run=cmd_backend)
 
     p = commands.add_parser("server", help="accept agents and bridge them to the bus")
@@ -67,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bus", required=True, help="nats://HOST:PORT (shared by every replica)")
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
+    tls_options(p)
     p.set_defaults(run=cmd_server)
 
     p = commands.add_parser("ingester", help="apply bus messages to the database")
@@ -80,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bus", required=True)
     p.add_argument("--db", required=True)
     p.add_argument("--tokens", required=True)
+    tls_options(p)
     p.set_defaults(run=cmd_api)
 
     p = commands.add_parser("db", help="database maintenance")

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import ssl
 import sys
 
 from clustersync.adapters.kube import KubeError
 from clustersync.cli.common import CommandError, serve_forever, tune_gc
 
 log = logging.getLogger("clustersync")
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    from clustersync.runtime.http import server_tls
+
+    try:
+        return server_tls(args.tls_cert, args.tls_key)
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot use the TLS certificate: {exc}", 2) from None
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> None:
@@ -35,7 +45,7 @@ async def cmd_backend(args: argparse.Namespace) -> None:
     backend = Backend(bus, store, tokens, reconcile_interval=args.reconcile_interval)
     host, port = args.listen
     try:
-        await backend.start(host, port)
+        await backend.start(host, port, _tls(args))
         print(f"clustersync backend serving on {backend.url} (db {args.db})", flush=True)
         await serve_forever()
     finally:
@@ -55,7 +65,7 @@ async def cmd_server(args: argparse.Namespace) -> None:
     bus = await open_bus(args.bus)
     site = server_site(SyncServer(bus, tokens, reconcile_interval=args.reconcile_interval))
     try:
-        url = await site.start(*args.listen)
+        url = await site.start(args.listen[0], args.listen[1], _tls(args))
         print(f"clustersync server serving on {url} (bus {args.bus})", flush=True)
         await serve_forever()
     finally:
@@ -95,7 +105,7 @@ async def cmd_api(args: argparse.Namespace) -> None:
     bus = await open_bus(args.bus)
     site = api_site(store, bus, tokens)
     try:
-        url = await site.start(*args.listen)
+        url = await site.start(args.listen[0], args.listen[1], _tls(args))
         print(f"clustersync api serving on {url}", flush=True)
         await serve_forever()
     finally:

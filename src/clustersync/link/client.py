@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 import aiohttp
@@ -44,13 +45,23 @@ class Credentials:
         }
 
 
+def tls_context(ca_file: str | None) -> ssl.SSLContext | bool:
+    """Verification for wss:// servers: the system's CAs, or a private CA's bundle."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
+
 async def dial(
-    session: aiohttp.ClientSession, url: str, creds: Credentials, heartbeat: float
+    session: aiohttp.ClientSession,
+    url: str,
+    creds: Credentials,
+    heartbeat: float,
+    tls: ssl.SSLContext | bool = True,
 ) -> aiohttp.ClientWebSocketResponse:
     """Open the websocket; ``heartbeat`` pings detect a dead peer within about 1.5 periods."""
     try:
         return await session.ws_connect(
             url,
+            ssl=tls,
             headers=creds.headers(),
             heartbeat=heartbeat,
             max_msg_size=MAX_FRAME,

@@ -20,7 +20,13 @@ import aiohttp
 from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
 from clustersync.adapters.kube.informer import Informer
 from clustersync.adapters.metrics import CLUSTER_WRITES, RECONNECTS, bad_input
-from clustersync.link.client import Credentials, LinkError, PermanentLinkError, dial
+from clustersync.link.client import (
+    Credentials,
+    LinkError,
+    PermanentLinkError,
+    dial,
+    tls_context,
+)
 from clustersync.link.frames import Rejected, WebSocket, receive, send
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import AgentSession, ClusterWrite, Outcome, WatchEvent
@@ -130,11 +136,12 @@ class Agent:
         # A server never reached since start-up is likely a wrong URL: give up after a while (as
         # kubescape does) so the operator sees it; once connected, retry forever.
         give_up_at = time.monotonic() + self.config.first_connect_timeout
+        tls = tls_context(self.config.ca_file)
         async with aiohttp.ClientSession() as http:
             while True:
                 try:
                     ws = await dial(
-                        http, self.config.server, self.credentials, self.config.heartbeat
+                        http, self.config.server, self.credentials, self.config.heartbeat, tls
                     )
                 except PermanentLinkError:
                     raise

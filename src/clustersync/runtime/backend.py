@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -48,15 +49,17 @@ class Backend:
         self.server.add_routes(app)  # last: its catch-all accepts websockets on any path
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         await self.ingester.start()
         self._site = Site(self.app())
-        self.url = await self._site.start(host, port)
+        self.url = await self._site.start(host, port, tls)
         log.info("backend serving on %s", self.url)
 
     @property
     def ws_url(self) -> str:
-        return "ws" + self.url.removeprefix("http")
+        return "ws" + self.url.removeprefix("http")  # https -> wss
 
     async def stop(self) -> None:
         if self._site is not None:

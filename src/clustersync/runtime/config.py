@@ -41,6 +41,7 @@ class AgentConfig:
     coalesce_max_wait: float = 5.0
     heartbeat: float = 20.0
     first_connect_timeout: float = 900.0
+    ca_file: str | None = None  # PEM bundle to verify a wss:// server with a private CA
     version: str = "clustersync-0.1.0"
 
 
@@ -104,6 +105,17 @@ def _write_policy(value: Any, kinds: frozenset[Kind]) -> WritePolicy:
     return WritePolicy(kinds=allowed, namespaces=namespaces, verbs=verbs)
 
 
+def _optional_path(section: dict[str, Any], key: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a file path")
+    if not Path(value).is_file():
+        raise ConfigError(f"{key}: no such file {value}")
+    return value
+
+
 def _number(section: dict[str, Any], key: str, default: float) -> float:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -157,6 +169,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             coalesce_max_wait=max_wait,
             heartbeat=_number(section, "heartbeat", 20.0),
             first_connect_timeout=_number(section, "firstConnectTimeout", 900.0),
+            ca_file=_optional_path(section, "caFile"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None

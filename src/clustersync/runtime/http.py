@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -27,6 +28,17 @@ def add_health_routes(app: web.Application, ready: Callable[[], bool] = lambda: 
     app.router.add_get("/metrics", metrics)
 
 
+def server_tls(cert_file: str | None, key_file: str | None) -> ssl.SSLContext | None:
+    """A TLS context from a certificate chain and key, or None to serve plain HTTP."""
+    if not cert_file and not key_file:
+        return None
+    if not cert_file or not key_file:
+        raise ValueError("TLS needs both a certificate and a key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class Site:
     """One aiohttp application on one port."""
 
@@ -35,12 +47,14 @@ class Site:
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> str:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, ssl_context=tls).start()
         bound = self._runner.addresses[0]
-        self.url = f"http://{bound[0]}:{bound[1]}"
+        self.url = f"{'https' if tls else 'http'}://{bound[0]}:{bound[1]}"
         return self.url
 
     async def stop(self) -> None:
