@@ -378,3 +378,15 @@ def test_token_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_tokens(bad)
     assert_one_line(info.value, str(bad), "not valid YAML")
+
+
+def test_ca_file_must_exist(tmp_path: Path) -> None:
+    ca = write(tmp_path, "ca.pem", "-----BEGIN CERTIFICATE-----\n")
+    assert parse_agent_config(minimal(caFile=str(ca))).ca_file == str(ca)
+    assert parse_agent_config(minimal()).ca_file is None
+    with pytest.raises(ConfigError) as missing:
+        parse_agent_config(minimal(caFile=str(tmp_path / "nope.pem")))
+    assert_one_line(missing.value, "caFile")
+    with pytest.raises(ConfigError) as wrong_type:
+        parse_agent_config(minimal(caFile=["a"]))
+    assert_one_line(wrong_type.value, "caFile")
