@@ -352,6 +352,11 @@ class AgentSession:
 
     # ------------------------------------------------------------ reconciliation
 
+    def inventory_request(self, kind: Kind) -> Batch:
+        """Asks a clustersync backend for its inventory of ``kind`` (an empty reconciliation
+        batch); the answer, possibly empty, is handled by :meth:`reconcile`."""
+        return Batch(kind=kind, batch_type=BATCH_RECONCILIATION, **_meta(None))
+
     def reconcile(self, batch: Batch, live_objects: Iterable[dict[str, Any]]) -> Outcome:
         """Repair every difference between the backend's inventory of a kind and the cluster."""
         out = Outcome()
@@ -373,12 +378,11 @@ class AgentSession:
             synced.add(ref)
             shaped = shape(batch.kind, live)
             checksum = self._checksum(ref, live, shaped)
-            if ref not in backend:
+            if backend.get(ref) != checksum:
+                # The backend lacks it, or holds something our shadow does not describe: send
+                # it whole (kubescape announces a checksum first; we already know the answer).
                 self.shadows.pop(ref, None)
-                out.send.append(NewChecksum(ref=ref, checksum=checksum, **_meta(batch)))
-            elif backend[ref] != checksum:
-                # The backend's copy differs from what our shadow assumes: send it whole.
-                self.shadows.pop(ref, None)
+                self._sent.pop(ref, None)
                 reply = self._put_or_patch(ref, shaped, checksum, batch, skip_noop=False)
                 if reply is not None:
                     out.send.append(reply)

@@ -8,7 +8,7 @@ The last event wins: added+modified is sent as modified, deleted+added as added.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -57,6 +57,13 @@ class Coalescer(Generic[K, V]):
         due = [(e.first, k) for k, e in self._pending.items() if self._due_at(e) <= now]
         due.sort(key=lambda pair: pair[0])
         return [self._pending.pop(key).value for _, key in due]
+
+    def discard_where(self, condition: Callable[[V], bool]) -> int:
+        """Forget pending values that something else will cover; returns how many."""
+        doomed = [key for key, entry in self._pending.items() if condition(entry.value)]
+        for key in doomed:
+            del self._pending[key]
+        return len(doomed)
 
     def drain(self) -> list[V]:
         values = [e.value for e in sorted(self._pending.values(), key=lambda e: e.first)]

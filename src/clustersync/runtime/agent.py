@@ -173,9 +173,12 @@ class Agent:
         inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=INBOX_SIZE)
         self._acks.clear()  # counts are per connection
         acks = ws.protocol == ACK_PROTOCOL
+        # A clustersync server answers inventory requests, so the agent sends only what the
+        # backend lacks; a kubescape server gets every object announced by checksum.
+        resync = self._request_inventories() if acks else self._announce_all()
         tasks = [
             asyncio.create_task(self._send_loop(ws)),
-            asyncio.create_task(self._announce_all()),
+            asyncio.create_task(resync),
             asyncio.create_task(self._handle_loop(inbox, acks)),
         ]
         try:
@@ -234,6 +237,15 @@ class Agent:
                 if key not in self.coalescer:
                     self.coalescer.offer(key, (kind, "ADDED", obj), now)
         self._wake_flusher.set()
+
+    async def _request_inventories(self) -> None:
+        """Ask the backend what it holds of each kind; :meth:`AgentSession.reconcile` then sends
+        exactly what is missing or different, and deletes what the cluster no longer has."""
+        for informer in self.informers.values():
+            await informer.synced.wait()
+        # Pending additions are covered by the reconciliation, which reads the same cache.
+        self.coalescer.discard_where(lambda pending: pending[1] == "ADDED")
+        self._queue([self.session.inventory_request(kind) for kind in self.informers])
 
     # ------------------------------------------------------------ backend messages
 

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeGuard
 
 from clustersync.adapters.bus import Bus, Delivery, Subscription
 from clustersync.adapters.metrics import DEAD_LETTERS, INGEST_SECONDS, MESSAGES, bad_input
 from clustersync.adapters.store import Delete, ObjectKey, Store, StoredObject, Write
-from clustersync.model import ObjectRef
+from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.backend import (
     Decision,
     Remove,
@@ -37,12 +38,24 @@ from clustersync.protocol.envelope import (
     encode_envelope,
     up_partition_filter,
 )
-from clustersync.protocol.messages import Batch, Message, ObjectDeleted, Ping, PutObject
+from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
+    Batch,
+    Message,
+    ObjectDeleted,
+    Ping,
+    PutObject,
+)
 from clustersync.runtime.batcher import WriteBatcher
 
 log = logging.getLogger("clustersync.ingester")
 
 TOMBSTONE_RETENTION = 14 * 24 * 3600.0  # longer than the bus keeps messages (7 days)
+
+
+def is_inventory_request(msg: Message) -> TypeGuard[Batch]:
+    """An agent's empty reconciliation batch: "tell me what you hold of this kind"."""
+    return isinstance(msg, Batch) and msg.batch_type == BATCH_RECONCILIATION and not msg.unrolled()
 
 
 def refs_of(msg: Message) -> list[ObjectRef]:
@@ -155,6 +168,9 @@ class Ingester:
             await self._send_inventory(env)
             return
         msg = env.message
+        if is_inventory_request(msg):
+            await self._send_inventory(env, msg.kind)
+            return
         MESSAGES.labels("ingester", "in", msg.event.name.lower()).inc()
         lookup: dict[ObjectRef, StoredCopy] = {}
         for ref in refs_of(msg):
@@ -207,10 +223,13 @@ class Ingester:
                     subject, encode_envelope(Envelope(env.account, env.cluster, reply))
                 )
 
-    async def _send_inventory(self, env: Envelope) -> None:
-        """Answer a (re)connect or periodic request with the cluster's inventory, per kind."""
-        rows = await self.store.list(env.account, env.cluster)
-        batches = reconciliation_batches((row.key.ref, row.checksum) for row in rows)
+    async def _send_inventory(self, env: Envelope, kind: Kind | None = None) -> None:
+        """The cluster's inventory, one batch per kind: every kind the store holds (on connect
+        and periodically), or the one kind an agent asked for, even if empty."""
+        rows = await self.store.list(env.account, env.cluster, kind)
+        batches = reconciliation_batches(
+            ((row.key.ref, row.checksum) for row in rows), [kind] if kind else []
+        )
         subject = down_subject(env.account, env.cluster)
         for batch in batches:
             await self.bus.publish(

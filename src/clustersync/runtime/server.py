@@ -126,7 +126,9 @@ class SyncServer:
                 f"down-{subject_token(conn.account)}-{subject_token(conn.cluster)}",
                 lambda delivery: self._deliver(conn, delivery),
             )
-            await self._publish_control(conn, CONTROL_CONNECTED)
+            if not conn.acks:
+                # Our agents request their inventories; a kubescape agent gets ours pushed.
+                await self._publish_control(conn, CONTROL_CONNECTED)
             await self._pump(conn)
         except BusError as exc:
             # The agent re-announces everything when it reconnects, so nothing stays lost.
