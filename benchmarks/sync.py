@@ -119,11 +119,20 @@ async def run(n: int) -> None:
         async def sync_once() -> tuple[float, float]:
             kube = await KubeClient.connect(str(kubeconfig))
             sent = _bytes("out") + _bytes("in")
+            inventories = _batches_received()
             start = time.perf_counter()
-            task = asyncio.create_task(Agent(config, kube).run())
+            agent = Agent(config, kube)
+            task = asyncio.create_task(agent.run())
             try:
-                while len(await store.list("a", "c", PODS)) < n or not bus_idle(bus):
-                    await asyncio.sleep(0.05)
+                # Done when the backend's inventory came back, the agent has nothing left to
+                # send, and the store holds every pod.
+                while (
+                    _batches_received() <= inventories
+                    or agent.outbox
+                    or len(agent.coalescer)
+                    or len(await store.list("a", "c", PODS)) < n
+                ):
+                    await asyncio.sleep(0.02)
                 return time.perf_counter() - start, _bytes("out") + _bytes("in") - sent
             finally:
                 task.cancel()
@@ -150,5 +159,8 @@ async def run(n: int) -> None:
         await sandbox.stop()
 
 
-def bus_idle(bus: MemoryBus) -> bool:
-    return bus.retained == 0 if hasattr(bus, "retained") else True
+def _batches_received() -> float:
+    value = REGISTRY.get_sample_value(
+        "clustersync_messages_total", {"component": "agent", "direction": "in", "event": "batch"}
+    )
+    return value or 0.0

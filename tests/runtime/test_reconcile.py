@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
+
+from clustersync.model import Kind
+from clustersync.protocol.agent import Strategy
+from clustersync.runtime.agent import Agent
+from clustersync.runtime.config import ResourceSpec
 
 try:
     from tests.runtime.harness import (
@@ -10,6 +17,7 @@ try:
         CONFIGMAPS,
         DEPLOYMENTS,
         PROFILES,
+        RESOURCES,
         Probe,
         World,
         configmap,
@@ -21,6 +29,7 @@ except ImportError:
         CONFIGMAPS,
         DEPLOYMENTS,
         PROFILES,
+        RESOURCES,
         Probe,
         World,
         configmap,
@@ -84,3 +93,31 @@ async def test_deletion_during_a_broken_watch_is_found_by_the_relist(synced: Wor
 
 async def _gone(world: World) -> bool:
     return await world.row(CLUSTER_A, CONFIGMAPS, "shop", "flags") is None
+
+
+async def test_first_sync_sends_whole_objects_without_checksum_round_trips(world: World) -> None:
+    """Our agent asks for the backend's inventory of each kind and sends only what is missing;
+    no object needs a NewChecksum and a GetObject first (kubescape's path, kept for its peers)."""
+    announced = Probe.messages("agent", "out", "new_checksum")
+    requested = Probe.messages("server", "out", "get_object")
+    sent_whole = Probe.messages("agent", "out", "put_object")
+    await world.add_cluster(CLUSTER_A)
+    world.start_agent(CLUSTER_A)
+    await world.wait_synced(CLUSTER_A)
+    assert announced.delta == 0
+    assert requested.delta == 0
+    assert sent_whole.delta == len(await world.backend_inventory(CLUSTER_A))
+
+
+async def test_a_kind_the_cluster_does_not_serve_holds_back_only_itself(world: World) -> None:
+    cluster = await world.add_cluster(CLUSTER_A)
+    missing = Kind("example.com", "v1", "widgets")  # no such resource in the sandbox
+    config = world.agent_config(
+        CLUSTER_A, resources=(*RESOURCES, ResourceSpec(missing, Strategy.COPY))
+    )
+    agent = Agent(config, cluster.kube)
+    cluster.agent = agent
+    cluster.task = asyncio.create_task(agent.run())
+    await world.wait_synced(CLUSTER_A)
+    assert not agent.informers[missing].synced.is_set()
+    assert not agent.ready()  # not every resource could be listed

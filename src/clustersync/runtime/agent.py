@@ -74,6 +74,9 @@ class Agent:
         self.outbox: collections.deque[Message] = collections.deque()
         self._acks: collections.deque[Ack] = collections.deque()  # sent before the outbox
         self.connected = asyncio.Event()
+        # Kinds whose inventory exchange is not set up yet: their additions are dropped rather
+        # than announced, since the coming reconciliation covers every object of the kind.
+        self._awaiting_inventory: set[Kind] = set()
         self.connections = 0
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
@@ -110,6 +113,8 @@ class Agent:
                     await asyncio.wait_for(self._wake_flusher.wait(), timeout)
                 continue
             for kind, event_type, obj in self.coalescer.pop_due(now):
+                if event_type == "ADDED" and kind in self._awaiting_inventory:
+                    continue
                 self._queue(self.session.local_change(kind, WatchEvent(event_type), obj))
 
     def _queue(self, messages: list[Message]) -> None:
@@ -175,7 +180,12 @@ class Agent:
         acks = ws.protocol == ACK_PROTOCOL
         # A clustersync server answers inventory requests, so the agent sends only what the
         # backend lacks; a kubescape server gets every object announced by checksum.
-        resync = self._request_inventories() if acks else self._announce_all()
+        if acks:
+            self._awaiting_inventory = set(self.informers)
+            resync = self._request_inventories()
+        else:
+            self._awaiting_inventory = set()
+            resync = self._announce_all()
         tasks = [
             asyncio.create_task(self._send_loop(ws)),
             asyncio.create_task(resync),
@@ -239,13 +249,18 @@ class Agent:
         self._wake_flusher.set()
 
     async def _request_inventories(self) -> None:
-        """Ask the backend what it holds of each kind; :meth:`AgentSession.reconcile` then sends
-        exactly what is missing or different, and deletes what the cluster no longer has."""
-        for informer in self.informers.values():
-            await informer.synced.wait()
+        """Ask the backend what it holds of each kind, as soon as that kind is listed;
+        :meth:`AgentSession.reconcile` then sends exactly what is missing or different, and
+        deletes what the cluster no longer has. A kind that cannot be listed (a CRD not
+        installed) holds back only itself."""
+        await asyncio.gather(*(self._request_inventory(kind) for kind in self.informers))
+
+    async def _request_inventory(self, kind: Kind) -> None:
+        await self.informers[kind].synced.wait()
         # Pending additions are covered by the reconciliation, which reads the same cache.
-        self.coalescer.discard_where(lambda pending: pending[1] == "ADDED")
-        self._queue([self.session.inventory_request(kind) for kind in self.informers])
+        self.coalescer.discard_where(lambda pending: pending[0] == kind and pending[1] == "ADDED")
+        self._awaiting_inventory.discard(kind)
+        self._queue([self.session.inventory_request(kind)])
 
     # ------------------------------------------------------------ backend messages
 
