@@ -160,6 +160,19 @@ class RunningPostgres:
     _runas: _RunAs = field(repr=False)
     _remove_workdir: bool = field(default=False, repr=False)
     _stopped: bool = field(default=False, repr=False)
+    _opts: str = field(default="", repr=False)
+
+    def pause(self) -> None:
+        """Stop the server but keep its data, for outage tests; :meth:`resume` starts it again."""
+        self._runas.run([str(self._bindir / "pg_ctl"), "stop", "-D", str(self.workdir / "data"),
+                         "-m", "fast", "-w", "-t", "30"], cwd=self.workdir)
+
+    def resume(self) -> None:
+        log = self.workdir / "postgres.log"
+        self._runas.run([str(self._bindir / "pg_ctl"), "start", "-D", str(self.workdir / "data"),
+                         "-l", str(log), "-o", self._opts, "-w", "-t", str(int(START_TIMEOUT))],
+                        cwd=self.workdir, log=log)
+        _wait_until(lambda: _pg_ready(self._bindir, self.port), "PostgreSQL", log)
 
     def url_for(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -200,7 +213,7 @@ def start_postgres(tmpdir: Path | None = None, database: str = "clustersync") ->
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
     running = RunningPostgres(
         url=f"postgresql://postgres@127.0.0.1:{port}/{database}", port=port, workdir=workdir,
-        _bindir=bindir, _runas=runas, _remove_workdir=remove,
+        _bindir=bindir, _runas=runas, _remove_workdir=remove, _opts=opts,
     )
     try:
         # -w makes pg_ctl wait for startup itself; the readiness poll below is the real check.

@@ -16,7 +16,14 @@ from typing import TypeGuard
 
 from clustersync.adapters.bus import Bus, Delivery, Subscription
 from clustersync.adapters.metrics import DEAD_LETTERS, INGEST_SECONDS, MESSAGES, bad_input
-from clustersync.adapters.store import Delete, ObjectKey, Store, StoredObject, Write
+from clustersync.adapters.store import (
+    Delete,
+    ObjectKey,
+    Store,
+    StoredObject,
+    StoreUnavailableError,
+    Write,
+)
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.backend import (
     Decision,
@@ -82,6 +89,7 @@ class Ingester:
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
         self.writer = WriteBatcher(store)
+        self.unavailable_retries = 0
         self._subscriptions: list[Subscription] = []
         self._purger: asyncio.Task[None] | None = None
 
@@ -137,6 +145,11 @@ class Ingester:
                 return
             try:
                 await handle(env, delivery)
+            except StoreUnavailableError as exc:
+                # An outage is not the message's fault: it waits in the bus, however long.
+                self.unavailable_retries += 1
+                log.warning("store unavailable; %s stays queued: %s", delivery.subject, exc)
+                raise
             except Exception as exc:
                 if delivery.attempt < self.max_attempts:
                     log.warning(

@@ -7,7 +7,17 @@ from clustersync.adapters.store.base import (
     Store,
     StoredObject,
     StoreError,
+    StoreUnavailableError,
     Write,
 )
 
-__all__ = ["DeadLetter", "Delete", "ObjectKey", "Store", "StoreError", "StoredObject", "Write"]
+__all__ = [
+    "DeadLetter",
+    "Delete",
+    "ObjectKey",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "StoredObject",
+    "Write",
+]

@@ -21,6 +21,11 @@ class StoreError(RuntimeError):
     """The store could not complete an operation (connection lost, constraint, bad URL)."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached right now (down, restarting, connection lost): retrying
+    later will work, so callers wait instead of giving up on the data."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ObjectKey:
     account: str

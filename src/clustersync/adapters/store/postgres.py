@@ -23,6 +23,7 @@ from clustersync.adapters.store.base import (
     ObjectKey,
     StoredObject,
     StoreError,
+    StoreUnavailableError,
     Write,
 )
 from clustersync.model import Kind, ObjectRef
@@ -185,6 +186,14 @@ def _check_url(url: str) -> None:
 
 # Errors asyncpg raises for an unusable server or URL: bad DSN values (ValueError), refused or
 # unresolvable hosts (OSError), timeouts, and server-side refusals (PostgresError).
+# The server is away (down, restarting, shutting down) or the connection broke: worth waiting for.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 _CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -342,6 +351,8 @@ class PostgresStore:
                 yield conn
         except StoreError:
             raise
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(f"PostgreSQL unavailable: {_one_line(exc)}") from exc
         except (
             asyncpg.PostgresError,
             asyncpg.InterfaceError,
