@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeGuard
 
-from clustersync.adapters.bus import Bus, Delivery, Subscription
+from clustersync.adapters.bus import Bus, BusError, Delivery, Subscription
 from clustersync.adapters.metrics import DEAD_LETTERS, INGEST_SECONDS, MESSAGES, bad_input
 from clustersync.adapters.store import (
     Delete,
@@ -145,10 +145,10 @@ class Ingester:
                 return
             try:
                 await handle(env, delivery)
-            except StoreUnavailableError as exc:
+            except (StoreUnavailableError, BusError) as exc:
                 # An outage is not the message's fault: it waits in the bus, however long.
                 self.unavailable_retries += 1
-                log.warning("store unavailable; %s stays queued: %s", delivery.subject, exc)
+                log.warning("store or bus unavailable; %s stays queued: %s", delivery.subject, exc)
                 raise
             except Exception as exc:
                 if delivery.attempt < self.max_attempts:
