@@ -17,6 +17,7 @@ import orjson
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
+from clustersync.protocol.inventory import bucket_digests, bucket_of
 from clustersync.protocol.mergepatch import PatchError, apply_patch, create_patch, is_noop_patch
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
@@ -352,10 +353,21 @@ class AgentSession:
 
     # ------------------------------------------------------------ reconciliation
 
-    def inventory_request(self, kind: Kind) -> Batch:
-        """Asks a clustersync backend for its inventory of ``kind`` (an empty reconciliation
-        batch); the answer, possibly empty, is handled by :meth:`reconcile`."""
-        return Batch(kind=kind, batch_type=BATCH_RECONCILIATION, **_meta(None))
+    def inventory_request(self, kind: Kind, live_objects: Iterable[dict[str, Any]]) -> Batch:
+        """Asks a clustersync backend for its inventory of ``kind`` (a reconciliation batch
+        without items), carrying our bucket digests so that it lists only the buckets that
+        differ; the answer, possibly empty, is handled by :meth:`reconcile`."""
+        entries = []
+        for live in live_objects:
+            if not is_filtered(live, self.rules):
+                ref = ref_of(kind, live)
+                entries.append((ref, self._checksum(ref, live, shape(kind, live))))
+        return Batch(
+            kind=kind,
+            batch_type=BATCH_RECONCILIATION,
+            digests=bucket_digests(entries),
+            **_meta(None),
+        )
 
     def reconcile(self, batch: Batch, live_objects: Iterable[dict[str, Any]]) -> Outcome:
         """Repair every difference between the backend's inventory of a kind and the cluster."""
@@ -370,11 +382,15 @@ class AgentSession:
             out.errors.append(("unknown_kind", f"reconciliation for unsynced kind {batch.kind}"))
             return out
         backend = {item.ref: item.checksum for item in batch.new_checksum}
+        # An answer to a digest request lists only the buckets that differ; the others match.
+        covered = None if batch.covered is None else frozenset(batch.covered)
         synced: set[ObjectRef] = set()
         for live in live_objects:
             if is_filtered(live, self.rules):
                 continue  # and if the backend holds it, it is deleted there below
             ref = ref_of(batch.kind, live)
+            if covered is not None and bucket_of(ref) not in covered:
+                continue
             synced.add(ref)
             shaped = shape(batch.kind, live)
             checksum = self._checksum(ref, live, shaped)

@@ -14,6 +14,7 @@ import orjson
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.inventory import bucket_digests, bucket_of, differing_buckets
 from clustersync.protocol.mergepatch import PatchError, apply_patch
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
@@ -186,3 +187,27 @@ def reconciliation_batches(
         )
         for kind, items in sorted(by_kind.items())
     ]
+
+
+def inventory_answer(request: Batch, inventory: Iterable[tuple[ObjectRef, str]]) -> Batch:
+    """The backend's inventory of the requested kind: whole, or, when the request carries bucket
+    digests, only the buckets whose digests differ from ours (named in ``covered``)."""
+    entries = [(ref, checksum) for ref, checksum in inventory if ref.kind == request.kind]
+    covered: tuple[int, ...] | None = None
+    if request.digests:
+        covered = differing_buckets(bucket_digests(entries), request.digests)
+        wanted = frozenset(covered)
+        entries = [(ref, checksum) for ref, checksum in entries if bucket_of(ref) in wanted]
+    meta = reply_meta(request)
+    items = tuple(
+        NewChecksum(ref=ref, checksum=checksum, depth=meta.depth, msg_id=meta.msg_id)
+        for ref, checksum in entries
+    )
+    return Batch(
+        kind=request.kind,
+        batch_type=BATCH_RECONCILIATION,
+        new_checksum=items,
+        covered=covered,
+        depth=meta.depth,
+        msg_id=meta.msg_id,
+    )

@@ -20,6 +20,7 @@ from clustersync.protocol.fields import (
     read_int,
     read_str,
 )
+from clustersync.protocol.inventory import BUCKETS
 from clustersync.protocol.messages import (
     MAX_DEPTH,
     Ack,
@@ -72,6 +73,10 @@ def to_wire(msg: Frame) -> dict[str, Any]:
             "PatchObject": [to_wire(m) for m in msg.patch_object],
             "PutObject": [to_wire(m) for m in msg.put_object],
         }
+        if msg.digests:
+            out["Digests"] = list(msg.digests)
+        if msg.covered is not None:
+            out["Covered"] = list(msg.covered)
         return out
     out["Kind"] = _kind(msg.ref.kind)
     out["Name"] = msg.ref.name
@@ -197,7 +202,29 @@ def _decode_batch(fields: dict[str, Any]) -> Batch:
         put_object=decoded["putobject"],
         depth=read_int(fields, "Depth", 0),
         msg_id=read_str(fields, "MsgId"),
+        digests=_digests(fields.get("digests")),
+        covered=_covered(fields.get("covered")),
     )
+
+
+def _digests(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > BUCKETS:
+        raise DecodeError(f"Digests must be a list of at most {BUCKETS} strings")
+    if not all(isinstance(d, str) and len(d) <= 64 for d in value):
+        raise DecodeError("Digests must hold short strings")
+    return tuple(value)
+
+
+def _covered(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < BUCKETS for b in value
+    ):
+        raise DecodeError(f"Covered must be a list of bucket numbers below {BUCKETS}")
+    return tuple(value)
 
 
 def from_wire(doc: Any) -> Frame:

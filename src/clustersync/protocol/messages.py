@@ -116,6 +116,10 @@ class Batch:
     put_object: tuple[PutObject, ...] = ()
     depth: int = 0
     msg_id: str = ""
+    # Our extension (negotiated peers only, see protocol/inventory.py): an inventory request's
+    # bucket digests, and the buckets an inventory answer covers (None: the whole kind).
+    digests: tuple[str, ...] = ()
+    covered: tuple[int, ...] | None = None
     event = Event.BATCH
 
     def unrolled(self) -> tuple[ObjectMessage, ...]:

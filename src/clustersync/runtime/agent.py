@@ -260,7 +260,8 @@ class Agent:
         # Pending additions are covered by the reconciliation, which reads the same cache.
         self.coalescer.discard_where(lambda pending: pending[0] == kind and pending[1] == "ADDED")
         self._awaiting_inventory.discard(kind)
-        self._queue([self.session.inventory_request(kind)])
+        live = list(self.informers[kind].cache.values())
+        self._queue([self.session.inventory_request(kind, live)])
 
     # ------------------------------------------------------------ backend messages
 

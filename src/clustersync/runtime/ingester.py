@@ -24,13 +24,14 @@ from clustersync.adapters.store import (
     StoreUnavailableError,
     Write,
 )
-from clustersync.model import Kind, ObjectRef
+from clustersync.model import ObjectRef
 from clustersync.protocol.backend import (
     Decision,
     Remove,
     StoredCopy,
     backend_write,
     decide_all,
+    inventory_answer,
     reconciliation_batches,
 )
 from clustersync.protocol.codec import DecodeError
@@ -182,7 +183,12 @@ class Ingester:
             return
         msg = env.message
         if is_inventory_request(msg):
-            await self._send_inventory(env, msg.kind)
+            rows = await self.store.list(env.account, env.cluster, msg.kind)
+            answer = inventory_answer(msg, ((row.key.ref, row.checksum) for row in rows))
+            await self.bus.publish(
+                down_subject(env.account, env.cluster),
+                encode_envelope(Envelope(env.account, env.cluster, answer)),
+            )
             return
         MESSAGES.labels("ingester", "in", msg.event.name.lower()).inc()
         lookup: dict[ObjectRef, StoredCopy] = {}
@@ -236,13 +242,11 @@ class Ingester:
                     subject, encode_envelope(Envelope(env.account, env.cluster, reply))
                 )
 
-    async def _send_inventory(self, env: Envelope, kind: Kind | None = None) -> None:
-        """The cluster's inventory, one batch per kind: every kind the store holds (on connect
-        and periodically), or the one kind an agent asked for, even if empty."""
-        rows = await self.store.list(env.account, env.cluster, kind)
-        batches = reconciliation_batches(
-            ((row.key.ref, row.checksum) for row in rows), [kind] if kind else []
-        )
+    async def _send_inventory(self, env: Envelope) -> None:
+        """The cluster's inventory, one batch per kind the store holds: pushed to kubescape
+        agents on connect, and to every agent periodically."""
+        rows = await self.store.list(env.account, env.cluster)
+        batches = reconciliation_batches((row.key.ref, row.checksum) for row in rows)
         subject = down_subject(env.account, env.cluster)
         for batch in batches:
             await self.bus.publish(

@@ -234,7 +234,9 @@ def kubescape_envelopes(data: bytes, properties: Mapping[str, str]) -> list[Enve
     except DecodeError as exc:
         log.warning(
             "undecodable kubescape message (%s) on %s: delivered raw: %s",
-            properties.get(PROP_EVENT, ""), properties.get(SUBJECT_PROPERTY, "?"), exc,
+            properties.get(PROP_EVENT, ""),
+            properties.get(SUBJECT_PROPERTY, "?"),
+            exc,
         )
         return None
 
@@ -285,7 +287,9 @@ class PulsarMessage(Protocol):
 
 class PulsarProducer(Protocol):
     async def send(
-        self, content: bytes, properties: dict[str, str] | None = None,
+        self,
+        content: bytes,
+        properties: dict[str, str] | None = None,
         partition_key: str | None = None,
     ) -> PulsarMessageId: ...
 
@@ -582,8 +586,12 @@ class PulsarSubscription:
             data, properties = msg.data(), msg.properties()
             payloads = delivered_payloads(data, kubescape_envelopes(data, properties))
         if not payloads:
-            log.info("%s seq %d holds nothing to deliver (an empty %s)", subject, seq,
-                     msg.properties().get(PROP_EVENT, "message"))
+            log.info(
+                "%s seq %d holds nothing to deliver (an empty %s)",
+                subject,
+                seq,
+                msg.properties().get(PROP_EVENT, "message"),
+            )
         first = msg.redelivery_count() + 1  # delivered by the broker before, to a stopped one
         # Several payloads (a multi-kind ReconciliationRequest) go one after another; a failure
         # retries from the one that failed, the message is acked after the last.
@@ -607,7 +615,11 @@ class PulsarSubscription:
             except Exception:
                 log.warning(
                     "handler for %s failed on %s seq %d (attempt %d)",
-                    self._durable, subject, seq, delivery.attempt, exc_info=True,
+                    self._durable,
+                    subject,
+                    seq,
+                    delivery.attempt,
+                    exc_info=True,
                 )
             else:
                 return
@@ -642,8 +654,9 @@ class PulsarSubscription:
         try:
             await self._consumer.close()
         except _pulsar_errors() as exc:
-            log.warning("Pulsar: closing the consumer of %s failed: %s", self._durable,
-                        _reason(exc))
+            log.warning(
+                "Pulsar: closing the consumer of %s failed: %s", self._durable, _reason(exc)
+            )
         self._bus._forget(self)
         if current is not None and current in tasks:
             current.cancel()
