@@ -119,13 +119,10 @@ async def run(n: int) -> None:
         async def settled(agent: Agent, inventories: float) -> None:
             # Done when the backend's inventory came back, the agent has nothing left to send,
             # and the store holds every pod.
-            while (
-                _batches_received() <= inventories
-                or agent.outbox
-                or len(agent.coalescer)
-                or len(await store.list("a", "c", PODS)) < n
-            ):
+            while _batches_received() <= inventories or agent.outbox or len(agent.coalescer):
                 await asyncio.sleep(0.02)
+            while len(await store.list("a", "c", PODS)) < n:  # a costly check: poll it slowly
+                await asyncio.sleep(0.2)
 
         async def run_agent(kube: KubeClient) -> tuple[Agent, asyncio.Task[None]]:
             agent = Agent(config, kube)
