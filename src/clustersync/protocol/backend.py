@@ -27,6 +27,7 @@ from clustersync.protocol.messages import (
     PatchObject,
     Ping,
     PutObject,
+    ReplyMeta,
     reply_meta,
 )
 
@@ -163,6 +164,26 @@ def backend_write(msg: PutObject | ObjectDeleted) -> Decision:
     return out
 
 
+def _inventory_batch(
+    kind: Kind,
+    entries: Iterable[tuple[ObjectRef, str]],
+    meta: ReplyMeta,
+    covered: tuple[int, ...] | None = None,
+) -> Batch:
+    items = tuple(
+        NewChecksum(ref=ref, checksum=checksum, depth=meta.depth, msg_id=meta.msg_id)
+        for ref, checksum in entries
+    )
+    return Batch(
+        kind=kind,
+        batch_type=BATCH_RECONCILIATION,
+        new_checksum=items,
+        covered=covered,
+        depth=meta.depth,
+        msg_id=meta.msg_id,
+    )
+
+
 def reconciliation_batches(
     inventory: Iterable[tuple[ObjectRef, str]], kinds: Iterable[Kind] = ()
 ) -> list[Batch]:
@@ -171,22 +192,11 @@ def reconciliation_batches(
     ``kinds`` adds empty batches for kinds the backend holds nothing of, so the agent announces
     its objects of those kinds too (our agent accepts empty inventories; kubescape's does not).
     """
-    by_kind: dict[Kind, list[NewChecksum]] = {kind: [] for kind in kinds}
-    meta = reply_meta(None)
+    by_kind: dict[Kind, list[tuple[ObjectRef, str]]] = {kind: [] for kind in kinds}
     for ref, checksum in inventory:
-        by_kind.setdefault(ref.kind, []).append(
-            NewChecksum(ref=ref, checksum=checksum, depth=meta.depth, msg_id=meta.msg_id)
-        )
-    return [
-        Batch(
-            kind=kind,
-            batch_type=BATCH_RECONCILIATION,
-            new_checksum=tuple(items),
-            depth=meta.depth,
-            msg_id=meta.msg_id,
-        )
-        for kind, items in sorted(by_kind.items())
-    ]
+        by_kind.setdefault(ref.kind, []).append((ref, checksum))
+    meta = reply_meta(None)
+    return [_inventory_batch(kind, entries, meta) for kind, entries in sorted(by_kind.items())]
 
 
 def inventory_answer(request: Batch, inventory: Iterable[tuple[ObjectRef, str]]) -> Batch:
@@ -198,16 +208,4 @@ def inventory_answer(request: Batch, inventory: Iterable[tuple[ObjectRef, str]])
         covered = differing_buckets(bucket_digests(entries), request.digests)
         wanted = frozenset(covered)
         entries = [(ref, checksum) for ref, checksum in entries if bucket_of(ref) in wanted]
-    meta = reply_meta(request)
-    items = tuple(
-        NewChecksum(ref=ref, checksum=checksum, depth=meta.depth, msg_id=meta.msg_id)
-        for ref, checksum in entries
-    )
-    return Batch(
-        kind=request.kind,
-        batch_type=BATCH_RECONCILIATION,
-        new_checksum=items,
-        covered=covered,
-        depth=meta.depth,
-        msg_id=meta.msg_id,
-    )
+    return _inventory_batch(request.kind, entries, reply_meta(request), covered)
