@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import gc
 
-from benchmarks import micro, sync
+from benchmarks import micro, sync, wire
 
 
 def main() -> None:
@@ -15,6 +15,7 @@ def main() -> None:
     args = parser.parse_args()
     gc.set_threshold(50_000, 20, 100)  # as the long-running processes do
     micro.run()
+    asyncio.run(wire.run())
     asyncio.run(sync.run(args.objects))
 
 

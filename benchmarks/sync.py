@@ -156,12 +156,20 @@ async def run(n: int) -> None:
         ws_rate = await raw_websocket_rate(b"x" * 6000, 20_000)
         store_rate = await raw_store_rate(n, tmp)
         rows = [
-            ("initial sync", f"{n / first:,.0f}/s", "raw SQLite upsert, 1k batches",
-             f"{store_rate:,.0f}/s"),
+            (
+                "initial sync",
+                f"{n / first:,.0f}/s",
+                "raw SQLite upsert, 1k batches",
+                f"{store_rate:,.0f}/s",
+            ),
             ("", "", "raw websocket 6 KB frames", f"{ws_rate:,.0f}/s"),
             ("unchanged reconnect", f"{reconnect:.2f}s", "target (100k objects)", "< 5 s"),
-            ("  bytes on the wire", f"{reconnect_wire / 1e3:.1f}kB", "target (100k objects)",
-             "< 1 MB"),
+            (
+                "  bytes on the wire",
+                f"{reconnect_wire / 1e3:.1f}kB",
+                "target (100k objects)",
+                "< 1 MB",
+            ),
             ("agent restart, unchanged cluster", f"{restart:.2f}s", "", ""),
             ("  bytes on the wire", f"{restart_wire / 1e3:.1f}kB", "", ""),
         ]

@@ -390,3 +390,11 @@ def test_ca_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as wrong_type:
         parse_agent_config(minimal(caFile=["a"]))
     assert_one_line(wrong_type.value, "caFile")
+
+
+def test_compress_is_a_flag() -> None:
+    assert parse_agent_config(minimal()).compress is True
+    assert parse_agent_config(minimal(compress=False)).compress is False
+    with pytest.raises(ConfigError) as bad:
+        parse_agent_config(minimal(compress="yes"))
+    assert_one_line(bad.value, "compress")

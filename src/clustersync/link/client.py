@@ -56,6 +56,7 @@ async def dial(
     creds: Credentials,
     heartbeat: float,
     tls: ssl.SSLContext | bool = True,
+    compress: bool = True,
 ) -> aiohttp.ClientWebSocketResponse:
     """Open the websocket; ``heartbeat`` pings detect a dead peer within about 1.5 periods."""
     try:
@@ -66,6 +67,9 @@ async def dial(
             heartbeat=heartbeat,
             max_msg_size=MAX_FRAME,
             protocols=(ACK_PROTOCOL,),
+            # permessage-deflate with context takeover: repeated keys and kinds cost almost
+            # nothing; a server that does not offer it (kubescape's) gets plain frames.
+            compress=15 if compress else 0,
             timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
         )
     except aiohttp.WSServerHandshakeError as exc:

@@ -146,7 +146,12 @@ class Agent:
             while True:
                 try:
                     ws = await dial(
-                        http, self.config.server, self.credentials, self.config.heartbeat, tls
+                        http,
+                        self.config.server,
+                        self.credentials,
+                        self.config.heartbeat,
+                        tls,
+                        self.config.compress,
                     )
                 except PermanentLinkError:
                     raise

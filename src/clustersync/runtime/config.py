@@ -42,6 +42,7 @@ class AgentConfig:
     heartbeat: float = 20.0
     first_connect_timeout: float = 900.0
     ca_file: str | None = None  # PEM bundle to verify a wss:// server with a private CA
+    compress: bool = True  # permessage-deflate, when the server supports it
     version: str = "clustersync-0.1.0"
 
 
@@ -103,6 +104,13 @@ def _write_policy(value: Any, kinds: frozenset[Kind]) -> WritePolicy:
         raise ConfigError("writes.kinds must be synced resources")
     namespaces = _names(value["namespaces"], "writes.namespaces") if "namespaces" in value else None
     return WritePolicy(kinds=allowed, namespaces=namespaces, verbs=verbs)
+
+
+def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
 
 
 def _optional_path(section: dict[str, Any], key: str) -> str | None:
@@ -170,6 +178,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             heartbeat=_number(section, "heartbeat", 20.0),
             first_connect_timeout=_number(section, "firstConnectTimeout", 900.0),
             ca_file=_optional_path(section, "caFile"),
+            compress=_flag(section, "compress", True),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
