@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import gc
 
-from benchmarks import micro, sync, wire
+from benchmarks import connections, micro, sync, wire
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     micro.run()
     asyncio.run(wire.run())
     asyncio.run(sync.run(args.objects))
+    asyncio.run(connections.run())
 
 
 main()
