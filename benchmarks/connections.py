@@ -46,11 +46,7 @@ def _rss_kib(pid: int) -> int:
 async def run(count: int = 1000) -> None:
     print(f"\n{count:,} idle agent connections on one server process")
     with tempfile.TemporaryDirectory() as tmp:
-        tokens = [
-            {"token": f"agent-token-{i:05d}", "account": "a", "cluster": f"c{i}"}
-            for i in range(count)
-        ]
-        Path(tmp, "tokens.yaml").write_text(yaml.safe_dump(tokens))
+        _write_tokens(Path(tmp, "tokens.yaml"), count)
         port = _free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
