@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import gc
 
-from benchmarks import connections, micro, sync, wire
+from benchmarks import connections, memory, micro, sync, wire
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
     asyncio.run(wire.run())
     asyncio.run(sync.run(args.objects))
     asyncio.run(connections.run())
+    asyncio.run(memory.run())
 
 
 main()
