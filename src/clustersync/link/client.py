@@ -55,6 +55,7 @@ async def dial(
     url: str,
     creds: Credentials,
     heartbeat: float,
+    *,
     tls: ssl.SSLContext | bool = True,
     compress: bool = True,
 ) -> aiohttp.ClientWebSocketResponse:

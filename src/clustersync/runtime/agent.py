@@ -150,8 +150,8 @@ class Agent:
                         self.config.server,
                         self.credentials,
                         self.config.heartbeat,
-                        tls,
-                        self.config.compress,
+                        tls=tls,
+                        compress=self.config.compress,
                     )
                 except PermanentLinkError:
                     raise
