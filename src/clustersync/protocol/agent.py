@@ -158,7 +158,7 @@ class AgentSession:
             return PutObject(ref=ref, checksum=checksum, object=body, **meta)
         shadow = self.shadows.get(ref)
         if shadow is None:
-            self.shadows[ref] = body
+            self.shadows[ref] = _kept(body)
             return PutObject(ref=ref, checksum=checksum, object=body, **meta)
         base = orjson.loads(shadow)
         patch = create_patch(base, shaped)
@@ -167,7 +167,7 @@ class AgentSession:
         # The backend verifies the canonical hash of the patch result: a precomputed annotation
         # checksum cannot be verified, and a null value cannot travel in a merge patch.
         checksum = canonical_checksum(apply_patch(base, patch))
-        self.shadows[ref] = body
+        self.shadows[ref] = _kept(body)
         return PatchObject(ref=ref, checksum=checksum, patch=orjson.dumps(patch), **meta)
 
     # ------------------------------------------------------------ backend to cluster
@@ -406,6 +406,12 @@ class AgentSession:
             self.shadows.pop(ref, None)
             out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
         return out
+
+
+def _kept(data: bytes) -> bytes:
+    """A right-sized copy of JSON bytes that will be kept: orjson's output holds on to its whole
+    growth buffer (about 32 KiB for a 5 KB pod), which a long-lived shadow must not."""
+    return bytes(memoryview(data))
 
 
 def _meta(cause: Message | None) -> dict[str, Any]:

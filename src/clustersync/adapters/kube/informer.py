@@ -69,7 +69,8 @@ class ObjectCache:
         meta = obj.get("metadata")
         if isinstance(meta, dict) and "managedFields" in meta:
             obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-        self._items[key] = (_rv(obj), orjson.dumps(obj))
+        # A right-sized copy: orjson's output keeps its whole growth buffer (about 6x the size).
+        self._items[key] = (_rv(obj), bytes(memoryview(orjson.dumps(obj))))
 
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
