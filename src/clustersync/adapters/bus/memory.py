@@ -210,7 +210,9 @@ class MemoryBus:
         self._check_open()
         check_subject(subject)
         self._seq += 1
-        msg = _Message(self._seq, subject, bytes(data), self._clock())
+        # A right-sized private copy: orjson's output keeps its whole growth buffer (about 6x
+        # the size), and messages for a disconnected cluster may be retained for hours.
+        msg = _Message(self._seq, subject, bytes(memoryview(data)), self._clock())
         self._log[msg.seq] = msg
         for durable in self._durables.values():
             if subject_matches(durable.filter, subject):
