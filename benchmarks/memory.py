@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import json
+import os
 import socket
 import sys
 import tempfile
