@@ -17,6 +17,8 @@ import socket
 import sys
 import tempfile
 import tracemalloc
+from asyncio.subprocess import Process
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -78,21 +80,24 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
     )
 
 
-async def agent_rss(pods: int) -> int:
-    """The agent's RSS in KiB once ``pods`` pods are synced."""
+@contextlib.asynccontextmanager
+async def _cluster_and_backend(pods: int) -> AsyncIterator[tuple[Path, int, list[Process]]]:
+    """A sandbox seeded with ``pods`` pods and a backend, as processes; yields the work dir,
+    the backend's port, and the process list (append to it to have a process cleaned up)."""
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         backend_port, sandbox_port = _free_port(), _free_port()
         await asyncio.to_thread(_prepare, tmp, pods, backend_port)
+        kubeconfig, seed, tokens = tmp / "kubeconfig", tmp / "seed.json", tmp / "tokens.yaml"
         procs = [
             await _spawn(
                 "sandbox",
                 "--port",
                 str(sandbox_port),
                 "--kubeconfig",
-                str(tmp / "kubeconfig"),
+                str(kubeconfig),
                 "--seed",
-                str(tmp / "seed.json"),
+                str(seed),
             ),
             await _spawn(
                 "backend",
@@ -101,90 +106,62 @@ async def agent_rss(pods: int) -> int:
                 "--db",
                 f"sqlite:///{tmp}/m.db",
                 "--tokens",
-                str(tmp / "tokens.yaml"),
+                str(tokens),
             ),
         ]
         try:
             for proc in procs:
                 assert proc.stdout is not None
                 await proc.stdout.readline()  # each prints one line once it serves
-            agent = await _spawn("agent", "--config", str(tmp / "agent.yaml"))
-            procs.append(agent)
-            url = f"http://127.0.0.1:{backend_port}/api/v1/objects"
-            async with aiohttp.ClientSession() as http:
-                while True:
-                    async with http.get(url, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
-                        if len((await r.json())["items"]) >= pods:
-                            break
-                    await asyncio.sleep(0.5)
-            return _rss_kib(agent.pid)
+            yield tmp, backend_port, procs
         finally:
             for proc in procs:
                 with contextlib.suppress(ProcessLookupError):
                     proc.terminate()
                 await proc.wait()
+
+
+async def _wait_stored(backend_port: int, pods: int, idle: Callable[[], bool]) -> None:
+    url = f"http://127.0.0.1:{backend_port}/api/v1/objects"
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(url, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                if len((await r.json())["items"]) >= pods and idle():
+                    return
+            await asyncio.sleep(0.5)
+
+
+async def agent_rss(pods: int) -> int:
+    """The RSS in KiB of an agent process once ``pods`` pods are synced."""
+    async with _cluster_and_backend(pods) as (tmp, backend_port, procs):
+        agent = await _spawn("agent", "--config", str(tmp / "agent.yaml"))
+        procs.append(agent)
+        await _wait_stored(backend_port, pods, lambda: True)
+        return _rss_kib(agent.pid)
 
 
 async def agent_held(pods: int) -> int:
     """Bytes the in-process agent holds (traced, after a collection) once ``pods`` are synced."""
-    with tempfile.TemporaryDirectory() as name:
-        tmp = Path(name)
-        backend_port, sandbox_port = _free_port(), _free_port()
-        await asyncio.to_thread(_prepare, tmp, pods, backend_port)
-        procs = [
-            await _spawn(
-                "sandbox",
-                "--port",
-                str(sandbox_port),
-                "--kubeconfig",
-                str(tmp / "kubeconfig"),
-                "--seed",
-                str(tmp / "seed.json"),
-            ),
-            await _spawn(
-                "backend",
-                "--listen",
-                f"127.0.0.1:{backend_port}",
-                "--db",
-                f"sqlite:///{tmp}/m.db",
-                "--tokens",
-                str(tmp / "tokens.yaml"),
-            ),
-        ]
-        try:
-            for proc in procs:
-                assert proc.stdout is not None
-                await proc.stdout.readline()
-            config = load_agent_config(tmp / "agent.yaml")
-            kube = await KubeClient.connect(str(tmp / "kubeconfig"))
-            gc.collect()
-            tracemalloc.start()
-            baseline = tracemalloc.get_traced_memory()[0]
-            agent = Agent(config, kube)
-            task = asyncio.create_task(agent.run())
-            url = f"http://127.0.0.1:{backend_port}/api/v1/objects"
-            async with aiohttp.ClientSession() as http:
-                while True:
-                    async with http.get(url, headers={"Authorization": f"Bearer {ADMIN}"}) as r:
-                        if len((await r.json())["items"]) >= pods and not agent.outbox:
-                            break
-                    await asyncio.sleep(0.5)
-            gc.collect()
-            held = tracemalloc.get_traced_memory()[0] - baseline
-            if os.environ.get("CLUSTERSYNC_MEMORY_TOP"):  # where it is held, for profiling
-                for stat in tracemalloc.take_snapshot().statistics("lineno")[:12]:
-                    print("   ", stat)
-            tracemalloc.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await kube.close()
-            return held
-        finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                await proc.wait()
+    async with _cluster_and_backend(pods) as (tmp, backend_port, _):
+        config = load_agent_config(tmp / "agent.yaml")
+        kube = await KubeClient.connect(str(tmp / "kubeconfig"))
+        gc.collect()
+        tracemalloc.start()
+        baseline = tracemalloc.get_traced_memory()[0]
+        agent = Agent(config, kube)
+        task = asyncio.create_task(agent.run())
+        await _wait_stored(backend_port, pods, lambda: not agent.outbox)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        if os.environ.get("CLUSTERSYNC_MEMORY_TOP"):  # where it is held, for profiling
+            for stat in tracemalloc.take_snapshot().statistics("lineno")[:12]:
+                print("   ", stat)
+        tracemalloc.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await kube.close()
+        return held
 
 
 async def run(small: int = 500, large: int = 5000) -> None:
