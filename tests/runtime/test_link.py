@@ -191,19 +191,14 @@ async def test_a_failing_bus_closes_agent_connections_but_not_the_server(
 
 async def test_the_link_negotiates_compression_and_still_talks_plain(world: World) -> None:
     """Our agent offers permessage-deflate; a client that does not (kubescape's) is served
-    uncompressed frames on the same server."""
+    uncompressed frames by the same server."""
     await world.add_cluster(CLUSTER_A)
-    agent = world.start_agent(CLUSTER_A)
+    world.start_agent(CLUSTER_A)
     await eventually(lambda: world.connected(CLUSTER_A), what="the agent to connect")
-    conn = world.backend.server.connections[(ACCOUNT, CLUSTER_A)]
-    assert conn.ws.compress  # deflate negotiated with our agent
-    await world.stop_agent(CLUSTER_A)
-    await world.wait_disconnected(CLUSTER_A)
-    async with (
-        aiohttp.ClientSession() as http,
-        http.ws_connect(world.backend.ws_url, headers=kubescape_headers(CLUSTER_A)) as plain,
-    ):
-        await eventually(lambda: world.connected(CLUSTER_A), what="the plain client to connect")
-        assert not world.backend.server.connections[(ACCOUNT, CLUSTER_A)].ws.compress
+    assert world.backend.server.connections[(ACCOUNT, CLUSTER_A)].ws.compress
+    async with aiohttp.ClientSession() as http, http.ws_connect(
+        world.backend.ws_url, headers=kubescape_headers(CLUSTER_B)
+    ) as plain:
+        await eventually(lambda: world.connected(CLUSTER_B), what="the plain client to connect")
+        assert not world.backend.server.connections[(ACCOUNT, CLUSTER_B)].ws.compress
         assert plain.compress == 0
-    assert agent.connections == 1
