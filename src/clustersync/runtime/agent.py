@@ -109,8 +109,11 @@ class Agent:
             if due_at is None or due_at > now:
                 self._wake_flusher.clear()
                 timeout = None if due_at is None else due_at - now
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the event fires, and the agent then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_flusher.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake_flusher.wait()
                 continue
             for kind, event_type, obj in self.coalescer.pop_due(now):
                 if event_type == "ADDED" and kind in self._awaiting_inventory:

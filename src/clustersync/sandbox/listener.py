@@ -56,7 +56,8 @@ class DualListener:
 
         loop.add_reader(conn.fileno(), on_readable)
         try:
-            await asyncio.wait_for(ready, _FIRST_BYTE_TIMEOUT)
+            async with asyncio.timeout(_FIRST_BYTE_TIMEOUT):
+                await ready
         finally:
             loop.remove_reader(conn.fileno())
         return conn.recv(1, socket.MSG_PEEK)

@@ -98,7 +98,10 @@ class WatchStream:
             wait = max(0.0, min(waits)) if waits else None
             item: WatchItem | None
             try:
-                item = await asyncio.wait_for(w.queue.get(), wait)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation (or drop an item)
+                # when the queue yields at the moment the wait is cancelled.
+                async with asyncio.timeout(wait):
+                    item = await w.queue.get()
             except TimeoutError:
                 if deadline is not None and loop.time() >= deadline:
                     return
