@@ -398,3 +398,11 @@ def test_compress_is_a_flag() -> None:
     with pytest.raises(ConfigError) as bad:
         parse_agent_config(minimal(compress="yes"))
     assert_one_line(bad.value, "compress")
+
+
+def test_resync_interval_must_be_positive() -> None:
+    assert parse_agent_config(minimal()).resync_interval == 600.0
+    assert parse_agent_config(minimal(resyncInterval=30)).resync_interval == 30.0
+    with pytest.raises(ConfigError) as bad:
+        parse_agent_config(minimal(resyncInterval=0))
+    assert_one_line(bad.value, "resyncInterval")

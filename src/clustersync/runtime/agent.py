@@ -262,6 +262,17 @@ class Agent:
         deletes what the cluster no longer has. A kind that cannot be listed (a CRD not
         installed) holds back only itself."""
         await asyncio.gather(*(self._request_inventory(kind) for kind in self.informers))
+        # Periodically too: digests make an unchanged cluster cost a few kilobytes, and a repair
+        # never waits for the next reconnect.
+        while True:
+            await asyncio.sleep(self.config.resync_interval)
+            self._queue(
+                [
+                    self.session.inventory_request(kind, list(informer.cache.values()))
+                    for kind, informer in self.informers.items()
+                    if informer.synced.is_set()  # an unlisted kind must never look empty
+                ]
+            )
 
     async def _request_inventory(self, kind: Kind) -> None:
         await self.informers[kind].synced.wait()

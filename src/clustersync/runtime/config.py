@@ -43,6 +43,7 @@ class AgentConfig:
     first_connect_timeout: float = 900.0
     ca_file: str | None = None  # PEM bundle to verify a wss:// server with a private CA
     compress: bool = True  # permessage-deflate, when the server supports it
+    resync_interval: float = 600.0  # seconds between inventory comparisons with the backend
     version: str = "clustersync-0.1.0"
 
 
@@ -104,6 +105,13 @@ def _write_policy(value: Any, kinds: frozenset[Kind]) -> WritePolicy:
         raise ConfigError("writes.kinds must be synced resources")
     namespaces = _names(value["namespaces"], "writes.namespaces") if "namespaces" in value else None
     return WritePolicy(kinds=allowed, namespaces=namespaces, verbs=verbs)
+
+
+def _positive(section: dict[str, Any], key: str, default: float) -> float:
+    value = _number(section, key, default)
+    if value <= 0:
+        raise ConfigError(f"{key} must be positive")
+    return value
 
 
 def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
@@ -179,6 +187,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             first_connect_timeout=_number(section, "firstConnectTimeout", 900.0),
             ca_file=_optional_path(section, "caFile"),
             compress=_flag(section, "compress", True),
+            resync_interval=_positive(section, "resyncInterval", 600.0),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -189,5 +189,7 @@ class SyncServer:
         while True:
             await asyncio.sleep(self.reconcile_interval)
             for conn in list(self.connections.values()):
+                if conn.acks:
+                    continue  # our agents re-request their inventories themselves, by digest
                 with contextlib.suppress(Exception):
                     await self._publish_control(conn, CONTROL_RECONCILE)
