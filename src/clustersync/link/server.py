@@ -31,10 +31,16 @@ def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
     return identity
 
 
-async def accept(request: web.Request, heartbeat: float) -> web.WebSocketResponse:
-    # Offered by our agents only; aiohttp selects it when the client offers it.
+async def accept(
+    request: web.Request, heartbeat: float, *, extensions: bool = True
+) -> web.WebSocketResponse:
+    # Offered by our agents only; aiohttp selects it when the client offers it. Without
+    # ``extensions`` the server answers like kubescape's, which never selects a subprotocol.
     ws = web.WebSocketResponse(
-        heartbeat=heartbeat, max_msg_size=MAX_FRAME, protocols=(ACK_PROTOCOL,)
+        heartbeat=heartbeat,
+        max_msg_size=MAX_FRAME,
+        protocols=(ACK_PROTOCOL,) if extensions else (),
+        compress=extensions,  # kubescape's server has no permessage-deflate either
     )
     await ws.prepare(request)
     return ws

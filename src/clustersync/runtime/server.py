@@ -74,11 +74,13 @@ class SyncServer:
         *,
         heartbeat: float = 20.0,
         reconcile_interval: float = 600.0,
+        extensions: bool = True,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
         self.heartbeat = heartbeat
         self.reconcile_interval = reconcile_interval
+        self.extensions = extensions  # False: speak exactly kubescape's protocol (for testing)
         self.connections: dict[tuple[str, str], Connection] = {}
         self._epochs = itertools.count(1)
         self._reconciler: asyncio.Task[None] | None = None
@@ -105,7 +107,7 @@ class SyncServer:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise web.HTTPNotFound(text="not found\n")
         identity = authenticate_agent(request, self.tokens)
-        ws = await accept(request, self.heartbeat)
+        ws = await accept(request, self.heartbeat, extensions=self.extensions)
         conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
         conn.acks = ws.ws_protocol == ACK_PROTOCOL
         key = (conn.account, conn.cluster)
