@@ -1,30 +1,18 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from clustersync.adapters.bus.base import BusError, Delivery
 from clustersync.adapters.bus.memory import MemoryBus
 
-
-def load_contract(name: str, path: Path) -> ModuleType:
-    """Import a sibling ``contract.py`` under a unique name: the test dirs are not packages and
-    the store has a ``contract.py`` too, so ``import contract`` could return the wrong one."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+try:
+    from tests.contracts import load_contract
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path
+    from contracts import load_contract  # type: ignore[no-redef]
 
 _contract = load_contract("bus_contract", Path(__file__).with_name("contract.py"))
 BusContract = _contract.BusContract

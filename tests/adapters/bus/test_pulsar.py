@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import os
 import re
 import socket
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -64,19 +61,10 @@ from clustersync.protocol.messages import (
     PutObject,
 )
 
-
-def load_contract(name: str, path: Path) -> ModuleType:
-    """Import the sibling ``contract.py`` by path under a unique module name (the test dirs are
-    not packages and the store tests have a ``contract.py`` too)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
+try:
+    from tests.contracts import load_contract
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path
+    from contracts import load_contract  # type: ignore[no-redef]
 
 _contract = load_contract("bus_contract", Path(__file__).with_name("contract.py"))
 BusContract = _contract.BusContract

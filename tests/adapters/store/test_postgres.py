@@ -5,12 +5,9 @@ per test."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 
 import asyncpg
 import orjson
@@ -31,18 +28,12 @@ except ImportError:  # plain `pytest`: tests/ itself is on sys.path (see tests/c
     from servers import free_port  # type: ignore[no-redef]
 
 
-def load_contract(name: str, path: Path) -> ModuleType:
-    """Import the sibling ``contract.py`` by path under a unique module name (the test dirs are
-    not packages and the bus tests have a ``contract.py`` too)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
+
+try:
+    from tests.contracts import load_contract
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path
+    from contracts import load_contract  # type: ignore[no-redef]
 
 _contract = load_contract("store_contract", Path(__file__).with_name("contract.py"))
 StoreContract = _contract.StoreContract
