@@ -1,5 +1,12 @@
 """Message buses: the backend's event log (embedded in-process, NATS JetStream, Pulsar)."""
 
-from clustersync.adapters.bus.base import Bus, BusError, Delivery, Handler, Subscription
+from clustersync.adapters.bus.base import (
+    Bus,
+    BusError,
+    BusFullError,
+    Delivery,
+    Handler,
+    Subscription,
+)
 
-__all__ = ["Bus", "BusError", "Delivery", "Handler", "Subscription"]
+__all__ = ["Bus", "BusError", "BusFullError", "Delivery", "Handler", "Subscription"]
