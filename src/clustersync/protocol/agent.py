@@ -31,7 +31,13 @@ from clustersync.protocol.messages import (
     PutObject,
     reply_meta,
 )
-from clustersync.protocol.shaping import NamespaceRules, is_filtered, shape, unmask
+from clustersync.protocol.shaping import (
+    NamespaceRules,
+    ShapingError,
+    is_filtered,
+    shape,
+    unmask,
+)
 
 
 class Strategy(StrEnum):
@@ -361,7 +367,11 @@ class AgentSession:
         for live in live_objects:
             if not is_filtered(live, self.rules):
                 ref = ref_of(kind, live)
-                entries.append((ref, self._checksum(ref, live, shape(kind, live))))
+                try:
+                    shaped = shape(kind, live)
+                except ShapingError:
+                    continue  # reported when the answer is reconciled
+                entries.append((ref, self._checksum(ref, live, shaped)))
         return Batch(
             kind=kind,
             batch_type=BATCH_RECONCILIATION,
@@ -392,7 +402,11 @@ class AgentSession:
             if covered is not None and bucket_of(ref) not in covered:
                 continue
             synced.add(ref)
-            shaped = shape(batch.kind, live)
+            try:
+                shaped = shape(batch.kind, live)
+            except ShapingError as exc:
+                out.errors.append(("unshapeable", f"{ref}: not sent, as kubescape: {exc}"))
+                continue
             checksum = self._checksum(ref, live, shaped)
             if backend.get(ref) != checksum:
                 # The backend lacks it, or holds something our shadow does not describe: send

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol import gojson
 from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.gojson import GoJSONError
 from clustersync.protocol.inventory import bucket_digests, bucket_of, differing_buckets
 from clustersync.protocol.mergepatch import PatchError, apply_patch
 from clustersync.protocol.messages import (
@@ -119,8 +121,9 @@ def _accept_patch(msg: PatchObject, stored: StoredCopy | None, out: Decision) ->
         out.send.append(GetObject(ref=msg.ref, depth=meta.depth, msg_id=meta.msg_id))
         return
     try:
-        result = apply_patch(orjson.loads(stored.object), orjson.loads(msg.patch))
-    except (orjson.JSONDecodeError, PatchError):
+        # Decoded as Go decodes, so that the result hashes as a Go peer's does.
+        result = apply_patch(gojson.loads(stored.object), gojson.loads(msg.patch))
+    except (GoJSONError, PatchError):
         result = None
     if isinstance(result, dict) and canonical_checksum(result) == msg.checksum:
         out.change = upsert_of(msg.ref, result, orjson.dumps(result), msg.checksum)

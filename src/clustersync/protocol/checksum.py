@@ -12,7 +12,9 @@ import struct
 from hashlib import sha256
 from typing import Any
 
-import orjson
+from clustersync.protocol.gojson import GoJSONError, loads
+
+__all__ = ["GoJSONError", "canonical_checksum", "checksum_of_json", "object_checksum"]
 
 CHECKSUM_ANNOTATION = "kubescape.io/sync-checksum"
 
@@ -85,7 +87,8 @@ def canonical_checksum(obj: Any) -> str:
 
 
 def checksum_of_json(data: bytes | str) -> str:
-    return canonical_checksum(orjson.loads(data))
+    """The checksum of JSON text as Go decodes it; raises :class:`GoJSONError` where Go fails."""
+    return canonical_checksum(loads(data))
 
 
 def object_checksum(obj: dict[str, Any]) -> str:

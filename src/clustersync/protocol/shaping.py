@@ -22,7 +22,22 @@ _OWNED_KINDS = frozenset({"Pod", "Job", "ReplicaSet"})
 _CONTROLLER_API_VERSIONS = frozenset({"apps/v1", "batch/v1", "batch/v1beta1"})
 _CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
-# Fields set to null (not removed) before hashing, per kind: they churn without meaning.
+STORAGE_GROUP = "spdx.softwarecomposition.kubescape.io"
+# Kinds kubescape's agent reads through the typed storage client: their objects are only stripped
+# of managedFields and annotations, never nulled or masked.
+TYPED_STORAGE_RESOURCES = frozenset(
+    {
+        "applicationprofiles",
+        "networkneighborhoods",
+        "sbomsyfts",
+        "seccompprofiles",
+        "vulnerabilitymanifests",
+    }
+)
+
+# Fields set to null (not removed) before hashing, per kind: they churn without meaning. Missing
+# parents are created, so a Node without status is sent with "status": {"conditions": null}.
+# The sbomsyfts entry is kubescape's; it never applies there, as that kind is typed (above).
 NULLED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "/v1/nodes": (("status", "conditions"),),
     "spdx.softwarecomposition.kubescape.io/v1beta1/sbomsyfts": (
@@ -36,6 +51,10 @@ NULLED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("spec", "syft", "artifactRelationships"),
     ),
 }
+
+
+class ShapingError(ValueError):
+    """An object kubescape refuses to shape (a nulled field under a parent that is not a map)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +162,9 @@ def _mask_env(obj: dict[str, Any]) -> None:
 
 
 def shape(kind: Kind, live: dict[str, Any]) -> dict[str, Any]:
-    """``live`` as the agent sends it: stripped, nulled and masked.
+    """``live`` as kubescape's agent sends it: stripped, nulled and masked (reference 3.6).
 
+    Raises :class:`ShapingError` where kubescape cannot shape the object (it then sends nothing).
     Only the containers on the paths that change are copied; the rest is shared with ``live``
     (a deep copy cost more than the checksum). Neither object may be mutated afterwards.
     """
@@ -152,19 +172,46 @@ def shape(kind: Kind, live: dict[str, Any]) -> dict[str, Any]:
     meta = _owned(obj, ("metadata",))
     if meta is not None:
         meta.pop("managedFields", None)
-        annotations = meta.get("annotations")
-        if isinstance(annotations, dict):
-            kept = {k: v for k, v in annotations.items() if k not in _STRIPPED_ANNOTATIONS}
-            if kept:
-                meta["annotations"] = kept
-            else:
-                del meta["annotations"]
+        _strip_annotations(meta)
+    if kind.group == STORAGE_GROUP and kind.resource in TYPED_STORAGE_RESOURCES:
+        # kubescape reads these through its typed storage client: no nulling, no masking.
+        return obj
     for path in NULLED_FIELDS.get(str(kind), ()):
-        parent = _owned(obj, path[:-1])
-        if parent is not None and path[-1] in parent:
-            parent[path[-1]] = None
+        _parent_for_null(obj, path)[path[-1]] = None
     _mask_env(obj)
     return obj
+
+
+def _strip_annotations(meta: dict[str, Any]) -> None:
+    """Go reads annotations as a string map: null values become "", a map it cannot read (null,
+    not an object, a non-string value) counts as absent and is removed, and a map emptied by the
+    stripping stays as ``{}``. Each of these changes the checksum, so we do the same."""
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict) or not all(
+        value is None or isinstance(value, str) for value in annotations.values()
+    ):
+        meta.pop("annotations", None)
+        return
+    meta["annotations"] = {
+        key: "" if value is None else value
+        for key, value in annotations.items()
+        if key not in _STRIPPED_ANNOTATIONS
+    }
+
+
+def _parent_for_null(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The (copied) parent of a field to null, created where missing as Go's ``SetNestedField``
+    does; a parent that exists but is not an object is an error there, and here."""
+    node = obj
+    for depth, key in enumerate(path[:-1]):
+        child = node.get(key, {})
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            raise ShapingError(f"cannot null {'.'.join(path)}: .{where} is not an object")
+        child = dict(child)
+        node[key] = child
+        node = child
+    return node
 
 
 def contains_mask(obj: dict[str, Any]) -> bool:

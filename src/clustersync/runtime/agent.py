@@ -40,6 +40,7 @@ from clustersync.protocol.messages import (
     Message,
     Ping,
 )
+from clustersync.protocol.shaping import ShapingError
 from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.config import AgentConfig
 
@@ -118,7 +119,13 @@ class Agent:
             for kind, event_type, obj in self.coalescer.pop_due(now):
                 if event_type == "ADDED" and kind in self._awaiting_inventory:
                     continue
-                self._queue(self.session.local_change(kind, WatchEvent(event_type), obj))
+                try:
+                    messages = self.session.local_change(kind, WatchEvent(event_type), obj)
+                except ShapingError as exc:  # kubescape does not send such an object either
+                    bad_input("agent", "unshapeable")
+                    log.warning("%s: object not sent: %s", kind, exc)
+                    continue
+                self._queue(messages)
 
     def _queue(self, messages: list[Message]) -> None:
         if messages:
