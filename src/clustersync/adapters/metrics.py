@@ -34,3 +34,20 @@ INGEST_SECONDS = Histogram(
 
 def bad_input(component: str, reason: str) -> None:
     BAD_INPUT.labels(component, reason).inc()
+
+
+BUS_EVICTED = Counter(
+    "clustersync_bus_evicted_total",
+    "Queued bus messages the bus itself discarded before every consumer acknowledged them",
+    ["bus", "reason"],
+)
+BUS_FULL = Counter(
+    "clustersync_bus_full_total",
+    "Publishes refused because the sender's cluster already had its bound of messages queued",
+    ["bus"],
+)
+STALE_WRITES = Counter(
+    "clustersync_stale_writes_total",
+    "Store writes refused because the row already holds an equal or higher version",
+    ["source"],
+)

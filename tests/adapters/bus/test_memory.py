@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clustersync.adapters.bus.base import BusError, Delivery
+from clustersync.adapters.bus.base import BusError, BusFullError, Delivery
 from clustersync.adapters.bus.memory import MemoryBus
 
 try:
@@ -26,6 +26,11 @@ class TestMemoryBus(BusContract):  # type: ignore[misc,valid-type]  # loaded by 
         yield bus
         await bus.close()
 
+    async def restarted(self, bus: MemoryBus) -> MemoryBus:
+        # What a restarted process gets: a new bus that knows nothing of the old one.
+        await bus.close()
+        return MemoryBus(redelivery_delay=0)
+
 
 @pytest.fixture
 async def bus() -> AsyncIterator[MemoryBus]:
@@ -40,22 +45,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-async def test_retention_bound_drops_oldest_and_counts(caplog: pytest.LogCaptureFixture) -> None:
-    bus = MemoryBus(max_messages=3, redelivery_delay=0)
-    try:
-        seqs = [await bus.publish(f"cs.down.a.c{i}", b"%d" % i) for i in range(5)]
-        assert bus.dropped == 2
-        assert bus.retained == 3
-        assert "cs.down.a.c0" in caplog.text and "cs.down.a.c1" in caplog.text
-        rec = Recorder()
-        await bus.subscribe("cs.down.>", "down", rec)
-        await wait_for(lambda: len(rec.acked()) == 3)
-        assert [d.seq for d in rec.acked()] == seqs[2:]
-        await wait_for(lambda: bus.retained == 0)  # acked messages are released
-    finally:
-        await bus.close()
 
 
 async def test_retention_by_age() -> None:
@@ -237,3 +226,73 @@ async def test_handler_may_stop_its_own_subscription(bus: MemoryBus) -> None:
     await bus.subscribe("cs.down.a.c1", "down-a-c1", rec)
     await wait_for(lambda: len(rec.acked()) == 1)
     assert rec.acked()[0].attempt == 2
+
+
+async def test_a_restarted_bus_stays_above_the_floor_when_the_clock_steps_back() -> None:
+    first = MemoryBus(redelivery_delay=0)
+    last = await first.publish("cs.up.a.c1", b"before")
+    await first.close()
+    # The clock now reads earlier than when `first` started: only the floor keeps order.
+    stepped_back = MemoryBus(redelivery_delay=0, wall_clock=lambda: 0.0, version_floor=last)
+    try:
+        assert await stepped_back.publish("cs.up.a.c1", b"after") == last + 1
+    finally:
+        await stepped_back.close()
+
+
+async def test_a_flooding_cluster_neither_evicts_nor_delays_another() -> None:
+    bus = MemoryBus(max_per_cluster=50, publish_timeout=30, redelivery_delay=0)
+    try:
+        pushes = [await bus.publish("cs.down.acct.a", b"push-%d" % i) for i in range(3)]
+        flood = 0
+        while bus.queued("cs.up.acct.b.0") < 50:  # b's partitions share one bound
+            await bus.publish(f"cs.up.acct.b.{flood % 16}", b"frame")
+            flood += 1
+        assert flood == 50
+        blocked = asyncio.create_task(bus.publish("cs.up.acct.b.3", b"one too many"))
+        await wait_for(lambda: "cs.up.acct.b" in bus._room)  # it waits for room
+        # Another cluster publishes at once and keeps everything it had queued.
+        late = await bus.publish("cs.down.acct.a", b"push-3")
+        assert not blocked.done()
+        assert bus.queued("cs.down.acct.a") == 4
+        assert bus.dropped == 0
+        rec = Recorder()
+        await bus.subscribe("cs.down.acct.a", "down-acct-a", rec)
+        await wait_for(lambda: len(rec.acked()) == 4)
+        assert [d.seq for d in rec.acked()] == [*pushes, late]
+        assert not blocked.done()  # a's traffic did not make room for b either
+        # Room in b's own space lets its sender go on.
+        ingest = Recorder()
+        await bus.subscribe("cs.up.>", "ingest", ingest)
+        seq = await blocked
+        await wait_for(lambda: seq in [d.seq for d in ingest.acked()])
+        assert len(ingest.acked()) == 51
+    finally:
+        await bus.close()
+
+
+async def test_a_full_cluster_space_refuses_after_the_timeout() -> None:
+    bus = MemoryBus(max_per_cluster=2, publish_timeout=0.01, redelivery_delay=0)
+    try:
+        await bus.publish("cs.up.acct.b.0", b"1")
+        await bus.publish("cs.up.acct.b.1", b"2")
+        with pytest.raises(BusFullError) as refused:
+            await bus.publish("cs.up.acct.b.2", b"3")
+        assert refused.value.subject == "cs.up.acct.b.2" and refused.value.bound == 2
+        assert bus.refused == 1
+        assert bus.queued("cs.up.acct.b") == 2  # nothing evicted, nothing added
+        await bus.publish("cs.write.acct.b", b"a write of the same cluster still goes")
+    finally:
+        await bus.close()
+
+
+async def test_closing_the_bus_fails_a_publisher_waiting_for_room() -> None:
+    bus = MemoryBus(max_per_cluster=1, publish_timeout=30, redelivery_delay=0)
+    await bus.publish("cs.up.acct.b.0", b"1")
+    waiting = asyncio.create_task(bus.publish("cs.up.acct.b.0", b"2"))
+    await wait_for(lambda: "cs.up.acct.b" in bus._room)
+    await bus.close()
+    with pytest.raises(BusError):
+        await waiting
+    assert isinstance(waiting.exception(), BusError)
+    assert not isinstance(waiting.exception(), BusFullError)

@@ -44,6 +44,23 @@ async def bus(nats_url: str, nats_stream: str) -> AsyncIterator[NatsBus]:
 class TestNatsBus(BusContract):  # type: ignore[misc,valid-type]  # loaded by path
     """The contract, with the module-level ``bus`` fixture."""
 
+    async def restarted(self, bus: NatsBus) -> NatsBus:
+        # The stream is lost (deleted, or the server lost its store) under a running process.
+        await _delete_stream(bus)
+        return bus
+
+
+async def _delete_stream(bus: NatsBus, recreate: bool = False) -> None:
+    nc = await nats.connect(bus._nc.connected_url.geturl())  # type: ignore[union-attr]
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(bus.stream)).config
+        await js.delete_stream(bus.stream)
+        if recreate:  # as an operator would, from the same definition
+            await js.add_stream(config)
+    finally:
+        await nc.close()
+
 
 async def _info(url: str, stream: str, consumer: str | None = None) -> object:
     nc = await nats.connect(url)
@@ -196,3 +213,45 @@ async def test_redelivery_and_retention_across_server_restart(tmp_path: Path) ->
             await bus.close()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_stream_recreated_under_a_running_subscriber(bus: NatsBus, nats_url: str) -> None:
+    u = unique()
+    subject = f"cs.up.{u}.c1"
+    rec = Recorder()
+    await bus.subscribe(subject, f"ingest-{u}", rec)
+    old = [await bus.publish(subject, b"old-%d" % i) for i in range(3)]
+    await wait_for(lambda: len(rec.acked()) == 3)
+    await _delete_stream(bus, recreate=True)
+    # Another process publishes into the new stream: its sequence starts at 1 again.
+    nc = await nats.connect(nats_url)
+    try:
+        for i in range(2):
+            await nc.jetstream().publish(subject, b"new-%d" % i, stream=bus.stream)
+    finally:
+        await nc.close()
+    await wait_for(lambda: len(rec.acked()) == 5, timeout=20)
+    new = [d for d in rec.acked() if d.data.startswith(b"new-")]
+    assert [d.data for d in new] == [b"new-0", b"new-1"]
+    assert min(d.seq for d in new) > max(old)  # not refused as stale by the store
+    assert new[0].seq < new[1].seq
+
+
+async def test_a_flooding_cluster_cannot_push_out_another_clusters_messages(
+    nats_url: str, nats_stream: str
+) -> None:
+    bus = await open_nats(nats_url, stream=nats_stream, max_msgs_per_subject=20)
+    try:
+        u = unique()
+        pushes = [await bus.publish(f"cs.down.{u}.a", b"push-%d" % i) for i in range(3)]
+        for i in range(200):  # cluster b floods its own subjects
+            await bus.publish(f"cs.up.{u}.b.{i % 2}", b"frame")
+        info = await _info(nats_url, nats_stream)
+        assert info.config.max_msgs_per_subject == 20  # type: ignore[attr-defined]
+        assert info.state.messages == 3 + 2 * 20  # type: ignore[attr-defined]
+        rec = Recorder()
+        await bus.subscribe(f"cs.down.{u}.a", f"down-{u}-a", rec)
+        await wait_for(lambda: len(rec.acked()) == 3)
+        assert [d.seq for d in rec.acked()] == pushes
+    finally:
+        await bus.close()

@@ -29,9 +29,9 @@ Stores keep a write only if its ``seq`` is higher than the row's, so ``seq`` is 
 A bus whose native counter restarts (the embedded bus, a JetStream stream that is deleted and
 recreated) therefore orders versions as ``(epoch, counter)`` packed into one integer by
 :func:`make_version`: ``epoch << SEQ_BITS`` plus the counter, where the epoch is the time the
-counter started (:func:`epoch_at`, milliseconds since :data:`EPOCH_ORIGIN`). A counter that
+counter started (:func:`epoch_at`, microseconds since :data:`EPOCH_ORIGIN`). A counter that
 restarts later starts from a later epoch; the packing stays ordered while the old counter
-advanced fewer than ``2**SEQ_BITS`` messages per millisecond of its life (about 4 billion
+advanced fewer than ``2**SEQ_BITS`` messages per microsecond of its life (about 4 billion
 messages a second) and the clock does not step back across the restart. A bus whose native
 counter never restarts (Pulsar's cluster-wide ledger ids) may use it directly if it meets the
 rules above.
@@ -55,17 +55,19 @@ __all__ = [
     "Delivery",
     "Handler",
     "Subscription",
+    "cluster_space",
     "epoch_at",
     "make_version",
     "subject_matches",
     "subject_token",
 ]
 
-SEQ_BITS = 22
-"""Low bits of a version reserved for the counter of one epoch."""
+SEQ_BITS = 12
+"""Low bits of a version given to the counter of one epoch. The counter may run past them (the
+packing adds, it does not mask): they only set how fast it may run, see "Versions" above."""
 EPOCH_ORIGIN = 1_577_836_800.0
-"""2020-01-01T00:00:00Z in Unix seconds: epochs count milliseconds from here, so versions fit
-in 63 bits until about 2089."""
+"""2020-01-01T00:00:00Z in Unix seconds: epochs count microseconds from here, so versions fit
+in 63 bits until about 2091."""
 MAX_VERSION = (1 << 63) - 1
 
 
@@ -131,10 +133,18 @@ def subject_matches(subject_filter: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
+def cluster_space(subject: str) -> str:
+    """The space a subject's messages are bounded in: its first four tokens, which for the
+    backend's subjects are ``cs.<family>.<account>.<cluster>`` (all partitions of one cluster's
+    ``cs.up`` share a space; ``cs.up``, ``cs.write`` and ``cs.down`` of a cluster do not, so a
+    cluster whose agent floods ``cs.up`` still gets its replies on ``cs.down``)."""
+    return ".".join(subject.split(".", 4)[:4])
+
+
 def epoch_at(unix_seconds: float) -> int:
-    """The epoch of a counter that started at ``unix_seconds``: whole milliseconds since
+    """The epoch of a counter that started at ``unix_seconds``: whole microseconds since
     :data:`EPOCH_ORIGIN` (never negative)."""
-    return max(0, int((unix_seconds - EPOCH_ORIGIN) * 1000))
+    return max(0, int((unix_seconds - EPOCH_ORIGIN) * 1_000_000))
 
 
 def make_version(epoch: int, seq: int) -> int:

@@ -13,9 +13,18 @@ Delivery rule (deterministic, independent of ack timing):
   raises gets the message again (``attempt`` + 1) after ``redelivery_delay``, with no limit: the
   caller decides when to park it. ``Subscription.stop`` cancels its in-flight handlers; those
   messages go back to the durable (``attempt`` + 1) for its other subscribers, or wait.
-* Retention: a message lives until every durable it was queued for acknowledged it. The bus holds
-  at most ``max_messages`` of them, none older than ``max_age`` seconds (checked on publish and
-  subscribe); beyond that the oldest is dropped with a warning and counted in ``dropped``.
+* Retention: a message lives until every durable it was queued for acknowledged it, and at most
+  ``max_age`` seconds (checked on publish and subscribe); an expired message is dropped with a
+  warning and counted in ``dropped`` and the ``clustersync_bus_evicted_total`` metric.
+* Bounds: each cluster's space (:func:`~clustersync.adapters.bus.base.cluster_space`) holds at
+  most ``max_per_cluster`` live messages. A publish into a full space waits until one of them is
+  acknowledged, and after ``publish_timeout`` raises ``BusFullError``: the flooding sender is
+  slowed down, and no queued message, its own or another cluster's, is ever evicted for room.
+* Versions: the bus lives in memory, so its counter starts again with every process. Versions
+  are ``epoch << SEQ_BITS`` plus the counter, the epoch being the wall-clock microsecond the bus
+  was created, so a restarted bus outranks every version the store kept from the previous one
+  (see the contract in ``base``). ``version_floor``, when the caller knows the highest version
+  the store holds, makes the bus start above it even if the clock stepped back.
 """
 
 from __future__ import annotations
@@ -28,7 +37,17 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clustersync.adapters.bus.base import BusError, Delivery, Handler, subject_matches
+from clustersync.adapters.bus.base import (
+    SEQ_BITS,
+    BusError,
+    BusFullError,
+    Delivery,
+    Handler,
+    cluster_space,
+    epoch_at,
+    subject_matches,
+)
+from clustersync.adapters.metrics import BUS_EVICTED, BUS_FULL
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +79,9 @@ def check_durable(durable: str) -> None:
 
 @dataclass(eq=False, slots=True)
 class _Message:
-    seq: int
+    seq: int  # the version handed out (see base)
     subject: str
+    space: str  # cluster_space(subject), whose bound this message counts against
     data: bytes
     born: float  # bus clock at publish, for max_age
     holders: list[_Durable] = field(default_factory=list)  # durables that have not acked it
@@ -182,22 +202,37 @@ class MemoryBus:
     def __init__(
         self,
         *,
-        max_messages: int = 100_000,
+        max_per_cluster: int = 20_000,
         max_age: float = 24 * 3600.0,
         redelivery_delay: float = 0.1,
         max_in_flight: int = 64,
+        publish_timeout: float = 10.0,
+        version_floor: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if max_messages < 1 or max_age <= 0 or redelivery_delay < 0 or max_in_flight < 1:
+        if (
+            max_per_cluster < 1
+            or max_age <= 0
+            or redelivery_delay < 0
+            or max_in_flight < 1
+            or publish_timeout < 0
+            or version_floor < 0
+        ):
             raise ValueError("MemoryBus limits must be positive")
-        self.max_messages = max_messages
+        self.max_per_cluster = max_per_cluster
         self.max_age = max_age
         self.redelivery_delay = redelivery_delay
         self.max_in_flight = max_in_flight
-        self.dropped = 0  # messages discarded by the retention bounds
+        self.publish_timeout = publish_timeout
+        self.dropped = 0  # messages discarded by max_age
+        self.refused = 0  # publishes refused with BusFullError
         self._clock = clock
-        self._seq = 0
+        # Every version is above both: see "Versions" in the module docstring.
+        self._seq = max(epoch_at(wall_clock()) << SEQ_BITS, version_floor)
         self._log: OrderedDict[int, _Message] = OrderedDict()  # live messages, oldest first
+        self._queued: dict[str, int] = {}  # live messages per cluster space
+        self._room: dict[str, asyncio.Event] = {}  # set when a full space gets room
         self._durables: dict[str, _Durable] = {}
         self._closed = False
 
@@ -206,14 +241,22 @@ class MemoryBus:
         """Messages not yet acknowledged by every durable they were queued for."""
         return len(self._log)
 
+    def queued(self, subject: str) -> int:
+        """Live messages in the cluster space of ``subject``."""
+        return self._queued.get(cluster_space(subject), 0)
+
     async def publish(self, subject: str, data: bytes) -> int:
         self._check_open()
         check_subject(subject)
+        space = cluster_space(subject)
+        if self._queued.get(space, 0) >= self.max_per_cluster:
+            await self._wait_for_room(space, subject)
         self._seq += 1
         # A right-sized private copy: orjson's output keeps its whole growth buffer (about 6x
         # the size), and messages for a disconnected cluster may be retained for hours.
-        msg = _Message(self._seq, subject, bytes(memoryview(data)), self._clock())
+        msg = _Message(self._seq, subject, space, bytes(memoryview(data)), self._clock())
         self._log[msg.seq] = msg
+        self._queued[space] = self._queued.get(space, 0) + 1
         for durable in self._durables.values():
             if subject_matches(durable.filter, subject):
                 durable.enqueue(msg)
@@ -240,16 +283,42 @@ class MemoryBus:
         queue.subscriptions.append(sub)
         return sub
 
+    async def _wait_for_room(self, space: str, subject: str) -> None:
+        self._enforce_retention()  # expired messages make room first
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                while self._queued.get(space, 0) >= self.max_per_cluster:
+                    room = self._room.setdefault(space, asyncio.Event())
+                    await room.wait()
+                    self._check_open()
+        except TimeoutError:
+            self.refused += 1
+            BUS_FULL.labels("memory").inc()
+            raise BusFullError(subject, self.max_per_cluster, self.publish_timeout) from None
+
     async def close(self) -> None:
         self._closed = True
+        for room in self._room.values():  # publishers waiting for room fail now
+            room.set()
         for durable in self._durables.values():
             for sub in list(durable.subscriptions):
                 await sub.stop()
 
     def acked(self, durable: _Durable, msg: _Message) -> None:
         durable.remove(msg)
-        if not msg.holders:
-            self._log.pop(msg.seq, None)
+        if not msg.holders and self._log.pop(msg.seq, None) is not None:
+            self._forget(msg)
+
+    def _forget(self, msg: _Message) -> None:
+        """``msg`` left the log: its space has room for one more."""
+        left = self._queued[msg.space] - 1
+        if left:
+            self._queued[msg.space] = left
+        else:
+            del self._queued[msg.space]
+        room = self._room.pop(msg.space, None)
+        if room is not None:
+            room.set()
 
     def _claim(self, durable: _Durable) -> None:
         for msg in self._log.values():  # seq order
@@ -259,19 +328,32 @@ class MemoryBus:
 
     def _enforce_retention(self) -> None:
         horizon = self._clock() - self.max_age
+        expired: list[_Message] = []
         while self._log:
             oldest = next(iter(self._log.values()))
-            if len(self._log) <= self.max_messages and oldest.born >= horizon:
-                return
+            if oldest.born >= horizon:
+                break
             self._drop(oldest)
+            expired.append(oldest)
+        if expired:
+            # One line per sweep, not per message: a long-offline cluster can expire thousands.
+            self.dropped += len(expired)
+            BUS_EVICTED.labels("memory", "max_age").inc(len(expired))
+            subjects = sorted({msg.subject for msg in expired})
+            log.warning(
+                "bus retention: dropped %d messages older than %gs, unacknowledged, on %s%s",
+                len(expired),
+                self.max_age,
+                ", ".join(subjects[:5]),
+                f" and {len(subjects) - 5} more subjects" if len(subjects) > 5 else "",
+            )
 
     def _drop(self, msg: _Message) -> None:
         del self._log[msg.seq]
         for durable in list(msg.holders):
             durable.remove(msg)
         msg.unclaimed = False
-        self.dropped += 1
-        log.warning("bus retention exceeded: dropped message seq %d on %s", msg.seq, msg.subject)
+        self._forget(msg)
 
     def _check_open(self) -> None:
         if self._closed:

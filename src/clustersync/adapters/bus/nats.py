@@ -21,6 +21,30 @@ The price is throughput: one durable processes one message at a time, a few roun
 (about the cost of the handler plus a loopback RTT). Extra subscribers on a durable give
 failover, not parallelism. Parallelism is meant to come from partitioning subjects over several
 durables (each with its own ``filter_subject``), which keeps order per subject.
+
+Versions and a recreated stream
+-------------------------------
+A stream's sequence starts again at 1 when the stream is deleted and created again (by an
+operator, or because the server lost its store). Versions are therefore
+``make_version(epoch, stream sequence)`` with the epoch taken from the stream's creation time
+(``StreamInfo.created``), so the messages of a recreated stream outrank those of the old one.
+The bus learns the epoch when it opens, and again whenever the stream may have been replaced: a
+publish or fetch that finds no stream or consumer (the bus then creates them again, with the
+configuration it opened with), or a subscription whose stream or consumer sequence went
+backwards. What it cannot see is a stream replaced by another process between two of its own
+deliveries with both sequences still higher than the last ones it saw; such a message would get
+an old-epoch version, and the store would refuse it as stale (logged and counted) until the next
+resync repairs the object.
+
+Bounds per cluster
+------------------
+The stream keeps messages by age and total size (a rolling log, discarding the oldest), since its
+consumers do not remove what they acknowledge. On top of that, ``max_msgs_per_subject`` caps
+each subject, discarding that subject's oldest: a flooding cluster rolls over its own subjects
+(at most ``max_msgs_per_subject`` times ``UP_PARTITIONS`` + 2 of them) and never pushes another
+cluster's messages out, as long as ``max_bytes`` leaves room for every cluster's cap. (JetStream
+can refuse instead of discard per subject only together with refusing everything once the stream
+is full, which would stop every tenant when the rolling log fills up.)
 """
 
 from __future__ import annotations
@@ -52,6 +76,8 @@ from clustersync.adapters.bus.base import (
     BusError,
     Delivery,
     Handler,
+    epoch_at,
+    make_version,
     subject_matches,
     subject_token,
 )
@@ -122,6 +148,7 @@ async def open_nats(
     subjects: str = "cs.>",
     max_age: float = 7 * 24 * 3600,
     max_bytes: int = 1 << 30,
+    max_msgs_per_subject: int = 1_000_000,
     ack_wait: float = 30.0,
     redelivery_delay: float = 1.0,
     publish_timeout: float = 10.0,
@@ -183,28 +210,40 @@ async def open_nats(
         storage=StorageType.FILE,
         max_age=max_age,
         max_bytes=max_bytes,
+        max_msgs_per_subject=max_msgs_per_subject,  # see "Bounds per cluster"
         discard=DiscardPolicy.OLD,
         duplicate_window=min(DUPLICATE_WINDOW, max_age),
     )
     try:
-        try:
-            await js.stream_info(stream)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(config)
-        else:
-            await js.update_stream(config)
-    except (nats.errors.Error, TimeoutError) as exc:
+        epoch = await _ensure_stream(js, config, update=True)
+    except (nats.errors.Error, TimeoutError, BusError) as exc:
         await nc.close()
         raise BusError(f"cannot create or update stream {stream}: {_reason(exc)}") from None
     return NatsBus(
         nc,
         js,
-        stream,
-        stream_subjects(subjects),
+        config,
+        epoch,
         ack_wait=ack_wait,
         redelivery_delay=redelivery_delay,
         publish_timeout=publish_timeout,
     )
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool) -> int:
+    """Create the stream if it does not exist (or update it, if asked); returns its epoch."""
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_stream(config)
+        log.info("NATS: created stream %s", config.name)
+    else:
+        if update:
+            info = await js.update_stream(config)
+    if info.created is None:  # servers older than 2.2 do not say
+        raise BusError(f"stream {config.name} does not report its creation time")
+    return epoch_at(info.created.timestamp())
 
 
 class NatsBus:
@@ -214,17 +253,22 @@ class NatsBus:
         self,
         nc: Client,
         js: JetStreamContext,
-        stream: str,
-        subjects: list[str],
+        config: StreamConfig,
+        epoch: int,
         *,
         ack_wait: float,
         redelivery_delay: float,
         publish_timeout: float,
     ) -> None:
+        assert config.name is not None and config.subjects is not None
         self._nc = nc
         self._js = js
-        self._stream = stream
-        self._subjects = subjects
+        self._config = config
+        self._stream = config.name
+        self._subjects = config.subjects
+        self._epoch = epoch
+        self._epoch_lock = asyncio.Lock()
+        self._published_seq = 0  # highest stream sequence a publish of ours got
         self._ack_wait = ack_wait
         self._redelivery_delay = redelivery_delay
         self._publish_timeout = publish_timeout
@@ -234,6 +278,19 @@ class NatsBus:
     @property
     def stream(self) -> str:
         return self._stream
+
+    def version(self, stream_seq: int) -> int:
+        """The version of the current stream's message ``stream_seq`` (see the docstring)."""
+        return make_version(self._epoch, stream_seq)
+
+    async def recheck_stream(self, why: str) -> None:
+        """The stream may have been replaced: create it if it is gone, and learn its epoch."""
+        async with self._epoch_lock:
+            epoch = await _ensure_stream(self._js, self._config, update=False)
+            if epoch != self._epoch:
+                log.warning("NATS: stream %s is a new one (%s): new epoch", self._stream, why)
+                self._epoch = epoch
+                self._published_seq = 0
 
     async def publish(self, subject: str, data: bytes) -> int:
         self._check_open()
@@ -258,22 +315,44 @@ class NatsBus:
                     stream=self._stream,
                     headers={"Nats-Msg-Id": msg_id},
                 )
-                return int(ack.seq)
+            except nats.js.errors.NoStreamResponseError as exc:
+                # The server is restarting, or the stream is gone (deleted, store lost): make
+                # sure it exists again, then retry.
+                await self._retry_or_raise(subject, exc, deadline, recheck=True)
             except (
                 nats.errors.TimeoutError,
-                nats.js.errors.NoStreamResponseError,
                 nats.errors.NoRespondersError,
                 nats.errors.ConnectionReconnectingError,
             ) as exc:
                 # Transient while the server restarts or JetStream is still recovering.
-                if loop.time() + RETRY_WAIT >= deadline:
-                    raise BusError(
-                        f"publish to {subject} not acknowledged within "
-                        f"{self._publish_timeout:g}s: {_reason(exc)}"
-                    ) from None
-                await asyncio.sleep(RETRY_WAIT)
+                await self._retry_or_raise(subject, exc, deadline, recheck=False)
             except nats.errors.Error as exc:
                 raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
+            else:
+                seq = int(ack.seq)
+                if seq < self._published_seq and not ack.duplicate:
+                    await self._recheck_quietly("its sequence went back")
+                self._published_seq = max(self._published_seq, seq)
+                return self.version(seq)
+
+    async def _retry_or_raise(
+        self, subject: str, exc: Exception, deadline: float, *, recheck: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() + RETRY_WAIT >= deadline:
+            raise BusError(
+                f"publish to {subject} not acknowledged within "
+                f"{self._publish_timeout:g}s: {_reason(exc)}"
+            ) from None
+        if recheck:
+            await self._recheck_quietly("a publish found no stream")
+        await asyncio.sleep(RETRY_WAIT)
+
+    async def _recheck_quietly(self, why: str) -> None:
+        try:
+            await self.recheck_stream(why)
+        except (nats.errors.Error, TimeoutError, BusError) as exc:
+            log.warning("NATS: cannot check stream %s: %s", self._stream, _reason(exc))
 
     async def subscribe(
         self, subject_filter: str, durable: str, handler: Handler
@@ -315,6 +394,7 @@ class NatsBus:
         sub = NatsSubscription(
             self,
             psub,
+            config,
             durable,
             handler,
             ack_wait=self._ack_wait,
@@ -352,6 +432,7 @@ class NatsSubscription:
         self,
         bus: NatsBus,
         psub: JetStreamContext.PullSubscription,
+        config: ConsumerConfig,
         durable: str,
         handler: Handler,
         *,
@@ -362,7 +443,11 @@ class NatsSubscription:
         self._ack_wait = ack_wait
         self._redelivery_delay = redelivery_delay
         self._psub = psub
+        self._config = config
         self._durable = durable
+        # Sequences of the last delivery: going back means the stream or consumer was replaced.
+        self._last_stream_seq = 0
+        self._last_consumer_seq = 0
         self._handler = handler
         self._current: Msg | None = None  # the message whose handler is running
         self._task = asyncio.create_task(self._run(), name=f"nats-{durable}")
@@ -376,6 +461,12 @@ class NatsSubscription:
                 continue  # nothing arrived in this pull request's lifetime: ask again
             except nats.errors.ConnectionClosedError:
                 return
+            except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NotFoundError) as exc:
+                # The consumer is gone, usually with its stream (deleted, or the server lost
+                # its store): create both again, or retry shortly while the server recovers.
+                log.warning("NATS: fetch for %s failed: %s", self._durable, _reason(exc))
+                await self._rebind()
+                continue
             except (nats.errors.Error, TimeoutError) as exc:
                 # E.g. a 409 while the server restarts or the consumer moves: retry shortly.
                 log.warning("NATS: fetch for %s failed: %s", self._durable, _reason(exc))
@@ -384,10 +475,32 @@ class NatsSubscription:
             for msg in msgs:
                 await self._deliver(msg)
 
+    async def _rebind(self) -> None:
+        bus = self._bus
+        try:
+            await bus.recheck_stream(f"the consumer of {self._durable} was missing")
+            await bus._js.add_consumer(bus.stream, self._config)
+            psub = await bus._js.pull_subscribe_bind(self._config.name, stream=bus.stream)
+        except (nats.errors.Error, TimeoutError, BusError) as exc:
+            log.warning("NATS: cannot recreate consumer %s: %s", self._durable, _reason(exc))
+            await asyncio.sleep(RETRY_WAIT)
+            return
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self._psub.unsubscribe()
+        self._psub = psub
+        self._last_stream_seq = self._last_consumer_seq = 0
+        log.info("NATS: consumer %s recreated", self._durable)
+
     async def _deliver(self, msg: Msg) -> None:
         meta = msg.metadata
+        stream_seq, consumer_seq = int(meta.sequence.stream), int(meta.sequence.consumer)
+        if stream_seq < self._last_stream_seq or consumer_seq < self._last_consumer_seq:
+            # One consumer hands out a stream's messages in order (max_ack_pending = 1), so
+            # going back means a new stream or consumer: its epoch decides the versions.
+            await self._bus._recheck_quietly(f"{self._durable} saw its sequence go back")
+        self._last_stream_seq, self._last_consumer_seq = stream_seq, consumer_seq
         delivery = Delivery(
-            msg.subject, bytes(msg.data), int(meta.sequence.stream), int(meta.num_delivered)
+            msg.subject, bytes(msg.data), self._bus.version(stream_seq), int(meta.num_delivered)
         )
         self._current = msg
         try:
