@@ -9,15 +9,21 @@ writes are retried alone, so one bad row fails only its own message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from clustersync.adapters.store import Store, Write
 
+StaleHandler = Callable[[int, Sequence[Write]], None]
+"""Told how many of ``writes`` the store refused as stale (they did not land)."""
+
 
 class WriteBatcher:
-    def __init__(self, store: Store, max_batch: int = 2000) -> None:
+    def __init__(
+        self, store: Store, max_batch: int = 2000, on_stale: StaleHandler | None = None
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.on_stale = on_stale
         self._waiting: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -38,7 +44,7 @@ class WriteBatcher:
 
     async def apply(self, writes: Sequence[Write]) -> None:
         if self._task is None:  # not started: write directly
-            await self.store.apply(writes)
+            await self._apply(writes)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((writes, future))
@@ -64,14 +70,14 @@ class WriteBatcher:
     async def _write(self, batch: list[tuple[Sequence[Write], asyncio.Future[None]]]) -> None:
         self.batches += 1
         try:
-            await self.store.apply([w for writes, _ in batch for w in writes])
+            await self._apply([w for writes, _ in batch for w in writes])
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
                 return
             for writes, future in batch:  # isolate the failing message(s)
                 try:
-                    await self.store.apply(writes)
+                    await self._apply(writes)
                 except Exception as one:
                     _settle(future, one)
                 else:
@@ -79,6 +85,11 @@ class WriteBatcher:
             return
         for _, future in batch:
             _settle(future, None)
+
+    async def _apply(self, writes: Sequence[Write]) -> None:
+        landed = await self.store.apply(writes)
+        if landed < len(writes) and self.on_stale is not None:
+            self.on_stale(len(writes) - landed, writes)
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

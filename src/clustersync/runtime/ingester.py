@@ -3,7 +3,9 @@
 Agent traffic arrives on ``cs.up``, backend-authored writes on ``cs.write``; both are applied to
 the store guarded by the bus sequence number, and replies go out on the cluster's ``cs.down``.
 A message that cannot be decoded is parked at once; one that keeps failing is parked after
-``max_attempts``; either way it is counted and never blocks the messages behind it.
+``max_attempts``; either way it is counted and never blocks the messages behind it. A write the
+store refuses because the row already holds an equal or higher version is counted
+(``clustersync_stale_writes_total``) and logged at most once per interval.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeGuard
 
 from clustersync.adapters.bus import Bus, BusError, Delivery, Subscription
-from clustersync.adapters.metrics import DEAD_LETTERS, INGEST_SECONDS, MESSAGES, bad_input
+from clustersync.adapters.metrics import (
+    DEAD_LETTERS,
+    INGEST_SECONDS,
+    MESSAGES,
+    STALE_WRITES,
+    bad_input,
+)
 from clustersync.adapters.store import (
     Delete,
     ObjectKey,
@@ -61,6 +69,46 @@ log = logging.getLogger("clustersync.ingester")
 TOMBSTONE_RETENTION = 14 * 24 * 3600.0  # longer than the bus keeps messages (7 days)
 
 
+class StaleWrites:
+    """Counts the writes the store refused as stale, and says so in the log at most once per
+    ``interval`` seconds (with how many were not logged since).
+
+    A redelivered message is refused this way by design; a steady stream of refusals means
+    versions went backwards (a bus whose counter restarted without a new epoch)."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.total = 0
+        self._clock = clock
+        self._unlogged = 0
+        self._logged_at: float | None = None
+
+    def __call__(self, stale: int, writes: Sequence[Write]) -> None:
+        STALE_WRITES.labels("ingester").inc(stale)
+        self.total += stale
+        self._unlogged += stale
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < self.interval:
+            return
+        example = writes[0]
+        ref = example.key.ref
+        log.warning(
+            "store refused %d stale writes (the row holds an equal or higher version) since the "
+            "last report; latest batch: %d of %d writes, first %s/%s %s %s/%s version %d",
+            self._unlogged,
+            stale,
+            len(writes),
+            example.key.account,
+            example.key.cluster,
+            ref.kind,
+            ref.namespace,
+            ref.name,
+            example.seq,
+        )
+        self._unlogged = 0
+        self._logged_at = now
+
+
 def is_inventory_request(msg: Message) -> TypeGuard[Batch]:
     """An agent's empty reconciliation batch: "tell me what you hold of this kind"."""
     return isinstance(msg, Batch) and msg.batch_type == BATCH_RECONCILIATION and not msg.unrolled()
@@ -89,7 +137,8 @@ class Ingester:
         self.max_attempts = max_attempts
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
-        self.writer = WriteBatcher(store)
+        self.stale = StaleWrites()
+        self.writer = WriteBatcher(store, on_stale=self.stale)
         self.unavailable_retries = 0
         self._subscriptions: list[Subscription] = []
         self._purger: asyncio.Task[None] | None = None
