@@ -27,13 +27,23 @@ from clustersync.adapters.store import ObjectKey, StoredObject
 from clustersync.adapters.store.sqlite import SqliteStore, open_sqlite
 from clustersync.model import Kind, ObjectRef
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy, checksum_of, ref_of
+from clustersync.protocol.agent import Strategy
 from clustersync.protocol.messages import Event
-from clustersync.protocol.shaping import NamespaceRules, is_filtered, shape
+from clustersync.protocol.shaping import NamespaceRules
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
 from clustersync.runtime.config import AgentConfig, ResourceSpec
 from clustersync.sandbox import Sandbox
+
+try:  # `python -m pytest` from the repo root
+    from tests.faults.checker import Checker, api_rows, row_differences, sandbox_lister
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path
+    from faults.checker import (  # type: ignore[no-redef]
+        Checker,
+        api_rows,
+        row_differences,
+        sandbox_lister,
+    )
 
 T = TypeVar("T")
 
@@ -277,15 +287,6 @@ class Cluster:
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         return self.sandbox.create(obj)
 
-    def inventory(self) -> dict[ObjectRef, str]:
-        """What the backend should hold: every synced object, checksummed as the agent does."""
-        out: dict[ObjectRef, str] = {}
-        for spec in RESOURCES:
-            kind = spec.kind
-            for obj in self.sandbox.list(kind.group, kind.version, kind.resource):
-                if not is_filtered(obj, RULES):
-                    out[ref_of(kind, obj)] = checksum_of(obj, shape(kind, obj))
-        return out
 
 
 @dataclass
@@ -297,6 +298,7 @@ class World:
     backend: Backend = field(init=False)
     http: aiohttp.ClientSession = field(init=False)
     clusters: dict[str, Cluster] = field(default_factory=dict)
+    checker: Checker = field(init=False)
 
     async def start(self) -> None:
         self.store = await open_sqlite(f"sqlite:///{self.tmp_path}/backend.db")
@@ -306,6 +308,12 @@ class World:
         self.backend = Backend(self.bus, self.store, TokenTable(tokens), heartbeat=self.heartbeat)
         await self.backend.start()
         self.http = aiohttp.ClientSession()
+        # The independent check of DESIGN section 2: rows through the API against the sandbox.
+        self.checker = Checker(
+            api_rows(self.http, lambda: self.backend.url, ADMIN_TOKEN, ACCOUNT),
+            kinds=tuple(str(spec.kind) for spec in RESOURCES),
+            excluded_namespaces=RULES.exclude,
+        )
 
     async def stop(self) -> None:
         errors: list[BaseException] = []
@@ -340,6 +348,7 @@ class World:
             raise
         cluster = Cluster(name, TOKENS[name], sandbox, kubeconfig, kube)
         self.clusters[name] = cluster
+        self.checker.add_cluster(name, sandbox_lister(sandbox))
         return cluster
 
     def agent_config(self, cluster: str, **overrides: Any) -> AgentConfig:
@@ -398,18 +407,13 @@ class World:
         return {row.key.ref: row.checksum for row in await self.store.list(ACCOUNT, cluster)}
 
     async def in_sync(self, cluster: str) -> bool:
-        return self.clusters[cluster].inventory() == await self.backend_inventory(cluster)
+        """The store holds exactly what the cluster serves (the independent checker's view)."""
+        diverged, _ = await self.checker.divergences([cluster])
+        return not diverged
 
     async def wait_synced(self, cluster: str, timeout: float = 15.0) -> None:
         """The store holds exactly the cluster, and the agent has stopped talking."""
-
-        async def diff() -> bool:
-            want = self.clusters[cluster].inventory()
-            have = await self.backend_inventory(cluster)
-            assert want == have, _describe_diff(want, have)
-            return True
-
-        await eventually(diff, timeout=timeout, what=f"backend to match {cluster}")
+        await self.checker.converged(timeout=timeout, clusters=[cluster])
         await self.settle()
 
     async def settle(self) -> float:
@@ -419,13 +423,14 @@ class World:
         ))
 
     async def matches_live(self, cluster: str, kind: Kind, namespace: str, name: str) -> bool:
-        """The stored row equals what the agent would send of the live object."""
+        """The stored row matches the live object by uid, resourceVersion and content."""
         live = self.clusters[cluster].get(kind, namespace, name)
         row = await self.row(cluster, kind, namespace, name)
         if live is None or row is None:
             return False
-        shaped = shape(kind, live)
-        return row.checksum == checksum_of(live, shaped) and orjson.loads(row.object) == shaped
+        stored = {"uid": row.uid, "resourceVersion": row.resource_version,
+                  "object": orjson.loads(row.object)}
+        return not row_differences(live, stored)
 
     # ------------------------------------------------------------ backend API
 
@@ -451,12 +456,6 @@ class World:
         })
 
 
-def _describe_diff(want: dict[ObjectRef, str], have: dict[ObjectRef, str]) -> str:
-    missing = sorted(str(r) for r in want.keys() - have.keys())
-    extra = sorted(str(r) for r in have.keys() - want.keys())
-    differ = sorted(str(r) for r in want.keys() & have.keys() if want[r] != have[r])
-    return f"missing={missing} extra={extra} differ={differ}"
-
-
 async def wait_for(awaitable: Awaitable[T], timeout: float = 10.0) -> T:
-    return await asyncio.wait_for(awaitable, timeout)
+    async with asyncio.timeout(timeout):  # not asyncio.wait_for: it can swallow cancellation
+        return await awaitable
