@@ -154,7 +154,7 @@ def test_verify_object_payload_properties_and_key() -> None:
         "msgId": MSG_ID,
         "name": "web-1",
         "namespace": "default",
-        "resourceVersion": 12,
+        "resourceVersion": 0,  # a Go server never copies it into the payload...
     }
     assert msg.properties == {
         "timestamp": "2024-05-01T12:30:45.1234Z",
@@ -166,14 +166,14 @@ def test_verify_object_payload_properties_and_key() -> None:
         "resource": "pods",
         "name": "web-1",
         "namespace": "default",
-        "resourceVersion": "12",
+        "resourceVersion": "12",  # ...only into this property
     }
     assert msg.key == "acct-1/prod-eu//v1/pods/default/web-1"
     # Key order follows kubescape's Go struct, byte for byte.
     assert msg.payload == (
         b'{"checksum":"abc","cluster":"prod-eu","account":"acct-1","depth":1,'
         b'"kind":"/v1/pods","msgId":"' + MSG_ID.encode() + b'","name":"web-1",'
-        b'"namespace":"default","resourceVersion":12}'
+        b'"namespace":"default","resourceVersion":0}'
     )
 
 
@@ -188,7 +188,7 @@ def test_delete_object_payload() -> None:
         "msgId": "m",
         "name": "api",
         "namespace": "prod",
-        "resourceVersion": 7,
+        "resourceVersion": 0,
     }
     assert msg.properties["event"] == "DeleteObject"
     assert (msg.properties["group"], msg.properties["resourceVersion"]) == ("apps", "7")
@@ -256,7 +256,7 @@ def test_server_initiated_reconciliation_payload() -> None:
         "depth": 0,
         "msgId": "r-1",
         "serverInitiated": True,
-        "kindToObject": {},
+        "kindToObject": None,  # Go's nil map
     }
     assert msg.properties["event"] == "ReconciliationRequest"
     assert msg.key == "acct-1/prod-eu"
@@ -455,10 +455,35 @@ def test_multi_kind_reconciliation_request() -> None:
     assert decode_pulsar_all(empty, props) == []
 
 
-def test_server_initiated_request_ignores_listed_objects() -> None:
+def test_a_listed_inventory_is_batches_whatever_server_initiated_says() -> None:
+    # As a Go server handles it (golden consume_reconciliation_empty_kind_list).
     doc = {"serverInitiated": True, "kindToObject": {"/v1/pods": []}}
     got = decode_pulsar(orjson.dumps(doc), go_props("ReconciliationRequest"))
-    assert got == env(control=CONTROL_RECONCILE)
+    assert got == env(Batch(kind=PODS, batch_type=BATCH_RECONCILIATION))
+
+
+@pytest.mark.parametrize(("initiated", "controls"), [(True, [CONTROL_RECONCILE]), (False, [])])
+def test_a_request_without_inventory(initiated: bool, controls: list[str]) -> None:
+    doc = {"serverInitiated": initiated, "kindToObject": None}
+    got = decode_pulsar_all(orjson.dumps(doc), go_props("ReconciliationRequest"))
+    assert got == [env(control=control) for control in controls]
+
+
+def test_resource_version_comes_from_the_property_when_the_payload_has_zero() -> None:
+    doc = good_verify() | {"resourceVersion": 0}
+    got = decode_pulsar(orjson.dumps(doc), go_props("VerifyObject", resourceVersion="41"))
+    assert isinstance(got.message, NewChecksum)
+    assert got.message.resource_version == 41
+    doc["resourceVersion"] = 7  # a payload value wins
+    got = decode_pulsar(orjson.dumps(doc), go_props("VerifyObject", resourceVersion="41"))
+    assert isinstance(got.message, NewChecksum)
+    assert got.message.resource_version == 7
+
+
+def test_rejects_a_resource_version_property_that_is_no_integer() -> None:
+    props = go_props("VerifyObject", resourceVersion="x1")
+    doc = good_verify() | {"resourceVersion": 0}
+    assert reject(orjson.dumps(doc), props).reason == "malformed"
 
 
 # ---------------------------------------------------------------- rejections
@@ -498,7 +523,7 @@ def test_rejects_json_that_is_not_an_object(data: bytes) -> None:
     assert reject(data, go_props("VerifyObject")).reason == "malformed"
 
 
-@pytest.mark.parametrize("event", ["", "NewChecksum", "verifyobject", "ConnectedClients", "Ping"])
+@pytest.mark.parametrize("event", ["", "NewChecksum", "verifyobject", "connectedclients", "Ping"])
 def test_rejects_unknown_events(event: str) -> None:
     props = go_props(event)
     assert reject(orjson.dumps(good_verify()), props).reason == "unknown_event"

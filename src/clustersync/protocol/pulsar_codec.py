@@ -10,12 +10,17 @@ The encoding differs from the websocket one (:mod:`clustersync.protocol.codec`) 
   object) are base64 strings, ``null`` when absent;
 * PutObject keeps the full object under the key ``patch`` (kubescape's struct tag reuses it);
 * reconciliation travels as ``ReconciliationRequest`` with ``kindToObject`` instead of a batch,
-  and "an agent connected" as ``ServerConnected``.
+  "an agent connected" as ``ServerConnected`` (plus ``ConnectedClients`` describing the
+  connection), and a Go server in ``sendBatch`` mode collects its periodic requests into one
+  ``ReconciliationRequestBatch``;
+* the payload's ``resourceVersion`` is always 0 on what a server produces; the forwarded
+  message's value travels in the ``resourceVersion`` property.
 
 Every message also carries properties (``timestamp``, ``event``, ``account``, ``cluster``, and for
 object messages the kind, name, namespace and resourceVersion) so consumers can route and filter
-without parsing the payload. Our message key gives Key_Shared subscriptions per-object order
-(kubescape uses one constant key, which serialises everything).
+without parsing the payload. Which Pulsar key a message gets is the bus layout's choice
+(:data:`SERVER_PRODUCER_KEY` marks the server-to-backend direction in kubescape's layout);
+:func:`message_key` is a per-object key for layouts that want per-object order.
 """
 
 from __future__ import annotations
@@ -55,11 +60,13 @@ from clustersync.protocol.messages import (
 )
 
 __all__ = [
+    "EVENT_CONNECTED_CLIENTS",
     "EVENT_DELETE",
     "EVENT_GET",
     "EVENT_PATCH",
     "EVENT_PUT",
     "EVENT_RECONCILIATION",
+    "EVENT_RECONCILIATION_BATCH",
     "EVENT_SERVER_CONNECTED",
     "EVENT_VERIFY",
     "PROP_ACCOUNT",
@@ -72,11 +79,17 @@ __all__ = [
     "PROP_RESOURCE_VERSION",
     "PROP_TIMESTAMP",
     "PROP_VERSION",
+    "SERVER_PRODUCER_KEY",
+    "ConnectedClient",
+    "ConnectedClients",
     "PulsarMessage",
+    "decode_connected_clients",
     "decode_pulsar",
     "decode_pulsar_all",
+    "encode_connected_clients",
     "encode_pulsar",
     "encode_pulsar_all",
+    "encode_reconciliation_request_batch",
     "format_timestamp",
     "message_key",
 ]
@@ -88,6 +101,12 @@ EVENT_DELETE = "DeleteObject"  # our ObjectDeleted
 EVENT_PUT = "PutObject"
 EVENT_SERVER_CONNECTED = "ServerConnected"
 EVENT_RECONCILIATION = "ReconciliationRequest"
+EVENT_CONNECTED_CLIENTS = "ConnectedClients"
+EVENT_RECONCILIATION_BATCH = "ReconciliationRequestBatch"
+
+SERVER_PRODUCER_KEY = "SynchronizerServerProducer"
+"""The key kubescape's server puts on every message it produces; its readers skip messages with
+this key, which is how one topic carries both directions."""
 
 PROP_TIMESTAMP = "timestamp"
 PROP_EVENT = "event"
@@ -101,6 +120,12 @@ PROP_NAMESPACE = "namespace"
 PROP_RESOURCE_VERSION = "resourceVersion"
 
 _OBJECT_EVENTS = frozenset({EVENT_GET, EVENT_PATCH, EVENT_VERIFY, EVENT_DELETE, EVENT_PUT})
+_KNOWN_EVENTS = _OBJECT_EVENTS | {
+    EVENT_SERVER_CONNECTED,
+    EVENT_RECONCILIATION,
+    EVENT_CONNECTED_CLIENTS,
+    EVENT_RECONCILIATION_BATCH,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +135,33 @@ class PulsarMessage:
     payload: bytes
     properties: dict[str, str]
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedClient:
+    """One agent connection as a kubescape server reports it. Times are kept as the RFC 3339 text
+    Go wrote (nanoseconds and zone offsets survive)."""
+
+    account: str
+    cluster: str
+    synchronizer_version: str = ""
+    helm_version: str = ""
+    connection_id: str = ""
+    connection_time: str = ""
+    git_version: str = ""
+    cloud_provider: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedClients:
+    """``ConnectedClients``: the connections one server replica holds (on connect: just the new
+    one), stamped with ``keepalive``. Informational: it asks nothing of the backend."""
+
+    server_name: str
+    clients: tuple[ConnectedClient, ...]
+    keepalive: str
+    depth: int = 0
+    msg_id: str = ""
 
 
 # ---------------------------------------------------------------- encoding
@@ -158,7 +210,7 @@ def _encode_object(env: Envelope, msg: ObjectMessage, now: datetime) -> PulsarMe
     # Keys in the order of kubescape's Go structs, so payloads diff cleanly against theirs.
     if isinstance(msg, GetObject):
         event = EVENT_GET
-        doc["baseObject"] = _b64(msg.base_object)
+        doc["baseObject"] = _b64(msg.base_object or None)  # an empty base is Go's nil
     elif isinstance(msg, NewChecksum):
         event = EVENT_VERIFY
         doc["checksum"] = msg.checksum
@@ -170,6 +222,7 @@ def _encode_object(env: Envelope, msg: ObjectMessage, now: datetime) -> PulsarMe
     else:
         event = EVENT_PUT
         doc["checksum"] = msg.checksum  # not in kubescape's struct; Go ignores unknown keys
+    # Go's server never copies the resource version into the payload, only into a property.
     resource_version = msg.resource_version if isinstance(msg, NewChecksum | ObjectDeleted) else 0
     doc.update(
         cluster=env.cluster,
@@ -183,8 +236,9 @@ def _encode_object(env: Envelope, msg: ObjectMessage, now: datetime) -> PulsarMe
     if isinstance(msg, PatchObject):
         doc["patch"] = _b64(msg.patch)
     elif isinstance(msg, PutObject):
-        doc["patch"] = _b64(msg.object)  # sic: kubescape's PutObject tags Object as "patch"
-    doc["resourceVersion"] = resource_version
+        # sic: kubescape's PutObject tags Object as "patch"; an empty object is Go's nil.
+        doc["patch"] = _b64(msg.object or None)
+    doc["resourceVersion"] = 0
 
     props = _properties(env, event, now)
     props.update(
@@ -251,9 +305,65 @@ def _encode_control(env: Envelope, msg_id: str | None, now: datetime) -> PulsarM
     if env.control == CONTROL_CONNECTED:
         return _encode_cluster_message(env, EVENT_SERVER_CONNECTED, doc, now)
     if env.control == CONTROL_RECONCILE:
-        doc.update(serverInitiated=True, kindToObject={})
+        doc.update(serverInitiated=True, kindToObject=None)  # Go's nil map
         return _encode_cluster_message(env, EVENT_RECONCILIATION, doc, now)
     raise ValueError(f"control {env.control!r} has no Pulsar form")
+
+
+def _client_doc(client: ConnectedClient) -> dict[str, str]:
+    return {
+        "cluster": client.cluster,
+        "account": client.account,
+        "synchronizerVersion": client.synchronizer_version,
+        "helmVersion": client.helm_version,
+        "connectionId": client.connection_id,
+        "connectionTime": client.connection_time,
+        "gitVersion": client.git_version,
+        "cloudProvider": client.cloud_provider,
+    }
+
+
+def encode_connected_clients(
+    report: ConnectedClients, *, account: str = "", cluster: str = "", now: datetime | None = None
+) -> PulsarMessage:
+    """A ``ConnectedClients`` message. Go sends it with the connection's ``account``/``cluster``
+    properties when one agent connects, and without them for the periodic keepalive."""
+    now = now if now is not None else datetime.now(UTC)
+    doc = {
+        "serverName": report.server_name,
+        "clients": [_client_doc(client) for client in report.clients],
+        "keepalive": report.keepalive,
+        "depth": report.depth,
+        "msgId": report.msg_id,
+    }
+    props = _properties(Envelope(account, cluster), EVENT_CONNECTED_CLIENTS, now)
+    return PulsarMessage(orjson.dumps(doc), props, message_key(account, cluster))
+
+
+def encode_reconciliation_request_batch(
+    requests: Iterable[Envelope], *, msg_id: str | None = None, now: datetime | None = None
+) -> PulsarMessage:
+    """A ``ReconciliationRequestBatch``: one server-initiated request per reconcile control, as a
+    Go server in ``sendBatch`` mode sends its periodic requests. The requests carry no msgId of
+    their own and the batch no identity properties (it spans clusters)."""
+    now = now if now is not None else datetime.now(UTC)
+    docs = []
+    for env in requests:
+        if env.control != CONTROL_RECONCILE or env.message is not None:
+            raise ValueError("a ReconciliationRequestBatch holds reconcile controls only")
+        docs.append(
+            {
+                "cluster": env.cluster,
+                "account": env.account,
+                "depth": 0,
+                "msgId": "",
+                "serverInitiated": True,
+                "kindToObject": None,
+            }
+        )
+    doc = {"depth": 0, "msgId": msg_id if msg_id is not None else new_msg_id(), "requests": docs}
+    props = {PROP_TIMESTAMP: format_timestamp(now), PROP_EVENT: EVENT_RECONCILIATION_BATCH}
+    return PulsarMessage(orjson.dumps(doc), props, "")
 
 
 def encode_pulsar_all(
@@ -349,7 +459,22 @@ def _identity(fields: Mapping[str, Any], properties: Mapping[str, str]) -> tuple
     return out[0], out[1]
 
 
-def _decode_object(fields: Mapping[str, Any], event: str) -> ObjectMessage:
+def _resource_version(fields: Mapping[str, Any], properties: Mapping[str, str]) -> int:
+    """The payload's resourceVersion, or the property's where the payload has 0: a Go server
+    writes the forwarded value only into the property."""
+    version = read_int(fields, "resourceVersion")
+    text = properties.get(PROP_RESOURCE_VERSION, "")
+    if version or not text:
+        return version
+    try:
+        return int(text)
+    except ValueError:
+        raise DecodeError(f"resourceVersion property {text!r} is not an integer") from None
+
+
+def _decode_object(
+    fields: Mapping[str, Any], event: str, properties: Mapping[str, str]
+) -> ObjectMessage:
     kind = _kind(read_str(fields, "kind"))
     name = read_str(fields, "name")
     if not name:
@@ -360,14 +485,14 @@ def _decode_object(fields: Mapping[str, Any], event: str) -> ObjectMessage:
         return NewChecksum(
             ref=ref,
             checksum=read_str(fields, "checksum"),
-            resource_version=read_int(fields, "resourceVersion"),
+            resource_version=_resource_version(fields, properties),
             depth=depth,
             msg_id=msg_id,
         )
     if event == EVENT_DELETE:
         return ObjectDeleted(
             ref=ref,
-            resource_version=read_int(fields, "resourceVersion"),
+            resource_version=_resource_version(fields, properties),
             depth=depth,
             msg_id=msg_id,
         )
@@ -414,12 +539,13 @@ def _decode_inventory(kind: Kind, value: Any, depth: int, msg_id: str) -> Batch:
 
 def _decode_reconciliation(fields: Mapping[str, Any]) -> Iterable[Batch | str]:
     depth, msg_id = _meta(fields)
-    if read_bool(fields, "serverInitiated"):
-        # The server asks the backend for its inventory: any objects listed are meaningless.
-        return [CONTROL_RECONCILE]
     inventory = fields.get("kindtoobject")
     if inventory is None:
-        return []
+        # A server asking the backend for the cluster's inventory (Go sends a nil map); without
+        # serverInitiated there is nothing to do, as for a Go server.
+        return [CONTROL_RECONCILE] if read_bool(fields, "serverInitiated") else []
+    # A listed inventory becomes one batch per kind whatever serverInitiated says, as a Go
+    # server handles it.
     if not isinstance(inventory, dict):
         raise DecodeError("kindToObject must be a JSON object")
     return [
@@ -430,31 +556,99 @@ def _decode_reconciliation(fields: Mapping[str, Any]) -> Iterable[Batch | str]:
 
 def decode_pulsar_all(payload: bytes, properties: Mapping[str, str]) -> list[Envelope]:
     """Every envelope in one Pulsar message: one, except that a ReconciliationRequest makes one
-    reconciliation batch per kind (none for an empty backend-initiated request).
+    reconciliation batch per listed kind (none for an empty backend-initiated request), a
+    ReconciliationRequestBatch one per request, and ConnectedClients (a report) none.
 
     Raises :class:`DecodeError` with a metric label as ``reason``: ``malformed`` (not JSON, wrong
     types, missing fields), ``unknown_event``, ``bad_kind``, ``bad_base64``, ``no_identity``,
     ``identity_mismatch``, ``too_deep``."""
     event = properties.get(PROP_EVENT, "")
-    if event not in _OBJECT_EVENTS and event not in (EVENT_SERVER_CONNECTED, EVENT_RECONCILIATION):
+    if event not in _KNOWN_EVENTS:
         raise DecodeError(f"unknown Pulsar event {event!r}", "unknown_event")
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"Pulsar payload is not JSON: {exc}") from None
-    fields = _fields(doc)
+    fields = _fields(_json(payload))
+    if event == EVENT_CONNECTED_CLIENTS:
+        _connected_clients(fields)  # validated, but it asks nothing of anyone
+        return []
+    if event == EVENT_RECONCILIATION_BATCH:
+        return _decode_request_batch(fields)
     account, cluster = _identity(fields, properties)
     if event in _OBJECT_EVENTS:
-        return [Envelope(account, cluster, _decode_object(fields, event))]
+        return [Envelope(account, cluster, _decode_object(fields, event, properties))]
     if event == EVENT_SERVER_CONNECTED:
         _meta(fields)  # validated for consistency, though a control keeps neither
         return [Envelope(account, cluster, control=CONTROL_CONNECTED)]
+    return _reconciliation_envelopes(account, cluster, fields)
+
+
+def _reconciliation_envelopes(
+    account: str, cluster: str, fields: Mapping[str, Any]
+) -> list[Envelope]:
     return [
         Envelope(account, cluster, control=item)
         if isinstance(item, str)
         else Envelope(account, cluster, item)
         for item in _decode_reconciliation(fields)
     ]
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"Pulsar payload is not JSON: {exc}") from None
+
+
+def _decode_request_batch(fields: Mapping[str, Any]) -> list[Envelope]:
+    """Each request of a ``ReconciliationRequestBatch``, with the identity its own payload names
+    (the batch spans clusters and has no identity properties)."""
+    _meta(fields)
+    requests = fields.get("requests")
+    if requests is None:
+        return []
+    if not isinstance(requests, list):
+        raise DecodeError("requests must be a list")
+    out: list[Envelope] = []
+    for raw in requests:
+        request = _fields(raw)
+        account, cluster = _identity(request, {})
+        out.extend(_reconciliation_envelopes(account, cluster, request))
+    return out
+
+
+def _connected_clients(fields: Mapping[str, Any]) -> ConnectedClients:
+    depth, msg_id = _meta(fields)
+    raw_clients = fields.get("clients")
+    if raw_clients is None:
+        raw_clients = []
+    if not isinstance(raw_clients, list):
+        raise DecodeError("clients must be a list")
+    clients = []
+    for raw in raw_clients:
+        item = _fields(raw)
+        clients.append(
+            ConnectedClient(
+                account=read_str(item, "account"),
+                cluster=read_str(item, "cluster"),
+                synchronizer_version=read_str(item, "synchronizerVersion"),
+                helm_version=read_str(item, "helmVersion"),
+                connection_id=read_str(item, "connectionId"),
+                connection_time=read_str(item, "connectionTime"),
+                git_version=read_str(item, "gitVersion"),
+                cloud_provider=read_str(item, "cloudProvider"),
+            )
+        )
+    return ConnectedClients(
+        server_name=read_str(fields, "serverName"),
+        clients=tuple(clients),
+        keepalive=read_str(fields, "keepalive"),
+        depth=depth,
+        msg_id=msg_id,
+    )
+
+
+def decode_connected_clients(payload: bytes) -> ConnectedClients:
+    """The report in a ``ConnectedClients`` payload; raises :class:`DecodeError`."""
+    return _connected_clients(_fields(_json(payload)))
 
 
 def decode_pulsar(payload: bytes, properties: Mapping[str, str]) -> Envelope:

@@ -1,6 +1,7 @@
-"""PulsarBus: the shared Bus contract on a real broker (when CLUSTERSYNC_TEST_PULSAR_URL is set)
-and on an in-memory stand-in for the slice of pulsar.asyncio the bus uses, plus the pure parts
-(subject to topic mapping, seqs) and connection failures, which need no broker."""
+"""PulsarBus in the split layout (clustersync-only deployments): the shared Bus contract on a real
+broker (when CLUSTERSYNC_TEST_PULSAR_URL is set) and on an in-memory stand-in for the slice of
+pulsar.asyncio the bus uses, plus the pure parts (subject to topic mapping, seqs) and connection
+failures, which need no broker. The kubescape layout has test_pulsar_kubescape.py."""
 
 from __future__ import annotations
 
@@ -12,29 +13,25 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pulsar
 import pytest
-from pulsar.asyncio import PulsarException
 
 from clustersync.adapters.bus.base import BusError, Delivery
-from clustersync.adapters.bus.pulsar import (
+from clustersync.adapters.bus.pulsar import PulsarBus, open_pulsar
+from clustersync.adapters.bus.pulsar_layout import (
     ENCODING_PROPERTY,
     ENTRY_BITS,
     SUBJECT_PROPERTY,
-    PulsarBus,
-    PulsarMessage,
+    SplitLayout,
     filter_families,
     message_seq,
-    open_pulsar,
     subject_family,
     topic_for_subject,
     topics_for_filter,
-    wire_message,
 )
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.backend import reconciliation_batches
@@ -75,188 +72,10 @@ NO_BROKER = "CLUSTERSYNC_TEST_PULSAR_URL is not set: no Pulsar broker on this ma
 PREFIX = "persistent://public/default/cs"
 
 
-# ---------------------------------------------------------------- a stand-in broker
-# Models what the bus relies on: durable subscriptions starting at the earliest message, one
-# cursor per subscription, Key_Shared dispatch (a key's messages go to one consumer at a time, in
-# order, while later ones may already sit in that consumer's queue), and unacked messages going
-# back, with their redelivery count raised, when their consumer closes.
+# ---------------------------------------------------------------- the stand-in broker
 
-
-def closed_error() -> PulsarException:
-    return PulsarException(pulsar.Result.AlreadyClosed)
-
-
-class FakeId:
-    def __init__(self, ledger: int, entry: int) -> None:
-        self._ledger, self._entry = ledger, entry
-
-    def ledger_id(self) -> int:
-        return self._ledger
-
-    def entry_id(self) -> int:
-        return self._entry
-
-
-@dataclass
-class Entry:
-    index: int
-    key: str
-    data: bytes
-    properties: dict[str, str]
-
-
-class FakeMessage:
-    def __init__(self, topic: str, ledger: int, entry: Entry, redeliveries: int) -> None:
-        self.topic = topic
-        self.entry = entry
-        self._id = FakeId(ledger, entry.index)
-        self._redeliveries = redeliveries
-
-    def topic_name(self) -> str:
-        return self.topic
-
-    def data(self) -> bytes:
-        return self.entry.data
-
-    def properties(self) -> dict[str, str]:
-        return dict(self.entry.properties)
-
-    def message_id(self) -> FakeId:
-        return self._id
-
-    def redelivery_count(self) -> int:
-        return self._redeliveries
-
-
-@dataclass(eq=False)
-class Cursor:
-    """A subscription on one topic."""
-
-    topic: str
-    acked: set[int] = field(default_factory=set)
-    holders: dict[int, FakeConsumer] = field(default_factory=dict)  # dispatched, unacked
-    redeliveries: dict[int, int] = field(default_factory=dict)
-
-
-class FakeBroker:
-    LEDGER = 7
-
-    def __init__(self) -> None:
-        self.topics: dict[str, list[Entry]] = {}
-        self.cursors: dict[tuple[str, str], Cursor] = {}
-        self.producer_options: dict[str, dict[str, Any]] = {}
-        self.subscribe_calls: list[tuple[str | list[str], str, dict[str, Any]]] = []
-        self.unreachable = False
-        self.client_closed = self.client_shut_down = False
-        self._changed = asyncio.Event()
-
-    def notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def changed(self) -> None:
-        await self._changed.wait()
-
-    def next_for(self, consumer: FakeConsumer, cursor: Cursor) -> Entry | None:
-        entries = self.topics.get(cursor.topic, [])
-        held = {entries[i].key: c for i, c in cursor.holders.items()}
-        for entry in entries:
-            if entry.index in cursor.acked or entry.index in cursor.holders:
-                continue
-            holder = held.get(entry.key)
-            if holder is not None and holder is not consumer:
-                continue  # Key_Shared: the key is with another consumer until it acks
-            return entry
-        return None
-
-
-class FakeProducer:
-    def __init__(self, broker: FakeBroker, topic: str) -> None:
-        self.broker, self.topic = broker, topic
-        self.closed = False
-
-    async def send(
-        self, content: bytes, properties: dict[str, str] | None = None,
-        partition_key: str | None = None,
-    ) -> FakeId:
-        if self.closed:
-            raise closed_error()
-        entries = self.broker.topics.setdefault(self.topic, [])
-        entries.append(Entry(len(entries), partition_key or "", content, dict(properties or {})))
-        self.broker.notify()
-        return FakeId(FakeBroker.LEDGER, len(entries) - 1)
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-class FakeConsumer:
-    def __init__(self, broker: FakeBroker, cursors: list[Cursor]) -> None:
-        self.broker, self.cursors = broker, cursors
-        self.closed = False
-
-    async def receive(self) -> FakeMessage:
-        while True:
-            if self.closed:
-                raise closed_error()
-            for cursor in self.cursors:
-                entry = self.broker.next_for(self, cursor)
-                if entry is not None:
-                    cursor.holders[entry.index] = self
-                    redeliveries = cursor.redeliveries.get(entry.index, 0)
-                    return FakeMessage(cursor.topic, FakeBroker.LEDGER, entry, redeliveries)
-            await self.broker.changed()
-
-    def _cursor_of(self, msg: FakeMessage) -> Cursor:
-        return next(c for c in self.cursors if msg.entry in self.broker.topics[c.topic])
-
-    async def acknowledge(self, message: PulsarMessage) -> None:
-        if self.closed:
-            raise closed_error()
-        assert isinstance(message, FakeMessage)
-        cursor = self._cursor_of(message)
-        cursor.acked.add(message.entry.index)
-        cursor.holders.pop(message.entry.index, None)
-        self.broker.notify()
-
-    async def close(self) -> None:
-        self.closed = True
-        for cursor in self.cursors:
-            for index, holder in list(cursor.holders.items()):
-                if holder is self:
-                    del cursor.holders[index]
-                    cursor.redeliveries[index] = cursor.redeliveries.get(index, 0) + 1
-        self.broker.notify()
-
-
-class FakeClient:
-    def __init__(self, broker: FakeBroker) -> None:
-        self.broker = broker
-
-    async def create_producer(self, topic: str, **options: Any) -> FakeProducer:
-        if self.broker.unreachable:
-            raise PulsarException(pulsar.Result.Timeout)
-        self.broker.producer_options[topic] = options
-        self.broker.topics.setdefault(topic, [])
-        return FakeProducer(self.broker, topic)
-
-    async def subscribe(
-        self, topic: str | list[str], subscription_name: str, **options: Any
-    ) -> FakeConsumer:
-        self.broker.subscribe_calls.append((topic, subscription_name, options))
-        topics = [topic] if isinstance(topic, str) else topic
-        cursors = [
-            self.broker.cursors.setdefault((t, subscription_name), Cursor(t)) for t in topics
-        ]
-        return FakeConsumer(self.broker, cursors)
-
-    async def close(self) -> None:
-        self.broker.client_closed = True
-
-    def shutdown(self) -> None:
-        self.broker.client_shut_down = True
-
-
+_standin = load_contract("pulsar_standin", Path(__file__).with_name("pulsar_standin.py"))
+FakeBroker, FakeClient, Entry = _standin.FakeBroker, _standin.FakeClient, _standin.Entry
 @pytest.fixture
 def broker() -> FakeBroker:
     return FakeBroker()
@@ -264,7 +83,7 @@ def broker() -> FakeBroker:
 
 @pytest.fixture
 async def fake_bus(broker: FakeBroker) -> AsyncIterator[PulsarBus]:
-    bus = PulsarBus(FakeClient(broker), topic_prefix=PREFIX, redelivery_delay=0)
+    bus = PulsarBus(FakeClient(broker), layout=SplitLayout(PREFIX), redelivery_delay=0)
     await bus.start()
     yield bus
     await bus.close()
@@ -286,7 +105,7 @@ class TestPulsarBus(BusContract):  # type: ignore[misc,valid-type]  # loaded by 
     @pytest.fixture
     async def bus(self) -> AsyncIterator[PulsarBus]:
         prefix = f"persistent://public/default/cs-test-{uuid.uuid4().hex[:12]}"
-        bus = await open_pulsar(PULSAR_URL, topic_prefix=prefix, redelivery_delay=0)
+        bus = await open_pulsar(f"{PULSAR_URL}?layout=split&prefix={prefix}", redelivery_delay=0)
         yield bus
         await bus.close()
 
@@ -393,7 +212,7 @@ async def test_bad_url() -> None:
 async def test_start_failure_is_a_bus_error(broker: FakeBroker) -> None:
     broker.unreachable = True
     with pytest.raises(BusError, match="Timeout"):
-        await PulsarBus(FakeClient(broker), topic_prefix=PREFIX).start()
+        await PulsarBus(FakeClient(broker), layout=SplitLayout(PREFIX)).start()
 
 
 # ---------------------------------------------------------------- Pulsar-specific behaviour
@@ -406,6 +225,10 @@ async def test_producers_and_consumers_are_configured(
     for options in broker.producer_options.values():
         assert options["batching_enabled"] is False  # one message per entry, for message_seq
         assert options["block_if_queue_full"] is False
+        assert options["compression_type"] == pulsar.CompressionType.ZSTD
+        # Key_Shared durables cannot take chunked messages (Pulsar supports them on Exclusive
+        # and Failover subscriptions only).
+        assert options["chunking_enabled"] is False
     await fake_bus.subscribe("cs.up.>", "ingester", Recorder())
     await fake_bus.subscribe("cs.>", "audit", Recorder())
     (topic, name, options), (topics, _, _) = broker.subscribe_calls
@@ -417,11 +240,11 @@ async def test_producers_and_consumers_are_configured(
 
 async def test_subject_travels_as_property_and_key(fake_bus: PulsarBus, broker: FakeBroker) -> None:
     seq = await fake_bus.publish("cs.write.a.c1", b"payload")
-    (entry,) = broker.topics[f"{PREFIX}-in"]
+    (entry,) = broker.entries(f"{PREFIX}-in")
     assert entry.properties == {SUBJECT_PROPERTY: "cs.write.a.c1", "clustersyncEncoding": "raw"}
     assert entry.key == "cs.write.a.c1"
     assert entry.data == b"payload"
-    assert seq == message_seq(FakeBroker.LEDGER, 0)
+    assert seq == message_seq(broker.topic(f"{PREFIX}-in").ledger, 0)
 
 
 async def test_up_and_write_share_one_seq_order(fake_bus: PulsarBus) -> None:
@@ -550,7 +373,7 @@ async def test_handler_may_stop_its_own_subscription(fake_bus: PulsarBus) -> Non
 
 
 async def test_close_stops_everything(broker: FakeBroker) -> None:
-    bus = PulsarBus(FakeClient(broker), topic_prefix=PREFIX, redelivery_delay=0)
+    bus = PulsarBus(FakeClient(broker), layout=SplitLayout(PREFIX), redelivery_delay=0)
     await bus.start()
     never = asyncio.Event()
 
@@ -603,15 +426,17 @@ def b64(data: bytes) -> str:
 
 
 def only_entry(broker: FakeBroker, family: str) -> Entry:
-    (entry,) = broker.topics[f"{PREFIX}-{family}"]
+    (entry,) = broker.entries(f"{PREFIX}-{family}")
     return entry
 
 
 def inject(broker: FakeBroker, family: str, data: bytes, properties: dict[str, str]) -> None:
     """A message written by someone else, e.g. a kubescape server: no subject property."""
-    entries = broker.topics.setdefault(f"{PREFIX}-{family}", [])
-    entries.append(Entry(len(entries), "", data, properties))
-    broker.notify()
+    broker.append(f"{PREFIX}-{family}", "", data, properties)
+
+
+def first_seq(broker: FakeBroker, family: str) -> int:
+    return message_seq(broker.topic(f"{PREFIX}-{family}").ledger, 0)
 
 
 async def deliveries(bus: PulsarBus, subject_filter: str, count: int) -> list[Delivery]:
@@ -783,9 +608,9 @@ async def test_everything_else_travels_raw_byte_exactly(
 def test_wire_message_keeps_meaning_not_bytes_of_a_non_canonical_envelope() -> None:
     env = envelope(NewChecksum(ref=POD, checksum="a", msg_id=MSG_ID))
     spaced = orjson.dumps(orjson.loads(encode_envelope(env)), option=orjson.OPT_INDENT_2)
-    payload, properties = wire_message("cs.up.a.c", spaced)
-    assert properties[ENCODING_PROPERTY] == "kubescape"
-    assert orjson.loads(payload)["msgId"] == MSG_ID
+    (out,) = SplitLayout(PREFIX).outgoing("cs.up.a.c", spaced)
+    assert out.properties[ENCODING_PROPERTY] == "kubescape"
+    assert orjson.loads(out.payload)["msgId"] == MSG_ID
 
 
 def kubescape_put(**change: Any) -> bytes:
@@ -829,7 +654,7 @@ async def test_a_kubescape_producers_message_is_delivered_as_an_envelope(
     put = PutObject(ref=DEPLOY, checksum="", object=OBJ, depth=1, msg_id=MSG_ID)
     # The subject our own server would have used for it.
     assert delivery.subject == up_subject(ACCOUNT, CLUSTER, partition_of(put))
-    assert delivery.seq == message_seq(FakeBroker.LEDGER, 0)
+    assert delivery.seq == first_seq(broker, "in")
     assert decode_envelope(delivery.data) == envelope(put)
 
 
@@ -873,7 +698,7 @@ async def test_a_multi_kind_reconciliation_request_is_delivered_batch_by_batch(
     got = await deliveries(fake_bus, "cs.down.>", 2)
     assert [decode_envelope(d.data) for d in got] == MULTI_KIND_ENVELOPES
     assert {d.subject for d in got} == {down_subject(ACCOUNT, CLUSTER)}
-    assert {d.seq for d in got} == {message_seq(FakeBroker.LEDGER, 0)}
+    assert {d.seq for d in got} == {first_seq(broker, "down")}
 
 
 async def test_a_failure_within_a_multi_kind_request_retries_from_the_failed_batch(

@@ -1,55 +1,16 @@
-"""The Apache Pulsar bus: subjects grouped into a few topics, one Key_Shared subscription per
-durable, client-side subject filtering.
+"""The Apache Pulsar bus: a durable is a subscription on the layout's topics, and subjects are
+filtered on the client side.
 
-Topics
-------
-A subject family is one persistent, non-partitioned topic: ``cs.up.*`` and ``cs.write.*`` share
-``<prefix>-in``, ``cs.down.*`` goes to ``<prefix>-down`` and any other subject to
-``<prefix>-other``. Up and write share a topic because the ingester stores ``Delivery.seq`` from
-both as one object's version (``WHERE excluded.seq > objects.seq``): seqs are only comparable
-within one topic (see :func:`message_seq`). Each message carries its subject in the ``subject``
-property and as its key.
-
-Wire format
------------
-Messages are in kubescape's Pulsar encoding (:mod:`clustersync.protocol.pulsar_codec`) whenever
-that can carry them, so a kubescape-style consumer can read our topics and a kubescape producer
-can write to them. The rule, in :func:`wire_message`:
-
-* ``data`` that is one of our envelopes (:func:`~clustersync.protocol.envelope.decode_envelope`)
-  and makes exactly one kubescape message, which decodes back to the same envelope, is sent as
-  that message: camelCase JSON payload, kubescape's properties (``event``, ``timestamp``,
-  ``account``, ``cluster``, and for object messages ``group``, ``version``, ``resource``,
-  ``name``, ``namespace``, ``resourceVersion``), plus ``subject`` and
-  ``clustersyncEncoding=kubescape``. That covers object messages, both controls and the
-  backend's reconciliation batches.
-* Anything else is sent as the raw bytes with ``clustersyncEncoding=raw``: bytes that are not an
-  envelope, and envelopes kubescape would need several messages for (a non-reconciliation batch:
-  one bus message must stay one message with one seq) or cannot express exactly (pings; a
-  reconciliation batch whose items carry their own depth or msgId).
-
-On delivery (:func:`kubescape_envelopes`) a message marked ``kubescape``, or unmarked but with an
-``event`` property (written by a kubescape component), is decoded and its envelope handed to the
-handler as :func:`~clustersync.protocol.envelope.encode_envelope` bytes, so handlers only ever
-see our envelope format and ``decode_envelope(delivered) == decode_envelope(published)``. A
-ReconciliationRequest listing several kinds decodes into one reconciliation batch per kind: the
-handler gets them one after another, all with the message's seq, and the message is acked after
-the last one; a handler failure retries from the batch that failed (earlier ones are not
-repeated unless the message goes back to the broker). A request that lists nothing decodes into
-no envelope and is acked with a log line. A kubescape message that does not decode is delivered
-raw, unchanged, so the ingester's dead-letter path parks it with the decoder's complaint instead
-of it vanishing; so is a message with an unknown marker.
-
-A message without a ``subject`` property (a kubescape producer's) gets one from its identity:
-``cs.down.<account>.<cluster>`` on the down topic, otherwise
-``cs.up.<account>.<cluster>.<partition>`` as our server would have published it (kubescape's
-server-to-ingester traffic is our up direction). The identity comes from the decoded envelope,
-or from the ``account``/``cluster`` properties when it does not decode (``_`` when absent).
+Which topics carry which subjects, what goes on the wire and how a received message finds its
+subject again is the layout's business (:mod:`clustersync.adapters.bus.pulsar_layout`): by
+default kubescape's own layout, one topic whose message key tells the direction, so Go servers
+and backends can share the topic with us; or clustersync's three-topic ``split`` layout.
 
 Durables
 --------
-A durable is a Pulsar subscription of that name, of type Key_Shared, on every topic its filter
-can match (:func:`topics_for_filter`); a new one starts at the earliest retained message, like a
+A durable is a Pulsar subscription of that name on every topic its filter can match (the
+layout's ``topics_for``): Failover in the kubescape layout, Key_Shared in the split one; a new
+one starts at the earliest retained message, like a
 JetStream consumer with DeliverPolicy.ALL. Pulsar cannot filter by property, so each subscriber
 receives everything on the topic and acknowledges, unhandled, what its filter does not match:
 that only moves *this* durable's cursor, other durables have their own. Give a name one filter
@@ -59,7 +20,8 @@ one process, but cannot see other processes).
 Ordering
 --------
 Key_Shared sends all messages of one key (subject) to one consumer of the subscription, in order,
-and keeps that true while consumers come and go. Within a subscriber, one task per subject runs
+and keeps that true while consumers come and go; Failover sends everything to one active consumer
+and switches to a standby when it goes. Within a subscriber, one task per subject runs
 the handler on one message at a time; other subjects proceed concurrently. A handler that raises
 gets the *same* message again (``attempt`` + 1) after ``redelivery_delay``, in this process: a
 negative ack would let the next message of that subject, already prefetched in the receiver
@@ -83,184 +45,47 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clustersync.adapters.bus.base import BusError, Delivery, Handler, subject_matches
 from clustersync.adapters.bus.memory import check_durable, check_filter, check_subject
-from clustersync.protocol.codec import DecodeError
-from clustersync.protocol.envelope import (
-    Envelope,
-    decode_envelope,
-    down_subject,
-    encode_envelope,
-    partition_of,
-    up_subject,
+from clustersync.adapters.bus.pulsar_layout import (
+    DEFAULT_TOPIC,
+    DEFAULT_TOPIC_PREFIX,
+    ENCODING_PROPERTY,
+    ENTRY_BITS,
+    LAYOUT_KUBESCAPE,
+    SUBJECT_PROPERTY,
+    KubescapeLayout,
+    Layout,
+    Outgoing,
+    SplitLayout,
+    is_report,
+    message_seq,
+    parse_pulsar_url,
 )
-from clustersync.protocol.pulsar_codec import (
-    PROP_ACCOUNT,
-    PROP_CLUSTER,
-    PROP_EVENT,
-    decode_pulsar_all,
-    encode_pulsar_all,
-)
-from clustersync.protocol.pulsar_codec import PulsarMessage as KubescapeMessage
+from clustersync.protocol.pulsar_codec import PROP_EVENT
+
+__all__ = [
+    "DEFAULT_TOPIC",
+    "DEFAULT_TOPIC_PREFIX",
+    "ENCODING_PROPERTY",
+    "ENTRY_BITS",
+    "SUBJECT_PROPERTY",
+    "KubescapeLayout",
+    "PulsarBus",
+    "PulsarSubscription",
+    "SplitLayout",
+    "message_seq",
+    "open_pulsar",
+]
 
 log = logging.getLogger(__name__)
 
-SUBJECT_PROPERTY = "subject"
-ENCODING_PROPERTY = "clustersyncEncoding"
-ENCODING_KUBESCAPE = "kubescape"
-ENCODING_RAW = "raw"
-DEFAULT_TOPIC_PREFIX = "persistent://public/default/clustersync"
-
-FAMILY_IN = "in"
-FAMILY_DOWN = "down"
-FAMILY_OTHER = "other"
-FAMILIES = (FAMILY_IN, FAMILY_DOWN, FAMILY_OTHER)
-# The second token of a ``cs.`` subject names its family.
-_FAMILY_OF_TOKEN = {"up": FAMILY_IN, "write": FAMILY_IN, "down": FAMILY_DOWN}
-
-ENTRY_BITS = 24
-"""Bits of a seq that hold the entry id within a ledger. A broker rolls a ledger over after
-``managedLedgerMaxEntriesPerLedger`` entries (50,000 by default), far below 2**24."""
-
 RETRY_WAIT = 0.5  # after a failed receive, before trying again
-
-
-def message_seq(ledger_id: int, entry_id: int) -> int:
-    """The seq of a message from its id: ``((ledger_id << ENTRY_BITS) | entry_id) + 1``.
-
-    Within one non-partitioned topic this grows with every message: entries count up within a
-    ledger and a topic's next ledger always has a larger id (ledger ids come from one
-    cluster-wide counter). Across topics it is not ordered, which is why subjects whose seqs are
-    compared share a topic. The ``+ 1`` keeps seqs positive (ledger 0, entry 0 exists). Batching
-    is off, so a message is a whole entry and its batch index needs no bits."""
-    if ledger_id < 0 or entry_id < 0:
-        raise BusError(f"message id ({ledger_id}, {entry_id}) has no seq")
-    if entry_id >= 1 << ENTRY_BITS:
-        # Only if the broker is configured for giant ledgers; seqs would then collide.
-        log.error("entry id %d in ledger %d exceeds %d bits", entry_id, ledger_id, ENTRY_BITS)
-    return ((ledger_id << ENTRY_BITS) | entry_id) + 1
-
-
-def subject_family(subject: str) -> str:
-    tokens = subject.split(".")
-    if len(tokens) >= 2 and tokens[0] == "cs":
-        return _FAMILY_OF_TOKEN.get(tokens[1], FAMILY_OTHER)
-    return FAMILY_OTHER
-
-
-def filter_families(subject_filter: str) -> list[str]:
-    """The families holding at least one subject that ``subject_filter`` matches."""
-    tokens = subject_filter.split(".")
-    first = tokens[0]
-    if first == ">":
-        return list(FAMILIES)
-    if first not in ("cs", "*"):
-        return [FAMILY_OTHER]
-    if len(tokens) == 1:
-        return [FAMILY_OTHER]  # "cs" or "*": single-token subjects only
-    second = tokens[1]
-    if second in ("*", ">"):
-        return list(FAMILIES)
-    family = _FAMILY_OF_TOKEN.get(second, FAMILY_OTHER)
-    if first == "*" and family != FAMILY_OTHER:
-        return [family, FAMILY_OTHER]  # e.g. "x.up" matches too
-    return [family]
-
-
-def family_topic(prefix: str, family: str) -> str:
-    return f"{prefix}-{family}"
-
-
-def topic_for_subject(prefix: str, subject: str) -> str:
-    return family_topic(prefix, subject_family(subject))
-
-
-def topics_for_filter(prefix: str, subject_filter: str) -> list[str]:
-    return [family_topic(prefix, family) for family in filter_families(subject_filter)]
-
-
-# ---------------------------------------------------------------- the wire format
-
-
-def wire_message(subject: str, data: bytes) -> tuple[bytes, dict[str, str]]:
-    """The payload and properties that carry ``data`` on ``subject`` (see "Wire format")."""
-    messages: list[KubescapeMessage] = []
-    try:
-        env = decode_envelope(data)
-    except Exception:  # not an envelope, whatever the decoder makes of it: any bytes publish
-        pass
-    else:
-        with contextlib.suppress(ValueError):  # no kubescape form
-            messages = encode_pulsar_all(env)
-    if len(messages) == 1:
-        (message,) = messages
-        # Only what comes back as it went: the encoding drops nothing silently then.
-        try:
-            same = decode_pulsar_all(message.payload, message.properties) == [env]
-        except DecodeError:
-            same = False
-        if same:
-            properties = dict(message.properties)
-            properties[SUBJECT_PROPERTY] = subject
-            properties[ENCODING_PROPERTY] = ENCODING_KUBESCAPE
-            return message.payload, properties
-        log.debug("envelope on %s does not survive kubescape's encoding: sent raw", subject)
-    return bytes(data), {SUBJECT_PROPERTY: subject, ENCODING_PROPERTY: ENCODING_RAW}
-
-
-def is_kubescape(properties: Mapping[str, str]) -> bool:
-    """Whether a message is in kubescape's encoding: marked so by us, or unmarked and carrying
-    kubescape's ``event`` property (a kubescape component wrote it)."""
-    encoding = properties.get(ENCODING_PROPERTY)
-    if encoding is None:
-        return PROP_EVENT in properties
-    return encoding == ENCODING_KUBESCAPE
-
-
-def kubescape_envelopes(data: bytes, properties: Mapping[str, str]) -> list[Envelope] | None:
-    """The envelopes in a kubescape-encoded message; None for one to deliver raw: not in that
-    encoding (marked raw, or foreign without an ``event``), or not decodable."""
-    encoding = properties.get(ENCODING_PROPERTY)
-    if not is_kubescape(properties):
-        if encoding not in (None, ENCODING_RAW):
-            log.warning("Pulsar message in unknown encoding %r: delivered raw", encoding)
-        return None
-    try:
-        return decode_pulsar_all(data, properties)
-    except DecodeError as exc:
-        log.warning(
-            "undecodable kubescape message (%s) on %s: delivered raw: %s",
-            properties.get(PROP_EVENT, ""),
-            properties.get(SUBJECT_PROPERTY, "?"),
-            exc,
-        )
-        return None
-
-
-def delivered_payloads(data: bytes, envelopes: list[Envelope] | None) -> list[bytes]:
-    """What the handler gets, in order, for a message's ``data`` and decoded ``envelopes``."""
-    if envelopes is None:
-        return [data]
-    return [encode_envelope(env) for env in envelopes]
-
-
-def foreign_subject(
-    properties: Mapping[str, str], envelopes: list[Envelope] | None, topic: str
-) -> str:
-    """The subject of a message that came without one (see "Wire format")."""
-    if envelopes:
-        account, cluster = envelopes[0].account, envelopes[0].cluster
-    else:
-        account = properties.get(PROP_ACCOUNT, "")
-        cluster = properties.get(PROP_CLUSTER, "")
-    if topic.endswith(f"-{FAMILY_DOWN}"):
-        return down_subject(account, cluster)
-    partition = partition_of(envelopes[0].message) if envelopes and len(envelopes) == 1 else 0
-    return up_subject(account, cluster, partition)
+MAX_MESSAGE_BYTES = 5 * 1024 * 1024
+"""The broker's default ``maxMessageSize``: larger messages need chunking."""
 
 
 # ---------------------------------------------------------------- the slice of pulsar we use
@@ -275,6 +100,8 @@ class PulsarMessageId(Protocol):
 
 class PulsarMessage(Protocol):
     def data(self) -> bytes: ...
+
+    def partition_key(self) -> str: ...
 
     def properties(self) -> dict[str, str]: ...
 
@@ -343,21 +170,23 @@ def _is_closed(exc: BaseException) -> bool:
 async def open_pulsar(
     url: str,
     *,
-    topic_prefix: str = DEFAULT_TOPIC_PREFIX,
     operation_timeout: float = 10,
     redelivery_delay: float = 1.0,
     max_in_flight: int = 64,
 ) -> PulsarBus:
-    """Connect to ``url`` (``pulsar://host:6650``) and open a producer per topic; raises
-    BusError within about ``operation_timeout`` seconds if the broker cannot be reached.
+    """Connect to ``url`` (``pulsar://host:6650``, with the layout options of
+    :func:`~clustersync.adapters.bus.pulsar_layout.parse_pulsar_url`) and open a producer per
+    topic; raises BusError within about ``operation_timeout`` seconds if the broker cannot be
+    reached.
 
     ``operation_timeout`` also bounds each publish (the producer's send timeout)."""
     import pulsar
     import pulsar.asyncio
 
+    settings = parse_pulsar_url(url)
     try:
         client = pulsar.asyncio.Client(
-            url,
+            settings.service_url,
             # The C++ client wants whole seconds here; never round a short timeout down to 0.
             operation_timeout_seconds=max(1, round(operation_timeout)),
             connection_timeout_ms=max(100, int(min(operation_timeout, 10) * 1000)),
@@ -370,7 +199,7 @@ async def open_pulsar(
         raise BusError(f"cannot use Pulsar URL {url!r}: {_reason(exc)}") from None
     bus = PulsarBus(
         client,
-        topic_prefix=topic_prefix,
+        layout=settings.layout,
         publish_timeout=operation_timeout,
         redelivery_delay=redelivery_delay,
         max_in_flight=max_in_flight,
@@ -383,6 +212,23 @@ async def open_pulsar(
     return bus
 
 
+def producer_options(layout: Layout, publish_timeout: float) -> dict[str, Any]:
+    """How every producer is configured, as kubescape's Go server configures its own."""
+    import pulsar
+
+    return {
+        # One message per entry: message_seq relies on it, and chunking requires it.
+        "batching_enabled": False,
+        # Messages over the broker's 5 MB limit (SBOMs, profiles) go in chunks. Pulsar supports
+        # chunked messages on Exclusive and Failover subscriptions only, which is what the
+        # kubescape layout uses; the split layout's Key_Shared durables cannot take them.
+        "chunking_enabled": layout.name == LAYOUT_KUBESCAPE,
+        "compression_type": pulsar.CompressionType.ZSTD,
+        "send_timeout_millis": max(1, int(publish_timeout * 1000)),
+        "block_if_queue_full": False,  # it would block the event loop
+    }
+
+
 class PulsarBus:
     """A :class:`~clustersync.adapters.bus.base.Bus` on Pulsar topics (see the module doc)."""
 
@@ -390,7 +236,7 @@ class PulsarBus:
         self,
         client: PulsarClient,
         *,
-        topic_prefix: str = DEFAULT_TOPIC_PREFIX,
+        layout: Layout | None = None,
         publish_timeout: float = 10.0,
         redelivery_delay: float = 1.0,
         max_in_flight: int = 64,
@@ -401,7 +247,7 @@ class PulsarBus:
         if receiver_queue_size < 1:
             raise ValueError("receiver_queue_size must be positive")
         self._client = client
-        self._prefix = topic_prefix
+        self.layout: Layout = layout if layout is not None else KubescapeLayout()
         self._publish_timeout = publish_timeout
         self.redelivery_delay = redelivery_delay
         self.max_in_flight = max_in_flight
@@ -411,37 +257,41 @@ class PulsarBus:
         self._subscriptions: set[PulsarSubscription] = set()
         self._closed = False
 
-    @property
-    def topic_prefix(self) -> str:
-        return self._prefix
-
     async def start(self) -> None:
         """Open the producers (which creates the topics): the first contact with the broker."""
-        for family in FAMILIES:
-            topic = family_topic(self._prefix, family)
+        options = producer_options(self.layout, self._publish_timeout)
+        for topic in self.layout.topics():
             try:
-                self._producers[topic] = await self._client.create_producer(
-                    topic,
-                    # One message per entry: message_seq relies on it.
-                    batching_enabled=False,
-                    send_timeout_millis=max(1, int(self._publish_timeout * 1000)),
-                    block_if_queue_full=False,  # it would block the event loop
-                )
+                self._producers[topic] = await self._client.create_producer(topic, **options)
             except _pulsar_errors() as exc:
                 raise BusError(f"cannot open a producer on {topic}: {_reason(exc)}") from None
 
     async def publish(self, subject: str, data: bytes) -> int:
         self._check_open()
         check_subject(subject)
-        topic = topic_for_subject(self._prefix, subject)
-        producer = self._producers.get(topic)
+        first, *extra = self.layout.outgoing(subject, data)
+        seq = await self._send(subject, first)
+        for report in extra:
+            # Reports that accompany the message (ConnectedClients with a ServerConnected)
+            # inform; losing one must not fail the message itself, which is already out.
+            try:
+                await self._send(subject, report)
+            except BusError as exc:
+                log.warning("Pulsar: %s", exc)
+        return seq
+
+    async def _send(self, subject: str, out: Outgoing) -> int:
+        producer = self._producers.get(out.topic)
         if producer is None:
-            raise BusError(f"no producer for {topic}: the bus was not started")
-        payload, properties = wire_message(subject, data)
+            raise BusError(f"no producer for {out.topic}: the bus was not started")
         try:
-            msg_id = await producer.send(payload, properties=properties, partition_key=subject)
+            msg_id = await producer.send(
+                out.payload, properties=out.properties, partition_key=out.key
+            )
         except _pulsar_errors() as exc:
-            raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
+            size = len(out.payload)
+            hint = "" if size <= MAX_MESSAGE_BYTES else f" ({size} bytes)"
+            raise BusError(f"publish to {subject} failed{hint}: {_reason(exc)}") from None
         return message_seq(msg_id.ledger_id(), msg_id.entry_id())
 
     async def subscribe(
@@ -455,12 +305,17 @@ class PulsarBus:
         known = self._filters.get(durable)
         if known is not None and known != subject_filter:
             raise BusError(f"durable {durable!r} already filters {known!r}, not {subject_filter!r}")
-        topics = topics_for_filter(self._prefix, subject_filter)
+        topics = self.layout.topics_for(subject_filter)
+        consumer_type = (
+            pulsar.ConsumerType.Failover
+            if self.layout.name == LAYOUT_KUBESCAPE
+            else pulsar.ConsumerType.KeyShared
+        )
         try:
             consumer = await self._client.subscribe(
                 topics[0] if len(topics) == 1 else topics,
                 durable,
-                consumer_type=pulsar.ConsumerType.KeyShared,
+                consumer_type=consumer_type,
                 initial_position=pulsar.InitialPosition.Earliest,
                 receiver_queue_size=self.receiver_queue_size,
             )
@@ -502,7 +357,8 @@ class PulsarBus:
 @dataclass(slots=True)
 class _Received:
     msg: PulsarMessage
-    payloads: list[bytes] | None = None  # decoded already (to find its subject), else None
+    items: list[tuple[str, bytes]]  # (subject, data) to hand to the handler, in order
+    subject: str  # the subject it is ordered under
 
 
 class PulsarSubscription:
@@ -543,19 +399,13 @@ class PulsarSubscription:
                 log.warning("Pulsar: receive for %s failed: %s", self._durable, _reason(exc))
                 await asyncio.sleep(RETRY_WAIT)
                 continue
-            received = _Received(msg)
-            properties = msg.properties()
-            subject = properties.get(SUBJECT_PROPERTY)
-            if subject is None:
-                # A kubescape producer's: decoded here, since its subject comes from the content.
-                envelopes = kubescape_envelopes(msg.data(), properties)
-                subject = foreign_subject(properties, envelopes, msg.topic_name())
-                received.payloads = delivered_payloads(msg.data(), envelopes)
-            if not subject_matches(self._filter, subject):
+            received = self._route(msg)
+            if received is None:
                 # Another durable's traffic on a shared topic: ack on our own cursor only.
                 await self._ack(msg)
                 self._buffered.release()
                 continue
+            subject = received.items[0][0] if received.items else received.subject
             queue = self._pending.get(subject)
             if queue is not None:
                 queue.append(received)  # its worker picks it up after the messages before it
@@ -564,6 +414,21 @@ class PulsarSubscription:
             worker = asyncio.create_task(self._work(subject), name=f"pulsar-{self._durable}")
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
+
+    def _route(self, msg: PulsarMessage) -> _Received | None:
+        """What of ``msg`` this durable handles, or None when nothing."""
+        layout = self._bus.layout
+        data, properties = msg.data(), msg.properties()
+        key, topic = msg.partition_key(), msg.topic_name()
+        if not layout.may_match(self._filter, properties, key, topic):
+            return None  # known without decoding the payload
+        incoming = layout.incoming(data, properties, key, topic)
+        items = [item for item in incoming.items if subject_matches(self._filter, item[0])]
+        if items:
+            return _Received(msg, items, items[0][0])
+        if not incoming.items and subject_matches(self._filter, incoming.fallback_subject):
+            return _Received(msg, [], incoming.fallback_subject)  # acked with a log line
+        return None
 
     async def _work(self, subject: str) -> None:
         queue = self._pending[subject]
@@ -581,22 +446,20 @@ class PulsarSubscription:
         msg = received.msg
         msg_id = msg.message_id()
         seq = message_seq(msg_id.ledger_id(), msg_id.entry_id())
-        payloads = received.payloads
-        if payloads is None:
-            data, properties = msg.data(), msg.properties()
-            payloads = delivered_payloads(data, kubescape_envelopes(data, properties))
-        if not payloads:
-            log.info(
+        if not received.items:
+            properties = msg.properties()
+            log.log(
+                logging.DEBUG if is_report(properties) else logging.INFO,
                 "%s seq %d holds nothing to deliver (an empty %s)",
                 subject,
                 seq,
-                msg.properties().get(PROP_EVENT, "message"),
+                properties.get(PROP_EVENT, "message"),
             )
         first = msg.redelivery_count() + 1  # delivered by the broker before, to a stopped one
-        # Several payloads (a multi-kind ReconciliationRequest) go one after another; a failure
-        # retries from the one that failed, the message is acked after the last.
-        for data in payloads:
-            await self._deliver_one(subject, data, seq, first)
+        # Several payloads (a multi-kind ReconciliationRequest, a request batch) go one after
+        # another; a failure retries from the one that failed, the message is acked after the last.
+        for item_subject, data in received.items:
+            await self._deliver_one(item_subject, data, seq, first)
         await self._ack(msg)
 
     async def _deliver_one(self, subject: str, data: bytes, seq: int, first: int) -> None:
