@@ -275,3 +275,17 @@ class FakeClient:
 
     def shutdown(self) -> None:
         self.broker.client_shut_down = True
+
+
+async def restarted_bus(broker: FakeBroker, bus: Any) -> Any:
+    """The bus contract's restart on the stand-in: the process stops, its topics are deleted
+    (the broker-side loss of a stream: retention gone, ``brokerDeleteInactiveTopicsEnabled``) and
+    a new process opens the bus again, creating them afresh on new ledgers."""
+    from clustersync.adapters.bus.pulsar import PulsarBus
+
+    await bus.close()
+    for topic in bus.layout.topics():
+        broker.delete_topic(topic)
+    fresh = PulsarBus(FakeClient(broker), layout=bus.layout, redelivery_delay=0)
+    await fresh.start()
+    return fresh

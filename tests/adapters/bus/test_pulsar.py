@@ -94,8 +94,13 @@ class TestPulsarBusOnStandIn(BusContract):  # type: ignore[misc,valid-type]  # l
     subject order, retries, stop) on every run, broker or not."""
 
     @pytest.fixture
-    async def bus(self, fake_bus: PulsarBus) -> PulsarBus:
+    async def bus(self, fake_bus: PulsarBus, broker: FakeBroker) -> PulsarBus:
+        self.broker = broker
         return fake_bus
+
+    async def restarted(self, bus: PulsarBus) -> PulsarBus:
+        fresh: PulsarBus = await _standin.restarted_bus(self.broker, bus)
+        return fresh
 
 
 @pytest.mark.skipif(not PULSAR_URL, reason=NO_BROKER)
@@ -105,9 +110,15 @@ class TestPulsarBus(BusContract):  # type: ignore[misc,valid-type]  # loaded by 
     @pytest.fixture
     async def bus(self) -> AsyncIterator[PulsarBus]:
         prefix = f"persistent://public/default/cs-test-{uuid.uuid4().hex[:12]}"
-        bus = await open_pulsar(f"{PULSAR_URL}?layout=split&prefix={prefix}", redelivery_delay=0)
+        self.url = f"{PULSAR_URL}?layout=split&prefix={prefix}"
+        bus = await open_pulsar(self.url, redelivery_delay=0)
         yield bus
         await bus.close()
+
+    async def restarted(self, bus: PulsarBus) -> PulsarBus:
+        # A process restart; deleting the topics needs the admin API, which the bus has not.
+        await bus.close()
+        return await open_pulsar(self.url, redelivery_delay=0)
 
 
 # ---------------------------------------------------------------- pure parts

@@ -82,8 +82,13 @@ async def ks_bus(broker: FakeBroker) -> AsyncIterator[PulsarBus]:
 
 class TestKubescapeLayoutOnStandIn(BusContract):  # type: ignore[misc,valid-type]  # by path
     @pytest.fixture
-    async def bus(self, ks_bus: PulsarBus) -> PulsarBus:
+    async def bus(self, ks_bus: PulsarBus, broker: FakeBroker) -> PulsarBus:
+        self.broker = broker
         return ks_bus
+
+    async def restarted(self, bus: PulsarBus) -> PulsarBus:
+        fresh: PulsarBus = await _standin.restarted_bus(self.broker, bus)
+        return fresh
 
 
 @pytest.mark.skipif(not PULSAR_URL, reason=NO_BROKER)
@@ -93,9 +98,15 @@ class TestKubescapeLayout(BusContract):  # type: ignore[misc,valid-type]  # load
     @pytest.fixture
     async def bus(self) -> AsyncIterator[PulsarBus]:
         topic = f"persistent://public/default/cs-ks-{uuid.uuid4().hex[:12]}"
-        bus = await open_pulsar(f"{PULSAR_URL}?topic={topic}", redelivery_delay=0)
+        self.url = f"{PULSAR_URL}?topic={topic}"
+        bus = await open_pulsar(self.url, redelivery_delay=0)
         yield bus
         await bus.close()
+
+    async def restarted(self, bus: PulsarBus) -> PulsarBus:
+        # A process restart; deleting the topic needs the admin API, which the bus has not.
+        await bus.close()
+        return await open_pulsar(self.url, redelivery_delay=0)
 
 
 def entries(broker: FakeBroker) -> list[Entry]:
