@@ -27,6 +27,8 @@ from clustersync.protocol.backend import (
     reconciliation_batches,
 )
 from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.codec import encode
+from clustersync.protocol.fields import resource_version_number
 from clustersync.protocol.mergepatch import apply_patch
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
@@ -514,7 +516,9 @@ def test_backend_write_put() -> None:
     obj = live_pod()
     msg = PutObject(ref=REF, checksum="ignored", object=orjson.dumps(obj), depth=1, msg_id="w")
     d = backend_write(msg)
-    assert d.change == Upsert(REF, msg.object, canonical_checksum(obj), "u1", "10")
+    # The object says resourceVersion 10, but the cluster has not applied it yet: no version is
+    # stored, so a kubescape agent's reconciliation re-sends what the cluster really holds.
+    assert d.change == Upsert(REF, msg.object, canonical_checksum(obj), "u1", "")
     assert d.send == [
         PutObject(ref=REF, checksum=canonical_checksum(obj), object=msg.object, depth=1, msg_id="w")
     ]
@@ -546,3 +550,31 @@ def test_reconciliation_batches() -> None:
     assert all(b.depth == 1 for b in batches)
     assert len({b.msg_id for b in batches}) == 1
     assert reconciliation_batches([]) == []
+
+
+def test_reconciliation_items_carry_the_stored_resource_version() -> None:
+    # kubescape's agent skips an object whose live resourceVersion equals the item's and re-sends
+    # every other one: the stored version must travel, and an entry without one travels as 0.
+    other = ObjectRef(PODS, "default", "web-2")
+    [batch] = reconciliation_batches([(REF, "a", 1001), (other, "b")])
+    assert [(i.ref, i.resource_version) for i in batch.new_checksum] == [(REF, 1001), (other, 0)]
+    frame = orjson.loads(encode(batch))
+    assert [item["ResourceVersion"] for item in frame["Items"]["NewChecksum"]] == [1001, 0]
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("1001", 1001),
+        ("", 0),
+        ("abc", 0),
+        ("12a", 0),
+        (" 5", 0),
+        ("5_0", 0),
+        ("+7", 7),
+        ("9223372036854775807", 9223372036854775807),
+        ("9223372036854775808", 0),
+    ],
+)
+def test_resource_version_number(text: str, number: int) -> None:
+    assert resource_version_number(text) == number

@@ -7,7 +7,7 @@ do, and carries out the answer: rows to write and messages to send back to the a
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -158,7 +158,10 @@ def backend_write(msg: PutObject | ObjectDeleted) -> Decision:
     if not isinstance(obj, dict):
         return Decision(errors=[("bad_object", f"{msg.ref}: object is not a JSON object")])
     checksum = canonical_checksum(obj)
-    out.change = upsert_of(msg.ref, obj, msg.object, checksum)
+    # No resource version until the agent reports the cluster's: kubescape agents skip objects
+    # whose live version equals the stored one in reconciliation, and a version copied into a
+    # backend write would hide a write the cluster refused.
+    out.change = replace(upsert_of(msg.ref, obj, msg.object, checksum), resource_version="")
     out.send = [
         PutObject(
             ref=msg.ref, checksum=checksum, object=msg.object, depth=msg.depth, msg_id=msg.msg_id
@@ -167,15 +170,30 @@ def backend_write(msg: PutObject | ObjectDeleted) -> Decision:
     return out
 
 
+InventoryEntry = tuple[ObjectRef, str] | tuple[ObjectRef, str, int]
+"""What the backend holds of one object: ref, checksum and, where known, the object's resource
+version as a number (kubescape's agent reconciles by it, see :func:`reconciliation_batches`)."""
+
+
+def _held(entries: Iterable[InventoryEntry]) -> list[tuple[ObjectRef, str, int]]:
+    return [(entry[0], entry[1], entry[2] if len(entry) > 2 else 0) for entry in entries]
+
+
 def _inventory_batch(
     kind: Kind,
-    entries: Iterable[tuple[ObjectRef, str]],
+    entries: Iterable[tuple[ObjectRef, str, int]],
     meta: ReplyMeta,
     covered: tuple[int, ...] | None = None,
 ) -> Batch:
     items = tuple(
-        NewChecksum(ref=ref, checksum=checksum, depth=meta.depth, msg_id=meta.msg_id)
-        for ref, checksum in entries
+        NewChecksum(
+            ref=ref,
+            checksum=checksum,
+            resource_version=version,
+            depth=meta.depth,
+            msg_id=meta.msg_id,
+        )
+        for ref, checksum, version in entries
     )
     return Batch(
         kind=kind,
@@ -188,27 +206,31 @@ def _inventory_batch(
 
 
 def reconciliation_batches(
-    inventory: Iterable[tuple[ObjectRef, str]], kinds: Iterable[Kind] = ()
+    inventory: Iterable[InventoryEntry], kinds: Iterable[Kind] = ()
 ) -> list[Batch]:
     """One reconciliation batch per kind from the backend's inventory of a cluster.
 
-    ``kinds`` adds empty batches for kinds the backend holds nothing of, so the agent announces
-    its objects of those kinds too (our agent accepts empty inventories; kubescape's does not).
+    Each item carries the stored resource version: kubescape's agent skips an object whose live
+    resource version equals it and re-sends every other one whole, ignoring the checksum, so a
+    0 there would make it re-send everything on every reconciliation. ``kinds`` adds empty
+    batches for kinds the backend holds nothing of, so the agent announces its objects of those
+    kinds too (our agent accepts empty inventories; kubescape's does not).
     """
-    by_kind: dict[Kind, list[tuple[ObjectRef, str]]] = {kind: [] for kind in kinds}
-    for ref, checksum in inventory:
-        by_kind.setdefault(ref.kind, []).append((ref, checksum))
+    by_kind: dict[Kind, list[tuple[ObjectRef, str, int]]] = {kind: [] for kind in kinds}
+    for entry in _held(inventory):
+        by_kind.setdefault(entry[0].kind, []).append(entry)
     meta = reply_meta(None)
     return [_inventory_batch(kind, entries, meta) for kind, entries in sorted(by_kind.items())]
 
 
-def inventory_answer(request: Batch, inventory: Iterable[tuple[ObjectRef, str]]) -> Batch:
+def inventory_answer(request: Batch, inventory: Iterable[InventoryEntry]) -> Batch:
     """The backend's inventory of the requested kind: whole, or, when the request carries bucket
     digests, only the buckets whose digests differ from ours (named in ``covered``)."""
-    entries = [(ref, checksum) for ref, checksum in inventory if ref.kind == request.kind]
+    entries = [entry for entry in _held(inventory) if entry[0].kind == request.kind]
     covered: tuple[int, ...] | None = None
     if request.digests:
-        covered = differing_buckets(bucket_digests(entries), request.digests)
+        ours = bucket_digests((ref, checksum) for ref, checksum, _ in entries)
+        covered = differing_buckets(ours, request.digests)
         wanted = frozenset(covered)
-        entries = [(ref, checksum) for ref, checksum in entries if bucket_of(ref) in wanted]
+        entries = [entry for entry in entries if bucket_of(entry[0]) in wanted]
     return _inventory_batch(request.kind, entries, reply_meta(request), covered)

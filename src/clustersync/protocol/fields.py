@@ -6,6 +6,7 @@ type is a :class:`DecodeError` (never a ``TypeError`` further down).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +64,19 @@ def read_bool(fields: Mapping[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise DecodeError(f"{key} must be a boolean, got {value!r}")
     return value
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+_INT64 = range(-(2**63), 2**63)
+
+
+def resource_version_number(text: str) -> int:
+    """A Kubernetes resourceVersion as kubescape's messages carry it: the decimal (int64)
+    integer it spells, or 0 when it is not one."""
+    if not _GO_INT.fullmatch(text):
+        return 0
+    value = int(text)
+    return value if value in _INT64 else 0
 
 
 def json_text(data: bytes, key: str) -> bytes:

@@ -54,6 +54,7 @@ from clustersync.protocol.envelope import (
     encode_envelope,
     up_partition_filter,
 )
+from clustersync.protocol.fields import resource_version_number
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
     Batch,
@@ -233,7 +234,7 @@ class Ingester:
         msg = env.message
         if is_inventory_request(msg):
             rows = await self.store.list(env.account, env.cluster, msg.kind)
-            answer = inventory_answer(msg, ((row.key.ref, row.checksum) for row in rows))
+            answer = inventory_answer(msg, (_held(row) for row in rows))
             await self.bus.publish(
                 down_subject(env.account, env.cluster),
                 encode_envelope(Envelope(env.account, env.cluster, answer)),
@@ -295,9 +296,14 @@ class Ingester:
         """The cluster's inventory, one batch per kind the store holds: pushed to kubescape
         agents on connect, and to every agent periodically."""
         rows = await self.store.list(env.account, env.cluster)
-        batches = reconciliation_batches((row.key.ref, row.checksum) for row in rows)
+        batches = reconciliation_batches(_held(row) for row in rows)
         subject = down_subject(env.account, env.cluster)
         for batch in batches:
             await self.bus.publish(
                 subject, encode_envelope(Envelope(env.account, env.cluster, batch))
             )
+
+
+def _held(row: StoredObject) -> tuple[ObjectRef, str, int]:
+    """An inventory entry with the stored resource version, which kubescape agents compare."""
+    return row.key.ref, row.checksum, resource_version_number(row.resource_version)
