@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from clustersync import __version__
 from clustersync.cli.serve import (
     cmd_agent,
     cmd_api,
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         help="DEBUG, INFO, WARNING or ERROR (default: INFO for servers, WARNING for tools)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("sandbox", help="serve a sandbox Kubernetes API")
