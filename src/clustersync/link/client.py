@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from clustersync.link.frames import MAX_FRAME
+from clustersync.model.versions import AGENT_VERSION
 from clustersync.protocol.messages import ACK_PROTOCOL
 
 
@@ -28,7 +29,7 @@ class Credentials:
     access_key: str
     account: str
     cluster: str
-    synchronizer_version: str = ""
+    synchronizer_version: str = AGENT_VERSION
     helm_version: str = ""
     git_version: str = ""
     cloud_provider: str = ""

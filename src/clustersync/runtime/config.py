@@ -13,6 +13,7 @@ import yaml
 
 from clustersync.model import Kind, KindError
 from clustersync.model.identity import Identity, TokenTable
+from clustersync.model.versions import AGENT_VERSION, is_agent_version
 from clustersync.protocol.agent import Strategy, Verb, WritePolicy
 from clustersync.protocol.shaping import NamespaceRules
 
@@ -44,7 +45,7 @@ class AgentConfig:
     ca_file: str | None = None  # PEM bundle to verify a wss:// server with a private CA
     compress: bool = True  # permessage-deflate, when the server supports it
     resync_interval: float = 600.0  # seconds between inventory comparisons with the backend
-    version: str = "clustersync-0.1.0"
+    version: str = AGENT_VERSION  # X-SYNCHRONIZER-VERSION: semver, or kubescape servers see "old"
 
 
 def _read_document(path: str | Path) -> Any:
@@ -132,6 +133,14 @@ def _optional_path(section: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _agent_version(section: dict[str, Any]) -> str:
+    value = section.get("agentVersion", AGENT_VERSION)
+    if not isinstance(value, str) or not is_agent_version(value):
+        # A kubescape server reads anything else as a version too old for reconciliation.
+        raise ConfigError(f"agentVersion must be a semantic version like v1.2.3, got {value!r}")
+    return value
+
+
 def _number(section: dict[str, Any], key: str, default: float) -> float:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -188,6 +197,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             ca_file=_optional_path(section, "caFile"),
             compress=_flag(section, "compress", True),
             resync_interval=_positive(section, "resyncInterval", 600.0),
+            version=_agent_version(section),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
