@@ -3,7 +3,7 @@ semantic version (vX.Y.Z, at least v0.0.57), so ours is the package version in t
 
 from __future__ import annotations
 
-import tomllib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from aiohttp import web
 from clustersync.link.client import Credentials, PermanentLinkError, dial
 from clustersync.runtime.config import ConfigError, parse_agent_config
 
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-PACKAGE_VERSION = tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+# The one place the package version is written (pyproject.toml reads it from there too).
+PACKAGE_INIT = Path(__file__).resolve().parents[2] / "src" / "clustersync" / "__init__.py"
+PACKAGE_VERSION = re.search(r'^__version__ = "([^"]+)"$', PACKAGE_INIT.read_text(), re.M)[1]
 
 
 def config_doc(**extra: Any) -> dict[str, Any]:
