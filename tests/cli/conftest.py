@@ -70,8 +70,9 @@ class Cluster:
     port: int
 
 
-async def start_backend(workdir: Path, name: str = "backend") -> Backend:
-    port = free_port()
+async def start_backend(workdir: Path, name: str = "backend", port: int = 0) -> Backend:
+    """``port`` 0 picks a free one; a restart passes the previous port and name (same db)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     db = workdir / f"{name}.db"
     process = Process(
