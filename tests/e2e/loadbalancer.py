@@ -3,6 +3,12 @@
 Connections are spliced byte for byte, so websockets pass through untouched. A backend that
 refuses a connection is skipped, which is how a real balancer's health checks behave once a
 replica has died.
+
+It doubles as the link-fault injector of the fault matrix: :meth:`drop` closes every spliced
+connection cleanly (both peers see EOF at once), and :meth:`blackhole` keeps every socket open
+but silently discards the bytes, in both directions and for new connections too, which is what
+a dead NAT entry or a half-failed network path looks like to the peers: only their own
+heartbeats can notice.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ class LoadBalancer:
         self._next = itertools.cycle(range(len(backends)))
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.blackholed = False
+        self.accepted = 0
         self.port = 0
 
     async def start(self) -> None:
@@ -27,10 +36,27 @@ class LoadBalancer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def drop(self) -> int:
+        """Close every spliced connection (a clean TCP close); returns how many were open."""
+        writers = list(self._writers)
+        for writer in writers:
+            with contextlib.suppress(Exception):
+                writer.close()
+        return len(writers) // 2
+
+    def blackhole(self, on: bool = True) -> None:
+        """Discard all bytes from now on (``on=False`` lets new bytes through again)."""
+        self.blackholed = on
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._writers) // 2
 
     async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self.backends)):
@@ -45,24 +71,36 @@ class LoadBalancer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.accepted += 1
         try:
+            if self.blackholed:
+                # A black hole answers nothing: hold the socket until the client gives up.
+                while await reader.read(65536):
+                    pass
+                return
             upstream = await self._dial()
             if upstream is None:
                 return
             up_reader, up_writer = upstream
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            self._writers.update((writer, up_writer))
+            try:
+                await asyncio.gather(self._pipe(reader, up_writer),
+                                     self._pipe(up_reader, writer))
+            finally:
+                self._writers.difference_update((writer, up_writer))
         finally:
             writer.close()
             self._tasks.discard(task)
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.blackholed:
+                    continue  # swallowed, and the connection stays open
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
