@@ -51,3 +51,8 @@ STALE_WRITES = Counter(
     "Store writes refused because the row already holds an equal or higher version",
     ["source"],
 )
+SKIPPED_OBJECTS = Counter(
+    "clustersync_agent_skipped_objects_total",
+    "Objects the agent could not handle and skipped (see its /deadletters list), by reason",
+    ["reason"],
+)

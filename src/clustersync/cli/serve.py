@@ -130,6 +130,7 @@ async def cmd_agent(args: argparse.Namespace) -> None:
             raise CommandError(f"cannot reach the Kubernetes API: {exc}") from None
         agent = Agent(config, kube, git_version=git_version)
         site = health_site(ready=agent.ready)
+        agent.dead_letters.add_routes(site.app)
         try:
             if args.health:
                 url = await site.start(*args.health)

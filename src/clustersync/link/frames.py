@@ -11,12 +11,11 @@ from aiohttp import web
 
 from clustersync.adapters.metrics import FRAME_BYTES, MESSAGES, bad_input
 from clustersync.protocol.codec import DecodeError, decode, encode
-from clustersync.protocol.messages import Frame
+from clustersync.protocol.messages import MAX_FRAME, Frame
 
 log = logging.getLogger("clustersync.link")
 
-MAX_FRAME = 64 * 1024 * 1024
-"""Largest accepted frame: big SBOMs reach tens of MB; anything larger closes with 1009."""
+__all__ = ["MAX_FRAME", "FrameTooLargeError", "Rejected", "WebSocket", "receive", "send"]
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
@@ -28,8 +27,19 @@ class Rejected:
     error: DecodeError
 
 
+class FrameTooLargeError(ValueError):
+    """The message encodes to more than :data:`MAX_FRAME` bytes; the peer would close on it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"{size} bytes encoded, over the frame limit of {MAX_FRAME}")
+        self.size = size
+
+
 async def send(ws: WebSocket, msg: Frame, component: str) -> None:
+    """Send one message; raises :class:`FrameTooLargeError` (sending nothing) if it cannot fit."""
     frame = encode(msg)
+    if len(frame) > MAX_FRAME:
+        raise FrameTooLargeError(len(frame))
     await ws.send_bytes(frame)
     FRAME_BYTES.labels(component, "out").inc(len(frame))
     MESSAGES.labels(component, "out", msg.event.name.lower()).inc()

@@ -17,6 +17,10 @@ from clustersync.model import Kind, ObjectRef
 MAX_DEPTH = 8
 """Messages deeper than this are dropped: the only guard against endless reply chains."""
 
+MAX_FRAME = 64 * 1024 * 1024
+"""Largest frame either end accepts: big SBOMs reach tens of MB. An object that cannot fit is
+skipped (and reported) by the agent, and a larger frame closes the connection with 1009."""
+
 
 class Event(IntEnum):
     NEW_CHECKSUM = 0

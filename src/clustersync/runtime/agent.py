@@ -27,7 +27,7 @@ from clustersync.link.client import (
     dial,
     tls_context,
 )
-from clustersync.link.frames import Rejected, WebSocket, receive, send
+from clustersync.link.frames import FrameTooLargeError, Rejected, WebSocket, receive, send
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import AgentSession, ClusterWrite, Outcome, WatchEvent
 from clustersync.protocol.backoff import Backoff
@@ -42,6 +42,7 @@ from clustersync.protocol.messages import (
 )
 from clustersync.protocol.shaping import ShapingError
 from clustersync.protocol.writes import prepare_create, prepare_replace
+from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.config import AgentConfig
 
 log = logging.getLogger("clustersync.agent")
@@ -59,8 +60,12 @@ class Agent:
         self.session = AgentSession(
             {r.kind: r.strategy for r in config.resources}, config.rules, config.write_policy
         )
+        self.dead_letters = DeadLetters()
         self.informers = {
-            r.kind: Informer(kube, r.kind, self._sink(r.kind)) for r in config.resources
+            r.kind: Informer(
+                kube, r.kind, self._sink(r.kind), on_skip=self.dead_letters.record_skipped
+            )
+            for r in config.resources
         }
         self.coalescer: Coalescer[tuple[Kind, str, str], PENDING] = Coalescer(
             config.coalesce_quiet, config.coalesce_max_wait
@@ -119,13 +124,20 @@ class Agent:
             for kind, event_type, obj in self.coalescer.pop_due(now):
                 if event_type == "ADDED" and kind in self._awaiting_inventory:
                     continue
-                try:
-                    messages = self.session.local_change(kind, WatchEvent(event_type), obj)
-                except ShapingError as exc:  # kubescape does not send such an object either
-                    bad_input("agent", "unshapeable")
-                    log.warning("%s: object not sent: %s", kind, exc)
-                    continue
-                self._queue(messages)
+                self._queue(self._local_change(kind, event_type, obj))
+
+    def _local_change(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> list[Message]:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        try:
+            return self.session.local_change(kind, WatchEvent(event_type), obj)
+        except ShapingError as exc:  # kubescape does not send such an object either
+            bad_input("agent", "unshapeable")
+            self.dead_letters.record(kind, namespace, name, "unshapeable", str(exc))
+        except Exception as exc:  # one object that breaks the session must not stop the others
+            detail = f"{type(exc).__name__}: {exc}"
+            self.dead_letters.record(kind, namespace, name, "unprocessable", detail)
+        return []
 
     def _queue(self, messages: list[Message]) -> None:
         if messages:
@@ -239,6 +251,8 @@ class Agent:
                 msg = queue[0]
                 try:
                     await send(ws, msg, "agent")
+                except FrameTooLargeError as exc:
+                    self._too_large(msg, exc)
                 except (ConnectionError, aiohttp.ClientError) as exc:
                     log.warning("send failed, keeping the message for the next connection: %s", exc)
                     await ws.close()
@@ -246,6 +260,17 @@ class Agent:
                 queue.popleft()
             self._wake_sender.clear()
             await self._wake_sender.wait()
+
+    def _too_large(self, msg: Message | Ack, exc: FrameTooLargeError) -> None:
+        """A message that cannot fit in a frame is dropped for good: the peer would close the
+        connection on it, and every reconnect would send it again."""
+        if isinstance(msg, Batch):
+            self.dead_letters.record(msg.kind, "", "", "too_large", f"a batch of {exc}")
+        elif isinstance(msg, Ack | Ping):
+            log.error("cannot send %s: %s", type(msg).__name__, exc)
+        else:
+            ref = msg.ref
+            self.dead_letters.record(ref.kind, ref.namespace, ref.name, "too_large", str(exc))
 
     async def _announce_all(self) -> None:
         """Re-announce every synced object, so the backend can ask for what it lacks.

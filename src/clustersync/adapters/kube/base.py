@@ -45,6 +45,17 @@ class WatchItem:
     object: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A watch event the client could not read (too large, not JSON, no object): skipped so the
+    stream goes on. ``reason`` is a metric label; ``namespace``/``name`` are best guesses."""
+
+    reason: str  # too_large, undecodable
+    detail: str
+    namespace: str = ""
+    name: str = ""
+
+
 class KubeApi(Protocol):
     async def resource_info(self, kind: Kind) -> ResourceInfo: ...
 
@@ -54,8 +65,9 @@ class KubeApi(Protocol):
 
     def watch(
         self, kind: Kind, resource_version: str, timeout_seconds: int = 300
-    ) -> AsyncIterator[WatchItem]:
-        """Events after ``resource_version``; raises KubeGoneError when it is too old."""
+    ) -> AsyncIterator[WatchItem | Unreadable]:
+        """Events after ``resource_version``; raises KubeGoneError when it is too old. An event
+        that cannot be read is reported as :class:`Unreadable` and the stream goes on."""
         ...
 
     async def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...

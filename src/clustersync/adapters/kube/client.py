@@ -22,9 +22,12 @@ from clustersync.adapters.kube.base import (
     KubeGoneError,
     KubeNotFoundError,
     ResourceInfo,
+    Unreadable,
     WatchItem,
 )
+from clustersync.adapters.kube.lines import Oversized, split_lines
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.messages import MAX_FRAME
 
 _JSON = "application/json"
 _REQUEST_TIMEOUT = 30.0
@@ -75,14 +78,18 @@ def _decode(data: bytes, what: str) -> Any:
 
 
 class KubeClient:
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, *, max_event_bytes: int = MAX_FRAME) -> None:
         self._api = api_client
         self._infos: dict[Kind, ResourceInfo] = {}
+        # A watch event longer than this is skipped: its object could not fit in a frame anyway.
+        self.max_event_bytes = max_event_bytes
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> KubeClient:
+    async def connect(
+        cls, kubeconfig: str | None = None, *, max_event_bytes: int = MAX_FRAME
+    ) -> KubeClient:
         cfg = await load_configuration(kubeconfig)
-        return cls(k8s_client.ApiClient(configuration=cfg))
+        return cls(k8s_client.ApiClient(configuration=cfg), max_event_bytes=max_event_bytes)
 
     async def close(self) -> None:
         await self._api.close()
@@ -176,7 +183,7 @@ class KubeClient:
 
     async def watch(
         self, kind: Kind, resource_version: str, timeout_seconds: int = 300
-    ) -> AsyncIterator[WatchItem]:
+    ) -> AsyncIterator[WatchItem | Unreadable]:
         info = await self.resource_info(kind)
         query = [
             ("watch", "true"),
@@ -191,28 +198,45 @@ class KubeClient:
         try:
             if response.status >= 300:
                 raise _error(response.status, await response.read(), f"watch {kind}")
+            lines = split_lines(response.content.iter_any(), self.max_event_bytes)
             while True:
                 try:
-                    line = await response.content.readline()
+                    line = await anext(lines, None)
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                     raise KubeError(f"watch {kind}: {exc or type(exc).__name__}") from None
-                if not line:
+                if line is None:
                     return
-                if not line.strip():
-                    continue
-                event = _decode(line, f"watch {kind}")
-                obj = event.get("object") if isinstance(event, dict) else None
-                if not isinstance(obj, dict):
-                    raise KubeError(f"watch {kind}: an event without an object: {line[:200]!r}")
-                if event.get("type") == "ERROR":
-                    code = int(obj.get("code") or 0)
-                    raise _error(code or 500, orjson.dumps(obj), f"watch {kind}")
-                if event.get("type") != "BOOKMARK":
-                    obj.setdefault("apiVersion", kind.api_version)
-                    obj.setdefault("kind", info.kind_name)
-                yield WatchItem(str(event.get("type")), obj)
+                if isinstance(line, Oversized):
+                    namespace, name = line.guessed_key()
+                    limit = self.max_event_bytes
+                    yield Unreadable(
+                        "too_large", f"{line.size} bytes, over {limit}", namespace, name
+                    )
+                elif line.strip():
+                    yield self._watch_item(kind, info, line)
         finally:
             response.release()
+
+    @staticmethod
+    def _watch_item(kind: Kind, info: ResourceInfo, line: bytes) -> WatchItem | Unreadable:
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            return Unreadable("undecodable", f"not JSON ({exc}): {line[:200]!r}")
+        obj = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(obj, dict):
+            return Unreadable("undecodable", f"an event without an object: {line[:200]!r}")
+        kind_of_event = event.get("type")
+        if kind_of_event == "ERROR":
+            code = obj.get("code")
+            status = code if isinstance(code, int) and 100 <= code < 600 else 500
+            raise _error(status, orjson.dumps(obj), f"watch {kind}")
+        if kind_of_event not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+            return Unreadable("undecodable", f"unknown event type {kind_of_event!r}")
+        if kind_of_event != "BOOKMARK":
+            obj.setdefault("apiVersion", kind.api_version)
+            obj.setdefault("kind", info.kind_name)
+        return WatchItem(str(kind_of_event), obj)
 
     async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
         try:

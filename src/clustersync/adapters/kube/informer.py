@@ -10,11 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from clustersync.adapters.kube.base import KubeApi, KubeError, KubeGoneError, KubeNotFoundError
+from clustersync.adapters.kube.base import (
+    KubeApi,
+    KubeError,
+    KubeGoneError,
+    KubeNotFoundError,
+    Unreadable,
+)
 from clustersync.model import Kind
 from clustersync.protocol.backoff import Backoff
 
@@ -22,6 +29,31 @@ log = logging.getLogger("clustersync.informer")
 
 Key = tuple[str, str]  # namespace, name
 EventSink = Callable[[str, dict[str, Any]], None]  # (ADDED|MODIFIED|DELETED, object)
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedObject:
+    """An object the informer could not take in; ``reason`` is a metric label."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    reason: str  # too_large, too_deep, undecodable
+    detail: str
+
+
+SkipSink = Callable[[SkippedObject], None]
+
+
+def _log_skip(skipped: SkippedObject) -> None:
+    log.error(
+        "skipping %s %s/%s (%s): %s",
+        skipped.kind, skipped.namespace, skipped.name, skipped.reason, skipped.detail,
+    )
+
+
+class UnencodableError(ValueError):
+    """The object cannot be encoded as JSON (nested deeper than the encoder allows)."""
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -69,8 +101,13 @@ class ObjectCache:
         meta = obj.get("metadata")
         if isinstance(meta, dict) and "managedFields" in meta:
             obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        try:
+            encoded = orjson.dumps(obj)
+        except orjson.JSONEncodeError as exc:
+            # orjson refuses nesting of 255 levels and more; nothing downstream could send it.
+            raise UnencodableError(str(exc)) from None
         # A right-sized copy: orjson's output keeps its whole growth buffer (about 6x the size).
-        self._items[key] = (_rv(obj), bytes(memoryview(orjson.dumps(obj))))
+        self._items[key] = (_rv(obj), bytes(memoryview(encoded)))
 
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
@@ -93,10 +130,12 @@ class Informer:
         *,
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
+        on_skip: SkipSink = _log_skip,
     ) -> None:
         self.api = api
         self.kind = kind
         self.sink = sink
+        self.on_skip = on_skip
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff(initial=0.2, ceiling=30.0)
         self.cache = ObjectCache()
@@ -135,12 +174,13 @@ class Informer:
         fresh = ObjectCache()
         for obj in items:
             key = key_of(obj)
+            if not self._admit(fresh, key, obj):
+                continue  # absent from the fresh cache: an older copy is reported deleted below
             old_rv = self.cache.resource_version(key)
             if old_rv is None:
                 self.sink("ADDED", obj)
             elif old_rv != _rv(obj):
                 self.sink("MODIFIED", obj)
-            fresh.put(key, obj)
         for key in self.cache:
             if key not in fresh:
                 self.sink("DELETED", self.cache[key])
@@ -149,8 +189,22 @@ class Informer:
         self.resource_version = list_rv
         self.synced.set()
 
+    def _admit(self, cache: ObjectCache, key: Key, obj: dict[str, Any]) -> bool:
+        """Cache the object, or report it skipped; one bad object never stops the kind."""
+        try:
+            cache.put(key, obj)
+        except UnencodableError as exc:
+            self.on_skip(SkippedObject(self.kind, key[0], key[1], "too_deep", str(exc)))
+            return False
+        return True
+
     async def _watch_once(self) -> None:
         async for item in self.api.watch(self.kind, self.resource_version, self.watch_timeout):
+            if isinstance(item, Unreadable):
+                self.on_skip(
+                    SkippedObject(self.kind, item.namespace, item.name, item.reason, item.detail)
+                )
+                continue
             rv = _rv(item.object)
             if rv:
                 self.resource_version = rv
@@ -159,7 +213,12 @@ class Informer:
             key = key_of(item.object)
             if item.type == "DELETED":
                 self.cache.pop(key)
-            else:
-                self.cache.put(key, item.object)
-            if item.type in ("ADDED", "MODIFIED", "DELETED"):
-                self.sink(item.type, item.object)
+            elif not self._admit(self.cache, key, item.object):
+                # The agent's view must not keep an older copy the backend would then keep too:
+                # the object counts as absent (and is on the dead-letter list) until it is fixed.
+                if key in self.cache:
+                    stale = self.cache[key]
+                    self.cache.pop(key)
+                    self.sink("DELETED", stale)
+                continue
+            self.sink(item.type, item.object)
