@@ -56,3 +56,8 @@ SKIPPED_OBJECTS = Counter(
     "Objects the agent could not handle and skipped (see its /deadletters list), by reason",
     ["reason"],
 )
+INGESTED = Counter(
+    "clustersync_ingested_objects_total",
+    "Objects the agent's HTTP ingest endpoint accepted and queued for the backend, by message",
+    ["message"],
+)

@@ -118,6 +118,7 @@ async def cmd_agent(args: argparse.Namespace) -> None:
     from clustersync.adapters.kube.client import KubeClient
     from clustersync.runtime.agent import Agent
     from clustersync.runtime.config import load_agent_config
+    from clustersync.runtime.ingest import IngestEndpoint
     from clustersync.runtime.services import health_site
 
     config = load_agent_config(args.config)
@@ -131,12 +132,20 @@ async def cmd_agent(args: argparse.Namespace) -> None:
         agent = Agent(config, kube, git_version=git_version)
         site = health_site(ready=agent.ready)
         agent.dead_letters.add_routes(site.app)
+        ingest = IngestEndpoint(config.ingest, agent.submit) if config.ingest else None
         try:
             if args.health:
                 url = await site.start(*args.health)
                 log.info("agent health and metrics on %s", url)
+            if ingest is not None:
+                try:
+                    await ingest.start()
+                except OSError as exc:
+                    raise CommandError(f"cannot serve the HTTP ingest endpoint: {exc}") from None
             await agent.run()
         finally:
+            if ingest is not None:
+                await ingest.stop()
             await site.stop()
     finally:
         await kube.close()

@@ -139,6 +139,11 @@ class Agent:
             self.dead_letters.record(kind, namespace, name, "unprocessable", detail)
         return []
 
+    async def submit(self, messages: list[Message]) -> None:
+        """Queue messages that do not come from a watch (the HTTP ingest endpoint's); like every
+        queued message they go out when the link is up and survive reconnects."""
+        self._queue(messages)
+
     def _queue(self, messages: list[Message]) -> None:
         if messages:
             self.outbox.extend(messages)

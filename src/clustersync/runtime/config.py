@@ -29,6 +29,18 @@ class ResourceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """kubescape's ``httpEndpoint`` section: the agent's HTTP ingest endpoint."""
+
+    port: int
+    resources: tuple[ResourceSpec, ...]
+    host: str = "0.0.0.0"  # in-cluster callers reach the pod's address
+    max_body_bytes: int = 32 * 1024 * 1024  # twice that still fits a websocket frame
+    read_timeout: float = 5.0  # kubescape's ReadTimeout
+    idle_timeout: float = 120.0  # kubescape's IdleTimeout
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     server: str
     account: str
@@ -46,6 +58,7 @@ class AgentConfig:
     compress: bool = True  # permessage-deflate, when the server supports it
     resync_interval: float = 600.0  # seconds between inventory comparisons with the backend
     version: str = AGENT_VERSION  # X-SYNCHRONIZER-VERSION: semver, or kubescape servers see "old"
+    ingest: IngestConfig | None = None  # the HTTP ingest endpoint, when configured
 
 
 def _read_document(path: str | Path) -> Any:
@@ -148,6 +161,43 @@ def _number(section: dict[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+def _ingest(value: Any) -> IngestConfig | None:
+    """kubescape's top-level ``httpEndpoint``: ``serverPort`` (a string in kubescape's config)
+    and ``resources``; ours may also set ``host``, ``maxBodyBytes`` and ``readTimeout``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("httpEndpoint must be a mapping")
+    port = value.get("serverPort")
+    try:
+        number = int(port) if isinstance(port, int | str) and not isinstance(port, bool) else -1
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"httpEndpoint.serverPort must be a port number, got {port!r}")
+    try:
+        resources = _resources(value.get("resources"))
+    except ConfigError as exc:
+        raise ConfigError(f"httpEndpoint.{exc}") from None
+    host = value.get("host", "0.0.0.0")
+    if not isinstance(host, str) or not host:
+        raise ConfigError("httpEndpoint.host must be a host name or address")
+    try:
+        max_body = _positive(value, "maxBodyBytes", 32 * 1024 * 1024)
+        read_timeout = _positive(value, "readTimeout", 5.0)
+    except ConfigError as exc:
+        raise ConfigError(f"httpEndpoint.{exc}") from None
+    if max_body > 32 * 1024 * 1024:
+        raise ConfigError("httpEndpoint.maxBodyBytes: at most 32 MiB fits a websocket frame")
+    return IngestConfig(
+        port=number,
+        resources=resources,
+        host=host,
+        max_body_bytes=int(max_body),
+        read_timeout=read_timeout,
+    )
+
+
 def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
@@ -198,6 +248,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             compress=_flag(section, "compress", True),
             resync_interval=_positive(section, "resyncInterval", 600.0),
             version=_agent_version(section),
+            ingest=_ingest(doc.get("httpEndpoint", section.get("httpEndpoint"))),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
