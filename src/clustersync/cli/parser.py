@@ -43,6 +43,54 @@ def tls_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def listener_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--header-timeout", type=_positive, default=10.0, metavar="SECONDS",
+        help="close connections whose request head takes longer (default 10)",
+    )
+    p.add_argument(
+        "--max-connections", type=_count, default=4096, metavar="N",
+        help="open connections at most, lowered to fit the file limit (default 4096)",
+    )
+
+
+def agent_socket_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-message-rate", type=_rate, default=2000.0, metavar="PER_SECOND",
+        help="messages a second one agent may sustain beyond its burst; 0: no limit",
+    )
+    p.add_argument(
+        "--message-burst", type=_count, default=200_000, metavar="N",
+        help="messages one agent connection may send at once (default 200000)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clustersync", description="Synchronise Kubernetes clusters with a central backend."
@@ -68,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
     tls_options(p)
+    listener_options(p)
+    agent_socket_options(p)
     p.set_defaults(run=cmd_backend)
 
     p = commands.add_parser("server", help="accept agents and bridge them to the bus")
@@ -76,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
     tls_options(p)
+    listener_options(p)
+    agent_socket_options(p)
     p.set_defaults(run=cmd_server)
 
     p = commands.add_parser("ingester", help="apply bus messages to the database")
@@ -90,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True)
     p.add_argument("--tokens", required=True)
     tls_options(p)
+    listener_options(p)
     p.set_defaults(run=cmd_api)
 
     p = commands.add_parser("db", help="database maintenance")

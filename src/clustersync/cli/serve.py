@@ -9,6 +9,7 @@ import sys
 
 from clustersync.adapters.kube import KubeError
 from clustersync.cli.common import CommandError, serve_forever, tune_gc
+from clustersync.runtime.listener import ListenerLimits
 
 log = logging.getLogger("clustersync")
 
@@ -20,6 +21,17 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
         return server_tls(args.tls_cert, args.tls_key)
     except (ValueError, OSError, ssl.SSLError) as exc:
         raise CommandError(f"cannot use the TLS certificate: {exc}", 2) from None
+
+
+def _limits(args: argparse.Namespace) -> ListenerLimits:
+    return ListenerLimits(header_timeout=args.header_timeout, max_connections=args.max_connections)
+
+
+def _quiet_floods() -> None:
+    # A flood of bad input must not become a flood of log lines (see adapters/logthrottle.py).
+    from clustersync.adapters import logthrottle
+
+    logthrottle.install()
 
 
 async def cmd_sandbox(args: argparse.Namespace) -> None:
@@ -40,9 +52,18 @@ async def cmd_backend(args: argparse.Namespace) -> None:
 
     tokens = load_tokens(args.tokens)
     tune_gc()
+    _quiet_floods()
     store = await open_store(args.db)
     bus = await open_bus(args.bus)
-    backend = Backend(bus, store, tokens, reconcile_interval=args.reconcile_interval)
+    backend = Backend(
+        bus,
+        store,
+        tokens,
+        reconcile_interval=args.reconcile_interval,
+        limits=_limits(args),
+        message_rate=args.max_message_rate,
+        message_burst=args.message_burst,
+    )
     host, port = args.listen
     try:
         await backend.start(host, port, _tls(args))
@@ -62,8 +83,16 @@ async def cmd_server(args: argparse.Namespace) -> None:
 
     tokens = load_tokens(args.tokens)
     tune_gc()
+    _quiet_floods()
     bus = await open_bus(args.bus)
-    site = server_site(SyncServer(bus, tokens, reconcile_interval=args.reconcile_interval))
+    server = SyncServer(
+        bus,
+        tokens,
+        reconcile_interval=args.reconcile_interval,
+        message_rate=args.max_message_rate,
+        message_burst=args.message_burst,
+    )
+    site = server_site(server, _limits(args))
     try:
         url = await site.start(args.listen[0], args.listen[1], _tls(args))
         print(f"clustersync server serving on {url} (bus {args.bus})", flush=True)
@@ -79,6 +108,7 @@ async def cmd_ingester(args: argparse.Namespace) -> None:
     from clustersync.runtime.services import health_site
 
     tune_gc()
+    _quiet_floods()
     store = await open_store(args.db)
     bus = await open_bus(args.bus)
     ingester = Ingester(bus, store)
@@ -101,9 +131,10 @@ async def cmd_api(args: argparse.Namespace) -> None:
     from clustersync.runtime.services import api_site
 
     tokens = load_tokens(args.tokens)
+    _quiet_floods()
     store = await open_store(args.db)
     bus = await open_bus(args.bus)
-    site = api_site(store, bus, tokens)
+    site = api_site(store, bus, tokens, _limits(args))
     try:
         url = await site.start(args.listen[0], args.listen[1], _tls(args))
         print(f"clustersync api serving on {url}", flush=True)
@@ -123,6 +154,7 @@ async def cmd_agent(args: argparse.Namespace) -> None:
 
     config = load_agent_config(args.config)
     tune_gc()
+    _quiet_floods()
     kube = await KubeClient.connect(args.kubeconfig or config.kubeconfig)
     try:
         try:

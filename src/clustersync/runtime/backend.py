@@ -14,6 +14,7 @@ from clustersync.model.identity import TokenTable
 from clustersync.runtime.api import BackendApi
 from clustersync.runtime.http import Site, add_health_routes
 from clustersync.runtime.ingester import Ingester
+from clustersync.runtime.listener import Gate, ListenerLimits
 from clustersync.runtime.server import SyncServer
 
 log = logging.getLogger("clustersync.backend")
@@ -28,6 +29,9 @@ class Backend:
     tokens: TokenTable
     heartbeat: float = 20.0
     reconcile_interval: float = 600.0
+    limits: ListenerLimits = field(default_factory=ListenerLimits)
+    message_rate: float = 2000.0
+    message_burst: int = 200_000
     server: SyncServer = field(init=False)
     ingester: Ingester = field(init=False)
     url: str = ""
@@ -39,6 +43,8 @@ class Backend:
             self.tokens,
             heartbeat=self.heartbeat,
             reconcile_interval=self.reconcile_interval,
+            message_rate=self.message_rate,
+            message_burst=self.message_burst,
         )
         self.ingester = Ingester(self.bus, self.store)
 
@@ -53,9 +59,15 @@ class Backend:
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> None:
         await self.ingester.start()
-        self._site = Site(self.app())
+        self._site = Site(self.app(), "backend", self.limits)
         self.url = await self._site.start(host, port, tls)
         log.info("backend serving on %s", self.url)
+
+    @property
+    def gate(self) -> Gate:
+        """The listener's connection table and limits (read per connection, so adjustable)."""
+        assert self._site is not None, "start() first"
+        return self._site.gate
 
     @property
     def ws_url(self) -> str:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from clustersync.runtime.listener import Gate, Listener, ListenerLimits, head_middleware
+
 
 def add_health_routes(app: web.Application, ready: Callable[[], bool] = lambda: True) -> None:
     async def healthz(request: web.Request) -> web.Response:
@@ -40,24 +42,32 @@ def server_tls(cert_file: str | None, key_file: str | None) -> ssl.SSLContext | 
 
 
 class Site:
-    """One aiohttp application on one port."""
+    """One aiohttp application on one port, behind the listener's limits."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(
+        self, app: web.Application, name: str = "http", limits: ListenerLimits | None = None
+    ) -> None:
         self.app = app
         self.url = ""
+        self.gate = Gate(name, limits or ListenerLimits())
+        app.middlewares.append(head_middleware(self.gate))
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> str:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, ssl_context=tls).start()
-        bound = self._runner.addresses[0]
-        self.url = f"{'https' if tls else 'http'}://{bound[0]}:{bound[1]}"
+        self._listener = Listener(self._runner, self.gate, tls)
+        bound_host, bound_port = await self._listener.start(host, port)
+        self.url = f"{'https' if tls else 'http'}://{bound_host}:{bound_port}"
         return self.url
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()  # no new connections; open ones end with the runner
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -36,10 +36,12 @@ from clustersync.protocol.envelope import (
     up_subject,
 )
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
+from clustersync.protocol.ratelimit import TokenBucket
 
 log = logging.getLogger("clustersync.server")
 
 SUPERSEDED = 4000  # websocket close code: a newer connection for this cluster took over
+RATE_LIMITED = 1008  # websocket close code (policy violation): the agent sent too fast
 
 
 @dataclass(eq=False)
@@ -75,12 +77,18 @@ class SyncServer:
         heartbeat: float = 20.0,
         reconcile_interval: float = 600.0,
         extensions: bool = True,
+        message_rate: float = 2000.0,
+        message_burst: int = 200_000,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
         self.heartbeat = heartbeat
         self.reconcile_interval = reconcile_interval
         self.extensions = extensions  # False: speak exactly kubescape's protocol (for testing)
+        # Per connection: the burst covers an initial sync of a large cluster, the rate an
+        # agent's steady state with room to spare. A flood beyond both closes the socket.
+        self.message_rate = message_rate
+        self.message_burst = message_burst
         self.connections: dict[tuple[str, str], Connection] = {}
         self._epochs = itertools.count(1)
         self._reconciler: asyncio.Task[None] | None = None
@@ -148,7 +156,17 @@ class SyncServer:
 
     async def _pump(self, conn: Connection) -> None:
         """Agent frames to the bus, tagged with the identity of the agent's token."""
+        bucket = TokenBucket(self.message_rate, self.message_burst)
+        clock = asyncio.get_running_loop().time
         async for item in receive(conn.ws, "server"):
+            if not bucket.take(clock()):
+                bad_input("server", "message_rate")
+                log.warning(
+                    "%s/%s sent more than %d messages plus %.0f a second; closing",
+                    conn.account, conn.cluster, self.message_burst, self.message_rate,
+                )
+                await conn.ws.close(code=RATE_LIMITED, message=b"message rate limit exceeded")
+                return
             if isinstance(item, Rejected | Ping):
                 continue
             if isinstance(item, Ack):

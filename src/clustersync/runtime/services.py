@@ -16,27 +16,30 @@ from clustersync.model.identity import TokenTable
 from clustersync.runtime.api import BackendApi
 from clustersync.runtime.backend import MAX_BODY
 from clustersync.runtime.http import Site, add_health_routes
+from clustersync.runtime.listener import ListenerLimits
 from clustersync.runtime.server import SyncServer
 
 
-def server_site(server: SyncServer) -> Site:
+def server_site(server: SyncServer, limits: ListenerLimits | None = None) -> Site:
     app = web.Application(client_max_size=MAX_BODY)
     add_health_routes(app)
     server.add_routes(app)
-    return Site(app)
+    return Site(app, "server", limits)
 
 
-def api_site(store: Store, bus: Bus, tokens: TokenTable) -> Site:
+def api_site(
+    store: Store, bus: Bus, tokens: TokenTable, limits: ListenerLimits | None = None
+) -> Site:
     app = web.Application(client_max_size=MAX_BODY)
     add_health_routes(app)
     BackendApi(store, bus, tokens).add_routes(app)
-    return Site(app)
+    return Site(app, "api", limits)
 
 
 def health_site(ready: Callable[[], bool] = lambda: True) -> Site:
     app = web.Application()
     add_health_routes(app, ready)
-    return Site(app)
+    return Site(app, "health")
 
 
 async def replay_dead_letter(store: Store, bus: Bus, letter: DeadLetter) -> int:
