@@ -449,7 +449,7 @@ def test_envelope_rejections(data: bytes, reason: str) -> None:
     [
         ("acme", "acme"),
         ("Prod-1_x", "Prod-1_x"),
-        ("", "_"),
+        ("", "~"),
         ("a.b", "a~2eb"),
         ("a b", "a~20b"),
         ("*", "~2a"),

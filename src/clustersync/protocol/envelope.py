@@ -64,11 +64,37 @@ def decode_envelope(data: bytes) -> Envelope:
     return Envelope(account, cluster, message, control)
 
 
+_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
 def subject_token(text: str) -> str:
-    """Make ``text`` safe as one subject token (no dots, wildcards, spaces or empty tokens)."""
+    """``text`` as one subject token, injectively: distinct texts never share a token.
+
+    ASCII letters, digits, ``-`` and ``_`` stay; every other character becomes its UTF-8 bytes,
+    each written ``~hh`` (always two lowercase hex digits, so an escape is self-delimiting, and
+    ``~`` itself is escaped). The empty text is ``~``, which no other text produces. The result
+    is printable ASCII without ``.``, ``*``, ``>``, ``/``, ``\\`` or whitespace: a valid NATS
+    subject token and consumer name."""
     if not text:
-        return "_"
-    return "".join(ch if ch.isalnum() or ch in "-_" else f"~{ord(ch):02x}" for ch in text)
+        return "~"
+    return "".join(ch if ch in _KEPT else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    # surrogatepass: a lone surrogate (possible in a Python str) still has one byte sequence.
+    return "".join(f"~{byte:02x}" for byte in ch.encode("utf-8", "surrogatepass"))
+
+
+def durable_token(text: str) -> str:
+    """Like :func:`subject_token`, without ``-`` (written ``~2d``, an escape the subject token
+    never produces), so that tokens joined by ``-`` in a durable name stay apart."""
+    return subject_token(text).replace("-", "~2d")
+
+
+def down_durable(account: str, cluster: str) -> str:
+    """The durable through which a server replica delivers ``cs.down`` to a cluster's agent:
+    one per cluster, never shared by two (``a-b``/``c`` and ``a``/``b-c`` differ)."""
+    return f"down-{durable_token(account)}-{durable_token(cluster)}"
 
 
 UP_PARTITIONS = 16

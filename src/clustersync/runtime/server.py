@@ -28,11 +28,11 @@ from clustersync.protocol.envelope import (
     DEAD_SUBJECT,
     Envelope,
     decode_envelope,
+    down_durable,
     down_subject,
     encode_dead_letter,
     encode_envelope,
     partition_of,
-    subject_token,
     up_subject,
 )
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
@@ -133,7 +133,7 @@ class SyncServer:
         try:
             subscription = await self.bus.subscribe(
                 down_subject(*key),
-                f"down-{subject_token(conn.account)}-{subject_token(conn.cluster)}",
+                down_durable(conn.account, conn.cluster),
                 lambda delivery: self._deliver(conn, delivery),
             )
             if not conn.acks:
