@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from clustersync.link.client import PermanentLinkError
+from clustersync.link.client import LinkError, PermanentLinkError, SupersededError
 from clustersync.protocol.codec import decode, encode
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, PutObject
+from clustersync.protocol.supersede import SupersedePolicy
 from clustersync.runtime.agent import Agent
 
 try:
@@ -223,3 +225,104 @@ async def test_a_stopped_agent_always_stops(tmp_path: Path) -> None:
                 await world.stop_agent(CLUSTER_A)
         finally:
             await world.stop()
+
+
+# ---------------------------------------------------------------- the agent says why
+
+
+async def test_a_server_that_never_answers_fails_the_dial_with_its_cause(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TCP accepted, nothing answered: the dial times out and the log line says so (it used to
+    hang for the HTTP client's 300 s and then log an empty reason)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = Agent(
+        world.agent_config(CLUSTER_A, server=f"ws://127.0.0.1:{port}/", first_connect_timeout=0.5),
+        cluster.kube,
+    )
+    agent.dial_timeout = 0.3
+    try:
+        with pytest.raises(LinkError, match="never connected") as failed:
+            async with asyncio.timeout(30):
+                await agent.run()
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    assert "no websocket handshake" in str(failed.value)
+    assert "within 0.3s" in str(failed.value)
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries and all(m.startswith(f"no websocket handshake from ws://127.0.0.1:{port}/")
+                           for m in retries)
+
+
+async def test_an_unreachable_server_is_named_in_the_retry_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    unused = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = unused.sockets[0].getsockname()[1]
+    unused.close()
+    await unused.wait_closed()
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = Agent(
+        world.agent_config(CLUSTER_A, server=f"ws://127.0.0.1:{port}/", first_connect_timeout=0.3),
+        cluster.kube,
+    )
+    with pytest.raises(LinkError, match="never connected"):
+        async with asyncio.timeout(30):
+            await agent.run()
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries
+    assert all(m.startswith(f"cannot reach ws://127.0.0.1:{port}/: ") for m in retries)
+    assert all("Connect call failed" in m or "refused" in m.lower() for m in retries)
+
+
+async def test_a_refused_agent_prints_the_servers_reason(world: World) -> None:
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = Agent(world.agent_config(CLUSTER_A, access_key="wrong-token-123"), cluster.kube)
+    with pytest.raises(PermanentLinkError) as refused:
+        async with asyncio.timeout(10):
+            await agent.run()
+    # The text of link/server.py's 401, not only the status.
+    assert str(refused.value) == "server refused the agent: HTTP 401: missing or unknown access key"
+
+
+async def test_two_agents_with_one_identity_back_off_then_stop_naming_the_cause(
+    synced: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = synced.clusters[CLUSTER_A]
+    assert first.agent is not None and first.task is not None
+    first.agent.supersede = SupersedePolicy(initial=0.05, ceiling=0.2, limit=3)
+    twin = Agent(synced.agent_config(CLUSTER_A), first.kube)
+    twin.supersede = SupersedePolicy(initial=0.05, ceiling=0.2, limit=3)
+    twin_task = asyncio.create_task(twin.run())
+    try:
+        # They knock each other off a bounded number of times, then at least one gives up.
+        async with asyncio.timeout(30):
+            done, _ = await asyncio.wait(
+                {first.task, twin_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+        failure = next(iter(done)).exception()
+        assert isinstance(failure, SupersededError)
+        assert "another agent with the same identity" in str(failure)
+        assert f"cluster {CLUSTER_A!r}" in str(failure)
+        assert "3 times in a row" in str(failure)
+        warned = [r for r in caplog.records if "backing off" in r.getMessage()]
+        assert warned and all(r.levelname == "WARNING" for r in warned)
+        assert "another agent with the same identity" in warned[0].getMessage()
+    finally:
+        twin_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, SupersededError):
+            await twin_task
+        first.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, SupersededError):
+            await first.task
+        first.task = None

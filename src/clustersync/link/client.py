@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import aiohttp
 from clustersync.link.frames import MAX_FRAME
 from clustersync.model.versions import AGENT_VERSION
 from clustersync.protocol.messages import ACK_PROTOCOL
+from clustersync.protocol.supersede import SUPERSEDED_CLOSE
 
 
 class LinkError(RuntimeError):
@@ -22,6 +24,25 @@ class PermanentLinkError(LinkError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SupersededError(PermanentLinkError):
+    """Another agent with the same identity keeps replacing this one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, SUPERSEDED_CLOSE)
+
+
+DIAL_TIMEOUT = 15.0
+"""Seconds for TCP connect, TLS and the websocket handshake together: a server that accepts
+connections but never answers must not hold the agent for the HTTP client's 300 s default."""
+
+_REASON_BYTES = 500  # of a refusal's body, enough for a sentence
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as a log phrase; some aiohttp errors have an empty text."""
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +80,69 @@ async def dial(
     *,
     tls: ssl.SSLContext | bool = True,
     compress: bool = True,
+    timeout: float = DIAL_TIMEOUT,
 ) -> aiohttp.ClientWebSocketResponse:
     """Open the websocket; ``heartbeat`` pings detect a dead peer within about 1.5 periods."""
     try:
-        return await session.ws_connect(
-            url,
-            ssl=tls,
-            headers=creds.headers(),
-            heartbeat=heartbeat,
-            max_msg_size=MAX_FRAME,
-            protocols=(ACK_PROTOCOL,),
-            # permessage-deflate with context takeover: repeated keys and kinds cost almost
-            # nothing; a server that does not offer it (kubescape's) gets plain frames.
-            compress=15 if compress else 0,
-            timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
-        )
+        async with asyncio.timeout(timeout):
+            return await session.ws_connect(
+                url,
+                ssl=tls,
+                headers=creds.headers(),
+                heartbeat=heartbeat,
+                max_msg_size=MAX_FRAME,
+                protocols=(ACK_PROTOCOL,),
+                # permessage-deflate with context takeover: repeated keys and kinds cost almost
+                # nothing; a server that does not offer it (kubescape's) gets plain frames.
+                compress=15 if compress else 0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
+            )
     except aiohttp.WSServerHandshakeError as exc:
+        reason = await _refusal_reason(session, url, creds, tls, exc)
         if exc.status in (401, 424):
             raise PermanentLinkError(
-                f"server refused the agent: HTTP {exc.status}", exc.status
+                f"server refused the agent: HTTP {exc.status}{reason}", exc.status
             ) from None
-        raise LinkError(f"handshake failed: HTTP {exc.status}") from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise LinkError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+        failed = f"websocket handshake with {url} failed: HTTP {exc.status}{reason}"
+        raise LinkError(failed) from None
+    except TimeoutError:
+        raise LinkError(
+            f"no websocket handshake from {url} within {timeout:g}s (the server accepts "
+            "connections but does not answer, or the network drops them)"
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise LinkError(f"cannot reach {url}: {_describe(exc)}") from None
+
+
+async def _refusal_reason(
+    session: aiohttp.ClientSession,
+    url: str,
+    creds: Credentials,
+    tls: ssl.SSLContext | bool,
+    refused: aiohttp.WSServerHandshakeError,
+) -> str:
+    """The server's own words for a refused handshake (": " and the text), or "".
+
+    aiohttp drops the body of a refused upgrade, so the same upgrade request is sent once more
+    as plain HTTP to read it; this costs a request only when the agent is being refused.
+    """
+    if refused.status < 400:
+        return ""
+    headers = {
+        **creds.headers(),
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "Y2x1c3RlcnN5bmMtcmVhc29u",
+    }
+    http_url = "http" + url[2:] if url.startswith("ws") else url
+    try:
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            async with session.get(http_url, headers=headers, ssl=tls) as response:
+                if response.status < 400:
+                    return ""
+                body = await response.content.read(_REASON_BYTES)
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        return f" {refused.message}" if refused.message else ""
+    text = " ".join(body.decode(errors="replace").split())
+    return f": {text}" if text else (f" {refused.message}" if refused.message else "")

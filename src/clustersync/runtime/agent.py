@@ -21,9 +21,11 @@ from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
 from clustersync.adapters.kube.informer import Informer
 from clustersync.adapters.metrics import CLUSTER_WRITES, RECONNECTS, bad_input
 from clustersync.link.client import (
+    DIAL_TIMEOUT,
     Credentials,
     LinkError,
     PermanentLinkError,
+    SupersededError,
     dial,
     tls_context,
 )
@@ -41,6 +43,7 @@ from clustersync.protocol.messages import (
     Ping,
 )
 from clustersync.protocol.shaping import ShapingError
+from clustersync.protocol.supersede import SUPERSEDED_CLOSE, SupersedePolicy
 from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.config import AgentConfig
@@ -84,6 +87,8 @@ class Agent:
         # than announced, since the coming reconciliation covers every object of the kind.
         self._awaiting_inventory: set[Kind] = set()
         self.connections = 0
+        self.supersede = SupersedePolicy()
+        self.dial_timeout = DIAL_TIMEOUT
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
 
@@ -179,6 +184,7 @@ class Agent:
                         self.config.heartbeat,
                         tls=tls,
                         compress=self.config.compress,
+                        timeout=self.dial_timeout,
                     )
                 except PermanentLinkError:
                     raise
@@ -192,11 +198,31 @@ class Agent:
                 started = time.monotonic()
                 await self._serve(ws)
                 RECONNECTS.inc()
-                if time.monotonic() - started > HEALTHY_AFTER:
-                    backoff.reset()
-                delay = backoff.next_delay()
-                log.info("connection to server lost; redialing in %.1fs", delay)
+                if ws.close_code == SUPERSEDED_CLOSE:
+                    delay = self._replaced_delay()
+                else:
+                    self.supersede.disconnected_otherwise()
+                    if time.monotonic() - started > HEALTHY_AFTER:
+                        backoff.reset()
+                    delay = backoff.next_delay()
+                    log.info("connection to server lost; redialing in %.1fs", delay)
                 await asyncio.sleep(delay)
+
+    def _replaced_delay(self) -> float:
+        who = f"account {self.config.account!r}, cluster {self.config.cluster!r}"
+        delay = self.supersede.replaced()
+        if delay is None:
+            raise SupersededError(
+                f"another agent with the same identity ({who}) replaced this one "
+                f"{self.supersede.streak} times in a row: two agents are running with one "
+                "access key and cluster name; stopping this one"
+            )
+        log.warning(
+            "the server closed this connection because another agent with the same identity "
+            "(%s) connected; backing off %.0fs instead of fighting over the link (%d of %d)",
+            who, delay, self.supersede.streak, self.supersede.limit,
+        )
+        return delay
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.connections += 1
