@@ -1,7 +1,8 @@
 """Registry of the resource types the sandbox API server knows about.
 
-The sandbox has no CRD machinery: every type (built-in or custom) is a plain
-``ResourceType`` entry, and discovery documents are generated from them.
+Every type (built-in or custom) is a plain ``ResourceType`` entry, and discovery documents are
+generated from them. CustomResourceDefinitions created at run time add entries (see ``crds``), so
+the registry is mutable; the custom types the sandbox starts with are served without a CRD object.
 """
 
 from __future__ import annotations
@@ -94,22 +95,44 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     _rt(_SPDX, "v1beta1", "sbomsyfts", "SBOMSyft", True),
     _rt(_SPDX, "v1beta1", "networkneighborhoods", "NetworkNeighborhood", True),
     _rt("kubescape.io", "v1alpha1", "operatorcommands", "OperatorCommand", True),
+    _rt(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        "crd",
+        "crds",
+    ),
 )
 
 
 class Registry:
-    """Lookup tables over a fixed set of resource types."""
+    """Lookup tables over the served resource types."""
 
     def __init__(self, resources: Iterable[ResourceType]) -> None:
-        self.resources: tuple[ResourceType, ...] = tuple(resources)
+        self.resources: tuple[ResourceType, ...] = ()
         self._by_path: dict[tuple[str, str, str], ResourceType] = {}
         self._by_kind: dict[tuple[str, str], ResourceType] = {}
-        for rt in self.resources:
-            key = (rt.group, rt.version, rt.resource)
-            if key in self._by_path:
+        for rt in resources:
+            if (rt.group, rt.version, rt.resource) in self._by_path:
                 raise ValueError(f"duplicate resource type {rt.api_version}/{rt.resource}")
-            self._by_path[key] = rt
-            self._by_kind[(rt.api_version, rt.kind)] = rt
+            self.add(rt)
+
+    def add(self, rt: ResourceType) -> None:
+        """Serve ``rt``, replacing a type at the same path (a CRD update may rename kinds)."""
+        old = self._by_path.get((rt.group, rt.version, rt.resource))
+        if old is not None:
+            self.remove(old)
+        self.resources = (*self.resources, rt)
+        self._by_path[(rt.group, rt.version, rt.resource)] = rt
+        self._by_kind[(rt.api_version, rt.kind)] = rt
+
+    def remove(self, rt: ResourceType) -> None:
+        self.resources = tuple(r for r in self.resources if r != rt)
+        self._by_path.pop((rt.group, rt.version, rt.resource), None)
+        if self._by_kind.get((rt.api_version, rt.kind)) == rt:
+            del self._by_kind[(rt.api_version, rt.kind)]
 
     def find(self, group: str, version: str, resource: str) -> ResourceType | None:
         return self._by_path.get((group, version, resource))

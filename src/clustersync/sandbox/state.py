@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from . import crds
 from .errors import (
     SandboxError,
     already_exists,
@@ -33,6 +34,7 @@ from .errors import (
     invalid,
     not_found,
 )
+from .names import check_name
 from .resources import Registry, ResourceType
 from .selectors import Filter
 
@@ -167,11 +169,12 @@ class Store:
         self._history: deque[Event] = deque()
         self._watchers: set[Watcher] = set()
         self._ns_rt = registry.find("", "v1", "namespaces")
+        self._crd_rt = registry.find(crds.CRD_GROUP, "v1", "customresourcedefinitions")
 
     # ----- reads -------------------------------------------------------
 
     def get(self, rt: ResourceType, namespace: str, name: str) -> Obj | None:
-        return self._objects[rt].get((namespace if rt.namespaced else "", name))
+        return self._objects.setdefault(rt, {}).get((namespace if rt.namespaced else "", name))
 
     def list_objects(
         self,
@@ -212,7 +215,7 @@ class Store:
     def _objects_at(self, rt: ResourceType, snap: int) -> dict[Key, Obj]:
         """The objects of one type as they were at RV ``snap``, rebuilt by
         undoing retained history (a stand-in for etcd's MVCC reads)."""
-        current = dict(self._objects[rt])
+        current = dict(self._objects.setdefault(rt, {}))
         if snap >= self.rv:
             return current
         if snap < self.floor:
@@ -245,7 +248,7 @@ class Store:
         if start == 0 or send_initial_events:
             # Synthetic ADDEDs for the current state, then only newer events
             # ("not older than" the requested RV, as the apiserver serves it).
-            objs = self._objects[rt]
+            objs = self._objects.setdefault(rt, {})
             w.initial = [("ADDED", objs[k]) for k in sorted(objs) if flt.matches(objs[k])]
             w.initial_end_bookmark = send_initial_events
             w.min_rv = self.rv
@@ -281,9 +284,9 @@ class Store:
         obj["metadata"]["resourceVersion"] = str(self.rv)
         key = _key(obj)
         if etype == "DELETED":
-            self._objects[rt].pop(key, None)
+            self._objects.setdefault(rt, {}).pop(key, None)
         else:
-            self._objects[rt][key] = obj
+            self._objects.setdefault(rt, {})[key] = obj
         ev = Event(self.rv, rt, etype, obj, prev)
         self._history.append(ev)
         while len(self._history) > self.history_limit:
@@ -339,6 +342,10 @@ class Store:
             name = self._generate_name(rt, ns, prefix)
         if not isinstance(name, str):
             raise invalid(rt, str(name), "metadata.name: Invalid value: must be a string")
+        check_name(rt, name)
+        if rt == self._crd_rt:
+            crds.check(obj)
+            crds.with_status(obj, now_rfc3339())
         if rt.namespaced and self._ns_rt is not None and self.get(self._ns_rt, "", ns) is None:
             raise not_found(self._ns_rt, ns)
         if self.get(rt, ns, name) is not None:
@@ -354,7 +361,10 @@ class Store:
             obj["status"] = {"phase": "Active"}
         if dry_run:
             return obj
-        return self._commit(rt, "ADDED", obj, None)
+        committed = self._commit(rt, "ADDED", obj, None)
+        if rt == self._crd_rt:
+            self._serve_crd(None, committed)
+        return committed
 
     def _generate_name(self, rt: ResourceType, ns: str, prefix: str) -> str:
         while True:
@@ -419,12 +429,19 @@ class Store:
                 meta[field] = cmeta[field]
         generation = int(cmeta.get("generation", 1))
         meta["generation"] = generation + 1 if new.get("spec") != cur.get("spec") else generation
+        if rt == self._crd_rt and subresource is None:
+            crds.check(new)
+            crds.with_status(new, now_rfc3339())
+            new["status"]["conditions"] = cur.get("status", {}).get("conditions", [])
         if new == cur:
             # Like the apiserver, a no-op write is not persisted: no new RV, no event.
             return cur
         if dry_run:
             return new
-        return self._commit(rt, "MODIFIED", new, cur)
+        committed = self._commit(rt, "MODIFIED", new, cur)
+        if rt == self._crd_rt:
+            self._serve_crd(cur, committed)
+        return committed
 
     def delete(
         self,
@@ -445,10 +462,33 @@ class Store:
             # at once still yields a DELETED event per contained object.
             for other in self.registry.resources:
                 if other.namespaced:
-                    for key in sorted(k for k in self._objects[other] if k[0] == name):
+                    for key in sorted(k for k in self._objects.get(other, {}) if k[0] == name):
                         self.delete(other, name, key[1])
+        if rt == self._crd_rt:
+            self._serve_crd(cur, None)
         final = {**cur, "metadata": dict(cur["metadata"])}
         return self._commit(rt, "DELETED", final, cur)
+
+    def _serve_crd(self, old: Obj | None, new: Obj | None) -> None:
+        """Register the types a CRD now serves and retire those it no longer does; a retired
+        type loses its objects (each with a DELETED event) and its watches end."""
+        before = set(crds.served_types(old)) if old is not None else set()
+        after = set(crds.served_types(new)) if new is not None else set()
+        for rt in before - after:
+            gone = (rt.group, rt.version, rt.resource)
+            if any((t.group, t.version, t.resource) == gone for t in after):
+                continue  # same path, new names: replaced below, objects kept
+            for namespace, name in sorted(self._objects.get(rt, {})):
+                self.delete(rt, namespace or None, name)
+            for watcher in [w for w in self._watchers if w.rt == rt]:
+                watcher.close("dropped")
+            self._objects.pop(rt, None)
+            self.registry.remove(rt)
+        for rt in after - before:
+            old_rt = self.registry.find(rt.group, rt.version, rt.resource)
+            if old_rt is not None and old_rt in self._objects:
+                self._objects[rt] = self._objects.pop(old_rt)
+            self.registry.add(rt)
 
 
 __all__ = ["Event", "ListResult", "SandboxError", "Store", "Watcher", "clone", "translate"]
