@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from clustersync.adapters.bus import Bus, BusError
+from clustersync.adapters.bus import Bus, BusError, BusFullError
 from clustersync.adapters.metrics import bad_input
 from clustersync.adapters.store import Store, StoredObject
 from clustersync.model import Kind, KindError, ObjectRef
@@ -116,6 +116,9 @@ class BackendApi:
             seq = await self.bus.publish(
                 write_subject(account, cluster), encode_envelope(Envelope(account, cluster, msg))
             )
+        except BusFullError as exc:  # that cluster's queue is full: the caller slows down
+            log.warning("backend write refused: %s", exc)
+            return web.json_response({"error": str(exc)}, status=429, headers={"Retry-After": "5"})
         except BusError as exc:
             log.error("backend write not accepted by the bus: %s", exc)
             return web.json_response({"error": f"bus unavailable: {exc}"}, status=503)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeGuard
 
-from clustersync.adapters.bus import Bus, BusError, Delivery, Subscription
+from clustersync.adapters.bus import Bus, BusError, BusFullError, Delivery, Subscription
 from clustersync.adapters.metrics import (
     DEAD_LETTERS,
     INGEST_SECONDS,
@@ -67,6 +67,7 @@ from clustersync.runtime.batcher import WriteBatcher
 
 log = logging.getLogger("clustersync.ingester")
 
+FULL_LOG_INTERVAL = 10.0  # seconds between log lines about clusters whose queue is full
 TOMBSTONE_RETENTION = 14 * 24 * 3600.0  # longer than the bus keeps messages (7 days)
 
 
@@ -141,6 +142,8 @@ class Ingester:
         self.stale = StaleWrites()
         self.writer = WriteBatcher(store, on_stale=self.stale)
         self.unavailable_retries = 0
+        self.full_retries = 0
+        self._full_logged_at = -FULL_LOG_INTERVAL
         self._subscriptions: list[Subscription] = []
         self._purger: asyncio.Task[None] | None = None
 
@@ -196,6 +199,20 @@ class Ingester:
                 return
             try:
                 await handle(env, delivery)
+            except BusFullError as exc:
+                # The cluster's own queue is full (e.g. its agent takes no messages): this one
+                # waits in the bus for room. The bus counts every refusal; log now and then.
+                self.full_retries += 1
+                now = time.monotonic()
+                if now - self._full_logged_at >= FULL_LOG_INTERVAL:
+                    self._full_logged_at = now
+                    log.warning(
+                        "%s stays queued (%d retries so far for full clusters): %s",
+                        delivery.subject,
+                        self.full_retries,
+                        exc,
+                    )
+                raise
             except (StoreUnavailableError, BusError) as exc:
                 # An outage is not the message's fault: it waits in the bus, however long.
                 self.unavailable_retries += 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from clustersync.adapters.bus import Bus, BusError, Delivery, Subscription
+from clustersync.adapters.bus import Bus, BusError, BusFullError, Delivery, Subscription
 from clustersync.adapters.metrics import CONNECTED_AGENTS, bad_input
 from clustersync.link.frames import Rejected, receive, send
 from clustersync.link.server import accept, authenticate_agent
@@ -140,6 +140,11 @@ class SyncServer:
                 # Our agents request their inventories; a kubescape agent gets ours pushed.
                 await self._publish_control(conn, CONTROL_CONNECTED)
             await self._pump(conn)
+        except BusFullError as exc:
+            # This cluster has its bound of messages queued: push back on this agent only
+            # (1013 "try again later"); it reconnects with backoff and resyncs.
+            log.warning("closing %s/%s: %s", *key, exc)
+            await ws.close(code=1013, message=b"too many messages queued for this cluster")
         except BusError as exc:
             # The agent re-announces everything when it reconnects, so nothing stays lost.
             log.error("bus unavailable, closing %s/%s: %s", *key, exc)
