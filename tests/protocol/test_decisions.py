@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -22,14 +23,15 @@ from clustersync.protocol.backend import (
     StoredCopy,
     Upsert,
     backend_write,
+    bridge_hop,
     decide,
     decide_all,
     reconciliation_batches,
 )
-from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
 from clustersync.protocol.codec import encode
 from clustersync.protocol.fields import resource_version_number
-from clustersync.protocol.mergepatch import apply_patch
+from clustersync.protocol.mergepatch import apply_patch, create_patch
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
     Batch,
@@ -456,9 +458,74 @@ def test_backend_put_of_non_object() -> None:
     assert [r for r, _ in d.errors] == ["bad_object"]
 
 
-def test_backend_patch_without_stored_copy_asks_for_the_object() -> None:
+def test_backend_patch_without_stored_copy_offers_an_empty_base() -> None:
     msg = PatchObject(ref=REF, checksum="c", patch=b"{}", depth=1, msg_id="m")
-    assert decide(msg, None).send == [GetObject(ref=REF, depth=2, msg_id="m")]
+    assert decide(msg, None).send == [GetObject(ref=REF, base_object=b"{}", depth=2, msg_id="m")]
+
+
+def test_a_kubescape_agent_with_a_shadow_recovers_a_missing_stored_copy_in_one_round() -> None:
+    # kubescape's agent answers a GetObject by patching against the base it is given, or else
+    # against its shadow. Without a base it would patch against the same shadow again and loop
+    # to the depth limit; with the empty base its patch carries the whole object. Its patches
+    # are made and applied with the Go-exact functions (tests/golden proves them).
+    shadow = shape(PODS, live_pod("nginx:1"))
+    live = shape(PODS, live_pod("nginx:2", rv="11"))
+    first = create_patch(shadow, live)
+    msg = PatchObject(
+        ref=REF,
+        checksum=canonical_checksum(apply_patch(shadow, first)),
+        patch=orjson.dumps(first),
+        depth=1,
+        msg_id="m",
+    )
+    [ask] = decide(msg, None).send
+    assert isinstance(ask, GetObject) and ask.base_object is not None
+    base = orjson.loads(ask.base_object)  # the Go agent's shadow becomes the base
+    second = create_patch(base, live)
+    retry = PatchObject(
+        ref=REF,
+        checksum=canonical_checksum(apply_patch(base, second)),
+        patch=orjson.dumps(second),
+        depth=ask.depth + 1,
+        msg_id="m",
+    )
+    d = decide(retry, None)
+    assert d.send == []
+    assert isinstance(d.change, Upsert) and orjson.loads(d.change.object) == live
+
+
+def test_our_agent_answers_an_empty_base_with_the_whole_object() -> None:
+    s = session()
+    s.local_change(PODS, WatchEvent.MODIFIED, live_pod("nginx:1"))  # leaves a shadow
+    out = s.handle(GetObject(ref=REF, base_object=b"{}", depth=2, msg_id="m"), live_pod("nginx:2"))
+    [reply] = out.send
+    assert isinstance(reply, PutObject)
+    assert orjson.loads(reply.object) == shape(PODS, live_pod("nginx:2"))
+
+
+def _whole_object_patch(checksum: str, annotation: str | None = None) -> PatchObject:
+    body = shape(PODS, live_pod("nginx:3", rv="12"))
+    if annotation is not None:
+        body["metadata"]["annotations"] = {CHECKSUM_ANNOTATION: annotation}
+    return PatchObject(ref=REF, checksum=checksum, patch=orjson.dumps(body), depth=1, msg_id="h")
+
+
+@pytest.mark.parametrize("stored", [None, STORED], ids=["new", "existing"])
+def test_whole_objects_from_kubescapes_http_endpoint_are_stored(stored: StoredCopy | None) -> None:
+    # The node-agent posts objects to the agent's HTTP endpoint; kubescape's agent forwards each
+    # as a PatchObject whose patch is the whole body, without a checksum...
+    d = decide(_whole_object_patch(""), stored)
+    assert d.send == [] and isinstance(d.change, Upsert)
+    expected = shape(PODS, live_pod("nginx:3", rv="12"))
+    assert orjson.loads(d.change.object) == expected
+    assert d.change.checksum == canonical_checksum(expected)
+    # ... or with the storage annotation's checksum, which is what it is stored under.
+    d = decide(_whole_object_patch("precomputed", annotation="precomputed"), stored)
+    assert d.send == [] and isinstance(d.change, Upsert)
+    assert d.change.checksum == "precomputed"
+    # A checksum that is neither still has to verify.
+    d = decide(_whole_object_patch("0" * 64, annotation="precomputed"), stored)
+    assert d.change is None and [type(m) for m in d.send] == [GetObject]
 
 
 def test_backend_patch_verified_is_an_upsert() -> None:
@@ -484,6 +551,22 @@ def test_backend_patch_mismatch_sends_its_copy_as_base(patch: bytes) -> None:
     d = decide(msg, STORED)
     assert d.change is None
     assert d.send == [GetObject(ref=REF, base_object=STORED.object, depth=6, msg_id="m")]
+
+
+def test_verify_and_get_replies_use_the_canonical_hash_not_the_annotation() -> None:
+    # kubescape's agent hashes the object to verify a checksum or answer a GetObject; only its
+    # own announcements use the storage server's annotation.
+    live = live_pod()
+    live["metadata"]["annotations"] = {CHECKSUM_ANNOTATION: "precomputed"}
+    canonical = canonical_checksum(shape(PODS, live))
+    s = session()
+    [announced] = s.local_change(PODS, WatchEvent.ADDED, live)
+    assert isinstance(announced, NewChecksum) and announced.checksum == "precomputed"
+    assert s.handle(NewChecksum(ref=REF, checksum=canonical, depth=1), live).send == []
+    [asked] = s.handle(NewChecksum(ref=REF, checksum="precomputed", depth=1), live).send
+    assert isinstance(asked, GetObject)
+    [put] = s.handle(GetObject(ref=REF, depth=1), live).send
+    assert isinstance(put, PutObject) and put.checksum == canonical
 
 
 def test_backend_delete_and_get() -> None:
@@ -578,3 +661,19 @@ def test_reconciliation_items_carry_the_stored_resource_version() -> None:
 )
 def test_resource_version_number(text: str, number: int) -> None:
     assert resource_version_number(text) == number
+
+
+def test_the_server_bridges_one_level_deeper_up_to_the_limit() -> None:
+    msg = NewChecksum(ref=REF, checksum="c", depth=3, msg_id="m")
+    assert bridge_hop(msg) == NewChecksum(ref=REF, checksum="c", depth=4, msg_id="m")
+    assert bridge_hop(Ping(depth=7, msg_id="p")) == Ping(depth=8, msg_id="p")
+    assert bridge_hop(NewChecksum(ref=REF, checksum="c", depth=8, msg_id="m")) is None
+
+
+def test_replies_beyond_the_depth_limit_are_not_sent_but_reported() -> None:
+    deep = PatchObject(ref=REF, checksum="0" * 64, patch=b'{"spec":{"x":1}}', depth=8, msg_id="m")
+    [d] = decide_all(deep, {REF: STORED})
+    assert d.send == [] and d.change is None
+    assert [reason for reason, _ in d.errors] == ["too_deep"]
+    [ok] = decide_all(replace(deep, depth=7), {REF: STORED})
+    assert [m.depth for m in ok.send] == [8]

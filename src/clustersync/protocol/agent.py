@@ -88,13 +88,16 @@ def ref_of(kind: Kind, obj: Mapping[str, Any]) -> ObjectRef:
     return ObjectRef(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+def precomputed_checksum(live: Mapping[str, Any]) -> str | None:
+    """The checksum kubescape's storage server wrote into the object's annotations, if any."""
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    precomputed = annotations.get(CHECKSUM_ANNOTATION) if isinstance(annotations, dict) else None
+    return precomputed if isinstance(precomputed, str) and precomputed else None
+
+
 def checksum_of(live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
     """The storage server's precomputed checksum if present, else the canonical hash."""
-    annotations = (live.get("metadata") or {}).get("annotations") or {}
-    precomputed = annotations.get(CHECKSUM_ANNOTATION)
-    if isinstance(precomputed, str) and precomputed:
-        return precomputed
-    return canonical_checksum(shaped)
+    return precomputed_checksum(live) or canonical_checksum(shaped)
 
 
 class AgentSession:
@@ -124,6 +127,15 @@ class AgentSession:
         checksum = checksum_of(live, shaped)
         self._checksums[ref] = (version, checksum)
         return checksum
+
+    def _canonical(
+        self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]
+    ) -> str:
+        """The canonical hash, never the storage annotation: kubescape's agent hashes the object
+        when it verifies a checksum or answers a GetObject, and its peers expect that there."""
+        if precomputed_checksum(live) is not None:
+            return canonical_checksum(shaped)  # the cache holds the annotation for this one
+        return self._checksum(ref, live, shaped)
 
     # ------------------------------------------------------------ cluster to backend
 
@@ -205,7 +217,7 @@ class AgentSession:
 
     def _verify(self, msg: NewChecksum, live: dict[str, Any] | None, out: Outcome) -> None:
         same = live is not None and (
-            self._checksum(msg.ref, live, shape(msg.ref.kind, live)) == msg.checksum
+            self._canonical(msg.ref, live, shape(msg.ref.kind, live)) == msg.checksum
         )
         if same:
             return
@@ -218,9 +230,9 @@ class AgentSession:
             out.send.append(ObjectDeleted(ref=msg.ref, **_meta(msg)))
             return
         shaped = shape(msg.ref.kind, live)
-        checksum = self._checksum(msg.ref, live, shaped)
-        if msg.base_object is None:
-            # No base: the backend lacks the object, so only a whole copy can help.
+        checksum = self._canonical(msg.ref, live, shaped)
+        if msg.base_object is None or msg.base_object.strip() == b"{}":
+            # No base, or an empty one: the backend lacks the object, so only a whole copy helps.
             self.shadows.pop(msg.ref, None)
         else:
             self.shadows[msg.ref] = msg.base_object

@@ -14,12 +14,13 @@ import orjson
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol import gojson
-from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
 from clustersync.protocol.gojson import GoJSONError
 from clustersync.protocol.inventory import bucket_digests, bucket_of, differing_buckets
 from clustersync.protocol.mergepatch import PatchError, apply_patch
 from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
+    MAX_DEPTH,
     Batch,
     GetObject,
     Message,
@@ -114,24 +115,39 @@ def _accept_put(msg: PutObject, out: Decision) -> None:
     out.change = upsert_of(msg.ref, obj, msg.object, msg.checksum)
 
 
+# The base the backend offers when it holds no copy to patch: an agent patches against it with the
+# whole object (a kubescape agent with a shadow would otherwise patch against that shadow again,
+# get the same answer, and loop to the depth limit); ours sends the object whole instead.
+EMPTY_BASE = b"{}"
+
+
 def _accept_patch(msg: PatchObject, stored: StoredCopy | None, out: Decision) -> None:
     meta = reply_meta(msg)
-    if stored is None:
-        # Nothing to patch: ask for the whole object.
-        out.send.append(GetObject(ref=msg.ref, depth=meta.depth, msg_id=meta.msg_id))
-        return
+    base = stored.object if stored is not None else EMPTY_BASE
     try:
         # Decoded as Go decodes, so that the result hashes as a Go peer's does.
-        result = apply_patch(gojson.loads(stored.object), gojson.loads(msg.patch))
+        result = apply_patch(gojson.loads(base), gojson.loads(msg.patch))
     except (GoJSONError, PatchError):
         result = None
-    if isinstance(result, dict) and canonical_checksum(result) == msg.checksum:
-        out.change = upsert_of(msg.ref, result, orjson.dumps(result), msg.checksum)
-        return
+    if isinstance(result, dict):
+        computed = canonical_checksum(result)
+        if computed == msg.checksum or _unverifiable_whole_object(msg, result):
+            out.change = upsert_of(msg.ref, result, orjson.dumps(result), msg.checksum or computed)
+            return
     # Our copy is not the agent's base: send it as the new base for a second patch.
-    out.send.append(
-        GetObject(ref=msg.ref, base_object=stored.object, depth=meta.depth, msg_id=meta.msg_id)
-    )
+    out.send.append(GetObject(ref=msg.ref, base_object=base, depth=meta.depth, msg_id=meta.msg_id))
+
+
+def _unverifiable_whole_object(msg: PatchObject, result: dict[str, Any]) -> bool:
+    """A patch from kubescape's in-cluster HTTP endpoint (the node-agent posting objects): the
+    whole object as the patch, with no checksum or the storage annotation's, which no patch
+    result can be verified against. Refusing it would lose the object for good, as that adapter
+    never answers a GetObject."""
+    if not msg.checksum:
+        return True
+    meta = result.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    return isinstance(annotations, dict) and annotations.get(CHECKSUM_ANNOTATION) == msg.checksum
 
 
 def decide_all(msg: Message, lookup: Mapping[ObjectRef, StoredCopy]) -> list[Decision]:
@@ -141,8 +157,27 @@ def decide_all(msg: Message, lookup: Mapping[ObjectRef, StoredCopy]) -> list[Dec
     if isinstance(msg, Batch):
         if msg.batch_type == BATCH_RECONCILIATION:
             return [Decision(errors=[("bad_batch", "agents do not send reconciliation batches")])]
-        return [decide(item, lookup.get(item.ref)) for item in msg.unrolled()]
-    return [decide(msg, lookup.get(msg.ref))]
+        return [_within_depth(decide(item, lookup.get(item.ref))) for item in msg.unrolled()]
+    return [_within_depth(decide(msg, lookup.get(msg.ref)))]
+
+
+def _within_depth(decision: Decision) -> Decision:
+    """Replies deeper than the limit are not sent: every peer would drop them (the chain has run
+    too long), and a bus envelope that deep could not even be decoded."""
+    kept = [reply for reply in decision.send if reply.depth <= MAX_DEPTH]
+    if len(kept) < len(decision.send):
+        decision.errors.append(("too_deep", f"reply chain reached depth {MAX_DEPTH}: not sent"))
+        decision.send = kept
+    return decision
+
+
+def bridge_hop(msg: Message) -> Message | None:
+    """``msg`` as the server forwards it, between an agent's socket and the bus, either way:
+    one level deeper, as kubescape's server makes it, or None once that passes the limit (the
+    peer would drop it)."""
+    if msg.depth >= MAX_DEPTH:
+        return None
+    return replace(msg, depth=msg.depth + 1)
 
 
 def backend_write(msg: PutObject | ObjectDeleted) -> Decision:

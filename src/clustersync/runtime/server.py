@@ -21,6 +21,7 @@ from clustersync.adapters.metrics import CONNECTED_AGENTS, bad_input
 from clustersync.link.frames import Rejected, receive, send
 from clustersync.link.server import accept, authenticate_agent
 from clustersync.model.identity import TokenTable
+from clustersync.protocol.backend import bridge_hop
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
@@ -177,9 +178,13 @@ class SyncServer:
             if isinstance(item, Ack):
                 conn.acknowledge(item.count)
                 continue
-            subject = up_subject(conn.account, conn.cluster, partition_of(item))
+            forwarded = bridge_hop(item)  # one level deeper per hop, as kubescape's server does
+            if forwarded is None:
+                bad_input("server", "too_deep")
+                continue
+            subject = up_subject(conn.account, conn.cluster, partition_of(forwarded))
             await self.bus.publish(
-                subject, encode_envelope(Envelope(conn.account, conn.cluster, item))
+                subject, encode_envelope(Envelope(conn.account, conn.cluster, forwarded))
             )
 
     async def _deliver(self, conn: Connection, delivery: Delivery) -> None:
@@ -192,16 +197,19 @@ class SyncServer:
             dead = encode_dead_letter(delivery.subject, delivery.data, f"undeliverable: {exc}")
             await self.bus.publish(DEAD_SUBJECT, dead)
             return
-        if env.message is None:
+        msg = None if env.message is None else bridge_hop(env.message)
+        if msg is None:
+            if env.message is not None:
+                bad_input("server", "too_deep")
             return
         if conn.ws.closed:
             raise ConnectionError("agent connection closed")  # redelivered to the next one
         if not conn.acks:  # a kubescape agent: written to the socket is as far as we can know
-            await send(conn.ws, env.message, "server")
+            await send(conn.ws, msg, "server")
             return
         handled = asyncio.get_running_loop().create_future()
         conn.unacked.append(handled)
-        await send(conn.ws, env.message, "server")
+        await send(conn.ws, msg, "server")
         # Acknowledge the bus only once the agent has handled it; if the connection dies first,
         # this raises and the bus redelivers the message to the agent's next connection.
         await handled

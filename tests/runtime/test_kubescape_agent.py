@@ -1,5 +1,5 @@
-"""A kubescape agent reconciles by resource version: our backend's reconciliation must carry the
-stored one, or that agent re-sends every object on every connect (issue row 3)."""
+"""Our backend as a kubescape agent sees it, through a hand-driven websocket speaking only
+kubescape's protocol: reconciliation by resource version, and depth growing by one per hop."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import asyncio
 
 import aiohttp
 
-from clustersync.protocol.codec import decode
-from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch
+from clustersync.model import ObjectRef
+from clustersync.protocol.codec import decode, encode
+from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch, GetObject, NewChecksum
 
 try:
     from tests.runtime.harness import ACCOUNT, CLUSTER_A, CONFIGMAPS, PODS, TOKENS, World
@@ -67,3 +68,23 @@ async def test_a_kubescape_agent_gets_the_stored_resource_versions(synced: World
             assert row is not None and row.resource_version == live["metadata"]["resourceVersion"]
             checked += 1
     assert checked >= 2
+
+
+async def test_depth_grows_by_one_per_hop_as_through_kubescapes_server(synced: World) -> None:
+    # Agent (1) -> server to bus (2) -> the ingester's reply (3) -> server to agent (4): what a
+    # kubescape agent sees through kubescape's own server, which adds one on each bridge hop.
+    await synced.stop_agent(CLUSTER_A)
+    await synced.wait_disconnected(CLUSTER_A)
+    ref = ObjectRef(CONFIGMAPS, "shop", "not-stored-yet")
+    async with synced.http.ws_connect(
+        synced.backend.ws_url + "/synchronizer", headers=KUBESCAPE_HEADERS
+    ) as ws:
+        await ws.send_bytes(encode(NewChecksum(ref=ref, checksum="c0ffee", depth=1, msg_id="m-1")))
+        async with asyncio.timeout(15.0):
+            while True:
+                frame = await ws.receive()
+                assert frame.type == aiohttp.WSMsgType.BINARY, f"unexpected frame {frame!r}"
+                msg = decode(frame.data)
+                if isinstance(msg, GetObject) and msg.ref == ref:
+                    break
+    assert (msg.depth, msg.msg_id) == (4, "m-1")
