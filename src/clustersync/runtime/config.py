@@ -198,6 +198,25 @@ def _ingest(value: Any) -> IngestConfig | None:
     )
 
 
+def _access_key(section: dict[str, Any], source: str) -> Any:
+    """The agent token, inline or from ``accessKeyFile`` (a mounted Secret: the config itself can
+    then live in a ConfigMap)."""
+    path = section.get("accessKeyFile")
+    if path is None or path == "":
+        return section.get("accessKey")
+    if section.get("accessKey"):
+        raise ConfigError(f"{source}: set accessKey or accessKeyFile, not both")
+    if not isinstance(path, str):
+        raise ConfigError(f"{source}: accessKeyFile must be a file path")
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: accessKeyFile: cannot read {path}: {exc}") from None
+    if not key:
+        raise ConfigError(f"{source}: accessKeyFile {path} is empty")
+    return key
+
+
 def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
@@ -211,7 +230,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
         "server": server,
         "account": section.get("account"),
         "cluster": cluster,
-        "accessKey": section.get("accessKey"),
+        "accessKey": _access_key(section, source),
     }
     for name, value in values.items():
         if not isinstance(value, str) or not value:
