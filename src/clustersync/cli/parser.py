@@ -82,6 +82,11 @@ def listener_options(p: argparse.ArgumentParser) -> None:
 
 def agent_socket_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--replica", default="", metavar="NAME",
+        help="this replica's name on the bus (default: random); a stable name per replica "
+        "(e.g. the pod name) avoids one takeover consumer per restart",
+    )
+    p.add_argument(
         "--max-message-rate", type=_rate, default=2000.0, metavar="PER_SECOND",
         help="messages a second one agent may sustain beyond its burst; 0: no limit",
     )

@@ -63,6 +63,7 @@ async def cmd_backend(args: argparse.Namespace) -> None:
         limits=_limits(args),
         message_rate=args.max_message_rate,
         message_burst=args.message_burst,
+        replica=args.replica,
     )
     host, port = args.listen
     try:
@@ -91,6 +92,7 @@ async def cmd_server(args: argparse.Namespace) -> None:
         reconcile_interval=args.reconcile_interval,
         message_rate=args.max_message_rate,
         message_burst=args.message_burst,
+        replica=args.replica,
     )
     site = server_site(server, _limits(args))
     try:

@@ -32,6 +32,7 @@ class Backend:
     limits: ListenerLimits = field(default_factory=ListenerLimits)
     message_rate: float = 2000.0
     message_burst: int = 200_000
+    replica: str = ""
     server: SyncServer = field(init=False)
     ingester: Ingester = field(init=False)
     url: str = ""
@@ -45,6 +46,7 @@ class Backend:
             reconcile_interval=self.reconcile_interval,
             message_rate=self.message_rate,
             message_burst=self.message_burst,
+            replica=self.replica,
         )
         self.ingester = Ingester(self.bus, self.store)
 

@@ -2,7 +2,8 @@
 
 Each connected cluster has one durable bus consumer on its ``cs.down`` subject, so messages for a
 cluster wait in the bus while it is disconnected and reach it through whichever server replica it
-reconnects to. A newer connection for the same cluster supersedes (and closes) the older one.
+reconnects to. A newer connection for the same cluster, on this replica or any other, supersedes
+(and closes) the older one (see runtime/takeover.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from clustersync.protocol.envelope import (
 )
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
 from clustersync.protocol.ratelimit import TokenBucket
+from clustersync.runtime.takeover import Takeovers
 
 log = logging.getLogger("clustersync.server")
 
@@ -51,6 +53,7 @@ class Connection:
     cluster: str
     ws: web.WebSocketResponse
     epoch: int
+    claim: int = 0  # this connection's takeover notice (a bus seq); 0 until published
     acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
     acked: int = 0
     unacked: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
@@ -80,6 +83,7 @@ class SyncServer:
         extensions: bool = True,
         message_rate: float = 2000.0,
         message_burst: int = 200_000,
+        replica: str = "",
     ) -> None:
         self.bus = bus
         self.tokens = tokens
@@ -94,6 +98,9 @@ class SyncServer:
         self._epochs = itertools.count(1)
         self._reconciler: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
+        # A newer connection of a cluster on any replica closes the older one (item: one active
+        # connection per cluster), through notices on the bus.
+        self.takeovers = Takeovers(bus, self._supersede_if_older, replica)
 
     def add_routes(self, app: web.Application) -> None:
         # kubescape agents may dial any path; the catch-all must come after every other route.
@@ -103,12 +110,14 @@ class SyncServer:
         app.on_shutdown.append(self._shutdown)
 
     async def _start(self, app: web.Application) -> None:
+        await self.takeovers.start()
         if self.reconcile_interval > 0:
             self._reconciler = asyncio.create_task(self._reconcile_periodically())
 
     async def _shutdown(self, app: web.Application) -> None:
         if self._reconciler:
             self._reconciler.cancel()
+        await self.takeovers.stop()
         for conn in list(self.connections.values()):
             await conn.ws.close(code=1001, message=b"server shutting down")
 
@@ -125,13 +134,13 @@ class SyncServer:
         CONNECTED_AGENTS.set(len(self.connections))
         if old is not None:
             log.info("%s/%s reconnected; closing the older connection", *key)
-            # In the background: a dead peer would hold the close handshake until its timeout.
-            closing = asyncio.create_task(old.ws.close(code=SUPERSEDED, message=b"superseded"))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._supersede(old)
         log.info("agent connected: account=%s cluster=%s", *key)
         subscription: Subscription | None = None
         try:
+            conn.claim = await self.takeovers.claim(*key)
+            if self.takeovers.newest[key] > conn.claim:  # a newer one arrived meanwhile
+                self._supersede(conn)
             subscription = await self.bus.subscribe(
                 down_subject(*key),
                 down_durable(conn.account, conn.cluster),
@@ -159,6 +168,18 @@ class SyncServer:
             CONNECTED_AGENTS.set(len(self.connections))
             log.info("agent disconnected: account=%s cluster=%s", *key)
         return ws
+
+    def _supersede(self, conn: Connection) -> None:
+        # In the background: a dead peer would hold the close handshake until its timeout.
+        closing = asyncio.create_task(conn.ws.close(code=SUPERSEDED, message=b"superseded"))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    def _supersede_if_older(self, key: tuple[str, str], claim: int) -> None:
+        conn = self.connections.get(key)
+        if conn is not None and 0 < conn.claim < claim:
+            log.info("%s/%s connected through another replica; closing this connection", *key)
+            self._supersede(conn)
 
     async def _pump(self, conn: Connection) -> None:
         """Agent frames to the bus, tagged with the identity of the agent's token."""
