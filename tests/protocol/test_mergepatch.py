@@ -93,10 +93,19 @@ CREATE_CASES = [
     ({"a": 1}, {"a": 1.0}, {}),  # numbers compare as float64
     ({"a": [1, {"b": 2}]}, {"a": [1.0, {"b": 2.0}]}, {}),
     ([{"a": 1}, {"b": 1}], [{"a": 2}, {"b": 1}], [{"a": 2}, {}]),
+    # evanphx/json-patch v5.9.0 (checked in its source): array elements match only with the same
+    # keys, so a key that became absent from an element object is a change, even from null.
+    ({"a": [{"b": None}]}, {"a": [{}]}, {"a": [{}]}),
+    # Go decodes null into an empty map.
+    (None, {"a": 1}, {"a": 1}),
+    ([None], [{"a": 1}], [{"a": 1}]),
 ]
 
 
-@pytest.mark.parametrize(("old", "new"), [([1], {"a": 1}), ({"a": 1}, [1]), ([{}], [{}, {}])])
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [([1], {"a": 1}), ({"a": 1}, [1]), ([{}], [{}, {}]), ([1], [2]), ("x", {}), ({}, 5)],
+)
 def test_create_patch_refuses_what_go_refuses(old: Any, new: Any) -> None:
     with pytest.raises(PatchError):
         create_patch(old, new)

@@ -34,18 +34,29 @@ class PatchError(ValueError):
 def create_patch(old: Any, new: Any) -> Any:
     """The merge patch that turns ``old`` into ``new``, as Go's ``CreateMergePatch`` makes it.
 
-    Two objects give an object patch. Two arrays of equal length give an array of per-element
-    patches (Go's behaviour; the synchronizer only ever diffs objects). Anything else is refused.
-    A key whose new value is null appears as ``null`` (a removal), so checksums are computed on
-    the patch *result*.
+    Two objects give an object patch (``null`` reads as an empty object, as in Go). Two arrays of
+    equal length give an array of per-element object patches (Go's behaviour; the synchronizer
+    only ever diffs objects). Anything else is refused. A key whose new value is null appears as
+    ``null`` (a removal), so checksums are computed on the patch *result*.
     """
     if isinstance(old, list) and isinstance(new, list):
         if len(old) != len(new):
             raise PatchError("cannot diff arrays of different lengths")
-        return [create_patch(before, after) for before, after in zip(old, new, strict=True)]
-    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [
+            _object_diff(_as_object(before), _as_object(after), 0)
+            for before, after in zip(old, new, strict=True)
+        ]
+    if isinstance(old, list) or isinstance(new, list):
+        raise PatchError("cannot diff an array against an object")
+    return _object_diff(_as_object(old), _as_object(new), 0)
+
+
+def _as_object(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
         raise PatchError("a merge patch is made from two objects")
-    return _object_diff(old, new, 0)
+    return value
 
 
 def _object_diff(old: dict[str, Any], new: dict[str, Any], nesting: int) -> dict[str, Any]:
