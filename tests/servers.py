@@ -285,6 +285,17 @@ class RunningNats:
             proc.kill()
             proc.wait()
 
+    def start(self) -> None:
+        """Start again after :meth:`stop`, on the same ports with the same store dir."""
+        self._launch()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean shutdown of the JetStream store."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
     def restart(self) -> None:
         """Stop and start again on the same port with the same store dir (JetStream state
         survives, clients reconnect)."""

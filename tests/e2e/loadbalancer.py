@@ -5,10 +5,10 @@ refuses a connection is skipped, which is how a real balancer's health checks be
 replica has died.
 
 It doubles as the link-fault injector of the fault matrix: :meth:`drop` closes every spliced
-connection cleanly (both peers see EOF at once), and :meth:`blackhole` keeps every socket open
-but silently discards the bytes, in both directions and for new connections too, which is what
-a dead NAT entry or a half-failed network path looks like to the peers: only their own
-heartbeats can notice.
+connection cleanly (both peers see EOF at once); :meth:`blackhole` keeps the established
+connections open but silently discards their bytes in both directions, which is what a dead NAT
+entry looks like to the peers: only their own heartbeats can notice (new connections pass);
+and ``mute`` makes new connections be accepted and then never answered, like a hung server.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class LoadBalancer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        self.blackholed = False
+        self._swallowed: set[asyncio.StreamWriter] = set()  # writers of black-holed splices
+        self.mute = False
         self.accepted = 0
         self.port = 0
 
@@ -50,9 +51,11 @@ class LoadBalancer:
                 writer.close()
         return len(writers) // 2
 
-    def blackhole(self, on: bool = True) -> None:
-        """Discard all bytes from now on (``on=False`` lets new bytes through again)."""
-        self.blackholed = on
+    def blackhole(self) -> int:
+        """Discard every byte of the connections open now, keeping them open; returns how
+        many. Connections made afterwards are spliced normally."""
+        self._swallowed |= self._writers
+        return len(self._writers) // 2
 
     @property
     def open_connections(self) -> int:
@@ -73,8 +76,8 @@ class LoadBalancer:
         self._tasks.add(task)
         self.accepted += 1
         try:
-            if self.blackholed:
-                # A black hole answers nothing: hold the socket until the client gives up.
+            if self.mute:
+                # A hung server answers nothing: hold the socket until the client gives up.
                 while await reader.read(65536):
                     pass
                 return
@@ -88,6 +91,7 @@ class LoadBalancer:
                                      self._pipe(up_reader, writer))
             finally:
                 self._writers.difference_update((writer, up_writer))
+                self._swallowed.difference_update((writer, up_writer))
         finally:
             writer.close()
             self._tasks.discard(task)
@@ -95,8 +99,8 @@ class LoadBalancer:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
-                if self.blackholed:
-                    continue  # swallowed, and the connection stays open
+                if writer in self._swallowed:
+                    continue  # black-holed: the bytes vanish, the connection stays open
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):

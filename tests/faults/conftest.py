@@ -37,6 +37,7 @@ async def embedded(tmp_path: Path, tokens: Path,
         yield fleet
     finally:
         record(request.node.name, fleet.checker)
+        fleet.print_logs()
         await fleet.stop()
 
 
@@ -57,6 +58,7 @@ async def scaled(tmp_path: Path, tokens: Path, own_nats: RunningNats, pg_databas
         yield fleet
     finally:
         record(request.node.name, fleet.checker)
+        fleet.print_logs()
         await fleet.stop()
 
 

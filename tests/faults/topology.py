@@ -321,6 +321,11 @@ class Fleet:
             assert response.status < 300, f"{method} {path}: {response.status} {body}"
             return body
 
+    def print_logs(self, lines: int = 25) -> None:
+        """Every process's log tail on stdout: pytest shows it when the test failed."""
+        for proc in [*self.backend.procs.values(), *self.agents.values()]:
+            print(f"--- {proc.name} (started {proc.starts}x) ---\n{proc.tail(lines)}")
+
     async def stop(self) -> None:
         for proc in self.agents.values():
             await proc.stop()

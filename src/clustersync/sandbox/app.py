@@ -72,6 +72,20 @@ class Api:
         self.store = store
         self.token = token
         self.bookmark_interval = 1.0
+        # Fault injection for tests: the next N API requests fail with this status.
+        self.failures_left = 0
+        self.failure_status = 500
+
+    def _injected_failure(self) -> web.Response | None:
+        if self.failures_left <= 0:
+            return None
+        self.failures_left -= 1
+        status = self.failure_status
+        reason = "TooManyRequests" if status == 429 else "InternalError"
+        response = json_response(status_object(status, reason, "injected fault"), status)
+        if status == 429:
+            response.headers["Retry-After"] = "1"
+        return response
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -91,6 +105,8 @@ class Api:
         segs = [s for s in request.path.split("/") if s]
         if len(segs) == 1 and segs[0] in _HEALTH:
             return web.Response(text="ok")
+        if (failure := self._injected_failure()) is not None:
+            return failure
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             raise SandboxError(401, "Unauthorized", "Unauthorized")
         doc = self._discovery(segs)

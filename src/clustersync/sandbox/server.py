@@ -76,6 +76,17 @@ class Sandbox:
     def watch_queue_limit(self, limit: int) -> None:
         self.store.watch_queue_limit = limit
 
+    def fail_requests(self, status: int, count: int) -> None:
+        """Fault injection: answer the next ``count`` API requests (any verb, watches too,
+        health probes excepted) with ``status`` (500, or 429 with ``Retry-After: 1``)."""
+        self._api.failure_status = status
+        self._api.failures_left = count
+
+    @property
+    def failures_left(self) -> int:
+        """Injected failures not yet served."""
+        return self._api.failures_left
+
     # ----- lifecycle --------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
