@@ -255,3 +255,31 @@ async def test_a_flooding_cluster_cannot_push_out_another_clusters_messages(
         assert [d.seq for d in rec.acked()] == pushes
     finally:
         await bus.close()
+
+
+async def test_stream_and_consumer_replaced_by_another_process(
+    bus: NatsBus, nats_url: str
+) -> None:
+    """Another replica recreated both stream and consumer, so this subscriber's next fetch
+    just works: the sequences going back is what tells it the epoch changed."""
+    u = unique()
+    subject, durable = f"cs.up.{u}.c1", f"ingest-{u}"
+    rec = Recorder()
+    await bus.subscribe(subject, durable, rec)
+    old = [await bus.publish(subject, b"old-%d" % i) for i in range(5)]
+    await wait_for(lambda: len(rec.acked()) == 5)
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        stream = (await js.stream_info(bus.stream)).config
+        consumer = (await js.consumer_info(bus.stream, consumer_name(durable))).config
+        await js.delete_stream(bus.stream)
+        await js.add_stream(stream)
+        await js.add_consumer(bus.stream, consumer)
+        for i in range(2):
+            await js.publish(subject, b"new-%d" % i, stream=bus.stream)
+    finally:
+        await nc.close()
+    await wait_for(lambda: len(rec.acked()) == 7, timeout=20)
+    new = [d for d in rec.acked() if d.data.startswith(b"new-")]
+    assert min(d.seq for d in new) > max(old)
