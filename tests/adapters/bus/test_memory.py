@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from clustersync.adapters.bus.base import BusError, BusFullError, Delivery
 from clustersync.adapters.bus.memory import MemoryBus
@@ -47,14 +48,25 @@ class FakeClock:
         return self.now
 
 
-async def test_retention_by_age() -> None:
+async def test_retention_by_age_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     bus = MemoryBus(max_age=60, redelivery_delay=0, clock=clock)
+    evicted = REGISTRY.get_sample_value(
+        "clustersync_bus_evicted_total", {"bus": "memory", "reason": "max_age"}
+    ) or 0.0
     try:
         await bus.publish("cs.down.a.c1", b"old")
+        await bus.publish("cs.write.a.c1", b"old write")
         clock.now += 61
         fresh = await bus.publish("cs.down.a.c1", b"fresh")
-        assert bus.dropped == 1
+        assert bus.dropped == 2
+        assert REGISTRY.get_sample_value(
+            "clustersync_bus_evicted_total", {"bus": "memory", "reason": "max_age"}
+        ) == evicted + 2
+        lines = [r.getMessage() for r in caplog.records if "retention" in r.getMessage()]
+        assert len(lines) == 1  # one line per sweep, naming the subjects
+        assert "dropped 2 messages" in lines[0]
+        assert "cs.down.a.c1" in lines[0] and "cs.write.a.c1" in lines[0]
         clock.now += 30
         rec = Recorder()
         await bus.subscribe("cs.down.a.c1", "down-a-c1", rec)
