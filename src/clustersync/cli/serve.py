@@ -54,7 +54,7 @@ async def cmd_backend(args: argparse.Namespace) -> None:
     tune_gc()
     _quiet_floods()
     store = await open_store(args.db)
-    bus = await open_bus(args.bus)
+    bus = await open_bus(args.bus, version_floor=await store.highest_version())
     backend = Backend(
         bus,
         store,

@@ -18,11 +18,14 @@ async def open_store(url: str) -> Store:
     raise StoreError(f"unsupported database URL {url!r} (use sqlite:///PATH or postgresql://…)")
 
 
-async def open_bus(url: str) -> Bus:
+async def open_bus(url: str, *, version_floor: int = 0) -> Bus:
+    """``version_floor``: for the embedded bus, the highest version the store holds (see
+    ``Store.highest_version``), so that a restarted bus numbers above it even if the clock
+    stepped back. Buses that outlive the process ignore it."""
     if url in ("", "memory", "memory://"):
         from clustersync.adapters.bus.memory import MemoryBus
 
-        return MemoryBus()
+        return MemoryBus(version_floor=version_floor)
     if url.startswith(("nats://", "tls://")):
         from clustersync.adapters.bus.nats import open_nats
 

@@ -308,3 +308,14 @@ async def test_closing_the_bus_fails_a_publisher_waiting_for_room() -> None:
         await waiting
     assert isinstance(waiting.exception(), BusError)
     assert not isinstance(waiting.exception(), BusFullError)
+
+
+async def test_the_runtime_opens_the_embedded_bus_above_the_stores_highest_version() -> None:
+    from clustersync.runtime.engines import open_bus
+
+    floor = (1 << 62) + 41  # far above what the clock gives
+    bus = await open_bus("memory", version_floor=floor)
+    try:
+        assert await bus.publish("cs.up.a.c1.0", b"x") == floor + 1
+    finally:
+        await bus.close()

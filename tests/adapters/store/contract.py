@@ -108,6 +108,14 @@ class StoreContract:
         assert same(await store.get(k), obj(k, 7))
         assert [o.key for o in await store.list()] == [k]
 
+    async def test_highest_version_counts_tombstones(self, store: Store) -> None:
+        assert await store.highest_version() == 0
+        big = (1 << 62) + 5  # versions use up to 63 bits
+        await store.apply([obj(key(name="a"), 7), obj(key(name="b"), big)])
+        assert await store.highest_version() == big
+        assert await store.apply([Delete(key(name="a"), big + 1)]) == 1
+        assert await store.highest_version() == big + 1
+
     async def test_delete_of_unknown_row_still_guards(self, store: Store) -> None:
         k = key(name="never-seen")
         assert await store.apply([Delete(k, 10)]) == 1

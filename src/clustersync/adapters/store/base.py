@@ -84,6 +84,11 @@ class Store(Protocol):
         """Live rows, ordered by key, optionally narrowed."""
         ...
 
+    async def highest_version(self) -> int:
+        """The highest ``seq`` of any row, tombstones included (0 if empty): an embedded bus
+        starting again numbers its messages above it, so its writes are not refused as stale."""
+        ...
+
     async def purge_tombstones(self, older_than: float) -> int:
         """Drop tombstones written before ``older_than`` (epoch seconds); returns how many."""
         ...

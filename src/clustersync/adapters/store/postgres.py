@@ -415,6 +415,11 @@ class PostgresStore:
             rows = await conn.fetch(query, *args)
         return [_row_to_object(r) for r in rows]
 
+    async def highest_version(self) -> int:
+        async with self._conn() as conn:
+            highest: int = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM objects")
+        return highest
+
     async def purge_tombstones(self, older_than: float) -> int:
         when = datetime.fromtimestamp(older_than, UTC)
         async with self._conn() as conn:

@@ -240,6 +240,12 @@ class SqliteStore:
 
         return await self._run(run)
 
+    async def highest_version(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM objects").fetchone()[0])
+
+        return await self._run(run)
+
     async def purge_tombstones(self, older_than: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
