@@ -8,8 +8,9 @@ import ssl
 import sys
 
 from clustersync.adapters.kube import KubeError
-from clustersync.cli.common import CommandError, serve_forever, tune_gc
+from clustersync.cli.common import CommandError, tune_gc
 from clustersync.runtime.listener import ListenerLimits
+from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync")
 
@@ -25,6 +26,15 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 def _limits(args: argparse.Namespace) -> ListenerLimits:
     return ListenerLimits(header_timeout=args.header_timeout, max_connections=args.max_connections)
+
+
+async def _serve(*supervisors: Supervisor) -> None:
+    """Serve until stopped by a signal, or until a background task fails for good: then stop
+    with exit status 1 rather than run on without it."""
+    from clustersync.runtime.supervisor import wait_for_failure
+
+    failure = await wait_for_failure(*supervisors)
+    raise CommandError(f"stopping: {failure}", 1)
 
 
 def _quiet_floods() -> None:
@@ -69,7 +79,7 @@ async def cmd_backend(args: argparse.Namespace) -> None:
     try:
         await backend.start(host, port, _tls(args))
         print(f"clustersync backend serving on {backend.url} (db {args.db})", flush=True)
-        await serve_forever()
+        await _serve(*backend.supervisors)
     finally:
         await backend.stop()
         await bus.close()
@@ -98,7 +108,7 @@ async def cmd_server(args: argparse.Namespace) -> None:
     try:
         url = await site.start(args.listen[0], args.listen[1], _tls(args))
         print(f"clustersync server serving on {url} (bus {args.bus})", flush=True)
-        await serve_forever()
+        await _serve(server.supervisor, site.supervisor)
     finally:
         await site.stop()
         await bus.close()
@@ -119,7 +129,7 @@ async def cmd_ingester(args: argparse.Namespace) -> None:
         await ingester.start()
         url = await site.start(*args.health)
         print(f"clustersync ingester running (bus {args.bus}, health on {url})", flush=True)
-        await serve_forever()
+        await _serve(ingester.supervisor, site.supervisor)
     finally:
         await site.stop()
         await ingester.stop()
@@ -140,7 +150,7 @@ async def cmd_api(args: argparse.Namespace) -> None:
     try:
         url = await site.start(args.listen[0], args.listen[1], _tls(args))
         print(f"clustersync api serving on {url}", flush=True)
-        await serve_forever()
+        await _serve(site.supervisor)
     finally:
         await site.stop()
         await bus.close()

@@ -16,6 +16,7 @@ from clustersync.runtime.http import Site, add_health_routes
 from clustersync.runtime.ingester import Ingester
 from clustersync.runtime.listener import Gate, ListenerLimits
 from clustersync.runtime.server import SyncServer
+from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync.backend")
 
@@ -64,6 +65,12 @@ class Backend:
         self._site = Site(self.app(), "backend", self.limits)
         self.url = await self._site.start(host, port, tls)
         log.info("backend serving on %s", self.url)
+
+    @property
+    def supervisors(self) -> list[Supervisor]:
+        """Every supervisor of this process's background tasks."""
+        sites = [self._site.supervisor] if self._site is not None else []
+        return [self.server.supervisor, self.ingester.supervisor, *sites]
 
     @property
     def gate(self) -> Gate:

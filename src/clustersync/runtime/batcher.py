@@ -12,6 +12,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from clustersync.adapters.store import Store, Write
+from clustersync.runtime.supervisor import Supervisor
+
+TASK = "write-batcher"
 
 StaleHandler = Callable[[int, Sequence[Write]], None]
 """Told how many of ``writes`` the store refused as stale (they did not land)."""
@@ -19,33 +22,40 @@ StaleHandler = Callable[[int, Sequence[Write]], None]
 
 class WriteBatcher:
     def __init__(
-        self, store: Store, max_batch: int = 2000, on_stale: StaleHandler | None = None
+        self,
+        store: Store,
+        max_batch: int = 2000,
+        on_stale: StaleHandler | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.on_stale = on_stale
+        self.supervisor = supervisor or Supervisor("ingester")
         self._waiting: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
+        self._in_flight: list[tuple[Sequence[Write], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._started = False
         self.batches = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="write-batcher")
+        # Supervised: if the loop ever dies, its callers get the error (never a hang), it is
+        # logged, and the loop restarts for the writes that come after.
+        self.supervisor.spawn(TASK, self._run)
+        self._started = True
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        for _, future in self._waiting:
-            if not future.done():
-                future.set_exception(RuntimeError("the ingester is stopping"))
-        self._waiting = []
+        if self._started:
+            await self.supervisor.stop()
+            self._started = False
+        self._fail_pending(RuntimeError("the ingester is stopping"))
 
     async def apply(self, writes: Sequence[Write]) -> None:
-        if self._task is None:  # not started: write directly
+        if not self._started:  # not started: write directly
             await self._apply(writes)
             return
+        if not self.supervisor.running(TASK):
+            raise RuntimeError("the write batcher has stopped after repeated failures")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((writes, future))
         self._wake.set()
@@ -61,11 +71,22 @@ class WriteBatcher:
         return taken
 
     async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while batch := self._take():
-                await self._write(batch)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while batch := self._take():
+                    self._in_flight = batch
+                    await self._write(batch)
+                    self._in_flight = []
+        except BaseException as exc:
+            self._fail_pending(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+            raise
+
+    def _fail_pending(self, error: Exception) -> None:
+        for _, future in self._in_flight + self._waiting:
+            _settle(future, error)
+        self._in_flight, self._waiting = [], []
 
     async def _write(self, batch: list[tuple[Sequence[Write], asyncio.Future[None]]]) -> None:
         self.batches += 1

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clustersync.runtime.listener import Gate, Listener, ListenerLimits, head_middleware
+from clustersync.runtime.supervisor import Supervisor
 
 
 def add_health_routes(app: web.Application, ready: Callable[[], bool] = lambda: True) -> None:
@@ -53,13 +54,14 @@ class Site:
         app.middlewares.append(head_middleware(self.gate))
         self._runner: web.AppRunner | None = None
         self._listener: Listener | None = None
+        self.supervisor = Supervisor(f"listener-{name}")
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> str:
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        self._listener = Listener(self._runner, self.gate, tls)
+        self._listener = Listener(self._runner, self.gate, tls, self.supervisor)
         bound_host, bound_port = await self._listener.start(host, port)
         self.url = f"{'https' if tls else 'http'}://{bound_host}:{bound_port}"
         return self.url

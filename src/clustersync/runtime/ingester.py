@@ -64,6 +64,7 @@ from clustersync.protocol.messages import (
     PutObject,
 )
 from clustersync.runtime.batcher import WriteBatcher
+from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync.ingester")
 
@@ -140,12 +141,12 @@ class Ingester:
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
         self.stale = StaleWrites()
-        self.writer = WriteBatcher(store, on_stale=self.stale)
+        self.supervisor = Supervisor("ingester")  # background tasks: logged and restarted
+        self.writer = WriteBatcher(store, on_stale=self.stale, supervisor=self.supervisor)
         self.unavailable_retries = 0
         self.full_retries = 0
         self._full_logged_at = -FULL_LOG_INTERVAL
         self._subscriptions: list[Subscription] = []
-        self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.writer.start()
@@ -162,7 +163,7 @@ class Ingester:
         self._subscriptions.append(
             await self.bus.subscribe(DEAD_FILTER, "ingester-dead", self._on_dead)
         )
-        self._purger = asyncio.create_task(self._purge_periodically())
+        self.supervisor.spawn("purge-tombstones", self._purge_periodically)
 
     async def _purge_periodically(self) -> None:
         """Forget tombstones older than the retention: by then no late put of theirs can arrive
@@ -177,14 +178,11 @@ class Ingester:
             await asyncio.sleep(self.purge_interval)
 
     async def stop(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            await asyncio.gather(self._purger, return_exceptions=True)
-            self._purger = None
         for sub in self._subscriptions:
             await sub.stop()
         self._subscriptions = []
         await self.writer.stop()
+        await self.supervisor.stop()  # the purger
 
     def _guard(
         self, handle: Callable[[Envelope, Delivery], Awaitable[None]]

@@ -29,6 +29,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import Counter, Gauge
 
+from clustersync.runtime.supervisor import Supervisor, log_failure
+
 log = logging.getLogger("clustersync.listener")
 
 LISTENER_EVENTS = Counter(
@@ -247,14 +249,20 @@ class Listener:
     descriptors than the table allows: asyncio's own accept loop takes up to its backlog at once,
     and those sockets exist before the table can refuse or evict anything."""
 
-    def __init__(self, runner: web.AppRunner, gate: Gate, tls: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        gate: Gate,
+        tls: ssl.SSLContext | None,
+        supervisor: Supervisor,
+    ) -> None:
         server = runner.server
         assert server is not None, "runner.setup() first"
         self._server = server
         self.gate = gate
         self.tls = tls
         self.sock: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
+        self.supervisor = supervisor
         self._handshakes: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -262,15 +270,12 @@ class Listener:
         family, _, _, _, address = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
         self.sock = socket.create_server(address[:2], family=family, backlog=BACKLOG)
         self.sock.setblocking(False)
-        self._accepting = asyncio.create_task(self._accept(), name=f"accept-{self.gate.name}")
+        self.supervisor.spawn("accept", self._accept)
         bound = self.sock.getsockname()
         return str(bound[0]), int(bound[1])
 
     async def stop(self) -> None:
-        if self._accepting is not None:
-            self._accepting.cancel()
-            await asyncio.gather(self._accepting, return_exceptions=True)
-            self._accepting = None
+        await self.supervisor.stop()
         for task in list(self._handshakes):
             task.cancel()
         await asyncio.gather(*self._handshakes, return_exceptions=True)
@@ -291,6 +296,7 @@ class Listener:
             handshake = asyncio.create_task(self._connect(conn))
             self._handshakes.add(handshake)
             handshake.add_done_callback(self._handshakes.discard)
+            handshake.add_done_callback(log_failure(self.gate.name, "accepting a connection"))
             await asyncio.sleep(0)  # one accept per turn: evicted sockets close in between
 
     async def _connect(self, conn: socket.socket) -> None:

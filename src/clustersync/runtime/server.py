@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from clustersync.protocol.envelope import (
 )
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
 from clustersync.protocol.ratelimit import TokenBucket
+from clustersync.runtime.supervisor import Supervisor, log_failure
 from clustersync.runtime.takeover import Takeovers
 
 log = logging.getLogger("clustersync.server")
@@ -96,7 +96,7 @@ class SyncServer:
         self.message_burst = message_burst
         self.connections: dict[tuple[str, str], Connection] = {}
         self._epochs = itertools.count(1)
-        self._reconciler: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor("server")  # background tasks: logged and restarted
         self._closing: set[asyncio.Task[bool]] = set()
         # A newer connection of a cluster on any replica closes the older one (item: one active
         # connection per cluster), through notices on the bus.
@@ -112,11 +112,10 @@ class SyncServer:
     async def _start(self, app: web.Application) -> None:
         await self.takeovers.start()
         if self.reconcile_interval > 0:
-            self._reconciler = asyncio.create_task(self._reconcile_periodically())
+            self.supervisor.spawn("reconcile", self._reconcile_periodically)
 
     async def _shutdown(self, app: web.Application) -> None:
-        if self._reconciler:
-            self._reconciler.cancel()
+        await self.supervisor.stop()
         await self.takeovers.stop()
         for conn in list(self.connections.values()):
             await conn.ws.close(code=1001, message=b"server shutting down")
@@ -174,6 +173,7 @@ class SyncServer:
         closing = asyncio.create_task(conn.ws.close(code=SUPERSEDED, message=b"superseded"))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
+        closing.add_done_callback(log_failure("server", "closing a superseded connection"))
 
     def _supersede_if_older(self, key: tuple[str, str], claim: int) -> None:
         conn = self.connections.get(key)
@@ -245,5 +245,8 @@ class SyncServer:
             for conn in list(self.connections.values()):
                 if conn.acks:
                     continue  # our agents re-request their inventories themselves, by digest
-                with contextlib.suppress(Exception):
+                try:
                     await self._publish_control(conn, CONTROL_RECONCILE)
+                except BusError as exc:  # the next round tries again; other errors restart us
+                    log.warning("periodic reconciliation of %s/%s not requested: %s",
+                                conn.account, conn.cluster, exc)
