@@ -14,6 +14,7 @@ from .clitools import Process, free_port, wait_until
 from .conftest import ACCOUNT, ADMIN_TOKEN, CLUSTER, Backend, Cluster, write_agent_config
 
 ALERTS = "kubescape.io/v1/runtimealerts"
+PROFILES = "kubescape.io/v1/nodeprofiles"
 
 
 def runtime_alert(name: str) -> dict[str, Any]:
@@ -26,9 +27,18 @@ def runtime_alert(name: str) -> dict[str, Any]:
     }
 
 
-async def stored(backend: Backend) -> list[dict[str, Any]]:
+def node_profile(name: str, cpu: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubescape.io/v1",
+        "kind": "nodeprofiles",
+        "metadata": {"name": name},
+        "spec": {"cpu": cpu, "labels": {"zone": "a"}},
+    }
+
+
+async def stored(backend: Backend, kind: str = ALERTS) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    params = {"account": ACCOUNT, "cluster": CLUSTER, "kind": ALERTS, "full": "1"}
+    params = {"account": ACCOUNT, "cluster": CLUSTER, "kind": kind, "full": "1"}
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"{backend.url}/api/v1/objects", headers=headers, params=params) as response,
@@ -38,9 +48,12 @@ async def stored(backend: Backend) -> list[dict[str, Any]]:
         return items
 
 
-async def post(url: str, body: bytes) -> int:
+async def post(url: str, body: bytes, method: str = "POST") -> int:
     try:
-        async with aiohttp.ClientSession() as http, http.post(url, data=body) as response:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, url, data=body) as response,
+        ):
             return response.status
     except aiohttp.ClientError:
         return 0
@@ -55,8 +68,12 @@ async def test_a_posted_object_lands_in_the_backend(
     config["httpEndpoint"] = {
         "serverPort": str(port),
         "host": "127.0.0.1",
-        "resources": [{"group": "kubescape.io", "version": "v1", "resource": "runtimealerts",
-                       "strategy": "copy"}],
+        "resources": [
+            {"group": "kubescape.io", "version": "v1", "resource": "runtimealerts",
+             "strategy": "copy"},
+            {"group": "kubescape.io", "version": "v1", "resource": "nodeprofiles",
+             "strategy": "patch"},
+        ],
     }
     config_path.write_text(yaml.safe_dump(config))
     agent = Process("agent", ["agent", "--config", str(config_path)], tmp_path)
@@ -77,6 +94,18 @@ async def test_a_posted_object_lands_in_the_backend(
         (row,) = await stored(backend)
         assert (row["namespace"], row["name"]) == ("default", "alert-1")
         assert row["object"] == runtime_alert("alert-1")  # unshaped, as posted
+
+        # PUT (patch strategy): the whole body is the patch; a second PUT updates the object.
+        profiles = f"http://127.0.0.1:{port}/apis/v1/{PROFILES}"
+        for cpu in (2, 3):
+            body = orjson.dumps(node_profile("node-1", cpu))
+            assert await post(profiles, body, "PUT") == 202
+
+            async def updated(cpu: int = cpu) -> bool:
+                rows = await stored(backend, PROFILES)
+                return len(rows) == 1 and rows[0]["object"] == node_profile("node-1", cpu)
+
+            await wait_until(updated, f"the node profile with cpu {cpu} in the backend's store")
 
         # Bad input is answered and the agent carries on.
         assert await post(url, b"{not json") == 400
