@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable
@@ -70,6 +71,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
 )
 
 from clustersync.adapters.bus.base import (
@@ -215,23 +217,26 @@ async def open_nats(
         duplicate_window=min(DUPLICATE_WINDOW, max_age),
     )
     try:
-        epoch = await _ensure_stream(js, config, update=True)
+        info = await _ensure_stream(js, config, update=True)
     except (nats.errors.Error, TimeoutError, BusError) as exc:
         await nc.close()
         raise BusError(f"cannot create or update stream {stream}: {_reason(exc)}") from None
     return NatsBus(
         nc,
         js,
-        config,
-        epoch,
+        # Recreating a lost stream later uses the replicas it had.
+        dataclasses.replace(
+            config, num_replicas=info.config.num_replicas, placement=info.config.placement
+        ),
+        _epoch_of(info),
         ack_wait=ack_wait,
         redelivery_delay=redelivery_delay,
         publish_timeout=publish_timeout,
     )
 
 
-async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool) -> int:
-    """Create the stream if it does not exist (or update it, if asked); returns its epoch."""
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool) -> StreamInfo:
+    """Create the stream if it does not exist (or update it, if asked)."""
     assert config.name is not None
     try:
         info = await js.stream_info(config.name)
@@ -240,9 +245,19 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: 
         log.info("NATS: created stream %s", config.name)
     else:
         if update:
-            info = await js.update_stream(config)
+            # Replicas (and placement) are the operator's: a stream pre-created with
+            # num_replicas 3 must not be scaled down to our default of one.
+            ours = dataclasses.replace(
+                config, num_replicas=info.config.num_replicas, placement=info.config.placement
+            )
+            info = await js.update_stream(ours)
+    _epoch_of(info)  # refuse a server that cannot tell it
+    return info
+
+
+def _epoch_of(info: StreamInfo) -> int:
     if info.created is None:  # servers older than 2.2 do not say
-        raise BusError(f"stream {config.name} does not report its creation time")
+        raise BusError(f"stream {info.config.name} does not report its creation time")
     return epoch_at(info.created.timestamp())
 
 
@@ -286,7 +301,7 @@ class NatsBus:
     async def recheck_stream(self, why: str) -> None:
         """The stream may have been replaced: create it if it is gone, and learn its epoch."""
         async with self._epoch_lock:
-            epoch = await _ensure_stream(self._js, self._config, update=False)
+            epoch = _epoch_of(await _ensure_stream(self._js, self._config, update=False))
             if epoch != self._epoch:
                 log.warning("NATS: stream %s is a new one (%s): new epoch", self._stream, why)
                 self._epoch = epoch
