@@ -327,3 +327,75 @@ def start_nats(tmpdir: Path) -> RunningNats:
         running.stop()
         raise
     return running
+
+
+@dataclass
+class RunningNatsCluster:
+    """Three (or more) JetStream nodes routed to each other on loopback."""
+
+    nodes: list[RunningNats]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _jetstream_current(monitor_port: int) -> bool:
+    # Without js-enabled-only, healthz also waits for the JetStream meta group to be current,
+    # which needs a leader elected across the routes.
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz",
+                                    timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class _ClusterNode(RunningNats):
+    name: str = ""
+    cluster_port: int = 0
+    routes: str = ""
+
+    def _launch(self) -> None:
+        argv = [str(self._binary), "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                "-m", str(self.monitor_port), "-sd", str(self.store_dir), "-l", str(self.log),
+                "-n", self.name, "--cluster_name", "clustersync-test",
+                "--cluster", f"nats://127.0.0.1:{self.cluster_port}", "--routes", self.routes]
+        self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = self._proc
+        _wait_until(lambda: _port_open(self.port), f"nats node {self.name}", self.log,
+                    alive=lambda: proc.poll() is None)
+
+
+def start_nats_cluster(tmpdir: Path, size: int = 3) -> RunningNatsCluster:
+    """Start ``size`` JetStream nodes clustered over loopback routes; returns once every node
+    reports JetStream current (a meta leader is elected)."""
+    binary = nats_server_binary()
+    cluster_ports = [free_port() for _ in range(size)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+    nodes: list[_ClusterNode] = []
+    for i in range(size):
+        workdir = tmpdir / f"node-{i}"
+        (workdir / "jetstream").mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        nodes.append(_ClusterNode(
+            url=f"nats://127.0.0.1:{port}", port=port, monitor_port=free_port(),
+            store_dir=workdir / "jetstream", log=workdir / "nats.log", _binary=binary,
+            name=f"node-{i}", cluster_port=cluster_ports[i], routes=routes))
+    running = RunningNatsCluster(list(nodes))
+    try:
+        for node in nodes:
+            node._launch()
+        for node in nodes:
+            _wait_until(lambda n=node: _jetstream_current(n.monitor_port),  # type: ignore[misc]
+                        f"nats node {node.name} JetStream", node.log)
+    except BaseException:
+        running.stop()
+        raise
+    return running

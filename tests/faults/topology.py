@@ -276,7 +276,7 @@ class Fleet:
         doc.update(overrides)
         return doc
 
-    async def start_agent(self, name: str, **overrides: Any) -> Proc:
+    async def start_agent(self, name: str, *, wait: bool = True, **overrides: Any) -> Proc:
         """An agent process for cluster ``name``, waited on until it reports ready."""
         config = self.tmp / f"{name}.agent.yaml"
         config.write_text(yaml.safe_dump(self.agent_config(name, **overrides)))
@@ -287,7 +287,8 @@ class Fleet:
         self.agents[name] = proc
         self.agent_ready[name] = f"http://127.0.0.1:{health}/readyz"
         await proc.start()
-        await self.wait_agent_ready(name)
+        if wait:
+            await self.wait_agent_ready(name)
         return proc
 
     async def wait_agent_ready(self, name: str, timeout: float = START_TIMEOUT) -> None:
