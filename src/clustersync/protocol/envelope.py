@@ -30,6 +30,10 @@ class Envelope:
     cluster: str
     message: Message | None = None
     control: str = ""
+    # With CONTROL_CONNECTED: what the agent said of itself at connect (synchronizerVersion,
+    # helmVersion, gitVersion, cloudProvider, connectionId, connectionTime), sorted pairs so
+    # the envelope stays hashable; kubescape's Pulsar backend reads it from ConnectedClients.
+    client: tuple[tuple[str, str], ...] = ()
 
 
 def encode_envelope(env: Envelope) -> bytes:
@@ -38,6 +42,8 @@ def encode_envelope(env: Envelope) -> bytes:
         doc["message"] = to_wire(env.message)
     if env.control:
         doc["control"] = env.control
+    if env.client:
+        doc["client"] = dict(env.client)
     return orjson.dumps(doc)
 
 
@@ -61,7 +67,10 @@ def decode_envelope(data: bytes) -> Envelope:
         raise DecodeError("acks do not travel on the bus")
     if message is None and not control:
         raise DecodeError("bus message carries neither a message nor a control")
-    return Envelope(account, cluster, message, control)
+    client = doc.get("client") or {}
+    if not isinstance(client, dict) or not all(isinstance(v, str) for v in client.values()):
+        raise DecodeError("client must map names to strings")
+    return Envelope(account, cluster, message, control, tuple(sorted(client.items())))
 
 
 _KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

@@ -12,7 +12,10 @@ import asyncio
 import collections
 import itertools
 import logging
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiohttp import web
 
@@ -37,6 +40,7 @@ from clustersync.protocol.envelope import (
     up_subject,
 )
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
+from clustersync.protocol.pulsar_codec import format_timestamp
 from clustersync.protocol.ratelimit import TokenBucket
 from clustersync.runtime.supervisor import Supervisor, log_failure
 from clustersync.runtime.takeover import Takeovers
@@ -57,6 +61,7 @@ class Connection:
     acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
     acked: int = 0
     unacked: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+    client: tuple[tuple[str, str], ...] = ()  # what the agent said of itself (connect_info)
 
     def acknowledge(self, count: int) -> None:
         while self.acked < count and self.unacked:
@@ -70,6 +75,24 @@ class Connection:
             waiter = self.unacked.popleft()
             if not waiter.done():
                 waiter.set_exception(ConnectionError("connection closed before the agent acked"))
+
+
+# The connect headers a kubescape server reports in ConnectedClients, by its field names.
+_CLIENT_HEADERS = {
+    "synchronizerVersion": "X-SYNCHRONIZER-VERSION",
+    "helmVersion": "X-HELM-VERSION",
+    "gitVersion": "X-GIT-VERSION",
+    "cloudProvider": "X-CLOUD-PROVIDER",
+}
+
+
+def connect_info(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """What an agent said of itself at connect, plus a connection id and time (for the bus's
+    ConnectedClients report), as an envelope's ``client``."""
+    info = {name: headers.get(header, "")[:256] for name, header in _CLIENT_HEADERS.items()}
+    info["connectionId"] = str(uuid.uuid4())
+    info["connectionTime"] = format_timestamp(datetime.now(UTC))
+    return tuple(sorted(info.items()))
 
 
 class SyncServer:
@@ -127,6 +150,7 @@ class SyncServer:
         ws = await accept(request, self.heartbeat, extensions=self.extensions)
         conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
         conn.acks = ws.ws_protocol == ACK_PROTOCOL
+        conn.client = connect_info(request.headers)
         key = (conn.account, conn.cluster)
         old = self.connections.get(key)
         self.connections[key] = conn
@@ -236,7 +260,8 @@ class SyncServer:
         await handled
 
     async def _publish_control(self, conn: Connection, control: str) -> None:
-        env = Envelope(conn.account, conn.cluster, control=control)
+        client = conn.client if control == CONTROL_CONNECTED else ()
+        env = Envelope(conn.account, conn.cluster, control=control, client=client)
         await self.bus.publish(up_subject(conn.account, conn.cluster), encode_envelope(env))
 
     async def _reconcile_periodically(self) -> None:

@@ -27,6 +27,7 @@ from clustersync.adapters.bus.pulsar_layout import (
     parse_pulsar_url,
 )
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
     CONTROL_RECONCILE,
@@ -307,9 +308,9 @@ async def test_a_go_backends_message_reaches_the_clusters_durable(
 async def test_connect_emits_server_connected_and_connected_clients(
     ks_bus: PulsarBus, broker: FakeBroker
 ) -> None:
-    seq = await ks_bus.publish(
-        up_subject(ACCOUNT, CLUSTER), encode_envelope(envelope(control=CONTROL_CONNECTED))
-    )
+    client = (("connectionId", "c-1"), ("synchronizerVersion", "v0.0.103"))
+    connect = Envelope(ACCOUNT, CLUSTER, control=CONTROL_CONNECTED, client=client)
+    seq = await ks_bus.publish(up_subject(ACCOUNT, CLUSTER), encode_envelope(connect))
     connected, clients = entries(broker)
     assert (connected.key, clients.key) == (SERVER_KEY, SERVER_KEY)
     assert connected.properties["event"] == "ServerConnected"
@@ -320,13 +321,24 @@ async def test_connect_emits_server_connected_and_connected_clients(
     assert report["serverName"]
     (client,) = report["clients"]
     assert (client["account"], client["cluster"]) == (ACCOUNT, CLUSTER)
-    assert client["connectionId"] and client["connectionTime"] == report["keepalive"]
+    assert (client["connectionId"], client["synchronizerVersion"]) == ("c-1", "v0.0.103")
+    assert client["connectionTime"] == report["keepalive"]  # none given: the time it is sent
     # The ingester gets the connect once; the report is acked with nothing to deliver.
     rec = Recorder()
     await ks_bus.subscribe(up_partition_filter(0), "ingester-up-0", rec)
     cursor = broker.cursors[(TOPIC, "ingester-up-0")]
     await wait_for(lambda: cursor.acked == {0, 1})
     assert [decode_envelope(d.data) for d in rec.acked()] == [envelope(control=CONTROL_CONNECTED)]
+
+
+def test_connect_details_survive_the_envelope_encoding() -> None:
+    client = (("helmVersion", "1.2.3"), ("synchronizerVersion", "v0.0.103"))
+    env = Envelope(ACCOUNT, CLUSTER, control=CONTROL_CONNECTED, client=client)
+    assert decode_envelope(encode_envelope(env)) == env
+    bad = orjson.dumps({"account": "a", "cluster": "c", "control": "connected",
+                        "client": {"helmVersion": 3}})
+    with pytest.raises(DecodeError):
+        decode_envelope(bad)
 
 
 async def test_a_reconciliation_request_batch_reaches_the_ingester_per_cluster(

@@ -45,7 +45,7 @@ import socket
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -184,7 +184,8 @@ def kubescape_form(
         return None  # one bus message must stay one Pulsar message with one seq
     (message,) = messages
     try:
-        same = decode_pulsar_all(message.payload, message.properties) == [env]
+        # The connect details travel in the ConnectedClients report beside it, not in here.
+        same = decode_pulsar_all(message.payload, message.properties) == [replace(env, client=())]
     except DecodeError:
         same = False
     return (env, message) if same else None
@@ -395,15 +396,20 @@ class KubescapeLayout:
         return out
 
     def _connected_clients(self, env: Envelope) -> Outgoing:
-        """The ConnectedClients report a Go server sends with its ServerConnected. The bus sees
-        only the identity, so the agent's version fields stay empty."""
+        """The ConnectedClients report a Go server sends with its ServerConnected, from what the
+        agent said of itself at connect (the envelope's ``client``)."""
         now = datetime.now(UTC)
         stamp = format_timestamp(now)
+        info = dict(env.client)
         client = ConnectedClient(
             account=env.account,
             cluster=env.cluster,
-            connection_id=str(uuid.uuid4()),
-            connection_time=stamp,
+            synchronizer_version=info.get("synchronizerVersion", ""),
+            helm_version=info.get("helmVersion", ""),
+            connection_id=info.get("connectionId") or str(uuid.uuid4()),
+            connection_time=info.get("connectionTime") or stamp,
+            git_version=info.get("gitVersion", ""),
+            cloud_provider=info.get("cloudProvider", ""),
         )
         report = ConnectedClients(
             server_name=self.server_name or _host_name(),
