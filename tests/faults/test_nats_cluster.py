@@ -75,10 +75,6 @@ async def replicate_stream(url: str) -> None:
         await nc.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6 (stream replicas): open_nats updates the stream "
-                   "with a config that has no num_replicas, so every backend start turns the "
-                   "operator's R3 stream into R1 (and its consumers are made R1); the replica "
-                   "count is not configurable")
 async def test_nats_node_lost_during_sync(tmp_path: Path, tokens: Path,
                                           nats_cluster: RunningNatsCluster,
                                           pg_database_url: str,
