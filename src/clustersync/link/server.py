@@ -31,13 +31,23 @@ def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
     return identity
 
 
+def offers_extensions(request: web.Request) -> bool:
+    """Whether the client offered the ``clustersync.v1`` subprotocol (our agents do)."""
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    return ACK_PROTOCOL in (part.strip() for part in offered.split(","))
+
+
 async def accept(
     request: web.Request, heartbeat: float, *, extensions: bool = True
 ) -> web.WebSocketResponse:
     # Offered by our agents only; aiohttp selects it when the client offers it. Without
     # ``extensions`` the server answers like kubescape's, which never selects a subprotocol.
+    ours = extensions and offers_extensions(request)
     ws = web.WebSocketResponse(
-        heartbeat=heartbeat,
+        # Websocket pings only for our agents: kubescape's Go client (gobwas/ws) answers a ping
+        # only between its handlers and may write the pong inside a data frame. Its peers get
+        # application Ping events instead (runtime/server.py).
+        heartbeat=heartbeat if ours else None,
         max_msg_size=MAX_FRAME,
         protocols=(ACK_PROTOCOL,) if extensions else (),
         compress=extensions,  # kubescape's server has no permessage-deflate either

@@ -39,7 +39,7 @@ from clustersync.protocol.envelope import (
     partition_of,
     up_subject,
 )
-from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping
+from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping, new_msg_id
 from clustersync.protocol.pulsar_codec import format_timestamp
 from clustersync.protocol.ratelimit import TokenBucket
 from clustersync.runtime.supervisor import Supervisor, log_failure
@@ -49,6 +49,12 @@ log = logging.getLogger("clustersync.server")
 
 SUPERSEDED = 4000  # websocket close code: a newer connection for this cluster took over
 RATE_LIMITED = 1008  # websocket close code (policy violation): the agent sent too fast
+READ_DEADLINE = 4001  # websocket close code: a kubescape agent sent nothing, not even its pings
+# kubescape's Go agent sends an application Ping every 50 s and nothing else keeps the link
+# alive. The server pings it back at the same interval, and gives up after two and a half of
+# its intervals without a single message.
+KUBESCAPE_PING_INTERVAL = 50.0
+KUBESCAPE_READ_DEADLINE = 125.0
 
 
 @dataclass(eq=False)
@@ -58,6 +64,7 @@ class Connection:
     ws: web.WebSocketResponse
     epoch: int
     claim: int = 0  # this connection's takeover notice (a bus seq); 0 until published
+    last_read: float = 0.0  # loop time of the last frame from the agent
     acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
     acked: int = 0
     unacked: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
@@ -107,6 +114,8 @@ class SyncServer:
         message_rate: float = 2000.0,
         message_burst: int = 200_000,
         replica: str = "",
+        app_ping_interval: float = KUBESCAPE_PING_INTERVAL,
+        read_deadline: float = KUBESCAPE_READ_DEADLINE,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
@@ -116,6 +125,8 @@ class SyncServer:
         # Per connection: the burst covers an initial sync of a large cluster, the rate an
         # agent's steady state with room to spare. A flood beyond both closes the socket.
         self.message_rate = message_rate
+        self.app_ping_interval = app_ping_interval  # for kubescape agents (no websocket pings)
+        self.read_deadline = read_deadline
         self.message_burst = message_burst
         self.connections: dict[tuple[str, str], Connection] = {}
         self._epochs = itertools.count(1)
@@ -151,6 +162,7 @@ class SyncServer:
         conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
         conn.acks = ws.ws_protocol == ACK_PROTOCOL
         conn.client = connect_info(request.headers)
+        conn.last_read = asyncio.get_running_loop().time()
         key = (conn.account, conn.cluster)
         old = self.connections.get(key)
         self.connections[key] = conn
@@ -160,6 +172,10 @@ class SyncServer:
             self._supersede(old)
         log.info("agent connected: account=%s cluster=%s", *key)
         subscription: Subscription | None = None
+        keepalive: asyncio.Task[None] | None = None
+        if ws.ws_protocol != ACK_PROTOCOL:  # no websocket pings: see link/server.py
+            keepalive = asyncio.create_task(self._keep_alive_without_pings(conn))
+            keepalive.add_done_callback(log_failure("server", "application keepalive"))
         try:
             conn.claim = await self.takeovers.claim(*key)
             if self.takeovers.newest[key] > conn.claim:  # a newer one arrived meanwhile
@@ -183,6 +199,8 @@ class SyncServer:
             log.error("bus unavailable, closing %s/%s: %s", *key, exc)
             await ws.close(code=1011, message=b"bus unavailable")
         finally:
+            if keepalive is not None:
+                keepalive.cancel()
             conn.fail_unacked()
             if subscription is not None:
                 await subscription.stop()
@@ -191,6 +209,27 @@ class SyncServer:
             CONNECTED_AGENTS.set(len(self.connections))
             log.info("agent disconnected: account=%s cluster=%s", *key)
         return ws
+
+    async def _keep_alive_without_pings(self, conn: Connection) -> None:
+        """kubescape's keepalive both ways: an application Ping every interval, and a read
+        deadline that the agent's own 50 s pings keep meeting."""
+        loop = asyncio.get_running_loop()
+        tick = min(self.app_ping_interval, self.read_deadline / 5)
+        next_ping = loop.time() + self.app_ping_interval
+        while not conn.ws.closed:
+            await asyncio.sleep(tick)  # a timer, not synchronisation
+            now = loop.time()
+            if now - conn.last_read > self.read_deadline:
+                log.warning("%s/%s sent nothing for %.0f s; closing", conn.account,
+                            conn.cluster, now - conn.last_read)
+                await conn.ws.close(code=READ_DEADLINE, message=b"read deadline exceeded")
+                return
+            if now >= next_ping:
+                next_ping = now + self.app_ping_interval
+                try:
+                    await send(conn.ws, Ping(depth=0, msg_id=new_msg_id()), "server")
+                except ConnectionError:
+                    return  # closing meanwhile: the handler cleans up
 
     def _supersede(self, conn: Connection) -> None:
         # In the background: a dead peer would hold the close handshake until its timeout.
@@ -210,6 +249,7 @@ class SyncServer:
         bucket = TokenBucket(self.message_rate, self.message_burst)
         clock = asyncio.get_running_loop().time
         async for item in receive(conn.ws, "server"):
+            conn.last_read = clock()
             if not bucket.take(clock()):
                 bad_input("server", "message_rate")
                 log.warning(
