@@ -175,6 +175,20 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(start: Start) -> None:
     assert recorder.messages == []
 
 
+async def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(start: Start) -> None:
+    endpoint, _ = await start(read_timeout=0.3)
+    host, port = endpoint.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"POST {ALERTS_PATH} HTTP/1.1\r\nHost: x\r\n".encode())  # never ends
+        await writer.drain()
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the endpoint
+    finally:
+        writer.close()
+    assert (await call("GET", f"{endpoint.url}/healthz"))[0] == 200  # still serving
+
+
 async def test_a_failing_send_path_is_503(start: Start) -> None:
     endpoint, recorder = await start()
     recorder.fail = RuntimeError("outbox full")

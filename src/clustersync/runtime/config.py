@@ -36,8 +36,7 @@ class IngestConfig:
     resources: tuple[ResourceSpec, ...]
     host: str = "0.0.0.0"  # in-cluster callers reach the pod's address
     max_body_bytes: int = 32 * 1024 * 1024  # twice that still fits a websocket frame
-    read_timeout: float = 5.0  # kubescape's ReadTimeout
-    idle_timeout: float = 120.0  # kubescape's IdleTimeout
+    read_timeout: float = 5.0  # kubescape's ReadTimeout: for the request head, then the body
 
 
 @dataclass(frozen=True, slots=True)

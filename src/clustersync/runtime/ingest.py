@@ -7,7 +7,8 @@ Plain HTTP on the configured port (8089 in kubescape's chart), ``GET /healthz`` 
 outbox (it travels when the link is up, and survives reconnects); bad input gets a 4xx with the
 reason, a log line (at most one per reason per interval) and a count in
 ``clustersync_bad_input_total{component="ingest"}``; a body over the limit is refused with 413
-before it is read, and one that takes longer than the read timeout to arrive with 408.
+before it is read, and one that takes longer than the read timeout to arrive with 408; request
+heads are bound by the same timeout and connections by a limit, as on every listener.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ from clustersync.adapters.metrics import INGESTED, bad_input
 from clustersync.protocol.ingest import IngestRefusedError, ingest
 from clustersync.protocol.messages import Message
 from clustersync.runtime.config import IngestConfig
+from clustersync.runtime.http import Site
+from clustersync.runtime.listener import ListenerLimits
 
 log = logging.getLogger("clustersync.ingest")
 
 Submit = Callable[[list[Message]], Awaitable[None]]
 WARN_EVERY = 10.0  # seconds between warnings of one reason
+MAX_CONNECTIONS = 256  # node-agents (one per node) and the operator; more waits or gets 503
 
 
 class _Warnings:
@@ -65,23 +69,23 @@ class IngestEndpoint:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_route("*", "/{tail:.*}", self._ingest)
-        self._runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, keepalive_timeout=config.idle_timeout
-        )
-        self.url = ""
+        # The listener's limits (header timeout, connection limit) as on every other port.
+        limits = ListenerLimits(header_timeout=config.read_timeout, max_connections=MAX_CONNECTIONS)
+        self.site = Site(app, "ingest", limits)
+
+    @property
+    def url(self) -> str:
+        return self.site.url
 
     async def start(self) -> str:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.config.host, self.config.port).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        url = await self.site.start(self.config.host, self.config.port)
         self._started = True
-        log.info("ingest endpoint on %s", self.url)
-        return self.url
+        log.info("ingest endpoint on %s", url)
+        return url
 
     async def stop(self) -> None:
         self._started = False
-        await self._runner.cleanup()
+        await self.site.stop()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
