@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 from prometheus_client import REGISTRY
 
+from clustersync.adapters.bus import Bus
 from clustersync.adapters.bus.memory import MemoryBus
 from clustersync.adapters.kube.client import KubeClient
 from clustersync.adapters.store import ObjectKey, StoredObject
@@ -299,13 +300,16 @@ class World:
     http: aiohttp.ClientSession = field(init=False)
     clusters: dict[str, Cluster] = field(default_factory=dict)
     checker: Checker = field(init=False)
+    # Fault injection: what the backend sees instead of the bus (e.g. a reordering wrapper).
+    bus_view: Callable[[MemoryBus], Bus] | None = None
 
     async def start(self) -> None:
         self.store = await open_sqlite(f"sqlite:///{self.tmp_path}/backend.db")
         self.bus = MemoryBus(redelivery_delay=0.05)
         tokens = {token: Identity(ACCOUNT, cluster) for cluster, token in TOKENS.items()}
         tokens[ADMIN_TOKEN] = Identity(admin=True)
-        self.backend = Backend(self.bus, self.store, TokenTable(tokens), heartbeat=self.heartbeat)
+        bus = self.bus_view(self.bus) if self.bus_view is not None else self.bus
+        self.backend = Backend(bus, self.store, TokenTable(tokens), heartbeat=self.heartbeat)
         await self.backend.start()
         self.http = aiohttp.ClientSession()
         # The independent check of DESIGN section 2: rows through the API against the sandbox.
