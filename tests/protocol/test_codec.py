@@ -8,7 +8,15 @@ import orjson
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.codec import DecodeError, TooDeepError, decode, encode, from_wire, to_wire
+from clustersync.protocol.codec import (
+    DecodeError,
+    TooDeepError,
+    decode,
+    decode_delivery,
+    encode,
+    from_wire,
+    to_wire,
+)
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
     CONTROL_RECONCILE,
@@ -57,8 +65,8 @@ def _messages() -> list[Frame]:
         GetObject(ref=DEPLOY, base_object=OBJ, depth=4, msg_id=MSG_ID),
         PatchObject(ref=POD, checksum="c1", patch=b'{"spec":{"x":null}}', depth=5, msg_id="m"),
         PutObject(ref=POD, checksum="c2", object=OBJ, depth=MAX_DEPTH, msg_id=MSG_ID),
-        Ack(count=0),
-        Ack(count=1234),
+        Ack(ids=()),
+        Ack(ids=(3, 1, 1234)),
         Ping(depth=1, msg_id=MSG_ID),
         Ping(),
         Batch(kind=PODS, depth=1, msg_id=MSG_ID),
@@ -92,15 +100,51 @@ def test_round_trip(msg: Frame) -> None:
     assert from_wire(to_wire(msg)) == msg
 
 
-def test_ack_is_our_extension_with_a_count() -> None:
-    assert orjson.loads(encode(Ack(count=7))) == {"Depth": 0, "Event": 100, "MsgId": "", "Count": 7}
-    for bad in (b'{"Event": 100}', b'{"Event": 100, "Count": -1}', b'{"Event": 100, "Count": "1"}'):
+def test_ack_is_our_extension_listing_delivery_ids() -> None:
+    assert orjson.loads(encode(Ack(ids=(7, 9)))) == {
+        "Depth": 0, "Event": 100, "MsgId": "", "Ids": [7, 9]
+    }
+    assert decode(b'{"event": 100, "ids": [2]}') == Ack(ids=(2,))
+    for bad in (
+        b'{"Event": 100}',
+        b'{"Event": 100, "Count": 3}',  # the old cumulative form is not an id list
+        b'{"Event": 100, "Ids": [0]}',
+        b'{"Event": 100, "Ids": [-1]}',
+        b'{"Event": 100, "Ids": ["1"]}',
+        b'{"Event": 100, "Ids": [true]}',
+        b'{"Event": 100, "Ids": 5}',
+        b'{"Event": 100, "Ids": [' + b",".join([b"1"] * 4097) + b"]}",
+    ):
         with pytest.raises(DecodeError):
             decode(bad)
 
 
+def test_a_delivery_id_rides_along_and_is_read_even_from_a_frame_that_does_not_decode() -> None:
+    put = PutObject(ref=POD, checksum="c", object=OBJ)
+    frame = encode(put, delivery_id=41)
+    assert orjson.loads(frame)["DeliveryId"] == 41
+    assert decode(frame) == put  # peers that do not know the key ignore it
+    assert decode_delivery(frame) == (put, 41)
+    assert decode_delivery(encode(put)) == (put, None)
+
+    unknown, delivery_id = decode_delivery(b'{"Event": 55, "deliveryID": 7}')
+    assert isinstance(unknown, DecodeError) and unknown.reason == "unknown_event"
+    assert delivery_id == 7
+    broken, delivery_id = decode_delivery(b'{"Event": 6, "DeliveryId": 8.0, "Kind": 3}')
+    assert isinstance(broken, DecodeError) and delivery_id == 8
+    for frame, expected in [
+        (b"not json", None),
+        (b"[1, 2]", None),
+        (b'{"Event": 7, "DeliveryId": "9"}', None),
+        (b'{"Event": 7, "DeliveryId": true}', None),
+        (b'{"Event": 7, "DeliveryId": 0}', None),
+        (b'{"Event": 7, "DeliveryId": 2.5}', None),
+    ]:
+        assert decode_delivery(frame)[1] == expected, frame
+
+
 def test_acks_never_travel_on_the_bus() -> None:
-    data = orjson.dumps({"account": "a", "cluster": "c", "message": to_wire(Ack(count=1))})
+    data = orjson.dumps({"account": "a", "cluster": "c", "message": to_wire(Ack(ids=(1,)))})
     with pytest.raises(DecodeError):
         decode_envelope(data)
 

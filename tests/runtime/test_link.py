@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from clustersync.link.client import LinkError, PermanentLinkError, SupersededError
-from clustersync.protocol.codec import decode, encode
+from clustersync.protocol.codec import decode_delivery, encode
 from clustersync.protocol.messages import ACK_PROTOCOL, Ack, PutObject
 from clustersync.protocol.supersede import SupersedePolicy
 from clustersync.runtime.agent import Agent
@@ -156,14 +156,13 @@ async def test_backend_write_lost_with_a_dying_connection_is_redelivered(synced:
     ):
         assert ws.protocol == ACK_PROTOCOL
         await synced.api_put(CLUSTER_A, configmap("in-flight"))
-        handled = 0
         async for frame in ws:  # a flaky agent: handles everything but the write, then dies
-            msg = decode(frame.data)
+            msg, delivery_id = decode_delivery(frame.data)
             if isinstance(msg, PutObject) and msg.ref.name == "in-flight":
                 got_put.set()
                 break
-            handled += 1
-            await ws.send_bytes(encode(Ack(count=handled)))
+            assert delivery_id is not None
+            await ws.send_bytes(encode(Ack(ids=(delivery_id,))))
     assert got_put.is_set()
     assert cluster.get(CONFIGMAPS, "shop", "in-flight") is None
 

@@ -10,12 +10,20 @@ import aiohttp
 from aiohttp import web
 
 from clustersync.adapters.metrics import FRAME_BYTES, MESSAGES, bad_input
-from clustersync.protocol.codec import DecodeError, decode, encode
+from clustersync.protocol.codec import DecodeError, decode_delivery, encode
 from clustersync.protocol.messages import MAX_FRAME, Frame
 
 log = logging.getLogger("clustersync.link")
 
-__all__ = ["MAX_FRAME", "FrameTooLargeError", "Rejected", "WebSocket", "receive", "send"]
+__all__ = [
+    "MAX_FRAME",
+    "FrameTooLargeError",
+    "Rejected",
+    "WebSocket",
+    "receive",
+    "receive_deliveries",
+    "send",
+]
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
@@ -35,9 +43,11 @@ class FrameTooLargeError(ValueError):
         self.size = size
 
 
-async def send(ws: WebSocket, msg: Frame, component: str) -> None:
+async def send(
+    ws: WebSocket, msg: Frame, component: str, *, delivery_id: int | None = None
+) -> None:
     """Send one message; raises :class:`FrameTooLargeError` (sending nothing) if it cannot fit."""
-    frame = encode(msg)
+    frame = encode(msg, delivery_id)
     if len(frame) > MAX_FRAME:
         raise FrameTooLargeError(len(frame))
     await ws.send_bytes(frame)
@@ -47,18 +57,25 @@ async def send(ws: WebSocket, msg: Frame, component: str) -> None:
 
 async def receive(ws: WebSocket, component: str) -> AsyncIterator[Frame | Rejected]:
     """Decoded messages until the peer closes; bad frames are reported, not fatal."""
+    async for item, _ in receive_deliveries(ws, component):
+        yield item
+
+
+async def receive_deliveries(
+    ws: WebSocket, component: str
+) -> AsyncIterator[tuple[Frame | Rejected, int | None]]:
+    """Like :func:`receive`, with each frame's delivery id (None if it carries none)."""
     async for frame in ws:
         if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
             FRAME_BYTES.labels(component, "in").inc(len(frame.data))
-            try:
-                msg = decode(frame.data)
-            except DecodeError as exc:
-                bad_input(component, exc.reason)
-                log.warning("%s: rejected frame: %s", component, exc)
-                yield Rejected(exc)
+            msg, delivery_id = decode_delivery(frame.data)
+            if isinstance(msg, DecodeError):
+                bad_input(component, msg.reason)
+                log.warning("%s: rejected frame: %s", component, msg)
+                yield Rejected(msg), delivery_id
                 continue
             MESSAGES.labels(component, "in", msg.event.name.lower()).inc()
-            yield msg
+            yield msg, delivery_id
         elif frame.type == aiohttp.WSMsgType.ERROR:
             log.warning("%s: websocket error: %s", component, ws.exception())
             return

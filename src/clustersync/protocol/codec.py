@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind, KindError, ObjectRef
+from clustersync.protocol.delivery import DELIVERY_ID_KEY, MAX_ACK_IDS, read_delivery_id
 from clustersync.protocol.fields import (
     DecodeError,
     TooDeepError,
@@ -36,7 +37,15 @@ from clustersync.protocol.messages import (
     PutObject,
 )
 
-__all__ = ["DecodeError", "TooDeepError", "decode", "encode", "from_wire", "to_wire"]
+__all__ = [
+    "DecodeError",
+    "TooDeepError",
+    "decode",
+    "decode_delivery",
+    "encode",
+    "from_wire",
+    "to_wire",
+]
 
 # ---------------------------------------------------------------- encoding
 
@@ -61,7 +70,7 @@ def to_wire(msg: Frame) -> dict[str, Any]:
         out["Kind"] = None
         return out
     if isinstance(msg, Ack):
-        out["Count"] = msg.count
+        out["Ids"] = list(msg.ids)
         return out
     if isinstance(msg, Batch):
         out["Kind"] = _kind(msg.kind)
@@ -97,8 +106,12 @@ def to_wire(msg: Frame) -> dict[str, Any]:
     return out
 
 
-def encode(msg: Frame) -> bytes:
-    return orjson.dumps(to_wire(msg))
+def encode(msg: Frame, delivery_id: int | None = None) -> bytes:
+    """The frame; ``delivery_id`` (negotiated peers only) is added as ``DeliveryId``."""
+    doc = to_wire(msg)
+    if delivery_id is not None:
+        doc[DELIVERY_ID_KEY] = delivery_id
+    return orjson.dumps(doc)
 
 
 # ---------------------------------------------------------------- decoding
@@ -227,6 +240,14 @@ def _covered(value: Any) -> tuple[int, ...] | None:
     return tuple(value)
 
 
+def _ack_ids(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_ACK_IDS:
+        raise DecodeError(f"Ack needs Ids, a list of at most {MAX_ACK_IDS} delivery ids")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in value):
+        raise DecodeError("Ack Ids must be positive integers")
+    return tuple(value)
+
+
 def from_wire(doc: Any) -> Frame:
     """Decode an already-parsed JSON document; raises :class:`DecodeError` on anything invalid."""
     fields = folded(doc, "message")
@@ -245,10 +266,7 @@ def from_wire(doc: Any) -> Frame:
     if event is Event.PING:
         return Ping(depth=depth, msg_id=read_str(fields, "MsgId"))
     if event is Event.ACK:
-        count = read_int(fields, "Count", None)
-        if count < 0:
-            raise DecodeError(f"negative ack count {count}")
-        return Ack(count=count)
+        return Ack(ids=_ack_ids(fields.get("ids")))
     if event is Event.BATCH:
         return _decode_batch(fields)
     if event in _OBJECT_EVENTS:
@@ -262,3 +280,17 @@ def decode(frame: bytes | str) -> Frame:
     except orjson.JSONDecodeError as exc:
         raise DecodeError(f"frame is not JSON: {exc}") from None
     return from_wire(doc)
+
+
+def decode_delivery(frame: bytes | str) -> tuple[Frame | DecodeError, int | None]:
+    """The message (or why it is not one) and its delivery id, read even from a frame that does
+    not decode, so that the agent can acknowledge what it rejects."""
+    try:
+        doc = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        return DecodeError(f"frame is not JSON: {exc}"), None
+    delivery_id = read_delivery_id(doc)
+    try:
+        return from_wire(doc), delivery_id
+    except DecodeError as exc:
+        return exc, delivery_id

@@ -146,12 +146,12 @@ kubescape peers do not offer it, and keep the plain protocol."""
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ack:
-    """The agent has handled the first ``count`` backend messages of this connection.
+    """The agent has finished with these deliveries of this connection (handled or rejected).
 
     Only then does the server acknowledge them to the bus: a message lost with a dying
-    connection is redelivered on the next one instead of vanishing."""
+    connection is redelivered on the next one instead of vanishing (see protocol/delivery.py)."""
 
-    count: int
+    ids: tuple[int, ...]
     depth: int = 0
     msg_id: str = ""
     event = Event.ACK

@@ -29,11 +29,18 @@ from clustersync.link.client import (
     dial,
     tls_context,
 )
-from clustersync.link.frames import FrameTooLargeError, Rejected, WebSocket, receive, send
+from clustersync.link.frames import (
+    FrameTooLargeError,
+    Rejected,
+    WebSocket,
+    receive_deliveries,
+    send,
+)
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import AgentSession, ClusterWrite, Outcome, WatchEvent
 from clustersync.protocol.backoff import Backoff
 from clustersync.protocol.coalesce import Coalescer
+from clustersync.protocol.delivery import AckCollector
 from clustersync.protocol.messages import (
     ACK_PROTOCOL,
     BATCH_RECONCILIATION,
@@ -52,7 +59,6 @@ log = logging.getLogger("clustersync.agent")
 
 HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
 INBOX_SIZE = 1000  # backend messages read ahead of the handler; beyond, TCP pushes back
-ACK_EVERY = 64  # during a burst, acknowledge at least this often
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
@@ -82,6 +88,7 @@ class Agent:
         )
         self.outbox: collections.deque[Message] = collections.deque()
         self._acks: collections.deque[Ack] = collections.deque()  # sent before the outbox
+        self._finished = AckCollector()  # delivery ids handled or rejected, not yet acked
         self.connected = asyncio.Event()
         # Kinds whose inventory exchange is not set up yet: their additions are dropped rather
         # than announced, since the coming reconciliation covers every object of the kind.
@@ -233,8 +240,9 @@ class Agent:
         self._wake_flusher.set()
         # Backend messages are handled in order by their own task, so slow cluster writes never
         # stall the reader (which must keep answering heartbeats).
-        inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=INBOX_SIZE)
-        self._acks.clear()  # counts are per connection
+        inbox: asyncio.Queue[tuple[Message, int | None]] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self._acks.clear()  # delivery ids are per connection
+        self._finished.reset()
         acks = ws.protocol == ACK_PROTOCOL
         # A clustersync server answers inventory requests, so the agent sends only what the
         # backend lacks; a kubescape server gets every object announced by checksum.
@@ -247,12 +255,16 @@ class Agent:
         tasks = [
             asyncio.create_task(self._send_loop(ws)),
             asyncio.create_task(resync),
-            asyncio.create_task(self._handle_loop(inbox, acks)),
+            asyncio.create_task(self._handle_loop(inbox)),
         ]
         try:
-            async for item in receive(ws, "agent"):
-                if not isinstance(item, Rejected | Ack):
-                    await inbox.put(item)
+            async for item, delivery_id in receive_deliveries(ws, "agent"):
+                if isinstance(item, Rejected | Ack):
+                    # Finished with at once: a frame the agent cannot use must not leave the
+                    # server waiting for its ack (and the cluster's down stream stalled).
+                    self._finish(delivery_id, idle=inbox.empty())
+                else:
+                    await inbox.put((item, delivery_id))
         finally:
             self.connected.clear()
             for task in tasks:
@@ -260,20 +272,23 @@ class Agent:
             await asyncio.gather(*tasks, return_exceptions=True)
             await ws.close()
 
-    async def _handle_loop(self, inbox: asyncio.Queue[Message], acks: bool) -> None:
-        handled = 0
+    async def _handle_loop(self, inbox: asyncio.Queue[tuple[Message, int | None]]) -> None:
         while True:
-            msg = await inbox.get()
+            msg, delivery_id = await inbox.get()
             try:
                 await self._handle(msg)
             except Exception:
                 # One message must not end the session; the next reconciliation repairs it.
                 log.exception("failed to handle a backend message")
-            handled += 1
-            # Cumulative, so one ack can cover a burst; never more than ACK_EVERY behind.
-            if acks and (inbox.empty() or handled % ACK_EVERY == 0):
-                self._acks.append(Ack(count=handled))
-                self._wake_sender.set()
+            self._finish(delivery_id, idle=inbox.empty())
+
+    def _finish(self, delivery_id: int | None, *, idle: bool) -> None:
+        """Acknowledge by id (negotiated servers number their deliveries; others do not): in one
+        Ack once the inbox runs dry, and never more than a burst's worth behind."""
+        self._finished.handled(delivery_id)
+        if self._finished.due(idle):
+            self._acks.append(Ack(ids=self._finished.take()))
+            self._wake_sender.set()
 
     async def _send_loop(self, ws: WebSocket) -> None:
         while True:

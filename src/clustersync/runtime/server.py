@@ -9,7 +9,6 @@ reconnects to. A newer connection for the same cluster, on this replica or any o
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import uuid
@@ -26,6 +25,7 @@ from clustersync.link.server import accept, authenticate_agent
 from clustersync.model.identity import TokenTable
 from clustersync.protocol.backend import bridge_hop
 from clustersync.protocol.codec import DecodeError
+from clustersync.protocol.delivery import DeliveryLedger, DeliveryPolicy
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
     CONTROL_RECONCILE,
@@ -39,7 +39,7 @@ from clustersync.protocol.envelope import (
     partition_of,
     up_subject,
 )
-from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Ping, new_msg_id
+from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Message, Ping, new_msg_id
 from clustersync.protocol.pulsar_codec import format_timestamp
 from clustersync.protocol.ratelimit import TokenBucket
 from clustersync.runtime.supervisor import Supervisor, log_failure
@@ -66,20 +66,16 @@ class Connection:
     claim: int = 0  # this connection's takeover notice (a bus seq); 0 until published
     last_read: float = 0.0  # loop time of the last frame from the agent
     acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
-    acked: int = 0
-    unacked: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
+    unacked: DeliveryLedger[asyncio.Future[None]] = field(default_factory=DeliveryLedger)
     client: tuple[tuple[str, str], ...] = ()  # what the agent said of itself (connect_info)
 
-    def acknowledge(self, count: int) -> None:
-        while self.acked < count and self.unacked:
-            waiter = self.unacked.popleft()
-            self.acked += 1
+    def acknowledge(self, ids: tuple[int, ...]) -> None:
+        for waiter in self.unacked.settle(ids):
             if not waiter.done():
                 waiter.set_result(None)
 
     def fail_unacked(self) -> None:
-        while self.unacked:
-            waiter = self.unacked.popleft()
+        for waiter in self.unacked.drain():
             if not waiter.done():
                 waiter.set_exception(ConnectionError("connection closed before the agent acked"))
 
@@ -116,6 +112,7 @@ class SyncServer:
         replica: str = "",
         app_ping_interval: float = KUBESCAPE_PING_INTERVAL,
         read_deadline: float = KUBESCAPE_READ_DEADLINE,
+        delivery: DeliveryPolicy | None = None,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
@@ -128,6 +125,7 @@ class SyncServer:
         self.app_ping_interval = app_ping_interval  # for kubescape agents (no websocket pings)
         self.read_deadline = read_deadline
         self.message_burst = message_burst
+        self.delivery = delivery or DeliveryPolicy()
         self.connections: dict[tuple[str, str], Connection] = {}
         self._epochs = itertools.count(1)
         self.supervisor = Supervisor("server")  # background tasks: logged and restarted
@@ -261,7 +259,7 @@ class SyncServer:
             if isinstance(item, Rejected | Ping):
                 continue
             if isinstance(item, Ack):
-                conn.acknowledge(item.count)
+                conn.acknowledge(item.ids)
                 continue
             forwarded = bridge_hop(item)  # one level deeper per hop, as kubescape's server does
             if forwarded is None:
@@ -279,8 +277,16 @@ class SyncServer:
             bad_input("server", exc.reason)
             log.error("undeliverable bus message on %s: %s", delivery.subject, exc)
             # Redelivering cannot fix it: hand it to the ingester to park, then ack.
-            dead = encode_dead_letter(delivery.subject, delivery.data, f"undeliverable: {exc}")
-            await self.bus.publish(DEAD_SUBJECT, dead)
+            await self._park(delivery, f"undeliverable: {exc}")
+            return
+        if (env.account, env.cluster) != (conn.account, conn.cluster):
+            # Never hand one cluster's message to another, whatever put it on this subject.
+            bad_input("server", "foreign_envelope")
+            log.error(
+                "bus message on %s is for %s/%s, not for the connected %s/%s; parking it",
+                delivery.subject, env.account, env.cluster, conn.account, conn.cluster,
+            )
+            await self._park(delivery, f"addressed to {env.account}/{env.cluster}")
             return
         msg = None if env.message is None else bridge_hop(env.message)
         if msg is None:
@@ -292,12 +298,39 @@ class SyncServer:
         if not conn.acks:  # a kubescape agent: written to the socket is as far as we can know
             await send(conn.ws, msg, "server")
             return
-        handled = asyncio.get_running_loop().create_future()
-        conn.unacked.append(handled)
-        await send(conn.ws, msg, "server")
-        # Acknowledge the bus only once the agent has handled it; if the connection dies first,
-        # this raises and the bus redelivers the message to the agent's next connection.
-        await handled
+        if self.delivery.exhausted(delivery.attempt):
+            # A poison message must not stall the cluster's down stream forever.
+            log.error(
+                "%s/%s: message on %s not acknowledged after %d deliveries; parking it",
+                conn.account, conn.cluster, delivery.subject, delivery.attempt - 1,
+            )
+            await self._park(delivery, f"not acknowledged after {delivery.attempt - 1} deliveries")
+            return
+        await self._deliver_acked(conn, msg, delivery)
+
+    async def _deliver_acked(self, conn: Connection, msg: Message, delivery: Delivery) -> None:
+        """Send with a delivery id and return once the agent acknowledges it; raise (so the bus
+        redelivers) if the connection dies first or the ack does not come in time."""
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        delivery_id = conn.unacked.issue(handled)
+        try:
+            await send(conn.ws, msg, "server", delivery_id=delivery_id)
+            async with asyncio.timeout(self.delivery.ack_timeout):
+                await handled
+        except TimeoutError:
+            log.warning(
+                "%s/%s did not acknowledge delivery %d within %gs (attempt %d of %d); "
+                "the bus will deliver it again",
+                conn.account, conn.cluster, delivery_id, self.delivery.ack_timeout,
+                delivery.attempt, self.delivery.max_attempts,
+            )
+            raise
+        finally:
+            conn.unacked.forget(delivery_id)
+
+    async def _park(self, delivery: Delivery, reason: str) -> None:
+        dead = encode_dead_letter(delivery.subject, delivery.data, reason)
+        await self.bus.publish(DEAD_SUBJECT, dead)
 
     async def _publish_control(self, conn: Connection, control: str) -> None:
         client = conn.client if control == CONTROL_CONNECTED else ()
