@@ -339,6 +339,14 @@ def test_token_table(tmp_path: Path) -> None:
     assert table.identify(None) is None
 
 
+def test_an_entry_without_a_cluster_is_an_account_key() -> None:
+    table = parse_tokens([{"token": "account-key-1", "account": "acme"}])
+    key = table.identify("account-key-1")
+    assert key == Identity("acme", "")
+    assert key is not None and key.account_wide and not key.admin
+    assert key.for_cluster("edge-7") == Identity("acme", "edge-7")
+
+
 def test_token_table_as_a_bare_list() -> None:
     table = parse_tokens([{"token": "12345678", "account": "a", "cluster": "c"}])
     assert table.identify("12345678") == Identity("a", "c")
@@ -355,8 +363,9 @@ def test_token_table_as_a_bare_list() -> None:
         ([{"role": "admin"}], ("entry 0", "token")),
         ([{"token": 12345678901, "role": "admin"}], ("entry 0", "string token")),
         (["just-a-token-string"], ("entry 0", "token")),
-        ([{"token": "agent-token-1", "account": "acct"}], ("entry 0", "account and cluster")),
-        ([{"token": "agent-token-1", "cluster": "c"}], ("entry 0", "account and cluster")),
+        ([{"token": "agent-token-1", "account": ""}], ("entry 0", "empty account")),
+        ([{"token": "agent-token-1", "cluster": "c"}], ("entry 0", "needs an account")),
+        ([{"token": "agent-token-1", "account": "a", "cluster": 7}], ("entry 0", "needs an")),
         ([{"token": "agent-token-1", "role": "operator"}], ("entry 0", "role: admin")),
         ([{"token": "agent-token-1", "account": "", "cluster": "c"}], ("entry 0", "empty")),
         ({"tokens": "agent-token-1"}, ("list",)),

@@ -11,10 +11,12 @@ from clustersync.protocol.messages import ACK_PROTOCOL
 
 
 def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
-    """The agent's identity from its token; raises 401 or 424 before any upgrade.
+    """The agent's identity from its key; raises 401 or 424 before any upgrade.
 
-    Identity comes from the token table only. The account and cluster headers kubescape sends
-    must agree with the token when present: a header alone can never claim another cluster.
+    The account always comes from the key; the account header kubescape sends must agree with
+    it. A cluster key also fixes the cluster, and a cluster header must agree with it. An account
+    key takes its cluster from ``X-API-CLUSTER``, as kubescape's server does: it can speak for
+    any cluster of its account, never for another account.
     """
     if request.headers.get("X-SYNCHRONIZER-VERSION") == "invalid":
         bad_input("server", "client_version")
@@ -25,10 +27,21 @@ def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
         raise web.HTTPUnauthorized(text="missing or unknown access key\n")
     account = request.headers.get("X-API-ACCOUNT")
     cluster = request.headers.get("X-API-CLUSTER")
-    if (account and account != identity.account) or (cluster and cluster != identity.cluster):
+    if account and account != identity.account:
         bad_input("server", "identity_mismatch")
-        raise web.HTTPUnauthorized(text="account or cluster does not match the access key\n")
-    return identity
+        raise web.HTTPUnauthorized(text="account does not match the access key\n")
+    if not identity.account_wide:
+        if cluster and cluster != identity.cluster:
+            bad_input("server", "identity_mismatch")
+            raise web.HTTPUnauthorized(text="cluster does not match the access key\n")
+        return identity
+    try:
+        return identity.for_cluster(cluster or "")
+    except ValueError as exc:
+        bad_input("server", "bad_cluster_header")
+        raise web.HTTPUnauthorized(
+            text=f"an account key needs a valid X-API-CLUSTER header: {exc}\n"
+        ) from None
 
 
 def offers_extensions(request: web.Request) -> bool:

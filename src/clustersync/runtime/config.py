@@ -299,8 +299,16 @@ def parse_tokens(doc: Any, source: str = "tokens") -> TokenTable:
             if not entry["account"] or not entry["cluster"]:
                 raise ConfigError(f"{source}: entry {i}: empty account or cluster")
             table[token] = Identity(entry["account"], entry["cluster"])
+        elif isinstance(entry.get("account"), str) and "cluster" not in entry:
+            # An account key, as kubescape issues them: the agent names its cluster when it
+            # connects (X-API-CLUSTER), within this account only.
+            if not entry["account"]:
+                raise ConfigError(f"{source}: entry {i}: empty account")
+            table[token] = Identity(entry["account"])
         else:
-            raise ConfigError(f"{source}: entry {i} needs account and cluster, or role: admin")
+            raise ConfigError(
+                f"{source}: entry {i} needs an account (and optionally a cluster), or role: admin"
+            )
     return TokenTable(table)
 
 
