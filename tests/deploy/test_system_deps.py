@@ -240,8 +240,10 @@ def test_this_machine_has_every_package_its_targets_need(target: str) -> None:
 
 
 def _make_dry_run(target: str) -> list[str]:
-    result = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=True)
+    # --no-print-directory: under `make test` this is a nested make, which would otherwise
+    # announce "Entering directory" first.
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-B", target], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=True)
     return result.stdout.splitlines()
 
 

@@ -80,9 +80,11 @@ async def test_the_configured_version_is_the_header_on_the_wire(
     async with aiohttp.ClientSession() as http:
         with pytest.raises(PermanentLinkError):
             await dial(http, url, creds, heartbeat=20.0)
+        first = len(seen)  # a refused dial may ask once more, to read the server's reason
         with pytest.raises(PermanentLinkError):
             await dial(http, url, Credentials("k", "a", "c"), heartbeat=20.0)
-    assert [headers["X-SYNCHRONIZER-VERSION"] for headers in seen] == [
-        "v3.4.5",
-        f"v{PACKAGE_VERSION}",
-    ]
+    assert first >= 1 and len(seen) > first
+    assert {headers["X-SYNCHRONIZER-VERSION"] for headers in seen[:first]} == {"v3.4.5"}
+    assert {headers["X-SYNCHRONIZER-VERSION"] for headers in seen[first:]} == {
+        f"v{PACKAGE_VERSION}"
+    }
