@@ -759,9 +759,11 @@ async def test_a_corrupt_kubescape_message_is_delivered_raw(
 ) -> None:
     inject(broker, "in", data, properties)
     (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
-    # Unchanged, under its identity from the properties: the ingester parks it with a reason.
+    # Unchanged, under the subject its properties name: the ingester parks it with a reason.
     assert delivery.data == data
-    assert delivery.subject == up_subject(ACCOUNT, CLUSTER, 0)
+    named = PutObject(ref=DEPLOY, checksum="", object=b"{}")  # the object PUT_PROPS name
+    partition = partition_of(named) if properties["event"] == "PutObject" else 0
+    assert delivery.subject == up_subject(ACCOUNT, CLUSTER, partition)
 
 
 async def test_a_corrupt_message_marked_kubescape_keeps_its_subject(

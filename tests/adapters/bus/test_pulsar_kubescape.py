@@ -32,6 +32,7 @@ from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
     CONTROL_RECONCILE,
     DEAD_SUBJECT,
+    UP_PARTITIONS,
     Envelope,
     decode_envelope,
     down_subject,
@@ -284,6 +285,44 @@ async def test_a_go_servers_message_reaches_the_ingester(
     assert delivery.subject == up_subject(ACCOUNT, CLUSTER, partition_of(patch))
     assert decode_envelope(delivery.data) == envelope(patch)
     assert other.seen == []  # the key said "up": not for the agent's down durable
+
+
+async def test_each_up_message_reaches_exactly_one_ingester_partition(
+    ks_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    """The ingester's 16 partition durables each read the whole topic and pick theirs from the
+    properties; decodable or not, every message lands on exactly one, the right one."""
+    recorders = [Recorder() for _ in range(UP_PARTITIONS)]
+    for partition, rec in enumerate(recorders):
+        await ks_bus.subscribe(up_partition_filter(partition), f"ingester-up-{partition}", rec)
+    sent: dict[str, int] = {}  # payload marker -> the partition it belongs on
+    for i in range(40):
+        checksum = NewChecksum(ref=ObjectRef(PODS, "default", f"pod-{i}"), checksum=f"c{i}")
+        await ks_bus.publish(up_subject(ACCOUNT, CLUSTER, partition_of(checksum)),
+                             encode_envelope(envelope(checksum)))
+        sent[f"c{i}"] = partition_of(checksum)
+    # A Go server's PatchObject whose patch is not base64: undecodable, still delivered once.
+    corrupt = orjson.dumps({"checksum": "bad", "kind": "/v1/pods", "name": "web-1",
+                            "namespace": "default", "depth": 1, "msgId": "m", "patch": "*"})
+    props = {"event": "PatchObject", "account": ACCOUNT, "cluster": CLUSTER, "group": "",
+             "version": "v1", "resource": "pods", "name": "web-1", "namespace": "default",
+             "resourceVersion": "0", "timestamp": "2026-03-03T20:39:29Z"}
+    broker.append(TOPIC, SERVER_KEY, corrupt, props)
+    sent["bad"] = partition_of(NewChecksum(ref=POD, checksum=""))
+    await ks_bus.publish(up_subject(ACCOUNT, CLUSTER),
+                         encode_envelope(envelope(control=CONTROL_RECONCILE)))
+    await wait_for(lambda: sum(len(rec.acked()) for rec in recorders) == len(sent) + 1)
+    where: dict[str, list[int]] = {}
+    for partition, rec in enumerate(recorders):
+        for delivery in rec.acked():
+            try:
+                env = decode_envelope(delivery.data)
+            except DecodeError:
+                marker = orjson.loads(delivery.data)["checksum"]  # the raw Go payload
+            else:
+                marker = env.control or getattr(env.message, "checksum", "")
+            where.setdefault(marker, []).append(partition)
+    assert where == {marker: [p] for marker, p in sent.items()} | {CONTROL_RECONCILE: [0]}
 
 
 async def test_a_go_backends_message_reaches_the_clusters_durable(

@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from clustersync.adapters.bus.base import BusError, subject_matches
+from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
@@ -60,11 +61,24 @@ from clustersync.protocol.envelope import (
     partition_of,
     up_subject,
 )
+from clustersync.protocol.messages import ObjectDeleted
 from clustersync.protocol.pulsar_codec import (
     EVENT_CONNECTED_CLIENTS,
+    EVENT_DELETE,
+    EVENT_GET,
+    EVENT_PATCH,
+    EVENT_PUT,
+    EVENT_RECONCILIATION,
+    EVENT_SERVER_CONNECTED,
+    EVENT_VERIFY,
     PROP_ACCOUNT,
     PROP_CLUSTER,
     PROP_EVENT,
+    PROP_GROUP,
+    PROP_NAME,
+    PROP_NAMESPACE,
+    PROP_RESOURCE,
+    PROP_VERSION,
     SERVER_PRODUCER_KEY,
     ConnectedClient,
     ConnectedClients,
@@ -94,6 +108,10 @@ FAMILY_OTHER = "other"
 FAMILIES = (FAMILY_IN, FAMILY_DOWN, FAMILY_OTHER)
 # The second token of a ``cs.`` subject names its family.
 _FAMILY_OF_TOKEN = {"up": FAMILY_IN, "write": FAMILY_IN, "down": FAMILY_DOWN}
+
+_OBJECT_EVENTS = frozenset({EVENT_GET, EVENT_PATCH, EVENT_VERIFY, EVENT_DELETE, EVENT_PUT})
+# Messages about a whole cluster: delivered on its partition 0, as our server publishes controls.
+_CLUSTER_EVENTS = frozenset({EVENT_SERVER_CONNECTED, EVENT_RECONCILIATION, EVENT_CONNECTED_CLIENTS})
 
 ENTRY_BITS = 24
 """Bits of a seq that hold the entry id within a ledger. A broker rolls a ledger over after
@@ -282,12 +300,53 @@ def _foreign_identity(properties: Mapping[str, str]) -> tuple[str, str]:
     return properties.get(PROP_ACCOUNT) or "_", properties.get(PROP_CLUSTER) or "_"
 
 
-def _derived_subject(env: Envelope, *, up: bool) -> str:
-    """The subject a message without a ``subject`` property gets from its content: kubescape's
-    server-to-backend traffic is our up direction, as our server would have published it."""
+def _property_ref(properties: Mapping[str, str]) -> ObjectRef | None:
+    """The object an object message's properties name (kubescape sets all five)."""
+    name = properties.get(PROP_NAME)
+    if not name:
+        return None
+    try:
+        kind = Kind(properties[PROP_GROUP], properties[PROP_VERSION], properties[PROP_RESOURCE])
+    except (KeyError, KindError):
+        return None
+    return ObjectRef(kind, properties.get(PROP_NAMESPACE, ""), name)
+
+
+def routed_subject(properties: Mapping[str, str], *, up: bool) -> str | None:
+    """The subject of a message without a ``subject`` property, from its properties alone (no
+    decoding), or None when they do not tell: kubescape's server-to-backend traffic is our up
+    direction, on the partition our server would have published it on."""
+    account, cluster = properties.get(PROP_ACCOUNT), properties.get(PROP_CLUSTER)
+    if not (account and cluster):
+        return None  # e.g. a ReconciliationRequestBatch: each request names its own cluster
+    if not up:
+        return down_subject(account, cluster)
+    event = properties.get(PROP_EVENT)
+    if event in _CLUSTER_EVENTS:
+        return up_subject(account, cluster, 0)
+    ref = _property_ref(properties) if event in _OBJECT_EVENTS else None
+    if ref is None:
+        return None
+    return up_subject(account, cluster, partition_of(ObjectDeleted(ref=ref)))
+
+
+def _derived_subject(env: Envelope, properties: Mapping[str, str], *, up: bool) -> str:
+    """The subject a message without a ``subject`` property is delivered on: what its
+    properties say (so that a durable can tell without decoding, see ``may_match``), else what
+    its content says."""
+    routed = routed_subject(properties, up=up)
+    if routed is not None:
+        return routed
     if up:
         return up_subject(env.account, env.cluster, partition_of(env.message))
     return down_subject(env.account, env.cluster)
+
+
+def _may_match_foreign(subject_filter: str, properties: Mapping[str, str], *, up: bool) -> bool:
+    routed = routed_subject(properties, up=up)
+    if routed is not None:
+        return subject_matches(subject_filter, routed)
+    return (FAMILY_IN if up else FAMILY_DOWN) in filter_families(subject_filter)
 
 
 # ---------------------------------------------------------------- split layout
@@ -328,7 +387,8 @@ class SplitLayout:
         subject = properties.get(SUBJECT_PROPERTY)
         if subject is not None:
             return subject_matches(subject_filter, subject)
-        return True  # a kubescape producer's: its subject comes from the content
+        # A kubescape producer's: the topic tells the direction.
+        return _may_match_foreign(subject_filter, properties, up=_up_topic(topic))
 
     def incoming(
         self, data: bytes, properties: Mapping[str, str], key: str, topic: str
@@ -337,19 +397,26 @@ class SplitLayout:
         if subject is not None:
             return _deliver_raw_or_decoded(data, properties, subject)
         # A kubescape producer's: the topic tells the direction.
-        up = not topic.endswith(f"-{FAMILY_DOWN}")
-        return _foreign(data, properties, up=up)
+        return _foreign(data, properties, up=_up_topic(topic))
+
+
+def _up_topic(topic: str) -> bool:
+    return not topic.endswith(f"-{FAMILY_DOWN}")
 
 
 def _foreign(data: bytes, properties: Mapping[str, str], *, up: bool) -> Incoming:
     """A message without a ``subject`` property: each envelope gets its subject from its own
     identity (a ReconciliationRequestBatch spans clusters)."""
     account, cluster = _foreign_identity(properties)
-    fallback = up_subject(account, cluster) if up else down_subject(account, cluster)
+    # Undecodable, it goes where its properties say (as may_match predicted), so exactly one
+    # durable of a partitioned set still gets it for the dead-letter path.
+    fallback = routed_subject(properties, up=up) or (
+        up_subject(account, cluster) if up else down_subject(account, cluster)
+    )
     envelopes = kubescape_envelopes(data, properties)
     if envelopes is None:
         return Incoming([(fallback, data)], fallback)
-    items = [(_derived_subject(env, up=up), encode_envelope(env)) for env in envelopes]
+    items = [(_derived_subject(env, properties, up=up), encode_envelope(env)) for env in envelopes]
     return Incoming(items, items[0][0] if items else fallback)
 
 
@@ -387,7 +454,7 @@ class KubescapeLayout:
             ]
         env, message = form
         props = dict(message.properties)
-        if _derived_subject(env, up=up) != subject:
+        if _derived_subject(env, message.properties, up=up) != subject:
             props[SUBJECT_PROPERTY] = subject  # the receiver could not work it out
         key = SERVER_PRODUCER_KEY if up else message_key(env.account, env.cluster)
         out = [Outgoing(self.topic, message.payload, props, key)]
@@ -431,16 +498,7 @@ class KubescapeLayout:
         subject = properties.get(SUBJECT_PROPERTY)
         if subject is not None:
             return subject_matches(subject_filter, subject)
-        families = filter_families(subject_filter)
-        if key == SERVER_PRODUCER_KEY:
-            return FAMILY_IN in families
-        if FAMILY_DOWN not in families:
-            return False
-        account, cluster = properties.get(PROP_ACCOUNT), properties.get(PROP_CLUSTER)
-        if account and cluster:
-            # The decoder refuses a payload whose identity disagrees with these properties.
-            return subject_matches(subject_filter, down_subject(account, cluster))
-        return True
+        return _may_match_foreign(subject_filter, properties, up=key == SERVER_PRODUCER_KEY)
 
     def incoming(
         self, data: bytes, properties: Mapping[str, str], key: str, topic: str
