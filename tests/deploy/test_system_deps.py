@@ -46,6 +46,7 @@ class Sandbox:
     stand-in apt-get (the script itself needs nothing but bash builtins until apt-get runs)."""
 
     root: Path
+    script: Path  # a copy: the work tree may sit where the user nobody cannot read
     probes: Path
     bin: Path
     log: Path
@@ -66,7 +67,7 @@ class Sandbox:
             **env: str) -> subprocess.CompletedProcess[str]:
         environ = {"PATH": str(self.bin) if with_apt else str(self.root / "empty"),
                    "CLUSTERSYNC_SYSTEM_PACKAGES": str(self.packages), **env}
-        command = [BASH, str(SCRIPT), *args]
+        command = [BASH, str(self.script), *args]
         if as_nobody:
             setpriv = shutil.which("setpriv")
             assert setpriv, "setpriv (util-linux) is needed to run the script as a non-root user"
@@ -83,7 +84,11 @@ def sandbox() -> Iterator[Sandbox]:
     for name in ("probes", "bin", "empty"):
         (root / name).mkdir()
         (root / name).chmod(0o777)
-    box = Sandbox(root, root / "probes", root / "bin", root / "apt.log", root / "packages.txt")
+    script = root / "system-deps.sh"
+    shutil.copy(SCRIPT, script)
+    script.chmod(0o755)
+    box = Sandbox(root, script, root / "probes", root / "bin", root / "apt.log",
+                  root / "packages.txt")
     fake = box.bin / "apt-get"
     fake.write_text(FAKE_APT_GET.format(bash=BASH, log=box.log, probes=box.probes,
                                        chmod=shutil.which("chmod")))
