@@ -245,10 +245,10 @@ def test_this_machine_has_every_package_its_targets_need(target: str) -> None:
 
 
 def _make_dry_run(target: str) -> list[str]:
-    # --no-print-directory: under `make test` this is a nested make, which would otherwise
-    # announce "Entering directory" first.
+    # Under `make test` the parent's MAKEFLAGS/MAKELEVEL would make this run print directories.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(["make", "--no-print-directory", "-n", "-B", target], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60, check=True)
+                            capture_output=True, text=True, timeout=60, check=True, env=env)
     return result.stdout.splitlines()
 
 
