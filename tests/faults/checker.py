@@ -143,6 +143,8 @@ class Checker:
     excluded_namespaces: frozenset[str] = frozenset()
     clusters: dict[str, LiveLister] = field(default_factory=dict)
     written: dict[ObjectId, dict[str, Any] | None] = field(default_factory=dict)
+    # Objects the cluster holds that the agent must skip (e.g. nested too deep to encode).
+    skipped: set[ObjectId] = field(default_factory=set)
     verdicts: list[Verdict] = field(default_factory=list)
 
     def add_cluster(self, name: str, live: LiveLister) -> None:
@@ -157,6 +159,10 @@ class Checker:
         """Record a backend delete: the object must end up absent from the cluster."""
         self.written[(cluster, kind, namespace, name)] = None
 
+    def must_skip(self, cluster: str, kind: str, namespace: str, name: str) -> None:
+        """This live object cannot be synced: it must be absent from the store."""
+        self.skipped.add((cluster, kind, namespace, name))
+
     def forget_writes(self) -> None:
         """The cluster's own later changes supersede earlier backend writes."""
         self.written.clear()
@@ -165,12 +171,14 @@ class Checker:
         out = {}
         for kind in self.kinds:
             for obj in self.clusters[cluster](kind):
-                if is_synced(obj, self.excluded_namespaces):
-                    meta = obj["metadata"]
-                    out[(cluster, kind, meta.get("namespace", ""), meta["name"])] = obj
+                meta = obj["metadata"]
+                oid = (cluster, kind, meta.get("namespace", ""), meta["name"])
+                if is_synced(obj, self.excluded_namespaces) and oid not in self.skipped:
+                    out[oid] = obj
         return out
 
     async def _stored(self, cluster: str) -> dict[ObjectId, dict[str, Any]]:
+        # Rows of every kind: a row of a kind the cluster does not sync is a divergence too.
         return {(cluster, row["kind"], row["namespace"], row["name"]): row
                 for row in await self.rows(cluster)}
 

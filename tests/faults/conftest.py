@@ -6,7 +6,7 @@ other test) and its own database, and every fixture stops what it started even o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from tests.faults.topology import (
 )
 from tests.servers import RunningNats, start_nats
 
-CLUSTERS = ["c1", "c2", *(f"storm-{i:02d}" for i in range(50))]
+CLUSTERS = ["c1", "c2", "v1.10", "v1\u2e10", *(f"storm-{i:02d}" for i in range(50))]
 
 
 @pytest.fixture
@@ -42,17 +42,27 @@ async def embedded(tmp_path: Path, tokens: Path,
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> RunningNats:
+def own_nats(tmp_path: Path) -> Iterator[RunningNats]:
     server = start_nats(tmp_path / "nats")
-    yield server  # type: ignore[misc]
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-async def scaled(tmp_path: Path, tokens: Path, own_nats: RunningNats, pg_database_url: str,
-                 request: pytest.FixtureRequest) -> AsyncIterator[Fleet]:
+def server_replicas() -> int:
+    """How many server processes ``scaled`` runs; override by parametrizing."""
+    return 1
+
+
+@pytest.fixture
+async def scaled(  # noqa: PLR0917 - fixtures are injected by name
+        tmp_path: Path, tokens: Path, own_nats: RunningNats, pg_database_url: str,
+        server_replicas: int, request: pytest.FixtureRequest) -> AsyncIterator[Fleet]:
     """Server, ingester and API processes on their own NATS server and PostgreSQL database."""
-    backend = await scaled_out_backend(tmp_path, tokens, own_nats.url, pg_database_url)
+    backend = await scaled_out_backend(tmp_path, tokens, own_nats.url, pg_database_url,
+                                       servers=server_replicas)
     fleet = await make_fleet(tmp_path, backend)
     try:
         yield fleet

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import yaml
 from aiohttp import web
 
-from . import discovery, openapi
+from . import discovery, jsonio, openapi
 from .errors import SandboxError, bad_request, invalid, not_found, status_object
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import ResourceType
@@ -26,7 +25,7 @@ _HEALTH = {"healthz", "livez", "readyz"}
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    return web.Response(body=jsonio.dumps(data), status=status, content_type="application/json")
 
 
 def _not_found_path(path: str) -> SandboxError:
@@ -358,8 +357,8 @@ class Api:
 
 def _parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return jsonio.loads(raw)
+    except ValueError as exc:  # orjson's and json's decode errors alike
         raise bad_request(f"invalid JSON in request body: {exc}") from exc
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from . import crds
+from . import crds, jsonio
 from .errors import (
     SandboxError,
     already_exists,
@@ -50,7 +50,7 @@ _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # same alphabet as the apiserver
 def clone(obj: _T) -> _T:
     """Deep copy of JSON data; also rejects values that are not JSON."""
     try:
-        copied: _T = orjson.loads(orjson.dumps(obj))
+        copied: _T = jsonio.loads(jsonio.dumps(obj))
         return copied
     except TypeError as exc:
         raise bad_request(f"object is not valid JSON data: {exc}") from exc

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from . import jsonio
 from .discovery import to_table
 from .errors import status_object
 from .resources import ResourceType
@@ -45,7 +45,7 @@ class WatchStream:
         if self.table is not None and etype in ("ADDED", "MODIFIED", "DELETED"):
             obj = to_table([obj], {}, self.table, with_columns=not self._sent_columns)
             self._sent_columns = True
-        await self._resp.write(orjson.dumps({"type": etype, "object": obj}) + b"\n")
+        await self._resp.write(jsonio.dumps({"type": etype, "object": obj}) + b"\n")
 
     async def _send_bookmark(self, *, initial_end: bool = False) -> None:
         meta: dict[str, Any] = {"resourceVersion": str(self.store.rv)}
