@@ -114,6 +114,14 @@ async def dial(
         raise LinkError(f"cannot reach {url}: {_describe(exc)}") from None
 
 
+def stop_ping_frames(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """No more websocket ping frames on this connection: for a server that did not negotiate
+    clustersync.v1 (kubescape's), whose Go websocket library answers pings only between its
+    handlers. aiohttp has no public switch once connected, hence its private attributes."""
+    ws._heartbeat = None
+    ws._cancel_heartbeat()
+
+
 async def _refusal_reason(
     session: aiohttp.ClientSession,
     url: str,

@@ -27,6 +27,7 @@ from clustersync.link.client import (
     PermanentLinkError,
     SupersededError,
     dial,
+    stop_ping_frames,
     tls_context,
 )
 from clustersync.link.frames import (
@@ -48,6 +49,7 @@ from clustersync.protocol.messages import (
     Batch,
     Message,
     Ping,
+    new_msg_id,
 )
 from clustersync.protocol.shaping import ShapingError
 from clustersync.protocol.supersede import SUPERSEDED_CLOSE, SupersedePolicy
@@ -59,6 +61,7 @@ log = logging.getLogger("clustersync.agent")
 
 HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
 INBOX_SIZE = 1000  # backend messages read ahead of the handler; beyond, TCP pushes back
+KUBESCAPE_PING_INTERVAL = 50.0  # seconds, as kubescape's Go agent
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
@@ -96,6 +99,7 @@ class Agent:
         self.connections = 0
         self.supersede = SupersedePolicy()
         self.dial_timeout = DIAL_TIMEOUT
+        self.app_ping_interval = KUBESCAPE_PING_INTERVAL  # to a kubescape server, instead
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
 
@@ -257,6 +261,9 @@ class Agent:
             asyncio.create_task(resync),
             asyncio.create_task(self._handle_loop(inbox)),
         ]
+        if not acks:  # keepalive a Go server accepts: application pings, no ping frames
+            stop_ping_frames(ws)
+            tasks.append(asyncio.create_task(self._ping_periodically(ws)))
         try:
             async for item, delivery_id in receive_deliveries(ws, "agent"):
                 if isinstance(item, Rejected | Ack):
@@ -289,6 +296,15 @@ class Agent:
         if self._finished.due(idle):
             self._acks.append(Ack(ids=self._finished.take()))
             self._wake_sender.set()
+
+    async def _ping_periodically(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """kubescape's keepalive: an application Ping every 50 s, as its Go agent sends."""
+        while not ws.closed:
+            await asyncio.sleep(self.app_ping_interval)  # a timer, not synchronisation
+            try:
+                await send(ws, Ping(depth=0, msg_id=new_msg_id()), "agent")
+            except (ConnectionError, aiohttp.ClientError):
+                return  # the reader sees the connection end
 
     async def _send_loop(self, ws: WebSocket) -> None:
         while True:
