@@ -1,10 +1,12 @@
-"""Our server on a Pulsar bus in kubescape's layout: a kubescape agent's connect produces
-ServerConnected and a ConnectedClients report carrying what the agent said of itself, as a Go
-server produces them (the Pulsar broker is the in-memory stand-in: none can run here)."""
+"""Our server on a Pulsar bus in kubescape's layout, with a kubescape agent on its socket (the
+Pulsar broker is the in-memory stand-in: none can run here): its connect produces ServerConnected
+and a ConnectedClients report carrying what the agent said of itself, and every recorded message
+a Go backend puts on the topic reaches the agent as the frames a Go server sends for it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,10 @@ except ImportError:  # plain `pytest`: tests/ itself is on sys.path
 _standin = load_contract(
     "pulsar_standin", Path(__file__).parents[1] / "adapters" / "bus" / "pulsar_standin.py"
 )
+GOLDEN = Path(__file__).parents[1] / "golden" / "pulsar_messages.json"
 TOPIC = "persistent://armo/kubescape/synchronizer"
-ACCOUNT, CLUSTER, TOKEN = "acct-1", "prod-eu", "agent-token-prod-eu"
+# The identity the recorded messages are addressed to.
+ACCOUNT, CLUSTER, TOKEN = "a1b2c3d4-0000-4000-8000-acc000000001", "prod-eu-1", "agent-token-1"
 HEADERS = {
     "X-API-KEY": TOKEN,
     "X-API-ACCOUNT": ACCOUNT,
@@ -91,3 +95,57 @@ def test_connect_info_bounds_what_it_copies_and_names_the_connection() -> None:
     assert info["synchronizerVersion"] == info["gitVersion"] == info["cloudProvider"] == ""
     again = dict(connect_info({}))
     assert info["connectionId"] != again["connectionId"]
+
+
+def go_view(frame: dict[str, Any]) -> tuple[Any, ...]:
+    """A frame as Go's decoder reads it: keys case-insensitive, missing keys zero; a batch's
+    items by name, namespace, resourceVersion and checksum (the receiver takes kind, depth and
+    msgId from the batch)."""
+    fields = {key.lower(): value for key, value in frame.items()}
+    kind = {key.lower(): value for key, value in (fields.get("kind") or {}).items()}
+    items = {key.lower(): value for key, value in (fields.get("items") or {}).items()}
+    listed = tuple(
+        (name, tuple(sorted(
+            (i.get("Name", ""), i.get("Namespace", ""), i.get("ResourceVersion", 0),
+             i.get("Checksum", ""))
+            for i in items.get(name) or []
+        )))
+        for name in ("newchecksum", "objectdeleted", "getobject", "patchobject", "putobject")
+    )
+    scalars = tuple(
+        fields.get(key) or "" for key in
+        ("name", "namespace", "checksum", "patch", "object", "baseobject", "batchtype")
+    )
+    return (
+        fields.get("event", 0), fields.get("depth", 0), fields.get("msgid", ""),
+        (kind.get("group", ""), kind.get("version", ""), kind.get("resource", "")),
+        fields.get("resourceversion") or 0, scalars, listed,
+    )
+
+
+async def test_a_go_backends_messages_reach_the_agent_as_go_frames(
+    served: tuple[Any, str],
+) -> None:
+    broker, url = served
+    cases = [c for c in json.loads(GOLDEN.read_text()) if c["direction"] == "consume"]
+    # Refused ones first: a frame they wrongly produced would show among those compared.
+    cases.sort(key=lambda case: case["expected"]["outcome"] != "error")
+    expected = sorted(
+        go_view(json.loads(frame))
+        for case in cases if case["expected"]["outcome"] == "handled"
+        for frame in case["expected"]["ws_frames"]
+    )
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=HEADERS) as ws:
+        for case in cases:
+            given = case["input"]
+            broker.append(TOPIC, "ingester", given["payload"].encode(), given["properties"])
+        got = []
+        async with asyncio.timeout(10):
+            while len(got) < len(expected):
+                frame = await ws.receive()
+                assert frame.type == aiohttp.WSMsgType.BINARY, frame
+                doc = orjson.loads(frame.data)
+                if {key.lower() for key in doc} >= {"event"} and doc.get("Event") == 7:
+                    continue  # the server's keepalive Ping
+                got.append(go_view(doc))
+    assert sorted(got) == expected
