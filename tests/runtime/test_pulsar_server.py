@@ -17,7 +17,17 @@ import pytest
 
 from clustersync.adapters.bus.pulsar import PulsarBus
 from clustersync.adapters.bus.pulsar_layout import KubescapeLayout
+from clustersync.model import Kind, ObjectRef
 from clustersync.model.identity import Identity, TokenTable
+from clustersync.protocol import codec
+from clustersync.protocol.messages import (
+    GetObject,
+    Message,
+    NewChecksum,
+    ObjectDeleted,
+    PatchObject,
+    PutObject,
+)
 from clustersync.runtime.server import SyncServer, connect_info
 from clustersync.runtime.services import server_site
 
@@ -149,3 +159,59 @@ async def test_a_go_backends_messages_reach_the_agent_as_go_frames(
                     continue  # the server's keepalive Ping
                 got.append(go_view(doc))
     assert sorted(got) == expected
+
+
+def agent_frame(given: dict[str, Any]) -> bytes:
+    """The websocket message a kubescape agent sends for a recorded produce input."""
+    ref = ObjectRef(Kind(**given["kind"]), given["namespace"], given["name"])
+    meta: dict[str, Any] = {"depth": given["ctxDepth"], "msg_id": given["msgId"]}
+    call = given["call"]
+    msg: Message
+    if call == "VerifyObject":
+        msg = NewChecksum(ref=ref, checksum=given["checksum"],
+                          resource_version=given["resourceVersion"], **meta)
+    elif call == "DeleteObject":
+        msg = ObjectDeleted(ref=ref, resource_version=given["resourceVersion"], **meta)
+    elif call == "GetObject":
+        msg = GetObject(ref=ref, base_object=given["baseObject"].encode(), **meta)
+    elif call == "PatchObject":
+        msg = PatchObject(ref=ref, checksum=given["checksum"], patch=given["patch"].encode(),
+                          **meta)
+    else:
+        msg = PutObject(ref=ref, checksum=given["checksum"], object=given["object"].encode(),
+                        **meta)
+    return codec.encode(msg)
+
+
+async def test_a_kubescape_agents_messages_reach_the_topic_as_a_go_server_writes_them(
+    served: tuple[Any, str],
+) -> None:
+    broker, url = served
+    cases = [
+        c for c in json.loads(GOLDEN.read_text())
+        if c["direction"] == "produce" and c["input"]["call"] in OBJECT_CALLS
+        and (c["input"]["account"], c["input"]["cluster"]) == (ACCOUNT, CLUSTER)
+    ]
+    assert cases
+
+    def forwarded() -> list[Any]:
+        return [e for e in broker.entries(TOPIC) if e.properties.get("event") in OBJECT_CALLS]
+
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=HEADERS) as ws:
+        for case in cases:
+            await ws.send_bytes(agent_frame(case["input"]))
+        async with asyncio.timeout(10):
+            while len(forwarded()) < len(cases):
+                await asyncio.sleep(0.01)
+    for case, entry in zip(cases, forwarded(), strict=True):
+        want = case["expected"]
+        assert entry.key == want["key"]
+        assert untimed(entry.properties) == untimed(want["properties"])
+        assert entry.data == want["payload"].encode(), case["name"]
+
+
+OBJECT_CALLS = {"VerifyObject", "DeleteObject", "GetObject", "PatchObject", "PutObject"}
+
+
+def untimed(properties: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in properties.items() if key != "timestamp"}
