@@ -20,13 +20,14 @@ from clustersync.protocol.shaping import NamespaceRules
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
 from clustersync.runtime.config import AgentConfig, ResourceSpec
+from clustersync.runtime.listener import ListenerLimits
 from clustersync.sandbox import Sandbox
 from clustersync.sandbox.tls import TlsMaterial, tls_material
 
 try:
-    from tests.runtime.harness import eventually
+    from tests.runtime.harness import Probe, eventually
 except ImportError:
-    from harness import eventually  # type: ignore[no-redef]
+    from harness import Probe, eventually  # type: ignore[no-redef]
 
 CONFIGMAPS = Kind("", "v1", "configmaps")
 TOKEN = "tls-agent-token"
@@ -109,3 +110,20 @@ async def test_agent_refuses_a_server_it_cannot_verify(parts: tuple[Backend, Kub
         await agent.run()
     assert agent.connections == 0
     assert backend.server.connections == {}
+
+
+async def test_a_client_that_never_finishes_the_tls_handshake_is_cut_off(
+    parts: tuple[Backend, KubeClient],
+) -> None:
+    backend, _ = parts
+    backend.gate.limits = ListenerLimits(header_timeout=0.5)
+    failed = Probe.sample("clustersync_listener_events_total", listener="backend",
+                          reason="handshake_failed")
+    host, port = backend.url.removeprefix("https://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed by the server, not by us
+    finally:
+        writer.close()
+    await eventually(lambda: failed.delta == 1, what="the handshake timeout counted")
