@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from clustersync.adapters.bus.pulsar import PulsarBus
-from clustersync.adapters.bus.pulsar_layout import KubescapeLayout
+from clustersync.adapters.bus.pulsar_layout import KubescapeLayout, Layout, SplitLayout
 
 try:  # `python -m pytest` from the repo root
     from tests.contracts import load_contract
@@ -35,12 +35,9 @@ TOPIC = "persistent://armo/kubescape/synchronizer"
 SERVER_KEY = "SynchronizerServerProducer"
 
 
-@pytest.fixture
-async def pulsar_world(tmp_path: Path) -> AsyncIterator[tuple[World, Any]]:
+async def pulsar_world(tmp_path: Path, layout: Layout) -> AsyncIterator[tuple[World, Any]]:
     broker = _standin.FakeBroker()
-    bus = PulsarBus(
-        _standin.FakeClient(broker), layout=KubescapeLayout(TOPIC), redelivery_delay=0.05
-    )
+    bus = PulsarBus(_standin.FakeClient(broker), layout=layout, redelivery_delay=0.05)
     await bus.start()
     world = World(tmp_path, bus_view=lambda _memory_bus: bus)
     await world.start()
@@ -51,10 +48,19 @@ async def pulsar_world(tmp_path: Path) -> AsyncIterator[tuple[World, Any]]:
         await bus.close()
 
 
-async def test_a_cluster_syncs_both_ways_over_one_kubescape_topic(
-    pulsar_world: tuple[World, Any],
-) -> None:
-    world, broker = pulsar_world
+@pytest.fixture
+async def kubescape_world(tmp_path: Path) -> AsyncIterator[tuple[World, Any]]:
+    async for started in pulsar_world(tmp_path, KubescapeLayout(TOPIC)):
+        yield started
+
+
+@pytest.fixture
+async def split_world(tmp_path: Path) -> AsyncIterator[tuple[World, Any]]:
+    async for started in pulsar_world(tmp_path, SplitLayout("persistent://public/default/cs")):
+        yield started
+
+
+async def sync_both_ways(world: World) -> None:
     cluster = await world.add_cluster(CLUSTER_A)
     world.start_agent(CLUSTER_A)
     await world.wait_synced(CLUSTER_A)
@@ -72,6 +78,12 @@ async def test_a_cluster_syncs_both_ways_over_one_kubescape_topic(
     assert live["data"] == {"note": "pushed"}
     await world.wait_synced(CLUSTER_A)
 
+
+async def test_a_cluster_syncs_both_ways_over_one_kubescape_topic(
+    kubescape_world: tuple[World, Any],
+) -> None:
+    world, broker = kubescape_world
+    await sync_both_ways(world)
     # All of it went over the one topic, the key telling the direction.
     entries = broker.entries(TOPIC)
     assert list(broker.topics) == [TOPIC]
@@ -80,3 +92,11 @@ async def test_a_cluster_syncs_both_ways_over_one_kubescape_topic(
     assert f"{ACCOUNT}/{CLUSTER_A}" in keys  # backend to agent
     up = [e for e in entries if e.key == SERVER_KEY and "event" in e.properties]
     assert up and all(e.properties["account"] == ACCOUNT for e in up)
+
+
+async def test_a_cluster_syncs_both_ways_over_the_split_layout(
+    split_world: tuple[World, Any],
+) -> None:
+    world, broker = split_world
+    await sync_both_ways(world)
+    assert broker.entries("persistent://public/default/cs-down")  # the backend's answers
