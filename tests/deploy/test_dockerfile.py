@@ -8,12 +8,14 @@ import re
 import shutil
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import pytest
 
 from .manifests import DEPLOY
 from .test_manifests import IMAGE_USER
+from .test_wheel import BUILD_TIMEOUT, copy_project, source_version
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 
@@ -95,3 +97,43 @@ def test_the_build_context_holds_what_the_dockerfile_copies(steps: list[tuple[st
             for source in sources:
                 assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
                 assert (root / source).exists(), source
+
+
+def _pip_runs(steps: list[tuple[str, str]]) -> list[list[str]]:
+    """The pip command of each stage's RUN lines, stage by stage (BuildKit flags dropped)."""
+    stages: list[list[str]] = []
+    for word, args in steps:
+        if word == "FROM":
+            stages.append([])
+        elif word == "RUN":
+            command = " ".join(part for part in args.split() if not part.startswith("--mount="))
+            if command.startswith("pip "):
+                stages[-1].append(command)
+    return stages
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_the_pip_steps_build_wheels_that_install_offline(
+    steps: list[tuple[str, str]], tmp_path: Path,
+) -> None:
+    # No engine can build the image here, so its two pip steps run in two fresh virtualenvs
+    # instead, on a copy of what the build stage copies: the runtime stage installs with
+    # --no-index, so it proves the build stage's wheels hold every dependency.
+    build_step, runtime_step = (stage for stage in _pip_runs(steps) if stage)
+    assert len(build_step) == len(runtime_step) == 1, (build_step, runtime_step)
+    context = copy_project(tmp_path / "context")
+    wheels = tmp_path / "wheels"
+    runs = (("build", build_step[0], context), ("runtime", runtime_step[0], tmp_path))
+    for name, step, cwd in runs:
+        env_dir = tmp_path / f"{name}-venv"
+        venv.EnvBuilder(with_pip=True).create(env_dir)
+        # --no-cache-dir keeps the image small; here pip's cache saves downloading twice.
+        command = step.replace("/wheels", str(wheels)).replace(" --no-cache-dir", "")
+        command = f"{env_dir / 'bin' / 'python'} -m {command}"
+        result = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
+                                timeout=BUILD_TIMEOUT, check=False)
+        assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+    runtime_bin = tmp_path / "runtime-venv" / "bin"
+    result = subprocess.run([str(runtime_bin / "clustersync"), "--version"], capture_output=True,
+                            text=True, timeout=60, check=False, cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"clustersync {source_version()}\n")

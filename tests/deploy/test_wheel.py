@@ -33,7 +33,7 @@ def source_version() -> str:
     return match.group(1)
 
 
-def _copy_project(dest: Path) -> Path:
+def copy_project(dest: Path) -> Path:
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, dest / name)
@@ -68,7 +68,7 @@ def build(project: Path) -> Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build(_copy_project(tmp_path_factory.mktemp("build") / "clustersync"))
+    return build(copy_project(tmp_path_factory.mktemp("build") / "clustersync"))
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -94,7 +94,7 @@ def test_the_package_data_rule_ships_templates_static_files_and_vendored_licence
     tmp_path: Path,
 ) -> None:
     # What a dashboard package will hold; the rule must ship it without being edited.
-    project = _copy_project(tmp_path / "clustersync")
+    project = copy_project(tmp_path / "clustersync")
     data = {
         "clustersync/ui/templates/index.html": "<!doctype html><title>x</title>\n",
         "clustersync/ui/static/app.css": "body{}\n",
