@@ -117,7 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("backend", help="server, ingester and API in one process")
     p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT")
     p.add_argument("--db", default="sqlite:///clustersync.db")
-    p.add_argument("--bus", default="memory", help="memory (embedded) or nats://HOST:PORT")
+    p.add_argument(
+        "--bus", default="memory",
+        help="memory (embedded), nats://HOST:PORT or pulsar://HOST:PORT[?topic=...|?layout=split]",
+    )
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
     tls_options(p)
@@ -127,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("server", help="accept agents and bridge them to the bus")
     p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 8080), metavar="HOST:PORT")
-    p.add_argument("--bus", required=True, help="nats://HOST:PORT (shared by every replica)")
+    p.add_argument(
+        "--bus", required=True,
+        help="nats://HOST:PORT or pulsar://HOST:PORT[?topic=...] (shared by every replica)",
+    )
     p.add_argument("--tokens", required=True, help="YAML token table")
     p.add_argument("--reconcile-interval", type=float, default=600.0, metavar="SECONDS")
     tls_options(p)
