@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from .project import ROOT
+
 DEPLOY = ROOT / "deploy"
+IMAGE_USER = 10001  # the numeric USER of deploy/Dockerfile, which every pod must run as
 
 
 def kubectl() -> str:

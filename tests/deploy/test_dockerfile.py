@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .manifests import DEPLOY
-from .test_manifests import IMAGE_USER
-from .test_wheel import BUILD_TIMEOUT, copy_project, source_version
+from .manifests import DEPLOY, IMAGE_USER
+from .project import BUILD_TIMEOUT, copy_project, source_version
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 

@@ -16,13 +16,12 @@ import yaml
 from clustersync.cli.parser import build_parser
 from clustersync.runtime.config import AgentConfig, parse_agent_config
 
-from .manifests import DEPLOY, containers, find, materialize, one, render
-from .test_wheel import source_version
+from .manifests import DEPLOY, IMAGE_USER, containers, find, materialize, one, render
+from .project import source_version
 
 # Oldest Kubernetes release we claim to support, and the newest the schema package knows.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
 LAYOUTS = ("agent", "backend", "examples/agent", "examples/backend")
-IMAGE_USER = 10001  # the numeric USER of deploy/Dockerfile (tests/deploy/test_dockerfile.py)
 READ_VERBS = ("get", "list", "watch")
 
 

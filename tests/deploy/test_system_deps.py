@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from .project import ROOT
+
 SCRIPT = ROOT / "scripts" / "system-deps.sh"
 PACKAGE_LIST = ROOT / "scripts" / "system-packages.txt"
 BASH = shutil.which("bash") or "/bin/bash"

@@ -7,8 +7,6 @@ wheel is then installed into a brand-new virtualenv and its console script is ru
 
 from __future__ import annotations
 
-import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -20,26 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIR = ROOT / "src" / "clustersync"
-BUILD_TIMEOUT = 300  # a cold pip cache downloads setuptools for the isolated build
-
-
-def source_version() -> str:
-    """The version as written in its one place, read as text (not imported)."""
-    text = (PACKAGE_DIR / "__init__.py").read_text()
-    match = re.search(r'^__version__ = "([^"]+)"$', text, re.M)
-    assert match, "src/clustersync/__init__.py must set __version__"
-    return match.group(1)
-
-
-def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "src", dest / "src",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
-    return dest
+from .project import BUILD_TIMEOUT, PACKAGE_DIR, copy_project, source_version
 
 
 @dataclass(frozen=True)
