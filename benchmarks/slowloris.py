@@ -87,11 +87,15 @@ async def run(clients: int, seconds: float) -> None:
             stop = asyncio.Event()
             flood = [asyncio.create_task(_trickle(port, stop)) for _ in range(clients)]
             ok = tried = 0
+            waits: list[float] = []
             started = time.monotonic()
             while time.monotonic() - started < seconds:
                 await asyncio.sleep(1.0)
                 tried += 1
-                ok += await _agent_connects(url)
+                began = time.monotonic()
+                if await _agent_connects(url):
+                    ok += 1
+                    waits.append(time.monotonic() - began)
             stop.set()
             await asyncio.gather(*flood, return_exceptions=True)
             async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as response:
@@ -103,7 +107,8 @@ async def run(clients: int, seconds: float) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     print(f"slowloris: {clients} trickling clients for {seconds:.0f} s, backend file limit "
           f"{FILE_LIMIT}")
-    print(f"  agent connections during the flood: {ok}/{tried} succeeded")
+    print(f"  agent connections during the flood: {ok}/{tried} succeeded"
+          + (f", slowest in {max(waits):.2f} s" if waits else ""))
     print(f"  backend log: {size} bytes")
     for line in metrics.splitlines():
         if line.startswith(("clustersync_listener_events_total", "clustersync_log_suppressed")):

@@ -9,7 +9,8 @@ could no longer connect. Each accepted connection here passes through a thin pro
   between requests on a kept-alive connection, counted from the first byte of the next request);
 * admits at most ``max_connections`` at once (clamped below the process's file limit). When the
   table is full, the connection that has waited longest for its headers is closed to make room
-  (a slow client must not lock out a fast one); if every connection is past its headers, the
+  (a slow client must not lock out a fast one), or one idle between requests; if every
+  connection is in the middle of a request (an agent socket is, for its lifetime), the
   newcomer gets ``503 Service Unavailable`` with ``Retry-After``.
 
 Every refusal is counted in ``clustersync_listener_events_total`` and logged (rate-limited).
@@ -43,10 +44,11 @@ OPEN_CONNECTIONS = Gauge(
 )
 
 FD_RESERVE = 64  # descriptors kept for the bus, the store, logs and outgoing connections
-BACKLOG = 64  # also how many connections asyncio accepts in one go, before any is refused
+BACKLOG = 1024  # the kernel's queue of connections not yet accepted (costs no descriptor)
 MAX_LINGERING = 32  # refused connections drained before closing; beyond, closed at once
 LINGER = 1.0  # seconds a refused connection may take to finish sending its request
 ACCEPT_PAUSE = 0.1  # seconds to wait after accept() itself failed
+ACCEPT_BATCH = 16  # connections accepted per loop turn at most (well inside the fd reserve)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +69,9 @@ def connection_ceiling(wanted: int) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    # Bursts of BACKLOG accepted sockets arrive (up to a few loop turns in a row) before the
-    # table has closed the connections it evicts to make room for them.
-    ceiling = max(1, soft - FD_RESERVE - 4 * BACKLOG)
+    # Bursts of ACCEPT_BATCH accepted sockets arrive (up to a few loop turns in a row) before
+    # the table has closed the connections it evicts to make room for them.
+    ceiling = max(1, soft - FD_RESERVE - 4 * ACCEPT_BATCH)
     if wanted > ceiling:
         log.warning(
             "connection limit lowered from %d to %d: the file limit is %d", wanted, ceiling, soft
@@ -97,7 +99,10 @@ class Gate:
         self.name = name
         self.limits = limits
         self.max_connections = connection_ceiling(limits.max_connections)
-        self.open: dict[RequestHandler, _Guarded] = {}  # insertion order: oldest first
+        self.open: dict[RequestHandler, _Guarded] = {}
+        # Connections that may be closed to make room: still sending their request head, or
+        # idle between requests. Insertion order: the one waiting longest comes first.
+        self.evictable: dict[_Guarded, None] = {}
         self.lingering = 0
         self._gauge = OPEN_CONNECTIONS.labels(name)
 
@@ -107,27 +112,36 @@ class Gate:
 
     def admit(self, guard: _Guarded) -> bool:
         if len(self.open) >= self.max_connections:
-            waiting = next((g for g in self.open.values() if g.awaiting_head), None)
-            if waiting is None:
+            if not self.evictable:
                 self.count("connection_limit", "connection limit %d reached; refusing",
                            self.max_connections)
                 return False
+            oldest = next(iter(self.evictable))
             self.count("evicted", "connection limit %d reached; closing the slowest client",
                        self.max_connections)
-            waiting.close()
+            self.release(oldest)  # now: its transport closes only on the next loop turn
+            oldest.close()
         self.open[guard.inner] = guard
+        self.evictable[guard] = None
         self._gauge.set(len(self.open))
         return True
 
     def release(self, guard: _Guarded) -> None:
+        self.evictable.pop(guard, None)
         if self.open.pop(guard.inner, None) is not None:
             self._gauge.set(len(self.open))
 
     def head_received(self, request: web.BaseRequest) -> _Guarded | None:
         guard = self.open.get(request.protocol)
         if guard is not None:
+            self.evictable.pop(guard, None)
             guard.busy()
         return guard
+
+    def finished(self, guard: _Guarded) -> None:
+        guard.idle()
+        if guard.inner in self.open:
+            self.evictable[guard] = None  # idle between requests: may make room
 
 
 class _Guarded(asyncio.Protocol):
@@ -137,7 +151,6 @@ class _Guarded(asyncio.Protocol):
         self.inner = inner
         self.gate = gate
         self.transport: asyncio.Transport | None = None
-        self.awaiting_head = True
         self._in_request = False
         self._deadline: asyncio.TimerHandle | None = None
         self._admitted = False
@@ -167,8 +180,7 @@ class _Guarded(asyncio.Protocol):
         if not self._admitted:
             return  # a refused connection's request, read and dropped
         if not self._in_request and self._deadline is None:
-            self.awaiting_head = True  # the first bytes of the next request on this connection
-            self._arm()
+            self._arm()  # the first bytes of the next request on this connection
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -198,7 +210,6 @@ class _Guarded(asyncio.Protocol):
 
     def busy(self) -> None:
         self._in_request = True
-        self.awaiting_head = False
         self._disarm()
 
     def idle(self) -> None:
@@ -239,13 +250,13 @@ def head_middleware(gate: Gate) -> Callable[..., Awaitable[web.StreamResponse]]:
             return await handler(request)
         finally:
             if guard is not None:
-                guard.idle()
+                gate.finished(guard)
 
     return middleware
 
 
 class Listener:
-    """Accepts connections itself, one per loop turn, so that a flood can never take more
+    """Accepts connections itself, a few per loop turn, so that a flood can never take more
     descriptors than the table allows: asyncio's own accept loop takes up to its backlog at once,
     and those sockets exist before the table can refuse or evict anything."""
 
@@ -286,6 +297,7 @@ class Listener:
     async def _accept(self) -> None:
         loop = asyncio.get_running_loop()
         assert self.sock is not None
+        accepted = 0
         while True:
             try:
                 conn, _ = await loop.sock_accept(self.sock)
@@ -297,7 +309,9 @@ class Listener:
             self._handshakes.add(handshake)
             handshake.add_done_callback(self._handshakes.discard)
             handshake.add_done_callback(log_failure(self.gate.name, "accepting a connection"))
-            await asyncio.sleep(0)  # one accept per turn: evicted sockets close in between
+            accepted += 1
+            if accepted % ACCEPT_BATCH == 0:
+                await asyncio.sleep(0)  # let evicted sockets close before accepting more
 
     async def _connect(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
