@@ -45,7 +45,7 @@ find_missing() {
         line_no=$((line_no + 1))
         line="${line%%#*}"
         [[ -z "${line//[[:space:]]/}" ]] && continue
-        # Columns: package, comma-free list of targets (words), probe as the last word.
+        # Columns: the package, the make targets that need it (one or more), the probe last.
         read -r -a words <<<"$line"
         if [[ ${#words[@]} -lt 3 ]]; then
             say "$list:$line_no: expected 'package target... probe', got: $line"

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -243,6 +244,15 @@ def test_this_machine_has_every_package_its_targets_need(target: str) -> None:
     result = subprocess.run([BASH, str(SCRIPT), "--check", target], capture_output=True,
                             text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_scripts_pass_shellcheck() -> None:
+    beside_python = str(Path(sys.executable).parent)
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=beside_python)
+    assert shellcheck, "shellcheck is needed (the dev extras install it: pip install -e '.[dev]')"
+    result = subprocess.run([shellcheck, "--shell=bash", str(SCRIPT), str(ROOT / ".ci" / "run")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout
 
 
 def _make_dry_run(target: str) -> list[str]:
