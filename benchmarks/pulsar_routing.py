@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from clustersync.adapters.bus.pulsar_layout import SERVER_PRODUCER_KEY, KubescapeLayout
+from clustersync.adapters.bus.pulsar_layout import KubescapeLayout
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.envelope import (
     UP_PARTITIONS,
@@ -21,6 +21,7 @@ from clustersync.protocol.envelope import (
     up_subject,
 )
 from clustersync.protocol.messages import PutObject
+from clustersync.protocol.pulsar_codec import SERVER_PRODUCER_KEY
 
 SIZES = ((20_000, 200), (6_000_000, 3))  # object bytes, repetitions
 

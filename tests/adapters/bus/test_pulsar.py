@@ -23,15 +23,17 @@ import pytest
 from clustersync.adapters.bus.base import BusError, Delivery
 from clustersync.adapters.bus.pulsar import PulsarBus, open_pulsar
 from clustersync.adapters.bus.pulsar_layout import (
+    SplitLayout,
+    topic_for_subject,
+    topics_for_filter,
+)
+from clustersync.adapters.bus.pulsar_wire import (
     ENCODING_PROPERTY,
     ENTRY_BITS,
     SUBJECT_PROPERTY,
-    SplitLayout,
     filter_families,
     message_seq,
     subject_family,
-    topic_for_subject,
-    topics_for_filter,
 )
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.backend import reconciliation_batches

@@ -19,13 +19,11 @@ from clustersync.adapters.bus.pulsar import PulsarBus, open_pulsar
 from clustersync.adapters.bus.pulsar_layout import (
     DEFAULT_TOPIC,
     DEFAULT_TOPIC_PREFIX,
-    ENCODING_PROPERTY,
-    SUBJECT_PROPERTY,
     KubescapeLayout,
     SplitLayout,
-    message_seq,
     parse_pulsar_url,
 )
+from clustersync.adapters.bus.pulsar_wire import ENCODING_PROPERTY, SUBJECT_PROPERTY, message_seq
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (

@@ -51,28 +51,16 @@ from typing import Any, Protocol
 from clustersync.adapters.bus.base import BusError, Delivery, Handler, subject_matches
 from clustersync.adapters.bus.memory import check_durable, check_filter, check_subject
 from clustersync.adapters.bus.pulsar_layout import (
-    DEFAULT_TOPIC,
-    DEFAULT_TOPIC_PREFIX,
-    ENCODING_PROPERTY,
-    ENTRY_BITS,
     LAYOUT_KUBESCAPE,
-    SUBJECT_PROPERTY,
     KubescapeLayout,
     Layout,
-    Outgoing,
     SplitLayout,
-    is_report,
-    message_seq,
     parse_pulsar_url,
 )
+from clustersync.adapters.bus.pulsar_wire import Outgoing, is_report, message_seq
 from clustersync.protocol.pulsar_codec import PROP_EVENT
 
 __all__ = [
-    "DEFAULT_TOPIC",
-    "DEFAULT_TOPIC_PREFIX",
-    "ENCODING_PROPERTY",
-    "ENTRY_BITS",
-    "SUBJECT_PROPERTY",
     "KubescapeLayout",
     "PulsarBus",
     "PulsarSubscription",
