@@ -20,9 +20,10 @@ Two layouts, chosen per deployment (``layout=`` in the bus URL, see :func:`parse
     and ``<prefix>-other``; each message carries its subject as key and ``subject`` property;
     Key_Shared subscriptions give per-subject order across a durable's consumers.
 
-Versions: ``Delivery.seq`` is built from the message id (``pulsar_wire.message_seq``). Ledger ids come
-from one cluster-wide counter, so within a topic the seq grows with every message, including
-across the deletion and re-creation of the topic (its new ledger has a larger id than any before).
+Versions: ``Delivery.seq`` is built from the message id (``pulsar_wire.message_seq``). Ledger
+ids come from one cluster-wide counter, so within a topic the seq grows with every message,
+including across the deletion and re-creation of the topic (its new ledger has a larger id than
+any before).
 The kubescape layout puts every compared subject on one topic; the split layout puts up and write
 on one topic, while ``cs.down`` seqs (never compared with them) live on another.
 
