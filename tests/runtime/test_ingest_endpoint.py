@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import Strategy
 from clustersync.protocol.messages import Message, PatchObject, PutObject
+from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import (
     ConfigError,
     IngestConfig,
@@ -22,6 +23,11 @@ from clustersync.runtime.config import (
     parse_agent_config,
 )
 from clustersync.runtime.ingest import IngestEndpoint
+
+try:  # `python -m pytest` from the repo root
+    from tests.runtime.harness import CLUSTER_A, World
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path
+    from harness import CLUSTER_A, World  # type: ignore[no-redef]
 
 ALERTS = Kind("kubescape.io", "v1", "runtimealerts")
 PROFILES = Kind("kubescape.io", "v1", "nodeprofiles")
@@ -192,8 +198,31 @@ async def test_a_request_head_that_does_not_arrive_in_time_is_cut_off(start: Sta
 async def test_a_failing_send_path_is_503(start: Start) -> None:
     endpoint, recorder = await start()
     recorder.fail = RuntimeError("outbox full")
-    status, text = await call("POST", f"{endpoint.url}{ALERTS_PATH}", alert())
-    assert status == 503 and "outbox full" in text
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{endpoint.url}{ALERTS_PATH}", data=alert()) as response,
+    ):
+        assert response.status == 503
+        assert "outbox full" in await response.text()
+        assert response.headers["Retry-After"] == "5"
+
+
+async def test_the_agent_queues_no_more_than_its_limit(world: World) -> None:
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = Agent(world.agent_config(CLUSTER_A), cluster.kube)  # not running: the link is down
+    agent.submit_limit = 2
+    config = IngestConfig(port=0, host="127.0.0.1", resources=RESOURCES)
+    endpoint = IngestEndpoint(config, agent.submit)
+    await endpoint.start()
+    try:
+        statuses = [
+            (await call("POST", f"{endpoint.url}{ALERTS_PATH}", alert(f"a-{i}")))[0]
+            for i in range(3)
+        ]
+    finally:
+        await endpoint.stop()
+    assert statuses == [202, 202, 503]
+    assert [msg.ref.name for msg in agent.outbox] == ["a-0", "a-1"]
 
 
 async def test_repeated_bad_input_is_logged_once_per_reason_and_interval(

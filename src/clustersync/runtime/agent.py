@@ -65,6 +65,13 @@ KUBESCAPE_PING_INTERVAL = 50.0  # seconds, as kubescape's Go agent
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
+SUBMIT_LIMIT = 10_000  # queued messages beyond which the ingest endpoint is refused (503)
+
+
+class OutboxFullError(RuntimeError):
+    """The agent holds as many unsent messages as it takes from outside the watch."""
+
+
 class Agent:
     def __init__(self, config: AgentConfig, kube: KubeApi, *, git_version: str = "") -> None:
         self.config = config
@@ -90,6 +97,7 @@ class Agent:
             git_version=git_version,
         )
         self.outbox: collections.deque[Message] = collections.deque()
+        self.submit_limit = SUBMIT_LIMIT
         self._acks: collections.deque[Ack] = collections.deque()  # sent before the outbox
         self._finished = AckCollector()  # delivery ids handled or rejected, not yet acked
         self.connected = asyncio.Event()
@@ -157,7 +165,10 @@ class Agent:
 
     async def submit(self, messages: list[Message]) -> None:
         """Queue messages that do not come from a watch (the HTTP ingest endpoint's); like every
-        queued message they go out when the link is up and survive reconnects."""
+        queued message they go out when the link is up and survive reconnects. Raises
+        OutboxFullError rather than queue past ``submit_limit`` (a long outage, a flood)."""
+        if len(self.outbox) + len(messages) > self.submit_limit:
+            raise OutboxFullError(f"{len(self.outbox)} messages already wait to be sent")
         self._queue(messages)
 
     def _queue(self, messages: list[Message]) -> None:

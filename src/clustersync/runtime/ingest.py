@@ -31,6 +31,7 @@ log = logging.getLogger("clustersync.ingest")
 
 Submit = Callable[[list[Message]], Awaitable[None]]
 WARN_EVERY = 10.0  # seconds between warnings of one reason
+RETRY_AFTER = 5  # seconds, with a 503 when the agent cannot queue more
 MAX_CONNECTIONS = 256  # node-agents (one per node) and the operator; more waits or gets 503
 
 
@@ -104,8 +105,13 @@ class IngestEndpoint:
         try:
             await self._submit([message])
         except Exception as exc:  # the agent could not take it: the caller should retry
-            log.error("ingest: cannot queue %s: %s", message.ref, exc)
-            return web.Response(status=503, text=f"cannot queue the object: {exc}\n")
+            bad_input("ingest", "not_queued")
+            self._warnings.warn("not_queued", f"cannot queue {message.ref}: {exc}")
+            return web.Response(
+                status=503,
+                text=f"cannot queue the object: {exc}\n",
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
         INGESTED.labels(type(message).__name__).inc()
         return web.Response(status=202, text="accepted\n")
 
