@@ -405,7 +405,7 @@ async def test_agent_with_a_missing_kubeconfig(tmp_path: Path) -> None:
     [
         ("tokens:\n  - {token: short, role: admin}\n", "shorter than 8"),
         ("tokens: [\n", "not valid YAML"),
-        ("tokens:\n  - {token: long-enough-token}\n", "account and cluster"),
+        ("tokens:\n  - {token: long-enough-token}\n", "needs an account"),
     ],
 )
 async def test_backend_with_an_invalid_tokens_file(
