@@ -55,20 +55,20 @@ class Result:
         return lines[0]
 
 
-async def run_cli(*args: str, timeout: float = WAIT) -> Result:
+async def run_cli(*args: str, timeout: float = WAIT, stdin: bytes | None = None) -> Result:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "clustersync",
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env(),
     )
     try:
         async with asyncio.timeout(timeout):
-            out, err = await proc.communicate()
+            out, err = await proc.communicate(stdin)
     finally:
         if proc.returncode is None:
             proc.kill()

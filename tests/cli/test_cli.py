@@ -171,7 +171,9 @@ async def test_push_then_delete_through_the_backend(
 
     pushed = await run_cli("push", str(manifest), *admin(backend), *target())
     assert pushed.code == 0, pushed.stderr
-    assert re.match(r"^accepted ConfigMap pushed-cm \(seq \d+\)$", pushed.stdout.strip())
+    assert re.match(
+        r"^accepted ConfigMap default/pushed-cm \(write [0-9a-f-]{36}\)$", pushed.stdout.strip()
+    )
 
     async def in_cluster() -> bool:
         return await cluster_configmap(cluster, "pushed-cm") is not None

@@ -32,6 +32,7 @@ from clustersync.protocol.messages import (
     BATCH_RECONCILIATION,
     MAX_DEPTH,
     Ack,
+    AgentInfo,
     Batch,
     Event,
     Frame,
@@ -42,6 +43,9 @@ from clustersync.protocol.messages import (
     PatchObject,
     Ping,
     PutObject,
+    SyncedKind,
+    WriteOutcome,
+    WriteStatus,
     reply_meta,
 )
 
@@ -67,6 +71,13 @@ def _messages() -> list[Frame]:
         PutObject(ref=POD, checksum="c2", object=OBJ, depth=MAX_DEPTH, msg_id=MSG_ID),
         Ack(ids=()),
         Ack(ids=(3, 1, 1234)),
+        AgentInfo(kinds=()),
+        AgentInfo(kinds=(SyncedKind(PODS, True), SyncedKind(NODES, False)), msg_id=MSG_ID),
+        AgentInfo(kinds=(SyncedKind(Kind.parse("example.com/v1/widgets"), None),)),
+        WriteOutcome(ref=POD, status=WriteStatus.APPLIED, msg_id=MSG_ID),
+        WriteOutcome(
+            ref=NODE, status=WriteStatus.REFUSED, reason="policy: no", msg_id="w", depth=1
+        ),
         Ping(depth=1, msg_id=MSG_ID),
         Ping(),
         Batch(kind=PODS, depth=1, msg_id=MSG_ID),

@@ -197,19 +197,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.set_defaults(run=cmd_objects)
 
-    p = commands.add_parser("push", help="write objects into a cluster through the backend")
-    p.add_argument("file")
+    def wait_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait for the cluster's outcome: exit 0 when applied, 1 when refused, failed or "
+            "not found (with the reason)",
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="how long --wait waits (default: %(default)s)",
+        )
+
+    p = commands.add_parser(
+        "push",
+        help="write objects into a cluster through the backend",
+        description="Exit status: 0 done, 1 refused or failed, 2 bad input.",
+    )
+    p.add_argument(
+        "file", help="YAML or JSON file of one or more objects (one write each); - reads stdin"
+    )
     backend_client(p)
     p.add_argument("--account", required=True)
     p.add_argument("--cluster", required=True)
     p.add_argument("--kind", type=_kind, help="group/version/resource, if not guessable")
+    wait_options(p)
     p.set_defaults(run=cmd_push)
 
-    p = commands.add_parser("delete", help="delete an object in a cluster through the backend")
+    p = commands.add_parser(
+        "delete",
+        help="delete an object in a cluster through the backend",
+        description="Exit status: 0 done, 1 refused, failed or not found, 2 bad input.",
+    )
     p.add_argument("kind", type=_kind, metavar="GROUP/VERSION/RESOURCE")
-    p.add_argument("object", metavar="NAMESPACE/NAME")
+    p.add_argument("object", metavar="NAMESPACE/NAME", help="NAME alone for cluster-scoped kinds")
     backend_client(p)
     p.add_argument("--account", required=True)
     p.add_argument("--cluster", required=True)
+    wait_options(p)
     p.set_defaults(run=cmd_delete)
     return parser

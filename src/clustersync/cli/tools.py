@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -63,6 +65,18 @@ def _api_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _reason(body: bytes) -> str:
+    """The problem document's detail (or the older ``error`` key), else the body on one line."""
+    try:
+        doc = orjson.loads(body)
+        if isinstance(doc, dict) and isinstance(doc.get("detail") or doc.get("error"), str):
+            return str(doc.get("detail") or doc.get("error"))
+    except orjson.JSONDecodeError:
+        pass
+    # One line even when a proxy answers with an HTML page.
+    return " ".join(body[:200].decode(errors="replace").split())
+
+
 async def _api(method: str, url: str, token: str, **kwargs: Any) -> Any:
     try:
         async with (
@@ -71,12 +85,11 @@ async def _api(method: str, url: str, token: str, **kwargs: Any) -> Any:
         ):
             body = await response.read()
             if response.status >= 300:
-                try:
-                    reason = orjson.loads(body).get("error", "")
-                except (orjson.JSONDecodeError, AttributeError):
-                    # One line even when a proxy answers with an HTML page.
-                    reason = " ".join(body[:200].decode(errors="replace").split())
-                raise CommandError(f"backend answered HTTP {response.status}: {reason}")
+                # 400: the request itself was bad (exit 2); anything else is a refusal (exit 1).
+                code = 2 if response.status == 400 else 1
+                raise CommandError(
+                    f"backend answered HTTP {response.status}: {_reason(body)}", code
+                )
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -105,13 +118,21 @@ async def cmd_objects(args: argparse.Namespace) -> None:
 
 
 def _load_objects(path: str) -> list[dict[str, Any]]:
+    """Every object in a YAML or JSON file (``-``: standard input): several documents, a list,
+    or a ``kind: List`` each give one object per item."""
+    where = "standard input" if path == "-" else path
     try:
-        with open(path) as handle:
-            docs = [doc for doc in yaml.safe_load_all(handle) if doc is not None]
+        if path == "-":
+            docs = [doc for doc in yaml.safe_load_all(sys.stdin) if doc is not None]
+        else:
+            with open(path) as handle:
+                docs = [doc for doc in yaml.safe_load_all(handle) if doc is not None]
     except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}", 2) from None
+        raise CommandError(f"cannot read {where}: {exc.strerror or exc}", 2) from None
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{where} is not UTF-8 text: {exc.reason}", 2) from None
     except yaml.YAMLError as exc:
-        raise CommandError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}", 2) from None
+        raise CommandError(f"{where} is not YAML or JSON: {str(exc).splitlines()[0]}", 2) from None
     objects: list[Any] = []
     for doc in docs:
         if isinstance(doc, list):
@@ -121,20 +142,100 @@ def _load_objects(path: str) -> list[dict[str, Any]]:
         else:
             objects.append(doc)
     if not objects or not all(isinstance(o, dict) for o in objects):
-        raise CommandError(f"{path} holds no Kubernetes objects", 2)
+        raise CommandError(f"{where} holds no Kubernetes objects", 2)
     return objects
 
 
+@dataclass
+class _Write:
+    """One write the tool asked for: what to call it, and its id once accepted."""
+
+    what: str
+    ident: str = ""
+    error: CommandError | None = None
+
+
+# Exit statuses by outcome: done, or the cluster did not take the write.
+_DONE = {"applied": "applied", "sent": "sent (the cluster's agent cannot report more)"}
+_NOT_DONE = ("refused", "failed", "not_found")
+POLL_INTERVAL = 0.2
+
+
+async def _outcome(args: argparse.Namespace, write: _Write) -> dict[str, Any]:
+    """Poll the write's outcome until it is no longer pending (or ``--timeout`` passes)."""
+    url = f"{args.backend.rstrip('/')}/api/v1/writes/{write.ident}"
+    try:
+        async with asyncio.timeout(args.timeout):
+            while True:
+                doc: dict[str, Any] = await _api("GET", url, args.token)
+                if doc.get("status") != "pending":
+                    return doc
+                await asyncio.sleep(POLL_INTERVAL)  # polling an HTTP API, not synchronising
+    except TimeoutError:
+        raise CommandError(
+            f"{write.what}: still pending after {args.timeout:g}s (write {write.ident}); the "
+            "cluster's agent may be offline",
+        ) from None
+
+
+async def _settle(args: argparse.Namespace, write: _Write) -> str:
+    """The line to print for a write; raises CommandError if the cluster did not take it."""
+    if not args.wait:
+        return f"accepted {write.what} (write {write.ident})"
+    doc = await _outcome(args, write)
+    status = str(doc.get("status"))
+    if status in _DONE:
+        return f"{_DONE[status]} {write.what} (write {write.ident})"
+    reason = doc.get("reason") or "no reason given"
+    if status in _NOT_DONE:
+        raise CommandError(f"{write.what}: {status.replace('_', ' ')}: {reason}")
+    raise CommandError(f"{write.what}: unexpected outcome {status!r}")
+
+
+async def _finish(args: argparse.Namespace, writes: list[_Write]) -> None:
+    """Print what became of each write; one failure is the error, several are summed up.
+
+    Exit status: 0 when every write was done, 2 if any was bad input, else 1."""
+
+    async def settle(write: _Write) -> None:
+        if write.error is None:
+            try:
+                print(await _settle(args, write))
+            except CommandError as exc:
+                write.error = exc
+
+    await asyncio.gather(*(settle(w) for w in writes))
+    failed = [w for w in writes if w.error is not None]
+    if not failed:
+        return
+    code = max(w.error.code for w in failed if w.error is not None)
+    if len(writes) == 1 and failed[0].error is not None:
+        raise failed[0].error
+    for write in failed:
+        print(f"{write.error}", file=sys.stderr)
+    raise CommandError(f"{len(failed)} of {len(writes)} writes were not done", code)
+
+
 async def cmd_push(args: argparse.Namespace) -> None:
+    writes = []
     for obj in _load_objects(args.file):
+        meta = obj.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        name = meta.get("name", "?")
+        where = f"{meta['namespace']}/{name}" if meta.get("namespace") else name
+        write = _Write(f"{obj.get('kind', '?')} {where}")
         body: dict[str, Any] = {"account": args.account, "cluster": args.cluster, "object": obj}
         if args.kind:
             body["kind"] = str(args.kind)
-        doc = await _api(
-            "POST", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, json=body
-        )
-        name = (obj.get("metadata") or {}).get("name", "?")
-        print(f"accepted {obj.get('kind', '?')} {name} (seq {doc.get('seq')})")
+        try:
+            doc = await _api(
+                "POST", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, json=body
+            )
+            write.ident = str(doc.get("id") or doc.get("msgId") or "")
+        except CommandError as exc:
+            write.error = CommandError(f"{write.what}: {exc}", exc.code)
+        writes.append(write)
+    await _finish(args, writes)
 
 
 async def cmd_delete(args: argparse.Namespace) -> None:
@@ -146,7 +247,12 @@ async def cmd_delete(args: argparse.Namespace) -> None:
         "namespace": namespace,
         "name": name,
     }
-    doc = await _api(
-        "DELETE", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, params=params
-    )
-    print(f"accepted delete of {args.kind} {args.object} (seq {doc.get('seq')})")
+    write = _Write(f"delete of {args.kind} {args.object}")
+    try:
+        doc = await _api(
+            "DELETE", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, params=params
+        )
+        write.ident = str(doc.get("id") or doc.get("msgId") or "")
+    except CommandError as exc:
+        write.error = CommandError(f"{write.what}: {exc}", exc.code)
+    await _finish(args, [write])

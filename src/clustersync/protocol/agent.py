@@ -29,8 +29,11 @@ from clustersync.protocol.messages import (
     PatchObject,
     Ping,
     PutObject,
+    WriteOutcome,
+    WriteStatus,
     reply_meta,
 )
+from clustersync.protocol.outcomes import short_reason, write_id
 from clustersync.protocol.shaping import (
     NamespaceRules,
     ShapingError,
@@ -81,6 +84,19 @@ class Outcome:
     send: list[Message] = field(default_factory=list)
     writes: list[ClusterWrite] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (metric reason, log text)
+    # Outcomes of backend writes decided here (refusals); sent only to a clustersync server.
+    reports: list[WriteOutcome] = field(default_factory=list)
+
+
+NAMESPACES = Kind("", "v1", "namespaces")
+
+
+def write_report(cause: Message, status: WriteStatus, reason: str = "") -> list[WriteOutcome]:
+    """The outcome of ``cause`` if it is a backend write (see outcomes.write_id), else nothing."""
+    ident = write_id(cause)
+    if ident is None or not isinstance(cause, PutObject | ObjectDeleted):
+        return []
+    return [WriteOutcome(ref=cause.ref, status=status, reason=short_reason(reason), msg_id=ident)]
 
 
 def ref_of(kind: Kind, obj: Mapping[str, Any]) -> ObjectRef:
@@ -110,6 +126,9 @@ class AgentSession:
         self.strategies = dict(strategies)
         self.rules = rules
         self.write_policy = write_policy or WritePolicy()
+        # Which synced kinds are namespaced, as discovery says (the driver fills it in); a kind
+        # missing here is not known yet, and the API server judges its writes.
+        self.namespaced: dict[Kind, bool] = {}
         self.shadows: dict[ObjectRef, bytes] = {}
         # Hashing dominates the agent's CPU: each object version is hashed once, whether it is
         # announced, requested, reconciled or re-announced after a reconnect.
@@ -128,9 +147,7 @@ class AgentSession:
         self._checksums[ref] = (version, checksum)
         return checksum
 
-    def _canonical(
-        self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]
-    ) -> str:
+    def _canonical(self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
         """The canonical hash, never the storage annotation: kubescape's agent hashes the object
         when it verifies a checksum or answers a GetObject, and its peers expect that there."""
         if precomputed_checksum(live) is not None:
@@ -202,6 +219,7 @@ class AgentSession:
         kind = msg.ref.kind
         if kind not in self.strategies:
             out.errors.append(("unknown_kind", f"{msg.ref}: kind is not synced by this agent"))
+            out.reports += write_report(msg, WriteStatus.REFUSED, f"{kind} is not synced here")
             return out
         if isinstance(msg, NewChecksum):
             self._verify(msg, live, out)
@@ -246,14 +264,22 @@ class AgentSession:
             return f"verb {verb.value} is not allowed"
         if policy.kinds is not None and ref.kind not in policy.kinds:
             return "kind is not writable"
-        if ref.namespace:
-            allowed = (
-                ref.namespace in policy.namespaces
-                if policy.namespaces is not None
-                else self.rules.allows(ref.namespace)
-            )
-            if not allowed:
-                return f"namespace {ref.namespace} is not writable"
+        if self.namespaced.get(ref.kind) and not ref.namespace:
+            return f"{ref.kind} is namespaced: a write needs a namespace"
+        # A Namespace object stands for its namespace: deleting an excluded one is refused too.
+        namespace = ref.name if ref.kind == NAMESPACES else ref.namespace
+        if not namespace:
+            if policy.namespaces is not None:
+                # Leaving out the namespace must not get around a namespace allow-list.
+                return "writes.namespaces allows namespaced writes only"
+            return None
+        allowed = (
+            namespace in policy.namespaces
+            if policy.namespaces is not None
+            else self.rules.allows(namespace)
+        )
+        if not allowed:
+            return f"namespace {namespace} is not writable"
         return None
 
     def _accept_put(self, msg: PutObject, live: dict[str, Any] | None, out: Outcome) -> None:
@@ -298,55 +324,76 @@ class AgentSession:
         out: Outcome,
     ) -> None:
         if not isinstance(incoming, dict):
-            out.errors.append(("bad_object", f"{ref}: object is not a JSON object"))
-            self._restate(ref, live, cause, out)
+            self._refuse(
+                ref, live, cause, out, metric="bad_object", reason="object is not a JSON object"
+            )
             return
         meta = incoming.get("metadata")
         if not isinstance(meta, dict) or meta.get("name") != ref.name:
-            out.errors.append(("bad_object", f"{ref}: metadata.name does not match the message"))
-            self._restate(ref, live, cause, out)
+            self._refuse(
+                ref, live, cause, out, metric="bad_object", reason="metadata.name does not match"
+            )
             return
         if (meta.get("namespace") or ref.namespace) != ref.namespace:
             # The policy below checks the message's namespace: the object must not name another.
-            out.errors.append(("bad_object", f"{ref}: metadata.namespace does not match"))
-            self._restate(ref, live, cause, out)
+            self._refuse(
+                ref,
+                live,
+                cause,
+                out,
+                metric="bad_object",
+                reason="metadata.namespace does not match",
+            )
             return
         refusal = self._permits(ref, Verb.UPDATE if live is not None else Verb.CREATE)
         if refusal:
-            out.errors.append(("write_refused", f"{ref}: {refusal}"))
-            self._restate(ref, live, cause, out)
+            self._refuse(
+                ref, live, cause, out, metric="write_refused", reason=f"write policy: {refusal}"
+            )
             return
         obj, missing = unmask(incoming, live)
         if missing:
             # Writing the mask would replace a real secret with "XXXXXX".
-            out.errors.append(("masked_value", f"{ref}: {missing} masked env value(s) refused"))
-            self._restate(ref, live, cause, out)
+            text = f"{missing} masked env value(s) refused"
+            self._refuse(ref, live, cause, out, metric="masked_value", reason=text)
             return
         out.writes.append(ClusterWrite(ref, obj, cause, backend_copy))
 
-    def _restate(
-        self, ref: ObjectRef, live: dict[str, Any] | None, cause: Message, out: Outcome
+    def _refuse(
+        self,
+        ref: ObjectRef,
+        live: dict[str, Any] | None,
+        cause: Message,
+        out: Outcome,
+        *,
+        metric: str,
+        reason: str,
     ) -> None:
-        """After refusing a backend write, tell the backend what the cluster really holds.
+        out.errors.append((metric, f"{ref}: {reason}"))
+        out.reports += write_report(cause, WriteStatus.REFUSED, reason)
+        out.send += self.restate(ref, live, cause)
+
+    def restate(self, ref: ObjectRef, live: dict[str, Any] | None, cause: Message) -> list[Message]:
+        """After a backend write was refused (here or by the API server) or failed: tell the
+        backend what the cluster really holds.
 
         The backend stored its write before sending it; without this its copy would keep an
         object (or a version) the cluster never got, until the next reconciliation.
         """
         self.shadows.pop(ref, None)
+        self._sent.pop(ref, None)
         if live is None or is_filtered(live, self.rules):
-            out.send.append(ObjectDeleted(ref=ref, **_meta(cause)))
-            return
+            return [ObjectDeleted(ref=ref, **_meta(cause))]
         shaped = shape(ref.kind, live)
         checksum = self._checksum(ref, live, shaped)
-        out.send.append(
-            PutObject(ref=ref, checksum=checksum, object=orjson.dumps(shaped), **_meta(cause))
-        )
+        return [PutObject(ref=ref, checksum=checksum, object=orjson.dumps(shaped), **_meta(cause))]
 
     def _accept_delete(self, msg: ObjectDeleted, live: dict[str, Any] | None, out: Outcome) -> None:
         refusal = self._permits(msg.ref, Verb.DELETE)
         if refusal:
-            out.errors.append(("write_refused", f"{msg.ref}: {refusal}"))
-            self._restate(msg.ref, live, msg, out)
+            self._refuse(
+                msg.ref, live, msg, out, metric="write_refused", reason=f"write policy: {refusal}"
+            )
             return
         self.shadows.pop(msg.ref, None)
         out.writes.append(ClusterWrite(msg.ref, None, msg))

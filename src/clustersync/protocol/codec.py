@@ -25,6 +25,7 @@ from clustersync.protocol.inventory import BUCKETS
 from clustersync.protocol.messages import (
     MAX_DEPTH,
     Ack,
+    AgentInfo,
     Batch,
     Event,
     Frame,
@@ -35,6 +36,9 @@ from clustersync.protocol.messages import (
     PatchObject,
     Ping,
     PutObject,
+    SyncedKind,
+    WriteOutcome,
+    WriteStatus,
 )
 
 __all__ = [
@@ -72,6 +76,9 @@ def to_wire(msg: Frame) -> dict[str, Any]:
     if isinstance(msg, Ack):
         out["Ids"] = list(msg.ids)
         return out
+    if isinstance(msg, AgentInfo):
+        out["Kinds"] = [{**_kind(k.kind), "Namespaced": k.namespaced} for k in msg.kinds]
+        return out
     if isinstance(msg, Batch):
         out["Kind"] = _kind(msg.kind)
         out["BatchType"] = msg.batch_type
@@ -95,6 +102,9 @@ def to_wire(msg: Frame) -> dict[str, Any]:
         out["ResourceVersion"] = msg.resource_version
     elif isinstance(msg, ObjectDeleted):
         out["ResourceVersion"] = msg.resource_version
+    elif isinstance(msg, WriteOutcome):
+        out["Status"] = msg.status.value
+        out["Reason"] = msg.reason
     elif isinstance(msg, GetObject):
         out["BaseObject"] = _text(msg.base_object)
     elif isinstance(msg, PatchObject):
@@ -248,6 +258,48 @@ def _ack_ids(value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
+MAX_AGENT_KINDS = 10_000
+MAX_REASON = 8192  # characters; agents cut longer API server messages before sending
+
+
+def _decode_agent_info(fields: dict[str, Any]) -> AgentInfo:
+    value = fields.get("kinds")
+    if not isinstance(value, list) or len(value) > MAX_AGENT_KINDS:
+        raise DecodeError(f"Kinds must be a list of at most {MAX_AGENT_KINDS} kinds")
+    kinds = []
+    for item in value:
+        namespaced = folded(item, "Kinds item").get("namespaced")
+        if namespaced is not None and not isinstance(namespaced, bool):
+            raise DecodeError(f"Namespaced must be true, false or null, got {namespaced!r}")
+        kinds.append(SyncedKind(_decode_kind(item), namespaced))
+    return AgentInfo(
+        kinds=tuple(kinds), depth=read_int(fields, "Depth", 0), msg_id=read_str(fields, "MsgId")
+    )
+
+
+def _decode_write_outcome(fields: dict[str, Any]) -> WriteOutcome:
+    if fields.get("kind") is None or not read_str(fields, "Name"):
+        raise DecodeError("WRITE_OUTCOME without Kind and Name")
+    ref = ObjectRef(
+        _decode_kind(fields["kind"]), read_str(fields, "Namespace"), read_str(fields, "Name")
+    )
+    text = read_str(fields, "Status")
+    try:
+        status = WriteStatus(text)
+    except ValueError:
+        raise DecodeError(f"unknown write status {text!r}") from None
+    if status is WriteStatus.PENDING:
+        raise DecodeError("a write outcome cannot be pending")
+    reason = read_str(fields, "Reason")
+    if len(reason) > MAX_REASON:
+        raise DecodeError(f"Reason longer than {MAX_REASON} characters")
+    msg_id = read_str(fields, "MsgId")
+    if not msg_id:
+        raise DecodeError("WRITE_OUTCOME without MsgId (the write's id)")
+    depth = read_int(fields, "Depth", 0)
+    return WriteOutcome(ref=ref, status=status, reason=reason, depth=depth, msg_id=msg_id)
+
+
 def from_wire(doc: Any) -> Frame:
     """Decode an already-parsed JSON document; raises :class:`DecodeError` on anything invalid."""
     fields = folded(doc, "message")
@@ -269,6 +321,10 @@ def from_wire(doc: Any) -> Frame:
         return Ack(ids=_ack_ids(fields.get("ids")))
     if event is Event.BATCH:
         return _decode_batch(fields)
+    if event is Event.AGENT_INFO:
+        return _decode_agent_info(fields)
+    if event is Event.WRITE_OUTCOME:
+        return _decode_write_outcome(fields)
     if event in _OBJECT_EVENTS:
         return _decode_object_message(fields, event)
     raise DecodeError(f"deprecated event {event.name} is not accepted", "unknown_event")

@@ -3,8 +3,9 @@
 An envelope tags a protocol message with the account and cluster it belongs to; that identity is
 set by the server from the agent's verified token, never taken from the agent's payload.
 Subjects: ``cs.up.<account>.<cluster>.<partition>`` (agent to backend),
-``cs.write.<account>.<cluster>`` (writes authored by the backend API) and
-``cs.down.<account>.<cluster>`` (backend to agent).
+``cs.write.<account>.<cluster>`` (writes authored by the backend API),
+``cs.down.<account>.<cluster>`` (backend to agent) and ``cs.report.<account>.<cluster>`` (what
+agents and servers report: synced kinds, write outcomes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 
 from clustersync.protocol.codec import DecodeError, from_wire, to_wire
-from clustersync.protocol.messages import Ack, Batch, Message, Ping
+from clustersync.protocol.messages import Ack, AgentInfo, Batch, Message, Ping, Report, WriteOutcome
 
 CONTROL_CONNECTED = "connected"  # an agent connected: the ingester answers with reconciliation
 CONTROL_RECONCILE = "reconcile"  # periodic reconciliation request for a connected agent
@@ -34,6 +35,7 @@ class Envelope:
     # helmVersion, gitVersion, cloudProvider, connectionId, connectionTime), sorted pairs so
     # the envelope stays hashable; kubescape's Pulsar backend reads it from ConnectedClients.
     client: tuple[tuple[str, str], ...] = ()
+    report: Report | None = None
 
 
 def encode_envelope(env: Envelope) -> bytes:
@@ -44,6 +46,8 @@ def encode_envelope(env: Envelope) -> bytes:
         doc["control"] = env.control
     if env.client:
         doc["client"] = dict(env.client)
+    if env.report is not None:
+        doc["report"] = to_wire(env.report)
     return orjson.dumps(doc)
 
 
@@ -63,14 +67,17 @@ def decode_envelope(data: bytes) -> Envelope:
     if control and control not in CONTROLS:
         raise DecodeError(f"unknown control {control!r}", "unknown_event")
     message = from_wire(doc["message"]) if doc.get("message") is not None else None
-    if isinstance(message, Ack):
-        raise DecodeError("acks do not travel on the bus")
-    if message is None and not control:
-        raise DecodeError("bus message carries neither a message nor a control")
+    if isinstance(message, Ack | AgentInfo | WriteOutcome):
+        raise DecodeError(f"a {message.event.name} frame cannot travel as a message")
+    report = from_wire(doc["report"]) if doc.get("report") is not None else None
+    if report is not None and not isinstance(report, AgentInfo | WriteOutcome):
+        raise DecodeError(f"a {report.event.name} frame is not a report")
+    if message is None and not control and report is None:
+        raise DecodeError("bus message carries neither a message, a control nor a report")
     client = doc.get("client") or {}
     if not isinstance(client, dict) or not all(isinstance(v, str) for v in client.values()):
         raise DecodeError("client must map names to strings")
-    return Envelope(account, cluster, message, control, tuple(sorted(client.items())))
+    return Envelope(account, cluster, message, control, tuple(sorted(client.items())), report)
 
 
 _KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -132,6 +139,13 @@ def write_subject(account: str, cluster: str) -> str:
 
 def down_subject(account: str, cluster: str) -> str:
     return f"cs.down.{subject_token(account)}.{subject_token(cluster)}"
+
+
+def report_subject(account: str, cluster: str) -> str:
+    return f"cs.report.{subject_token(account)}.{subject_token(cluster)}"
+
+
+REPORT_FILTER = "cs.report.>"
 
 
 DEAD_SUBJECT = "cs.dead"

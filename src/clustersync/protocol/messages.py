@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 from clustersync.model import Kind, ObjectRef
 
@@ -33,6 +33,8 @@ class Event(IntEnum):
     PING = 7
     BATCH = 8
     ACK = 100  # our extension, used only when both ends negotiated it (see ACK_PROTOCOL)
+    AGENT_INFO = 101  # our extension: the kinds the agent syncs (see AgentInfo)
+    WRITE_OUTCOME = 102  # our extension: what became of a backend write (see WriteOutcome)
 
 
 BATCH_RECONCILIATION = "reconciliation"
@@ -157,7 +159,49 @@ class Ack:
     event = Event.ACK
 
 
-Frame = Message | Ack
+@dataclass(frozen=True, slots=True)
+class SyncedKind:
+    kind: Kind
+    namespaced: bool | None  # None: not known (the resource is not served yet, e.g. a CRD)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentInfo:
+    """Sent by our agent on connect (``clustersync.v1`` only): the kinds it syncs, so that the
+    backend can refuse at once a write the agent would refuse anyway."""
+
+    kinds: tuple[SyncedKind, ...]
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.AGENT_INFO
+
+
+class WriteStatus(StrEnum):
+    PENDING = "pending"  # accepted by the API, no word from the cluster yet
+    SENT = "sent"  # written to a kubescape agent's socket, which cannot report more
+    APPLIED = "applied"
+    REFUSED = "refused"  # by the agent's write policy or by the Kubernetes API server
+    FAILED = "failed"  # the cluster could not be reached or answered with a server error
+    NOT_FOUND = "not_found"  # a delete of an object the cluster does not have
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteOutcome:
+    """What became of a backend write (``clustersync.v1`` only). ``msg_id`` is the write's id:
+    the MsgId of the backend's PutObject or ObjectDeleted."""
+
+    ref: ObjectRef
+    status: WriteStatus
+    reason: str = ""
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.WRITE_OUTCOME
+
+
+Report = AgentInfo | WriteOutcome
+"""Extension frames an agent sends about itself rather than about the cluster's objects."""
+
+Frame = Message | Ack | Report
 """Anything that travels on the websocket."""
 
 

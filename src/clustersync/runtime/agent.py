@@ -13,6 +13,7 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -38,7 +39,13 @@ from clustersync.link.frames import (
     send,
 )
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, ClusterWrite, Outcome, WatchEvent
+from clustersync.protocol.agent import (
+    AgentSession,
+    ClusterWrite,
+    Outcome,
+    WatchEvent,
+    write_report,
+)
 from clustersync.protocol.backoff import Backoff
 from clustersync.protocol.coalesce import Coalescer
 from clustersync.protocol.delivery import AckCollector
@@ -46,11 +53,17 @@ from clustersync.protocol.messages import (
     ACK_PROTOCOL,
     BATCH_RECONCILIATION,
     Ack,
+    AgentInfo,
     Batch,
+    Frame,
     Message,
     Ping,
+    SyncedKind,
+    WriteOutcome,
+    WriteStatus,
     new_msg_id,
 )
+from clustersync.protocol.outcomes import status_for_api_error
 from clustersync.protocol.shaping import ShapingError
 from clustersync.protocol.supersede import SUPERSEDED_CLOSE, SupersedePolicy
 from clustersync.protocol.writes import prepare_create, prepare_replace
@@ -96,7 +109,7 @@ class Agent:
             synchronizer_version=config.version,
             git_version=git_version,
         )
-        self.outbox: collections.deque[Message] = collections.deque()
+        self.outbox: collections.deque[Frame] = collections.deque()
         self.submit_limit = SUBMIT_LIMIT
         self._acks: collections.deque[Ack] = collections.deque()  # sent before the outbox
         self._finished = AckCollector()  # delivery ids handled or rejected, not yet acked
@@ -108,6 +121,7 @@ class Agent:
         self.supersede = SupersedePolicy()
         self.dial_timeout = DIAL_TIMEOUT
         self.app_ping_interval = KUBESCAPE_PING_INTERVAL  # to a kubescape server, instead
+        self._extensions = False  # the server speaks clustersync.v1: it takes our reports
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
 
@@ -171,7 +185,7 @@ class Agent:
             raise OutboxFullError(f"{len(self.outbox)} messages already wait to be sent")
         self._queue(messages)
 
-    def _queue(self, messages: list[Message]) -> None:
+    def _queue(self, messages: Sequence[Frame]) -> None:
         if messages:
             self.outbox.extend(messages)
             self._wake_sender.set()
@@ -242,7 +256,10 @@ class Agent:
         log.warning(
             "the server closed this connection because another agent with the same identity "
             "(%s) connected; backing off %.0fs instead of fighting over the link (%d of %d)",
-            who, delay, self.supersede.streak, self.supersede.limit,
+            who,
+            delay,
+            self.supersede.streak,
+            self.supersede.limit,
         )
         return delay
 
@@ -259,6 +276,7 @@ class Agent:
         self._acks.clear()  # delivery ids are per connection
         self._finished.reset()
         acks = ws.protocol == ACK_PROTOCOL
+        self._extensions = acks
         # A clustersync server answers inventory requests, so the agent sends only what the
         # backend lacks; a kubescape server gets every object announced by checksum.
         if acks:
@@ -271,13 +289,16 @@ class Agent:
             asyncio.create_task(self._send_loop(ws)),
             asyncio.create_task(resync),
             asyncio.create_task(self._handle_loop(inbox)),
+            asyncio.create_task(self._describe_kinds()),
         ]
         if not acks:  # keepalive a Go server accepts: application pings, no ping frames
             stop_ping_frames(ws)
             tasks.append(asyncio.create_task(self._ping_periodically(ws)))
         try:
             async for item, delivery_id in receive_deliveries(ws, "agent"):
-                if isinstance(item, Rejected | Ack):
+                if isinstance(item, Rejected | Ack | AgentInfo | WriteOutcome):
+                    if isinstance(item, AgentInfo | WriteOutcome):
+                        bad_input("agent", "unexpected_report")  # agents report; servers don't
                     # Finished with at once: a frame the agent cannot use must not leave the
                     # server waiting for its ack (and the cluster's down stream stalled).
                     self._finish(delivery_id, idle=inbox.empty())
@@ -387,6 +408,22 @@ class Agent:
         live = list(self.informers[kind].cache.values())
         self._queue([self.session.inventory_request(kind, live)])
 
+    async def _describe_kinds(self) -> None:
+        """Learn which synced kinds are namespaced (the write policy needs it) and tell a
+        clustersync server which kinds this agent syncs, so its API refuses writes of others."""
+        kinds = []
+        for kind in self.informers:
+            try:
+                info = await self.kube.resource_info(kind)
+            except KubeError as exc:  # not served yet (a CRD to come): the API server judges
+                log.debug("cannot describe %s: %s", kind, exc)
+                kinds.append(SyncedKind(kind, None))
+                continue
+            self.session.namespaced[kind] = info.namespaced
+            kinds.append(SyncedKind(kind, info.namespaced))
+        if self._extensions:
+            self._queue([AgentInfo(kinds=tuple(kinds))])
+
     # ------------------------------------------------------------ backend messages
 
     async def _handle(self, msg: Message) -> None:
@@ -428,26 +465,52 @@ class Agent:
             bad_input("agent", reason)
             log.warning("backend message refused: %s", text)
         self._queue(outcome.send)
+        self._report(outcome.reports)
+
+    def _report(self, reports: list[WriteOutcome]) -> None:
+        """Outcomes of backend writes go to a clustersync server only (kubescape's has no use
+        for them); they wait in the outbox like any message, across reconnects."""
+        if self._extensions:
+            self._queue(reports)
 
     async def _apply(self, write: ClusterWrite) -> None:
+        """Carry out a backend write; report its outcome and, if the cluster did not take it,
+        what the cluster holds instead, so the backend's copy converges at once."""
         ref = write.ref
-        if write.object is None:
-            try:
-                existed = await self.kube.delete(ref)
-            except KubeError as exc:
-                CLUSTER_WRITES.labels("delete", "error").inc()
-                log.error("cannot delete %s: %s", ref, exc)
-                return
-            CLUSTER_WRITES.labels("delete", "ok" if existed else "absent").inc()
-            return
+        verb = "put" if write.object is not None else "delete"
         try:
-            result = await self._create_or_replace(ref, write.object)
+            if write.object is None:
+                existed = await self.kube.delete(ref)
+            else:
+                result = await self._create_or_replace(ref, write.object)
         except KubeError as exc:
-            CLUSTER_WRITES.labels("put", "error").inc()
-            log.error("cannot write %s: %s", ref, exc)
+            status = status_for_api_error(exc.status)
+            CLUSTER_WRITES.labels(verb, status.value).inc()
+            log.error("cannot %s %s (%s): %s", verb, ref, status.value, exc)
+            self._report(write_report(write.cause, status, str(exc)))
+            self._queue(self.session.restate(ref, await self._cluster_copy(ref), write.cause))
+            return
+        if write.object is None:
+            CLUSTER_WRITES.labels("delete", "ok" if existed else "absent").inc()
+            if existed:
+                self._report(write_report(write.cause, WriteStatus.APPLIED))
+            else:
+                absent = f"{ref} does not exist in the cluster"
+                self._report(write_report(write.cause, WriteStatus.NOT_FOUND, absent))
             return
         CLUSTER_WRITES.labels("put", "ok").inc()
+        self._report(write_report(write.cause, WriteStatus.APPLIED))
         self._queue(self.session.applied(write, result))
+
+    async def _cluster_copy(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The object as the API server holds it now (a failed write may have left the cache
+        behind); the cache's copy if the API cannot answer."""
+        try:
+            return await self.kube.get(ref)
+        except KubeError as exc:
+            log.warning("cannot read %s back after a failed write: %s", ref, exc)
+            informer = self.informers.get(ref.kind)
+            return informer.cache.get((ref.namespace, ref.name)) if informer else None
 
     async def _create_or_replace(self, ref: ObjectRef, obj: dict[str, Any]) -> dict[str, Any]:
         info = await self.kube.resource_info(ref.kind)

@@ -1,13 +1,17 @@
 """The backend's HTTP API: health, metrics, object queries and backend writes.
 
-Operators authenticate with an admin bearer token. Writes are published on the bus (``cs.write``),
-where the ingester stores them and forwards them to the cluster; the API answers 202 once the bus
-has durably accepted the write.
+Operators authenticate with an admin bearer token. A write is first checked against what the
+backend knows (the cluster exists; its agent syncs the kind; the namespace fits the kind), then
+recorded as pending in the store under its id, then published on the bus (``cs.write``), where the
+ingester stores it and forwards it to the cluster. The API answers 202 with the write's location,
+``/api/v1/writes/{id}``, where its outcome can be read. Errors are RFC 9457 problem documents.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -15,19 +19,39 @@ from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError, BusFullError
 from clustersync.adapters.metrics import bad_input
-from clustersync.adapters.store import Store, StoredObject
+from clustersync.adapters.store import Store, StoredObject, StoreError, WriteRecord
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.model.plurals import guess_resource
 from clustersync.protocol.envelope import Envelope, encode_envelope, write_subject
-from clustersync.protocol.messages import ObjectDeleted, PutObject, new_msg_id
+from clustersync.protocol.messages import (
+    ACK_PROTOCOL,
+    ObjectDeleted,
+    PutObject,
+    WriteStatus,
+    new_msg_id,
+)
 
 log = logging.getLogger("clustersync.api")
 
 
-def _problem(status: int, message: str) -> web.Response:
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An RFC 9457 problem document: ``detail`` says what was wrong, in one sentence."""
     bad_input("api", str(status))
-    return web.json_response({"error": message}, status=status)
+    doc = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    doc["detail"] = detail
+    return web.Response(
+        body=orjson.dumps(doc), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers
+    )
 
 
 def row_json(row: StoredObject, full: bool) -> dict[str, Any]:
@@ -59,6 +83,26 @@ def kind_of(obj: dict[str, Any], explicit: str | None) -> Kind:
     return Kind(group, version, guess_resource(kind_name))
 
 
+def write_json(write: WriteRecord) -> dict[str, Any]:
+    return {
+        "id": write.id,
+        "account": write.account,
+        "cluster": write.cluster,
+        "kind": str(write.ref.kind),
+        "namespace": write.ref.namespace,
+        "name": write.ref.name,
+        "verb": write.verb,
+        "status": write.status.value,
+        "reason": write.reason,
+        "createdAt": write.created_at,
+        "updatedAt": write.updated_at,
+    }
+
+
+def write_location(ident: str) -> str:
+    return f"/api/v1/writes/{ident}"
+
+
 class BackendApi:
     def __init__(self, store: Store, bus: Bus, tokens: TokenTable) -> None:
         self.store = store
@@ -69,15 +113,16 @@ class BackendApi:
         app.router.add_get("/api/v1/objects", self.list_objects)
         app.router.add_post("/api/v1/objects", self.put_object)
         app.router.add_delete("/api/v1/objects", self.delete_object)
+        app.router.add_get("/api/v1/writes/{id}", self.get_write)
 
     def _admin(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         identity = self.tokens.identify(token)
         if identity is None:
-            return _problem(401, "missing or unknown bearer token")
+            return problem(401, "missing or unknown bearer token")
         if not identity.admin:
-            return _problem(403, "this token may not use the backend API")
+            return problem(403, "this token may not use the backend API")
         return None
 
     async def list_objects(self, request: web.Request) -> web.Response:
@@ -87,42 +132,118 @@ class BackendApi:
         try:
             kind = Kind.parse(query["kind"]) if query.get("kind") else None
         except KindError as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         rows = await self.store.list(
             query.get("account") or None, query.get("cluster") or None, kind
         )
         full = query.get("full") in ("1", "true")
-        return web.json_response(
-            {"items": [row_json(row, full) for row in rows]},
-            dumps=lambda v: orjson.dumps(v).decode(),
-        )
+        return _json({"items": [row_json(row, full) for row in rows]})
+
+    async def get_write(self, request: web.Request) -> web.Response:
+        if (refused := self._admin(request)) is not None:
+            return refused
+        ident = request.match_info["id"]
+        try:
+            write = await self.store.get_write(ident)
+        except StoreError as exc:
+            log.error("cannot read write %s: %s", ident, exc)
+            return problem(503, f"the store is unavailable: {exc}")
+        if write is None:
+            return problem(404, f"no backend write with id {ident!r}")
+        return _json(write_json(write))
 
     async def _body(self, request: web.Request) -> dict[str, Any] | web.Response:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _problem(400, "body is not JSON")
+            return problem(400, "body is not JSON")
         if not isinstance(body, dict):
-            return _problem(400, "body must be a JSON object")
+            return problem(400, "body must be a JSON object")
         for field in ("account", "cluster"):
             if not isinstance(body.get(field), str) or not body[field]:
-                return _problem(400, f"{field} is required")
+                return problem(400, f"{field} is required")
         return body
 
-    async def _publish(
+    async def _check_target(
+        self, account: str, cluster: str, ref: ObjectRef
+    ) -> web.Response | None:
+        """Refuse what the backend can know is wrong before anything is published."""
+        info = await self.store.cluster_info(account, cluster)
+        if not self._names(account, cluster) and info is None:
+            return problem(
+                404,
+                f"unknown cluster {cluster!r} in account {account!r}: no agent "
+                "token names it and no agent of it has connected",
+            )
+        if info is None or info.protocol != ACK_PROTOCOL:
+            return None  # its agent has not said what it syncs: the agent itself will judge
+        synced = {k.kind: k for k in info.kinds}
+        if ref.kind not in synced:
+            names = ", ".join(sorted(str(k) for k in synced)) or "nothing"
+            return problem(
+                422, f"the agent of {account}/{cluster} does not sync {ref.kind} (it syncs {names})"
+            )
+        namespaced = synced[ref.kind].namespaced
+        if namespaced and not ref.namespace:
+            return problem(422, f"{ref.kind} is namespaced: the object needs a namespace")
+        if namespaced is False and ref.namespace:
+            return problem(
+                422,
+                f"{ref.kind} is cluster-scoped: the object must not name "
+                f"a namespace (got {ref.namespace!r})",
+            )
+        return None
+
+    def _names(self, account: str, cluster: str) -> bool:
+        """Whether a token of the table names this cluster (an account-wide token, without a
+        cluster, names none: such clusters are known once their agent has connected)."""
+        return any(
+            identity.account == account and identity.cluster == cluster
+            for identity in self.tokens.tokens.values()
+        )
+
+    async def _accept(
         self, account: str, cluster: str, msg: PutObject | ObjectDeleted
     ) -> web.Response:
+        """Record the write (pending), then publish it; 202 with where to read its outcome."""
         try:
-            seq = await self.bus.publish(
-                write_subject(account, cluster), encode_envelope(Envelope(account, cluster, msg))
+            if (refused := await self._check_target(account, cluster, msg.ref)) is not None:
+                return refused
+            subject = write_subject(account, cluster)
+            data = encode_envelope(Envelope(account, cluster, msg))
+            verb = "delete" if isinstance(msg, ObjectDeleted) else "put"
+            record = WriteRecord(
+                msg.msg_id, account, cluster, msg.ref, verb, subject=subject, data=data
             )
+            await self.store.add_write(record)
+        except StoreError as exc:
+            log.error("backend write not recorded: %s", exc)
+            return problem(503, f"the store is unavailable: {exc}")
+        try:
+            seq = await self.bus.publish(subject, data)
         except BusFullError as exc:  # that cluster's queue is full: the caller slows down
             log.warning("backend write refused: %s", exc)
-            return web.json_response({"error": str(exc)}, status=429, headers={"Retry-After": "5"})
+            await self._not_published(msg, f"not accepted by the bus: {exc}")
+            return problem(429, str(exc), {"Retry-After": "5"})
         except BusError as exc:
             log.error("backend write not accepted by the bus: %s", exc)
-            return web.json_response({"error": f"bus unavailable: {exc}"}, status=503)
-        return web.json_response({"accepted": True, "seq": seq, "msgId": msg.msg_id}, status=202)
+            await self._not_published(msg, f"bus unavailable: {exc}")
+            return problem(503, f"bus unavailable: {exc}")
+        location = write_location(msg.msg_id)
+        doc = {
+            "id": msg.msg_id,
+            "status": WriteStatus.PENDING.value,
+            "location": location,
+            "accepted": True,
+            "seq": seq,
+            "msgId": msg.msg_id,
+        }
+        return _json(doc, 202, {"Location": location})
+
+    async def _not_published(self, msg: PutObject | ObjectDeleted, reason: str) -> None:
+        """A recorded write the bus refused: settle it so that it is never published later."""
+        with contextlib.suppress(StoreError):  # the error answer says it all if this fails too
+            await self.store.settle_write(msg.msg_id, WriteStatus.FAILED, reason)
 
     async def put_object(self, request: web.Request) -> web.Response:
         if (refused := self._admin(request)) is not None:
@@ -132,19 +253,22 @@ class BackendApi:
             return body
         obj = body.get("object")
         if not isinstance(obj, dict):
-            return _problem(400, "object must be a Kubernetes object")
+            return problem(400, "object must be a Kubernetes object")
         meta = obj.get("metadata")
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-            return _problem(400, "object needs metadata.name")
+            return problem(400, "object needs metadata.name")
+        namespace = meta.get("namespace") or ""
+        if not isinstance(namespace, str):
+            return problem(400, "metadata.namespace must be a string")
         try:
             kind = kind_of(obj, body.get("kind"))
         except KindError as exc:
-            return _problem(400, str(exc))
-        ref = ObjectRef(kind, str(meta.get("namespace") or ""), meta["name"])
+            return problem(400, str(exc))
+        ref = ObjectRef(kind, namespace, meta["name"])
         msg = PutObject(
             ref=ref, checksum="", object=orjson.dumps(obj), depth=0, msg_id=new_msg_id()
         )
-        return await self._publish(body["account"], body["cluster"], msg)
+        return await self._accept(body["account"], body["cluster"], msg)
 
     async def delete_object(self, request: web.Request) -> web.Response:
         if (refused := self._admin(request)) is not None:
@@ -152,11 +276,25 @@ class BackendApi:
         query = request.query
         missing = [f for f in ("account", "cluster", "kind", "name") if not query.get(f)]
         if missing:
-            return _problem(400, f"missing query parameters: {', '.join(missing)}")
+            return problem(400, f"missing query parameters: {', '.join(missing)}")
         try:
             kind = Kind.parse(query["kind"])
         except KindError as exc:
-            return _problem(400, str(exc))
+            return problem(400, str(exc))
         ref = ObjectRef(kind, query.get("namespace", ""), query["name"])
         msg = ObjectDeleted(ref=ref, depth=0, msg_id=new_msg_id())
-        return await self._publish(query["account"], query["cluster"], msg)
+        return await self._accept(query["account"], query["cluster"], msg)
+
+
+async def republish_pending(store: Store, bus: Bus) -> int:
+    """Publish again every write still pending: the embedded bus loses what it held when the
+    process dies, while the API had answered 202. Returns how many were published.
+
+    A write that had in fact reached the agent is applied twice, which is harmless: the agent
+    creates or replaces, and only the first final outcome is kept."""
+    pending = await store.pending_writes()
+    for write in pending:
+        await bus.publish(write.subject, write.data)
+    if pending:
+        log.warning("published %d pending backend writes again after a restart", len(pending))
+    return len(pending)

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from clustersync.adapters.bus import Bus
+from clustersync.adapters.bus.memory import MemoryBus
 from clustersync.adapters.store import Store
 from clustersync.model.identity import TokenTable
-from clustersync.runtime.api import BackendApi
+from clustersync.runtime.api import BackendApi, republish_pending
 from clustersync.runtime.http import Site, add_health_routes
 from clustersync.runtime.ingester import Ingester
 from clustersync.runtime.listener import Gate, ListenerLimits
@@ -62,6 +63,9 @@ class Backend:
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> None:
         await self.ingester.start()
+        if isinstance(self.bus, MemoryBus):
+            # The embedded bus lost whatever it held when the process stopped; the store did not.
+            await republish_pending(self.store, self.bus)
         self._site = Site(self.app(), "backend", self.limits)
         self.url = await self._site.start(host, port, tls)
         log.info("backend serving on %s", self.url)

@@ -2,6 +2,7 @@
 
 Agent traffic arrives on ``cs.up``, backend-authored writes on ``cs.write``; both are applied to
 the store guarded by the bus sequence number, and replies go out on the cluster's ``cs.down``.
+What agents report about themselves (synced kinds, write outcomes) arrives on ``cs.report``.
 A message that cannot be decoded is parked at once; one that keeps failing is parked after
 ``max_attempts``; either way it is counted and never blocks the messages behind it. A write the
 store refuses because the row already holds an equal or higher version is counted
@@ -25,6 +26,7 @@ from clustersync.adapters.metrics import (
     bad_input,
 )
 from clustersync.adapters.store import (
+    ClusterInfo,
     Delete,
     ObjectKey,
     Store,
@@ -44,7 +46,9 @@ from clustersync.protocol.backend import (
 )
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
+    CONTROL_CONNECTED,
     DEAD_FILTER,
+    REPORT_FILTER,
     UP_PARTITIONS,
     WRITE_FILTER,
     Envelope,
@@ -56,18 +60,22 @@ from clustersync.protocol.envelope import (
 )
 from clustersync.protocol.fields import resource_version_number
 from clustersync.protocol.messages import (
+    ACK_PROTOCOL,
     BATCH_RECONCILIATION,
+    AgentInfo,
     Batch,
     Message,
     ObjectDeleted,
     Ping,
     PutObject,
+    WriteStatus,
 )
 from clustersync.runtime.batcher import WriteBatcher
 from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync.ingester")
 
+KUBESCAPE_PROTOCOL = "kubescape"  # what cluster_info records for agents without extensions
 FULL_LOG_INTERVAL = 10.0  # seconds between log lines about clusters whose queue is full
 TOMBSTONE_RETENTION = 14 * 24 * 3600.0  # longer than the bus keeps messages (7 days)
 
@@ -163,6 +171,11 @@ class Ingester:
         self._subscriptions.append(
             await self.bus.subscribe(DEAD_FILTER, "ingester-dead", self._on_dead)
         )
+        self._subscriptions.append(
+            await self.bus.subscribe(
+                REPORT_FILTER, "ingester-reports", self._guard(self._on_report)
+            )
+        )
         self.supervisor.spawn("purge-tombstones", self._purge_periodically)
 
     async def _purge_periodically(self) -> None:
@@ -173,6 +186,10 @@ class Ingester:
                 purged = await self.store.purge_tombstones(time.time() - self.tombstone_retention)
                 if purged:
                     log.info("purged %d tombstones", purged)
+                # Settled backend writes are kept as long: their outcomes stay readable.
+                purged = await self.store.purge_writes(time.time() - self.tombstone_retention)
+                if purged:
+                    log.info("purged %d settled backend writes", purged)
             except Exception as exc:
                 log.warning("tombstone purge failed: %s", exc)
             await asyncio.sleep(self.purge_interval)
@@ -244,6 +261,11 @@ class Ingester:
 
     async def _on_agent(self, env: Envelope, delivery: Delivery) -> None:
         if env.message is None:
+            if env.control == CONTROL_CONNECTED:
+                # Only kubescape agents cause this control; they never say which kinds they sync.
+                await self.store.save_cluster_info(
+                    ClusterInfo(env.account, env.cluster, KUBESCAPE_PROTOCOL)
+                )
             await self._send_inventory(env)
             return
         msg = env.message
@@ -272,6 +294,35 @@ class Ingester:
             )
             return
         await self._carry_out(env, delivery, [backend_write(msg)])
+
+    async def _on_report(self, env: Envelope, delivery: Delivery) -> None:
+        report = env.report
+        if report is None:
+            bad_input("ingester", "bad_report")
+            await self._park(delivery, "a report subject carries no report", "bad_report")
+            return
+        if isinstance(report, AgentInfo):
+            info = ClusterInfo(env.account, env.cluster, ACK_PROTOCOL, report.kinds)
+            await self.store.save_cluster_info(info)
+            log.info("%s/%s syncs %d kinds", env.account, env.cluster, len(report.kinds))
+            return
+        settled = await self.store.settle_write(report.msg_id, report.status, report.reason)
+        if not settled:
+            # Unknown (not written through this backend's API) or already final: nothing to do.
+            log.debug("outcome %s of write %s not recorded", report.status, report.msg_id)
+            return
+        good = report.status in (WriteStatus.APPLIED, WriteStatus.SENT)
+        level = logging.INFO if good else logging.WARNING
+        log.log(
+            level,
+            "write %s to %s/%s %s: %s %s",
+            report.msg_id,
+            env.account,
+            env.cluster,
+            report.ref,
+            report.status.value,
+            report.reason,
+        )
 
     async def _carry_out(
         self, env: Envelope, delivery: Delivery, decisions: list[Decision]

@@ -37,9 +37,23 @@ from clustersync.protocol.envelope import (
     encode_dead_letter,
     encode_envelope,
     partition_of,
+    report_subject,
     up_subject,
 )
-from clustersync.protocol.messages import ACK_PROTOCOL, Ack, Message, Ping, new_msg_id
+from clustersync.protocol.messages import (
+    ACK_PROTOCOL,
+    Ack,
+    AgentInfo,
+    Message,
+    ObjectDeleted,
+    Ping,
+    PutObject,
+    Report,
+    WriteOutcome,
+    WriteStatus,
+    new_msg_id,
+)
+from clustersync.protocol.outcomes import write_id
 from clustersync.protocol.pulsar_codec import format_timestamp
 from clustersync.protocol.ratelimit import TokenBucket
 from clustersync.runtime.supervisor import Supervisor, log_failure
@@ -252,7 +266,10 @@ class SyncServer:
                 bad_input("server", "message_rate")
                 log.warning(
                     "%s/%s sent more than %d messages plus %.0f a second; closing",
-                    conn.account, conn.cluster, self.message_burst, self.message_rate,
+                    conn.account,
+                    conn.cluster,
+                    self.message_burst,
+                    self.message_rate,
                 )
                 await conn.ws.close(code=RATE_LIMITED, message=b"message rate limit exceeded")
                 return
@@ -260,6 +277,9 @@ class SyncServer:
                 continue
             if isinstance(item, Ack):
                 conn.acknowledge(item.ids)
+                continue
+            if isinstance(item, AgentInfo | WriteOutcome):
+                await self._publish_report(conn, item)
                 continue
             forwarded = bridge_hop(item)  # one level deeper per hop, as kubescape's server does
             if forwarded is None:
@@ -297,6 +317,8 @@ class SyncServer:
             raise ConnectionError("agent connection closed")  # redelivered to the next one
         if not conn.acks:  # a kubescape agent: written to the socket is as far as we can know
             await send(conn.ws, msg, "server")
+            # A kubescape agent cannot say what became of a backend write: record that it went.
+            await self._report_write(conn, msg, WriteStatus.SENT)
             return
         if self.delivery.exhausted(delivery.attempt):
             # A poison message must not stall the cluster's down stream forever.
@@ -304,7 +326,9 @@ class SyncServer:
                 "%s/%s: message on %s not acknowledged after %d deliveries; parking it",
                 conn.account, conn.cluster, delivery.subject, delivery.attempt - 1,
             )
-            await self._park(delivery, f"not acknowledged after {delivery.attempt - 1} deliveries")
+            reason = f"not acknowledged after {delivery.attempt - 1} deliveries"
+            await self._park(delivery, reason)
+            await self._report_write(conn, msg, WriteStatus.FAILED, f"parked: {reason}")
             return
         await self._deliver_acked(conn, msg, delivery)
 
@@ -331,6 +355,20 @@ class SyncServer:
     async def _park(self, delivery: Delivery, reason: str) -> None:
         dead = encode_dead_letter(delivery.subject, delivery.data, reason)
         await self.bus.publish(DEAD_SUBJECT, dead)
+
+    async def _publish_report(self, conn: Connection, report: Report) -> None:
+        """Bridge an agent's report to the ingester, under the connection's verified identity."""
+        env = Envelope(conn.account, conn.cluster, report=report)
+        await self.bus.publish(report_subject(conn.account, conn.cluster), encode_envelope(env))
+
+    async def _report_write(
+        self, conn: Connection, msg: Message, status: WriteStatus, reason: str = ""
+    ) -> None:
+        """Record, in the agent's stead, what became of ``msg`` if it is a backend write."""
+        ident = write_id(msg)
+        if ident is not None and isinstance(msg, PutObject | ObjectDeleted):
+            outcome = WriteOutcome(ref=msg.ref, status=status, reason=reason, msg_id=ident)
+            await self._publish_report(conn, outcome)
 
     async def _publish_control(self, conn: Connection, control: str) -> None:
         client = conn.client if control == CONTROL_CONNECTED else ()

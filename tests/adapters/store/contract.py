@@ -15,8 +15,16 @@ import time
 
 import orjson
 
-from clustersync.adapters.store.base import Delete, ObjectKey, Store, StoredObject
+from clustersync.adapters.store.base import (
+    ClusterInfo,
+    Delete,
+    ObjectKey,
+    Store,
+    StoredObject,
+    WriteRecord,
+)
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.messages import SyncedKind, WriteStatus
 
 PODS = Kind("", "v1", "pods")
 DEPLOYMENTS = Kind("apps", "v1", "deployments")
@@ -172,3 +180,80 @@ class StoreContract:
         assert len(rows) == 5000
         assert [o.key for o in rows] == sorted(w.key for w in writes)
         assert await store.apply(writes) == 0  # the whole batch redelivered: nothing lands
+
+    # ------------------------------------------------------------ backend writes
+
+    @staticmethod
+    def write(ident: str, name: str = "cm", verb: str = "put") -> WriteRecord:
+        ref = ObjectRef(Kind("", "v1", "configmaps"), "shop", name)
+        return WriteRecord(
+            ident, "acct", "c1", ref, verb, subject="cs.write.acct.c1", data=b'{"m":"' + b"x" * 64
+        )
+
+    async def test_write_round_trip(self, store: Store) -> None:
+        before = time.time()
+        await store.add_write(self.write("w-1", "café"))
+        got = await store.get_write("w-1")
+        assert got is not None
+        assert (got.id, got.account, got.cluster, got.verb) == ("w-1", "acct", "c1", "put")
+        assert got.ref == ObjectRef(Kind("", "v1", "configmaps"), "shop", "café")
+        assert (got.status, got.reason) == (WriteStatus.PENDING, "")
+        assert (got.subject, got.data) == ("cs.write.acct.c1", b'{"m":"' + b"x" * 64)
+        assert before - 5 <= got.created_at <= got.updated_at <= time.time() + 5
+        assert await store.get_write("w-2") is None
+
+    async def test_write_outcomes_only_move_forward(self, store: Store) -> None:
+        await store.add_write(self.write("w-1"))
+        assert await store.settle_write("w-1", WriteStatus.PENDING) is False
+        assert await store.settle_write("w-1", WriteStatus.SENT) is True
+        assert await store.settle_write("w-1", WriteStatus.SENT) is False
+        sent = await store.get_write("w-1")
+        assert sent is not None and sent.status is WriteStatus.SENT
+        assert sent.data  # not final yet: the message is still kept
+        reason = 'namespaces "nowhere" not found'
+        assert await store.settle_write("w-1", WriteStatus.REFUSED, reason) is True
+        # A redelivered write applied the second time never turns a refusal into a success.
+        assert await store.settle_write("w-1", WriteStatus.APPLIED) is False
+        got = await store.get_write("w-1")
+        assert got is not None
+        assert (got.status, got.reason, got.data) == (WriteStatus.REFUSED, reason, b"")
+        assert await store.settle_write("no-such-write", WriteStatus.APPLIED) is False
+
+    async def test_pending_writes_in_arrival_order(self, store: Store) -> None:
+        for ident in ("w-c", "w-a", "w-d", "w-b"):  # ids are random: arrival order matters
+            await store.add_write(self.write(ident, verb="delete"))
+        assert await store.settle_write("w-a", WriteStatus.APPLIED)
+        assert await store.settle_write("w-d", WriteStatus.SENT)
+        pending = await store.pending_writes()
+        assert [w.id for w in pending] == ["w-c", "w-b"]
+        assert all(w.verb == "delete" and w.data for w in pending)
+        assert [w.id for w in await store.pending_writes(limit=1)] == ["w-c"]
+
+    async def test_purge_writes_keeps_pending_ones(self, store: Store) -> None:
+        for ident in ("w-1", "w-2", "w-3"):
+            await store.add_write(self.write(ident))
+        await store.settle_write("w-1", WriteStatus.APPLIED)
+        await store.settle_write("w-2", WriteStatus.SENT)
+        assert await store.purge_writes(time.time() - 3600) == 0
+        assert await store.purge_writes(time.time() + 3600) == 2
+        assert await store.get_write("w-1") is None
+        assert await store.get_write("w-2") is None
+        assert [w.id for w in await store.pending_writes()] == ["w-3"]
+
+    async def test_cluster_info(self, store: Store) -> None:
+        kinds = (
+            SyncedKind(Kind("", "v1", "configmaps"), True),
+            SyncedKind(Kind("", "v1", "namespaces"), False),
+            SyncedKind(Kind("example.com", "v1", "widgets"), None),  # CRD not installed yet
+        )
+        assert await store.cluster_info("acct", "c1") is None
+        await store.save_cluster_info(ClusterInfo("acct", "c1", "clustersync.v1", kinds))
+        got = await store.cluster_info("acct", "c1")
+        assert got is not None
+        assert (got.account, got.cluster, got.protocol) == ("acct", "c1", "clustersync.v1")
+        assert got.kinds == kinds
+        assert got.updated_at > 0
+        await store.save_cluster_info(ClusterInfo("acct", "c1", "kubescape"))
+        again = await store.cluster_info("acct", "c1")
+        assert again is not None and (again.protocol, again.kinds) == ("kubescape", ())
+        assert await store.cluster_info("acct", "c2") is None

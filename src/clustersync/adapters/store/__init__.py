@@ -1,6 +1,7 @@
 """Object stores: the backend's copy of every synced object (SQLite embedded, PostgreSQL)."""
 
 from clustersync.adapters.store.base import (
+    ClusterInfo,
     DeadLetter,
     Delete,
     ObjectKey,
@@ -9,9 +10,11 @@ from clustersync.adapters.store.base import (
     StoreError,
     StoreUnavailableError,
     Write,
+    WriteRecord,
 )
 
 __all__ = [
+    "ClusterInfo",
     "DeadLetter",
     "Delete",
     "ObjectKey",
@@ -20,4 +23,5 @@ __all__ = [
     "StoreUnavailableError",
     "StoredObject",
     "Write",
+    "WriteRecord",
 ]

@@ -5,6 +5,9 @@ sequence number of the message that caused it, and a write only lands if its ``s
 than the row's: a redelivered or stale message can never overwrite newer state. Deletes leave a
 tombstone carrying their ``seq`` so that a late put cannot resurrect the object; tombstones are
 purged after a retention period.
+
+The store also keeps every backend write the API accepted, with its outcome (the ``writes``
+table), and what each cluster's agent said it syncs (``cluster_info``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from clustersync.model import Kind, ObjectRef
+import orjson
+
+from clustersync.model import Kind, KindError, ObjectRef
+from clustersync.protocol.messages import SyncedKind, WriteStatus
+from clustersync.protocol.outcomes import FINAL, may_replace
 
 
 class StoreError(RuntimeError):
@@ -64,6 +71,71 @@ class DeadLetter:
     parked_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """A backend write the API accepted, and what became of it."""
+
+    id: str
+    account: str
+    cluster: str
+    ref: ObjectRef
+    verb: str  # "put" or "delete"
+    status: WriteStatus = WriteStatus.PENDING
+    reason: str = ""
+    # The bus message as published, kept while the write is not final so that a write lost with
+    # a non-durable bus can be published again; dropped once the outcome is final.
+    subject: str = ""
+    data: bytes = b""
+    created_at: float = 0.0  # epoch seconds; set by the store
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """What a cluster's agent last said about itself, or, for a kubescape agent (which says
+    nothing), that it connected."""
+
+    account: str
+    cluster: str
+    protocol: str  # "clustersync.v1", or "kubescape" (then ``kinds`` is not known: empty)
+    kinds: tuple[SyncedKind, ...] = ()
+    updated_at: float = 0.0  # epoch seconds; set by the store
+
+
+def encode_kinds(kinds: Sequence[SyncedKind]) -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "group": k.kind.group,
+                "version": k.kind.version,
+                "resource": k.kind.resource,
+                "namespaced": k.namespaced,
+            }
+            for k in kinds
+        ]
+    )
+
+
+def decode_kinds(data: bytes | str) -> tuple[SyncedKind, ...]:
+    try:
+        items = orjson.loads(data)
+        return tuple(
+            SyncedKind(Kind(i["group"], i["version"], i["resource"]), i["namespaced"])
+            for i in items
+        )
+    except (orjson.JSONDecodeError, KindError, KeyError, TypeError) as exc:
+        raise StoreError(f"stored cluster kinds are not readable: {exc}") from None
+
+
+def replaceable_statuses(new: WriteStatus) -> tuple[str, ...]:
+    """The current statuses a write may hold for ``new`` to replace it (see may_replace)."""
+    return tuple(s.value for s in WriteStatus if may_replace(s, new))
+
+
+def is_final(status: WriteStatus) -> bool:
+    return status in FINAL
+
+
 class Store(Protocol):
     async def get(self, key: ObjectKey) -> StoredObject | None:
         """The live row, or None if absent or tombstoned."""
@@ -102,5 +174,28 @@ class Store(Protocol):
     async def dead_letter(self, id: int) -> DeadLetter | None: ...
 
     async def drop_dead_letter(self, id: int) -> bool: ...
+
+    async def add_write(self, write: WriteRecord) -> None:
+        """Record a write the API is about to publish (its id must be new)."""
+        ...
+
+    async def get_write(self, id: str) -> WriteRecord | None: ...
+
+    async def settle_write(self, id: str, status: WriteStatus, reason: str = "") -> bool:
+        """Record an outcome; False if there is no such write or its outcome may not change
+        that way (outcomes only move forward; the first final one stays)."""
+        ...
+
+    async def pending_writes(self, limit: int = 10_000) -> builtins.list[WriteRecord]:
+        """Writes still pending, oldest first, with their bus message."""
+        ...
+
+    async def purge_writes(self, older_than: float) -> int:
+        """Drop final writes settled before ``older_than`` (epoch seconds); returns how many."""
+        ...
+
+    async def save_cluster_info(self, info: ClusterInfo) -> None: ...
+
+    async def cluster_info(self, account: str, cluster: str) -> ClusterInfo | None: ...
 
     async def close(self) -> None: ...

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from clustersync.adapters.store.base import (
+    ClusterInfo,
     DeadLetter,
     Delete,
     ObjectKey,
@@ -25,8 +26,14 @@ from clustersync.adapters.store.base import (
     StoreError,
     StoreUnavailableError,
     Write,
+    WriteRecord,
+    decode_kinds,
+    encode_kinds,
+    is_final,
+    replaceable_statuses,
 )
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.messages import WriteStatus
 
 CONNECT_TIMEOUT = 10.0
 POOL_MIN_SIZE = 1
@@ -83,6 +90,44 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("0002", ["ALTER TABLE objects ALTER COLUMN object TYPE jsonb USING object::jsonb"]),
+    (
+        "0003",
+        [
+            # n orders pending writes by arrival (ids are random); data is the bus message,
+            # emptied once the outcome is final.
+            """
+            CREATE TABLE writes (
+                n           bigserial PRIMARY KEY,
+                id          text NOT NULL UNIQUE,
+                account     text NOT NULL,
+                cluster     text NOT NULL,
+                api_group   text NOT NULL,
+                api_version text NOT NULL,
+                resource    text NOT NULL,
+                namespace   text NOT NULL,
+                name        text NOT NULL,
+                verb        text NOT NULL,
+                status      text NOT NULL,
+                reason      text NOT NULL,
+                subject     text NOT NULL,
+                data        bytea NOT NULL,
+                created_at  timestamptz NOT NULL DEFAULT now(),
+                updated_at  timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            "CREATE INDEX writes_pending ON writes (n) WHERE status = 'pending'",
+            """
+            CREATE TABLE cluster_info (
+                account    text NOT NULL,
+                cluster    text NOT NULL,
+                protocol   text NOT NULL,
+                kinds      jsonb NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (account, cluster)
+            )
+            """,
+        ],
+    ),
 ]
 
 # Per-connection staging table for apply(). It is created once when the pool opens a connection
@@ -324,6 +369,34 @@ def _row_to_object(row: asyncpg.Record) -> StoredObject:
     )
 
 
+_WRITE_SELECT = """
+    SELECT id, account, cluster, api_group, api_version, resource, namespace, name, verb, status,
+           reason, subject, data, extract(epoch FROM created_at)::float8 AS created_at,
+           extract(epoch FROM updated_at)::float8 AS updated_at
+    FROM writes
+"""
+
+
+def _row_to_write(row: asyncpg.Record) -> WriteRecord:
+    return WriteRecord(
+        id=row["id"],
+        account=row["account"],
+        cluster=row["cluster"],
+        ref=ObjectRef(
+            Kind(row["api_group"], row["api_version"], row["resource"]),
+            row["namespace"],
+            row["name"],
+        ),
+        verb=row["verb"],
+        status=WriteStatus(row["status"]),
+        reason=row["reason"],
+        subject=row["subject"],
+        data=bytes(row["data"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
 def _row_to_dead_letter(row: asyncpg.Record) -> DeadLetter:
     parked: datetime = row["parked_at"]
     return DeadLetter(
@@ -459,6 +532,92 @@ class PostgresStore:
         async with self._conn() as conn:
             status: str = await conn.execute("DELETE FROM dead_letters WHERE id = $1", id)
         return status != "DELETE 0"
+
+    async def add_write(self, write: WriteRecord) -> None:
+        ref = write.ref
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO writes (id, account, cluster, api_group, api_version, resource,"
+                " namespace, name, verb, status, reason, subject, data)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                write.id,
+                write.account,
+                write.cluster,
+                ref.kind.group,
+                ref.kind.version,
+                ref.kind.resource,
+                ref.namespace,
+                ref.name,
+                write.verb,
+                write.status.value,
+                write.reason,
+                write.subject,
+                bytes(write.data),
+            )
+
+    async def get_write(self, id: str) -> WriteRecord | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(_WRITE_SELECT + " WHERE id = $1", id)
+        return None if row is None else _row_to_write(row)
+
+    async def settle_write(self, id: str, status: WriteStatus, reason: str = "") -> bool:
+        currents = list(replaceable_statuses(status))
+        if not currents:
+            return False
+        keep_data = "data" if not is_final(status) else "''::bytea"
+        async with self._conn() as conn:
+            result: str = await conn.execute(
+                "UPDATE writes SET status = $1, reason = $2, updated_at = now(),"
+                f" data = {keep_data} WHERE id = $3 AND status = ANY($4::text[])",
+                status.value,
+                reason,
+                id,
+                currents,
+            )
+        return result != "UPDATE 0"
+
+    async def pending_writes(self, limit: int = 10_000) -> builtins.list[WriteRecord]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                _WRITE_SELECT + " WHERE status = 'pending' ORDER BY n LIMIT $1", limit
+            )
+        return [_row_to_write(r) for r in rows]
+
+    async def purge_writes(self, older_than: float) -> int:
+        settled = [s.value for s in WriteStatus if is_final(s)] + [WriteStatus.SENT.value]
+        async with self._conn() as conn:
+            status: str = await conn.execute(
+                "DELETE FROM writes WHERE updated_at < $1 AND status = ANY($2::text[])",
+                datetime.fromtimestamp(older_than, UTC),
+                settled,
+            )
+        return int(status.rsplit(" ", 1)[1])
+
+    async def save_cluster_info(self, info: ClusterInfo) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO cluster_info (account, cluster, protocol, kinds)"
+                " VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT (account, cluster) DO UPDATE SET"
+                " protocol = excluded.protocol, kinds = excluded.kinds, updated_at = now()",
+                info.account,
+                info.cluster,
+                info.protocol,
+                encode_kinds(info.kinds).decode(),
+            )
+
+    async def cluster_info(self, account: str, cluster: str) -> ClusterInfo | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT protocol, kinds::text AS kinds,"
+                " extract(epoch FROM updated_at)::float8 AS updated_at"
+                " FROM cluster_info WHERE account = $1 AND cluster = $2",
+                account,
+                cluster,
+            )
+        if row is None:
+            return None
+        kinds = decode_kinds(row["kinds"])
+        return ClusterInfo(account, cluster, row["protocol"], kinds, row["updated_at"])
 
     async def close(self) -> None:
         await self._pool.close()

@@ -17,14 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from clustersync.adapters.store.base import (
+    ClusterInfo,
     DeadLetter,
     Delete,
     ObjectKey,
     StoredObject,
     StoreError,
     Write,
+    WriteRecord,
+    decode_kinds,
+    encode_kinds,
+    is_final,
+    replaceable_statuses,
 )
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.messages import WriteStatus
 
 T = TypeVar("T")
 
@@ -47,6 +54,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE dead_letters (
             id INTEGER PRIMARY KEY AUTOINCREMENT, subject TEXT NOT NULL, data BLOB NOT NULL,
             reason TEXT NOT NULL, parked_at REAL NOT NULL)""",
+    ),
+    (
+        # n orders pending writes by arrival (ids are random); data is the bus message, emptied
+        # once the outcome is final.
+        """CREATE TABLE writes (
+            n INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            account TEXT NOT NULL, cluster TEXT NOT NULL,
+            api_group TEXT NOT NULL, api_version TEXT NOT NULL, resource TEXT NOT NULL,
+            namespace TEXT NOT NULL, name TEXT NOT NULL, verb TEXT NOT NULL,
+            status TEXT NOT NULL, reason TEXT NOT NULL, subject TEXT NOT NULL, data BLOB NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+        "CREATE INDEX writes_pending ON writes (n) WHERE status = 'pending'",
+        """CREATE TABLE cluster_info (
+            account TEXT NOT NULL, cluster TEXT NOT NULL, protocol TEXT NOT NULL,
+            kinds TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (account, cluster))""",
     ),
 )
 
@@ -99,6 +121,28 @@ def _row_to_object(row: Sequence[Any]) -> StoredObject:
         object=bytes(row[10]),
         seq=int(row[11]),
         updated_at=float(row[12]),
+    )
+
+
+_WRITE_COLUMNS = (
+    "id, account, cluster, api_group, api_version, resource, namespace, name, verb, status,"
+    " reason, subject, data, created_at, updated_at"
+)
+
+
+def _row_to_write(row: Sequence[Any]) -> WriteRecord:
+    return WriteRecord(
+        id=row[0],
+        account=row[1],
+        cluster=row[2],
+        ref=ObjectRef(Kind(row[3], row[4], row[5]), row[6], row[7]),
+        verb=row[8],
+        status=WriteStatus(row[9]),
+        reason=row[10],
+        subject=row[11],
+        data=bytes(row[12]),
+        created_at=float(row[13]),
+        updated_at=float(row[14]),
     )
 
 
@@ -293,6 +337,111 @@ class SqliteStore:
             return conn.execute("DELETE FROM dead_letters WHERE id = ?", (id,)).rowcount > 0
 
         return await self._run(run)
+
+    async def add_write(self, write: WriteRecord) -> None:
+        ref = write.ref
+
+        def run(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute(
+                f"INSERT INTO writes ({_WRITE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                (
+                    write.id,
+                    write.account,
+                    write.cluster,
+                    ref.kind.group,
+                    ref.kind.version,
+                    ref.kind.resource,
+                    ref.namespace,
+                    ref.name,
+                    write.verb,
+                    write.status.value,
+                    write.reason,
+                    write.subject,
+                    bytes(write.data),
+                    now,
+                    now,
+                ),
+            )
+
+        await self._run(run)
+
+    async def get_write(self, id: str) -> WriteRecord | None:
+        def run(conn: sqlite3.Connection) -> WriteRecord | None:
+            sql = f"SELECT {_WRITE_COLUMNS} FROM writes WHERE id = ?"
+            row = conn.execute(sql, (id,)).fetchone()
+            return _row_to_write(row) if row else None
+
+        return await self._run(run)
+
+    async def settle_write(self, id: str, status: WriteStatus, reason: str = "") -> bool:
+        currents = replaceable_statuses(status)
+        keep_data = "data" if not is_final(status) else "x''"
+        sql = (
+            f"UPDATE writes SET status = ?, reason = ?, updated_at = ?, data = {keep_data}"
+            f" WHERE id = ? AND status IN ({', '.join('?' * len(currents))})"
+        )
+
+        def run(conn: sqlite3.Connection) -> bool:
+            params = (status.value, reason, time.time(), id, *currents)
+            return conn.execute(sql, params).rowcount > 0
+
+        return await self._run(run) if currents else False
+
+    async def pending_writes(self, limit: int = 10_000) -> builtins.list[WriteRecord]:
+        def run(conn: sqlite3.Connection) -> list[WriteRecord]:
+            rows = conn.execute(
+                f"SELECT {_WRITE_COLUMNS} FROM writes WHERE status = 'pending' ORDER BY n LIMIT ?",
+                (limit,),
+            )
+            return [_row_to_write(row) for row in rows]
+
+        return await self._run(run)
+
+    async def purge_writes(self, older_than: float) -> int:
+        finals = [s.value for s in WriteStatus if is_final(s)] + [WriteStatus.SENT.value]
+        sql = (
+            "DELETE FROM writes WHERE updated_at < ?"
+            f" AND status IN ({', '.join('?' * len(finals))})"
+        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, (older_than, *finals)).rowcount
+
+        return await self._run(run)
+
+    async def save_cluster_info(self, info: ClusterInfo) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cluster_info (account, cluster, protocol, kinds, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, cluster) DO UPDATE SET"
+                " protocol = excluded.protocol, kinds = excluded.kinds,"
+                " updated_at = excluded.updated_at",
+                (
+                    info.account,
+                    info.cluster,
+                    info.protocol,
+                    encode_kinds(info.kinds).decode(),
+                    time.time(),
+                ),
+            )
+
+        await self._run(run)
+
+    async def cluster_info(self, account: str, cluster: str) -> ClusterInfo | None:
+        def run(conn: sqlite3.Connection) -> tuple[str, str, float] | None:
+            row = conn.execute(
+                "SELECT protocol, kinds, updated_at FROM cluster_info"
+                " WHERE account = ? AND cluster = ?",
+                (account, cluster),
+            ).fetchone()
+            return (row[0], row[1], float(row[2])) if row else None
+
+        found = await self._run(run)
+        if found is None:
+            return None
+        protocol, kinds, updated_at = found
+        return ClusterInfo(account, cluster, protocol, decode_kinds(kinds), updated_at)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
