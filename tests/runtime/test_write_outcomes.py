@@ -19,7 +19,6 @@ import pytest
 from clustersync.adapters.bus.memory import MemoryBus
 from clustersync.adapters.store.postgres import open_postgres
 from clustersync.model import Kind
-from clustersync.model.identity import Identity, TokenTable
 from clustersync.protocol.agent import Strategy, WritePolicy
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
@@ -64,15 +63,13 @@ class PostgresWorld(World):
         self.url = url
 
     async def start(self) -> None:
-        import aiohttp
-
+        await super().start()
+        # Swap the SQLite store for PostgreSQL before anything has been written.
+        await self.backend.stop()
+        await self.store.close()
         self.store = await open_postgres(self.url)  # type: ignore[assignment]
-        self.bus = MemoryBus(redelivery_delay=0.05)
-        tokens = {token: Identity(ACCOUNT, cluster) for cluster, token in TOKENS.items()}
-        tokens[ADMIN_TOKEN] = Identity(admin=True)
-        self.backend = Backend(self.bus, self.store, TokenTable(tokens), heartbeat=self.heartbeat)
+        self.backend = Backend(self.bus, self.store, self.backend.tokens, heartbeat=self.heartbeat)
         await self.backend.start()
-        self.http = aiohttp.ClientSession()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
