@@ -333,3 +333,40 @@ async def test_pending_writes_survive_a_backend_restart(world: World) -> None:
     world.start_agent(CLUSTER_A)
     assert (await outcome(world, accepted))["status"] == "applied"
     assert world.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "queued") is not None
+
+
+async def test_an_account_wide_token_names_the_clusters_that_connected(tmp_path: Path) -> None:
+    """With a token for a whole account (no cluster), a cluster is known once its agent has
+    described itself; before that, and in other accounts, it is 404."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from clustersync.adapters.store import ClusterInfo
+    from clustersync.adapters.store.sqlite import open_sqlite
+    from clustersync.model.identity import Identity, TokenTable
+    from clustersync.runtime.api import BackendApi
+
+    store = await open_sqlite(f"sqlite:///{tmp_path}/api.db")
+    bus = MemoryBus()
+    tokens = TokenTable({"account-wide-token": Identity("acme"), ADMIN_TOKEN: Identity(admin=True)})
+    app = web.Application()
+    BackendApi(store, bus, tokens).add_routes(app)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+
+        async def push_to(account: str, cluster: str) -> int:
+            body = {"account": account, "cluster": cluster, "object": configmap("x")}
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with client.post("/api/v1/objects", json=body, headers=headers) as response:
+                return response.status
+
+        assert await push_to("acme", "edge-1") == 404  # not connected yet
+        await store.save_cluster_info(ClusterInfo("acme", "edge-1", "kubescape"))
+        assert await push_to("acme", "edge-1") == 202
+        await store.save_cluster_info(ClusterInfo("other", "edge-1", "kubescape"))
+        assert await push_to("other", "edge-1") == 404  # no token of that account
+    finally:
+        await client.close()
+        await bus.close()
+        await store.close()

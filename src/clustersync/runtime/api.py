@@ -169,11 +169,10 @@ class BackendApi:
     ) -> web.Response | None:
         """Refuse what the backend can know is wrong before anything is published."""
         info = await self.store.cluster_info(account, cluster)
-        if not self._names(account, cluster) and info is None:
+        if not self._names(account, cluster, seen=info is not None):
             return problem(
                 404,
-                f"unknown cluster {cluster!r} in account {account!r}: no agent "
-                "token names it and no agent of it has connected",
+                f"unknown cluster {cluster!r} in account {account!r}: no agent token names it",
             )
         if info is None or info.protocol != ACK_PROTOCOL:
             return None  # its agent has not said what it syncs: the agent itself will judge
@@ -194,11 +193,13 @@ class BackendApi:
             )
         return None
 
-    def _names(self, account: str, cluster: str) -> bool:
-        """Whether a token of the table names this cluster (an account-wide token, without a
-        cluster, names none: such clusters are known once their agent has connected)."""
+    def _names(self, account: str, cluster: str, *, seen: bool) -> bool:
+        """Whether a token of the table names this cluster. An account-wide token (one without
+        a cluster) names the clusters of its account whose agent has connected (``seen``)."""
         return any(
-            identity.account == account and identity.cluster == cluster
+            not identity.admin
+            and identity.account == account
+            and (identity.cluster == cluster or (not identity.cluster and seen))
             for identity in self.tokens.tokens.values()
         )
 
