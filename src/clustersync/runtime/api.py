@@ -199,7 +199,7 @@ class BackendApi:
         return any(
             not identity.admin
             and identity.account == account
-            and (identity.cluster == cluster or (not identity.cluster and seen))
+            and (identity.cluster == cluster or (identity.account_wide and seen))
             for identity in self.tokens.tokens.values()
         )
 
