@@ -38,8 +38,6 @@ def nested(depth: int) -> dict[str, Any]:
     return value
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6 row 2: a write the API server refuses (namespace "
-                   "missing) stays in the store until the next resync")
 async def test_row2_writes_the_cluster_refuses_are_not_kept(embedded: Fleet) -> None:
     """A write into a namespace the cluster does not have: refused by the API server, so the
     store must not keep it (the agent reports what the cluster really holds)."""
@@ -53,8 +51,6 @@ async def test_row2_writes_the_cluster_refuses_are_not_kept(embedded: Fleet) -> 
     await embedded.checker.converged(timeout=15)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6 row 2: the API accepts (202) a kind the agent "
-                   "does not sync and a cluster no token names")
 async def test_row2_writes_the_api_can_know_are_wrong(embedded: Fleet) -> None:
     """A kind the agent does not sync, a cluster no token names: refused by the API, and
     nothing of them reaches the store."""
