@@ -53,4 +53,4 @@ async def test_backend_write_during_api_error_burst(embedded: Fleet, status: int
         return sandbox.failures_left == 0
 
     await until(burst_served, f"the agent to run into the {status} answers")
-    await embedded.checker.converged(timeout=15)
+    await embedded.checker.converged(timeout=8)

@@ -48,7 +48,7 @@ async def test_row2_writes_the_cluster_refuses_are_not_kept(embedded: Fleet) -> 
     await embedded.api("POST", "/api/v1/objects", json={
         "account": ACCOUNT, "cluster": "c1", "object": configmap("lost", "no-such-namespace")})
     await embedded.push("c1", configmap("accepted", v="1"), CONFIGMAPS)  # a later good write
-    await embedded.checker.converged(timeout=15)
+    await embedded.checker.converged(timeout=8)
 
 
 async def test_row2_writes_the_api_can_know_are_wrong(embedded: Fleet) -> None:
