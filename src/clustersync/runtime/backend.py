@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from clustersync.runtime.ingester import Ingester
 from clustersync.runtime.listener import Gate, ListenerLimits
 from clustersync.runtime.server import SyncServer
 from clustersync.runtime.supervisor import Supervisor
+from clustersync.runtime.ui import Dashboard, server_links
 
 log = logging.getLogger("clustersync.backend")
 
@@ -56,6 +58,12 @@ class Backend:
         app = web.Application(client_max_size=MAX_BODY)
         add_health_routes(app)
         BackendApi(self.store, self.bus, self.tokens).add_routes(app)
+        Dashboard(
+            self.store, self.bus, self.tokens,
+            links=lambda: server_links(
+                self.server.connections, asyncio.get_running_loop().time
+            ),
+        ).add_routes(app)
         self.server.add_routes(app)  # last: its catch-all accepts websockets on any path
         return app
 

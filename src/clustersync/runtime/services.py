@@ -18,6 +18,7 @@ from clustersync.runtime.backend import MAX_BODY
 from clustersync.runtime.http import Site, add_health_routes
 from clustersync.runtime.listener import ListenerLimits
 from clustersync.runtime.server import SyncServer
+from clustersync.runtime.ui import Dashboard
 
 
 def server_site(server: SyncServer, limits: ListenerLimits | None = None) -> Site:
@@ -33,6 +34,7 @@ def api_site(
     app = web.Application(client_max_size=MAX_BODY)
     add_health_routes(app)
     BackendApi(store, bus, tokens).add_routes(app)
+    Dashboard(store, bus, tokens).add_routes(app)  # no agent sockets here: state unknown
     return Site(app, "api", limits)
 
 

@@ -1,0 +1,467 @@
+"""The dashboard's routes under ``/ui``: login, fleet, clusters, objects, dead letters.
+
+Pages are rendered on the server from ``templates/`` with every value escaped (see ``render``);
+the only script is our own ``static/app.js``, which polls ``/ui/fleet.json`` for live updates.
+The Content-Security-Policy allows scripts and styles from this origin only, so even a missed
+escape could not run an injected script.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import yaml
+from aiohttp import web
+
+from clustersync.adapters.bus import Bus, BusError
+from clustersync.adapters.metrics import bad_input
+from clustersync.adapters.store import ObjectKey, Store, StoredObject
+from clustersync.model import Kind, KindError, ObjectRef
+from clustersync.model.identity import TokenTable
+from clustersync.runtime.ui.fleet import LinkSource, fleet
+from clustersync.runtime.ui.render import Safe, escape, fill, join, link, table, tag, url
+from clustersync.runtime.ui.sessions import COOKIE, Session, Sessions, csrf_ok
+
+log = logging.getLogger("clustersync.ui")
+
+MAX_LISTED = 500  # objects shown on one cluster page; narrow with the filters for more
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+NAV = (("Fleet", "/ui/"), ("Dead letters", "/ui/deadletters"))
+
+Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+
+def when(epoch: float | None) -> str:
+    if not epoch:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+def _page(title: str, session: Session, body: Safe, *, flash: str = "", error: bool = False,
+          status: int = 200) -> web.Response:
+    nav = join(link(href, text) for text, href in NAV)
+    notice = tag("div", flash, class_="flash error" if error else "flash", role="status")
+    html = fill("layout.html", {
+        "title": title, "nav": nav, "csrf": session.csrf, "body": body,
+        "flash": notice if flash else Safe(""),
+    })
+    return web.Response(text=html, content_type="text/html", status=status,
+                        headers=SECURITY_HEADERS)
+
+
+def _see_other(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location, headers=SECURITY_HEADERS)
+
+
+def _labels_match(obj: dict[str, Any], selector: str) -> bool:
+    """kubectl's equality selector: ``a=b,c!=d,e`` (key present)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, _, value = term.partition("!=")
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, _, value = term.partition("=")
+            if labels.get(key.strip()) != value.strip().removeprefix("="):
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class Dashboard:
+    """The ``/ui`` routes of one process; ``links`` reports live agent connections (None in a
+    process that holds no agent sockets)."""
+
+    def __init__(self, store: Store, bus: Bus, tokens: TokenTable,
+                 links: LinkSource | None = None, sessions: Sessions | None = None) -> None:
+        self.store = store
+        self.bus = bus
+        self.tokens = tokens
+        self.links = links
+        self.sessions = sessions or Sessions()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/ui", self.root)
+        app.router.add_get("/ui/login", self.login_form)
+        app.router.add_post("/ui/login", self.login)
+        app.router.add_get("/ui/static/{name}", self.static)
+        guarded: list[tuple[str, str, Handler]] = [
+            ("GET", "/ui/", self.fleet_page),
+            ("GET", "/ui/fleet.json", self.fleet_json),
+            ("POST", "/ui/logout", self.logout),
+            ("GET", "/ui/clusters/{account}/{cluster}", self.cluster_page),
+            ("GET", "/ui/clusters/{account}/{cluster}/object", self.object_page),
+            ("GET", "/ui/deadletters", self.dead_letters_page),
+            ("GET", "/ui/deadletters/{id}", self.dead_letter_page),
+            ("POST", "/ui/deadletters/{id}/replay", self.replay),
+            ("POST", "/ui/deadletters/{id}/drop", self.drop),
+        ]
+        for method, path, handler in guarded:
+            app.router.add_route(method, path, self._guard(handler, json=path.endswith(".json")))
+
+    # ------------------------------------------------------------ sessions
+
+    def _session(self, request: web.Request) -> Session | None:
+        session = self.sessions.find(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        identity = self.tokens.identify(session.token)
+        if identity is None or not identity.admin:  # the token was revoked since login
+            self.sessions.close(session.id)
+            return None
+        return session
+
+    def _guard(self, handler: Handler, json: bool) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse]
+    ]:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            session = self._session(request)
+            if session is None:
+                if json:
+                    return web.json_response({"error": "log in first"}, status=401)
+                raise _see_other("/ui/login")
+            if request.method == "POST":
+                form = await request.post()
+                submitted = form.get("csrf")
+                if not csrf_ok(session, submitted if isinstance(submitted, str) else None):
+                    bad_input("ui", "csrf")
+                    log.warning("dashboard form refused: missing or wrong CSRF token (%s %s)",
+                                request.method, request.path)
+                    return _page("Refused", session, tag(
+                        "p", "This form was not sent by this dashboard page (CSRF token "
+                        "missing or wrong). Go back, reload the page and try again."),
+                        error=True, status=403)
+            return await handler(request, session)
+
+        return guarded
+
+    async def root(self, request: web.Request) -> web.StreamResponse:
+        raise _see_other("/ui/")
+
+    async def login_form(self, request: web.Request, error: str = "",
+                         status: int = 200) -> web.Response:
+        message = tag("p", error, class_="error", role="alert") if error else Safe("")
+        return web.Response(text=fill("login.html", {"error": message}), status=status,
+                            content_type="text/html", headers=SECURITY_HEADERS)
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = form.get("token")
+        identity = self.tokens.identify(token if isinstance(token, str) else None)
+        if identity is None or not identity.admin:
+            bad_input("ui", "login")
+            log.warning("dashboard login refused from %s", request.remote)
+            return await self.login_form(
+                request, "That token is not an admin token of this backend.", status=401
+            )
+        assert isinstance(token, str)
+        session = self.sessions.open(token)
+        response = _see_other("/ui/")
+        response.set_cookie(COOKIE, session.id, path="/ui", httponly=True, samesite="Strict",
+                            secure=request.secure)
+        raise response
+
+    async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
+        self.sessions.close(session.id)
+        response = _see_other("/ui/login")
+        response.del_cookie(COOKIE, path="/ui")
+        raise response
+
+    async def static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        body = resources.files(__package__).joinpath("static", name).read_bytes()
+        return web.Response(body=body, content_type=STATIC[name],
+                            headers={"Cache-Control": "no-cache",
+                                     "X-Content-Type-Options": "nosniff"})
+
+    # ------------------------------------------------------------ fleet
+
+    async def fleet_json(self, request: web.Request, session: Session) -> web.Response:
+        rows = await fleet(self.store, self.tokens, self.links)
+        return web.json_response(
+            {"clusters": [r.as_json() for r in rows], "at": time.time()},
+            dumps=lambda v: orjson.dumps(v).decode(), headers={"Cache-Control": "no-store"},
+        )
+
+    async def fleet_page(self, request: web.Request, session: Session) -> web.Response:
+        rows = await fleet(self.store, self.tokens, self.links)
+        cells = []
+        for r in rows:
+            name = join([
+                link(url(f"/ui/clusters/{_q(r.account)}/{_q(r.cluster)}"), r.cluster),
+                tag("div", r.account, class_="muted"),
+            ])
+            kinds = ", ".join(f"{k}: {n}" for k, n in sorted(r.kinds.items())) or "—"
+            seen = (when(r.link.last_seen) if r.link
+                    else f"stored {when(r.last_stored)}" if r.last_stored else "—")
+            cells.append(Safe(
+                f'<tr data-cluster="{escape(r.account)}/{escape(r.cluster)}">'
+                + join(tag("td", c) for c in (name,))
+                + tag("td", tag("span", r.state, class_=f"badge {r.state}"), class_="state")
+                + tag("td", r.objects, class_="num objects")
+                + tag("td", kinds, class_="kinds")
+                + tag("td", tag("span", "—", class_="muted"))
+                + tag("td", seen)
+                + tag("td", (r.link.agent_version if r.link else "") or "—")
+                + "</tr>"
+            ))
+        head = join(tag("th", h) for h in (
+            "Cluster", "State", "Objects", "Kinds", "Initial sync", "Last seen", "Agent"))
+        fleet_table = Safe(
+            '<table id="fleet" data-source="/ui/fleet.json"><thead><tr>' + head
+            + "</tr></thead><tbody>" + "".join(cells) + "</tbody></table>"
+        )
+        intro = tag("p", join([
+            f"{len(rows)} clusters. ",
+            tag("span", "live", id="live-status", class_="live"),
+        ]), class_="muted")
+        return _page("Fleet", session, join([intro, fleet_table]))
+
+    # ------------------------------------------------------------ one cluster
+
+    async def cluster_page(self, request: web.Request, session: Session) -> web.Response:
+        account, cluster = request.match_info["account"], request.match_info["cluster"]
+        query = request.query
+        base = f"/ui/clusters/{_q(account)}/{_q(cluster)}"
+        kind_text = query.get("kind", "")
+        try:
+            kind = Kind.parse(kind_text) if kind_text else None
+        except KindError as exc:
+            bad_input("ui", "kind")
+            return _page(cluster, session, Safe(""), flash=str(exc), error=True, status=400)
+        everything = await self.store.list(account, cluster)
+        counts = Counter(str(r.key.ref.kind) for r in everything)
+        namespaces = sorted({r.key.ref.namespace for r in everything if r.key.ref.namespace})
+        rows = [r for r in everything if self._matches(r, kind, query)]
+
+        kind_cards = join(
+            link(url(base, kind=k), join([k, tag("b", n)]),
+                 class_="current" if k == kind_text else None)
+            for k, n in sorted(counts.items())
+        )
+        filters = self._filters(base, kind_text, sorted(counts), namespaces, query)
+        shown = rows[:MAX_LISTED]
+        objects = table(
+            ("Kind", "Namespace", "Name", "Resource version", "Updated"),
+            (
+                (
+                    str(r.key.ref.kind),
+                    r.key.ref.namespace or "—",
+                    link(self._object_url(r), r.key.ref.name),
+                    r.resource_version,
+                    when(r.updated_at),
+                )
+                for r in shown
+            ),
+            empty="No object matches." if everything else "The backend holds no object of "
+            "this cluster yet.",
+            id="objects",
+        )
+        more = (tag("p", f"Showing {MAX_LISTED} of {len(rows)}: narrow the filters.",
+                    class_="muted") if len(rows) > MAX_LISTED else Safe(""))
+        body = join([
+            tag("p", f"Account {account} · {len(everything)} objects", class_="muted"),
+            tag("h2", "Kinds"),
+            tag("div", kind_cards or tag("span", "none yet", class_="muted"), class_="cards",
+                id="kinds"),
+            tag("h2", f"Objects ({len(rows)})"),
+            filters, objects, more,
+        ])
+        return _page(cluster, session, body)
+
+    @staticmethod
+    def _matches(row: StoredObject, kind: Kind | None, query: Any) -> bool:
+        ref = row.key.ref
+        if kind is not None and ref.kind != kind:
+            return False
+        if query.get("namespace") and ref.namespace != query["namespace"]:
+            return False
+        search = query.get("q", "").strip().lower()
+        if search and search not in ref.name.lower():
+            return False
+        selector = query.get("labels", "").strip()
+        return not selector or _labels_match(orjson.loads(row.object), selector)
+
+    @staticmethod
+    def _filters(base: str, kind: str, kinds: list[str], namespaces: list[str],
+                 query: Any) -> Safe:
+        def select(name: str, label: str, options: list[str], chosen: str) -> Safe:
+            opts = [tag("option", "any", value="")] + [
+                tag("option", o, value=o, selected=o == chosen) for o in options
+            ]
+            return tag("label", join([label, tag("select", join(opts), name=name)]))
+
+        def text(name: str, label: str, placeholder: str) -> Safe:
+            return tag("label", join([label, Safe(
+                f'<input type="search" name="{name}" value="{escape(query.get(name, ""))}" '
+                f'placeholder="{escape(placeholder)}">'
+            )]))
+
+        return tag("form", join([
+            select("kind", "Kind", kinds, kind),
+            select("namespace", "Namespace", namespaces, query.get("namespace", "")),
+            text("q", "Name contains", "web"),
+            text("labels", "Labels", "app=web,tier!=db"),
+            tag("button", "Filter", type="submit", class_="primary"),
+            link(base, "Clear"),
+        ]), method="get", action=base, class_="filters", role="search")
+
+    @staticmethod
+    def _object_url(row: StoredObject) -> str:
+        ref = row.key.ref
+        return url(f"/ui/clusters/{_q(row.key.account)}/{_q(row.key.cluster)}/object",
+                   kind=str(ref.kind), namespace=ref.namespace, name=ref.name)
+
+    async def object_page(self, request: web.Request, session: Session) -> web.Response:
+        account, cluster = request.match_info["account"], request.match_info["cluster"]
+        query = request.query
+        try:
+            kind = Kind.parse(query.get("kind", ""))
+        except KindError as exc:
+            bad_input("ui", "kind")
+            return _page("Object", session, Safe(""), flash=str(exc), error=True, status=400)
+        ref = ObjectRef(kind, query.get("namespace", ""), query.get("name", ""))
+        row = await self.store.get(ObjectKey(account, cluster, ref))
+        title = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+        back = link(url(f"/ui/clusters/{_q(account)}/{_q(cluster)}", kind=str(kind)),
+                    f"← {cluster}: {kind}")
+        if row is None:
+            return _page(title or "Object", session, tag("p", back),
+                         flash="The backend holds no such object (deleted, or not synced yet).",
+                         error=True, status=404)
+        facts = join(
+            join([tag("dt", k), tag("dd", v)])
+            for k, v in (
+                ("Cluster", f"{account}/{cluster}"), ("Kind", str(kind)),
+                ("Namespace", ref.namespace or "— (cluster scoped)"), ("Name", ref.name),
+                ("UID", row.uid or "—"), ("Resource version", row.resource_version or "—"),
+                ("Checksum", row.checksum or "—"), ("Stored", when(row.updated_at)),
+            )
+        )
+        document = yaml.safe_dump(orjson.loads(row.object), sort_keys=False,
+                                  default_flow_style=False, allow_unicode=True)
+        body = join([
+            tag("p", back),
+            tag("dl", facts, class_="facts", id="facts"),
+            tag("h2", "YAML"),
+            tag("pre", tag("code", document), id="yaml"),
+            tag("h2", "Backend writes"),
+            tag("p", "The backend's write history of this object is listed here once the "
+                "store records write outcomes.", class_="muted", id="writes"),
+        ])
+        return _page(title, session, body)
+
+    # ------------------------------------------------------------ dead letters
+
+    async def dead_letters_page(self, request: web.Request, session: Session) -> web.Response:
+        letters = await self.store.dead_letters(500)
+        body = table(
+            ("Id", "Subject", "Size", "Reason", "Parked"),
+            (
+                (link(f"/ui/deadletters/{d.id}", d.id), d.subject, f"{len(d.data)} B",
+                 d.reason, when(d.parked_at))
+                for d in letters
+            ),
+            empty="No dead letters: every message was delivered or applied.",
+            id="deadletters",
+        )
+        flash = {"replayed": "Replayed: the message is back on its subject.",
+                 "dropped": "Dropped."}.get(request.query.get("done", ""), "")
+        return _page("Dead letters", session, body, flash=flash)
+
+    async def dead_letter_page(self, request: web.Request, session: Session) -> web.Response:
+        letter_id = _int(request.match_info["id"])
+        letter = await self.store.dead_letter(letter_id) if letter_id is not None else None
+        if letter is None:
+            return _page("Dead letter", session, tag("p", link("/ui/deadletters", "← all")),
+                         flash="No such dead letter (replayed or dropped already?).",
+                         error=True, status=404)
+        facts = join(
+            join([tag("dt", k), tag("dd", v)])
+            for k, v in (("Id", letter.id), ("Subject", letter.subject),
+                         ("Reason", letter.reason), ("Parked", when(letter.parked_at)),
+                         ("Size", f"{len(letter.data)} B"))
+        )
+
+        def action(verb: str, label: str, css: str, confirm: str) -> Safe:
+            return tag("form", join([
+                Safe(f'<input type="hidden" name="csrf" value="{escape(session.csrf)}">'),
+                tag("button", label, type="submit", class_=css),
+            ]), method="post", action=f"/ui/deadletters/{letter.id}/{verb}",
+                data_confirm=confirm)
+
+        body = join([
+            tag("p", link("/ui/deadletters", "← all dead letters")),
+            tag("dl", facts, class_="facts"),
+            tag("div", join([
+                action("replay", "Replay", "primary",
+                       "Publish this message again on its subject?"),
+                action("drop", "Drop", "danger", "Delete this message for good?"),
+            ]), class_="actions"),
+            tag("h2", "Message"),
+            tag("pre", tag("code", _readable(letter.data)), id="message"),
+        ])
+        return _page(f"Dead letter {letter.id}", session, body)
+
+    async def replay(self, request: web.Request, session: Session) -> web.StreamResponse:
+        # Imported here: services builds this dashboard, so a module-level import would cycle.
+        from clustersync.runtime.services import replay_dead_letter
+
+        letter_id = _int(request.match_info["id"])
+        letter = await self.store.dead_letter(letter_id) if letter_id is not None else None
+        if letter is None:
+            raise _see_other("/ui/deadletters")
+        try:
+            seq = await replay_dead_letter(self.store, self.bus, letter)
+        except BusError as exc:
+            log.error("dead letter %d not replayed: %s", letter.id, exc)
+            return _page(f"Dead letter {letter.id}", session, Safe(""), error=True,
+                         flash=f"Not replayed: the bus refused it ({exc}).", status=503)
+        log.info("dashboard replayed dead letter %d on %s as seq %d",
+                 letter.id, letter.subject, seq)
+        raise _see_other("/ui/deadletters?done=replayed")
+
+    async def drop(self, request: web.Request, session: Session) -> web.StreamResponse:
+        letter_id = _int(request.match_info["id"])
+        if letter_id is not None and await self.store.drop_dead_letter(letter_id):
+            log.info("dashboard dropped dead letter %d", letter_id)
+        raise _see_other("/ui/deadletters?done=dropped")
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _readable(data: bytes) -> str:
+    """A parked message for reading: pretty JSON when it is JSON, else the text as it is."""
+    try:
+        return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        return data.decode("utf-8", errors="replace")
