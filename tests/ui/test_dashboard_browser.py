@@ -223,11 +223,32 @@ async def _scenario(world: World, gate: GatedIngest, page: Any, artefacts: Artef
                      timeout=20, what="the replayed write to reach the cluster")
     await artefacts.shoot(page, "09-replayed")
 
+    # A backend write through the API: the audit page shows its outcome once the agent
+    # applied it, and the object's page lists it in its history.
+    accepted = await world.api_put(CLUSTER_A, configmap("from-api", "shop", written="yes"))
+    write_id = accepted["id"]
+
+    async def audited() -> bool:
+        await page.goto(f"{base}/ui/writes?cluster={CLUSTER_A}")
+        return "applied" in await text_of(page, "#writes")  # the page is not live: reload
+
+    await eventually(audited, timeout=20, what="the write's outcome on the audit page")
+    audit = await text_of(page, "#writes")
+    assert write_id in audit and "from-api" in audit
+    await artefacts.shoot(page, "10-writes")
+    await page.click("#writes a:has-text('shop/from-api')")
+    await page.wait_for_selector("#yaml")
+    history = await page.locator("#writes tbody tr").all_inner_texts()
+    assert len(history) == 1 and "applied" in history[0] and write_id in history[0]
+    assert "written: 'yes'" in await text_of(page, "#yaml") or "written: yes" in await text_of(
+        page, "#yaml")
+    await artefacts.shoot(page, "11-object-history")
+
     # Logging out ends the session: the next page asks to log in again.
     await page.click("header button:has-text('Log out')")
     await page.wait_for_url(f"{base}/ui/login")
     await page.goto(f"{base}/ui/")
     assert page.url == f"{base}/ui/login"
-    assert len(artefacts.taken) == 9
+    assert len(artefacts.taken) == 11
 
 

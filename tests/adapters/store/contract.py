@@ -240,6 +240,20 @@ class StoreContract:
         assert await store.get_write("w-2") is None
         assert [w.id for w in await store.pending_writes()] == ["w-3"]
 
+    async def test_recent_writes_newest_first_by_cluster_and_object(self, store: Store) -> None:
+        other = WriteRecord("w-x", "acct", "c2", self.write("w").ref, "put")
+        for record in (self.write("w-1", "a"), self.write("w-2", "b"), other,
+                       self.write("w-3", "a", verb="delete")):
+            await store.add_write(record)
+        assert await store.settle_write("w-1", WriteStatus.APPLIED)
+        assert [w.id for w in await store.recent_writes()] == ["w-3", "w-x", "w-2", "w-1"]
+        assert [w.id for w in await store.recent_writes(limit=2)] == ["w-3", "w-x"]
+        assert [w.id for w in await store.recent_writes("acct", "c2")] == ["w-x"]
+        history = await store.recent_writes("acct", "c1", self.write("w", "a").ref)
+        assert [(w.id, w.verb, w.status) for w in history] == [
+            ("w-3", "delete", WriteStatus.PENDING), ("w-1", "put", WriteStatus.APPLIED)]
+        assert await store.recent_writes("other") == []
+
     async def test_cluster_info(self, store: Store) -> None:
         kinds = (
             SyncedKind(Kind("", "v1", "configmaps"), True),

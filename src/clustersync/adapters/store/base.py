@@ -136,6 +136,28 @@ def is_final(status: WriteStatus) -> bool:
     return status in FINAL
 
 
+def write_filter(
+    account: str | None, cluster: str | None, ref: ObjectRef | None, placeholder: str
+) -> tuple[str, list[str]]:
+    """The WHERE clause narrowing the writes table, and its parameters; ``placeholder`` is
+    ``?`` (SQLite) or ``$`` (PostgreSQL, numbered)."""
+    columns: list[tuple[str, str]] = []
+    if account is not None:
+        columns.append(("account", account))
+    if cluster is not None:
+        columns.append(("cluster", cluster))
+    if ref is not None:
+        kind = ref.kind
+        columns += [("api_group", kind.group), ("api_version", kind.version),
+                    ("resource", kind.resource), ("namespace", ref.namespace),
+                    ("name", ref.name)]
+    terms = [
+        f"{column} = {'?' if placeholder == '?' else f'${i}'}"
+        for i, (column, _) in enumerate(columns, 1)
+    ]
+    return (f" WHERE {' AND '.join(terms)}" if terms else ""), [v for _, v in columns]
+
+
 class Store(Protocol):
     async def get(self, key: ObjectKey) -> StoredObject | None:
         """The live row, or None if absent or tombstoned."""
@@ -192,6 +214,17 @@ class Store(Protocol):
 
     async def purge_writes(self, older_than: float) -> int:
         """Drop final writes settled before ``older_than`` (epoch seconds); returns how many."""
+        ...
+
+    async def recent_writes(
+        self,
+        account: str | None = None,
+        cluster: str | None = None,
+        ref: ObjectRef | None = None,
+        limit: int = 100,
+    ) -> builtins.list[WriteRecord]:
+        """Writes, newest first, optionally of one cluster or one object (the audit trail the
+        dashboard shows; kept until ``purge_writes`` drops them)."""
         ...
 
     async def save_cluster_info(self, info: ClusterInfo) -> None: ...

@@ -31,6 +31,7 @@ from clustersync.adapters.store.base import (
     encode_kinds,
     is_final,
     replaceable_statuses,
+    write_filter,
 )
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.messages import WriteStatus
@@ -581,6 +582,19 @@ class PostgresStore:
             rows = await conn.fetch(
                 _WRITE_SELECT + " WHERE status = 'pending' ORDER BY n LIMIT $1", limit
             )
+        return [_row_to_write(r) for r in rows]
+
+    async def recent_writes(
+        self,
+        account: str | None = None,
+        cluster: str | None = None,
+        ref: ObjectRef | None = None,
+        limit: int = 100,
+    ) -> builtins.list[WriteRecord]:
+        where, params = write_filter(account, cluster, ref, "$")
+        sql = f"{_WRITE_SELECT}{where} ORDER BY n DESC LIMIT ${len(params) + 1}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *params, limit)
         return [_row_to_write(r) for r in rows]
 
     async def purge_writes(self, older_than: float) -> int:

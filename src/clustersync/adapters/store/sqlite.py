@@ -29,6 +29,7 @@ from clustersync.adapters.store.base import (
     encode_kinds,
     is_final,
     replaceable_statuses,
+    write_filter,
 )
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.messages import WriteStatus
@@ -395,6 +396,21 @@ class SqliteStore:
                 (limit,),
             )
             return [_row_to_write(row) for row in rows]
+
+        return await self._run(run)
+
+    async def recent_writes(
+        self,
+        account: str | None = None,
+        cluster: str | None = None,
+        ref: ObjectRef | None = None,
+        limit: int = 100,
+    ) -> builtins.list[WriteRecord]:
+        where, params = write_filter(account, cluster, ref, "?")
+        sql = f"SELECT {_WRITE_COLUMNS} FROM writes{where} ORDER BY n DESC LIMIT ?"
+
+        def run(conn: sqlite3.Connection) -> list[WriteRecord]:
+            return [_row_to_write(row) for row in conn.execute(sql, (*params, limit))]
 
         return await self._run(run)
 

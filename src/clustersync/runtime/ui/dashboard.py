@@ -8,6 +8,7 @@ escape could not run an injected script.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -22,9 +23,10 @@ from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError
 from clustersync.adapters.metrics import bad_input
-from clustersync.adapters.store import ObjectKey, Store, StoredObject
+from clustersync.adapters.store import ObjectKey, Store, StoredObject, WriteRecord
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
+from clustersync.protocol.messages import WriteStatus
 from clustersync.runtime.ui.fleet import LinkSource, fleet
 from clustersync.runtime.ui.render import Safe, escape, fill, join, link, table, tag, url
 from clustersync.runtime.ui.sessions import COOKIE, Session, Sessions, csrf_ok
@@ -42,7 +44,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-NAV = (("Fleet", "/ui/"), ("Dead letters", "/ui/deadletters"))
+NAV = (("Fleet", "/ui/"), ("Backend writes", "/ui/writes"), ("Dead letters", "/ui/deadletters"))
+MAX_WRITES = 200  # rows on the audit page, newest first
 
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
@@ -109,6 +112,7 @@ class Dashboard:
             ("POST", "/ui/logout", self.logout),
             ("GET", "/ui/clusters/{account}/{cluster}", self.cluster_page),
             ("GET", "/ui/clusters/{account}/{cluster}/object", self.object_page),
+            ("GET", "/ui/writes", self.writes_page),
             ("GET", "/ui/deadletters", self.dead_letters_page),
             ("GET", "/ui/deadletters/{id}", self.dead_letter_page),
             ("POST", "/ui/deadletters/{id}/replay", self.replay),
@@ -366,10 +370,62 @@ class Dashboard:
             tag("h2", "YAML"),
             tag("pre", tag("code", document), id="yaml"),
             tag("h2", "Backend writes"),
-            tag("p", "The backend's write history of this object is listed here once the "
-                "store records write outcomes.", class_="muted", id="writes"),
+            self._writes_table(
+                await self.store.recent_writes(account, cluster, ref, MAX_WRITES),
+                with_object=False,
+            ),
         ])
         return _page(title, session, body)
+
+    # ------------------------------------------------------------ backend writes
+
+    @staticmethod
+    def _writes_table(writes: list[WriteRecord], with_object: bool) -> Safe:
+        def row(w: WriteRecord) -> list[object]:
+            cells: list[object] = [when(w.created_at), w.verb]
+            if with_object:
+                ref = w.ref
+                target = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+                href = url(f"/ui/clusters/{_q(w.account)}/{_q(w.cluster)}/object",
+                           kind=str(ref.kind), namespace=ref.namespace, name=ref.name)
+                cells += [f"{w.account}/{w.cluster}", join([
+                    link(href, target), tag("div", str(ref.kind), class_="muted")])]
+            status = tag("span", w.status.value, class_=f"badge write-{w.status.value}")
+            return [*cells, status, w.reason or "—", when(w.updated_at),
+                    tag("code", w.id, class_="muted")]
+
+        headers = ["Requested", "Verb"]
+        if with_object:
+            headers += ["Cluster", "Object"]
+        headers += ["Outcome", "Reason", "Settled", "Write id"]
+        return table(headers, (row(w) for w in writes), id="writes",
+                     empty="No backend write recorded (or purged after retention).")
+
+    async def writes_page(self, request: web.Request, session: Session) -> web.Response:
+        query = request.query
+        account, cluster = query.get("account") or None, query.get("cluster") or None
+        status = query.get("status", "")
+        writes = await self.store.recent_writes(account, cluster, None, MAX_WRITES)
+        if status:
+            writes = [w for w in writes if w.status.value == status]
+        choices = [tag("option", "any", value="")] + [
+            tag("option", s.value, value=s.value, selected=s.value == status)
+            for s in WriteStatus
+        ]
+        filters = tag("form", join([
+            tag("label", join(["Account", Safe(
+                f'<input name="account" value="{escape(account or "")}">')])),
+            tag("label", join(["Cluster", Safe(
+                f'<input name="cluster" value="{escape(cluster or "")}">')])),
+            tag("label", join(["Outcome", tag("select", join(choices), name="status")])),
+            tag("button", "Filter", type="submit", class_="primary"),
+            link("/ui/writes", "Clear"),
+        ]), method="get", action="/ui/writes", class_="filters")
+        intro = tag("p", f"The newest {MAX_WRITES} writes the API accepted, with what became of "
+                    "each (kubescape agents report no outcome: their writes stay 'sent').",
+                    class_="muted")
+        return _page("Backend writes", session,
+                     join([intro, filters, self._writes_table(writes, with_object=True)]))
 
     # ------------------------------------------------------------ dead letters
 
@@ -460,8 +516,14 @@ def _int(text: str) -> int | None:
 
 
 def _readable(data: bytes) -> str:
-    """A parked message for reading: pretty JSON when it is JSON, else the text as it is."""
+    """A parked message for reading: pretty JSON when it is JSON (with the object a message
+    carries as JSON text unfolded too), else the text as it is."""
     try:
-        return orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError:
         return data.decode("utf-8", errors="replace")
+    message = doc.get("message") if isinstance(doc, dict) else None
+    if isinstance(message, dict) and isinstance(message.get("Object"), str):
+        with contextlib.suppress(orjson.JSONDecodeError):  # not JSON: shown as the string
+            message["Object"] = orjson.loads(message["Object"])
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
