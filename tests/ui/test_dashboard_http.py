@@ -20,6 +20,7 @@ except ImportError:  # plain `pytest`
         World,
     )
 
+from clustersync.adapters.store.sqlite import open_sqlite
 from clustersync.model.identity import Identity, TokenTable
 from clustersync.runtime.services import api_site
 
@@ -155,6 +156,26 @@ async def test_the_api_process_serves_the_dashboard_with_state_unknown(world: Wo
         async with http.get(f"{base}/ui/fleet.json") as response:
             clusters = (await response.json())["clusters"]
         assert [(c["cluster"], c["state"]) for c in clusters] == [(CLUSTER_A, "unknown")]
+    finally:
+        await http.close()
+        await site.stop()
+
+
+async def test_a_store_outage_is_a_503_page_not_a_crash(world: World, tmp_path: Path) -> None:
+    store = await open_sqlite(f"sqlite:///{tmp_path}/outage.db")
+    site = api_site(store, world.bus, TokenTable({ADMIN_TOKEN: Identity(admin=True)}))
+    base = await site.start()
+    http = await logged_in(base)
+    try:
+        async with http.get(f"{base}/ui/fleet.json") as response:
+            assert response.status == 200
+        await store.close()  # from now on every query fails with StoreError
+        async with http.get(f"{base}/ui/fleet.json") as response:
+            assert response.status == 503
+            assert "store is unavailable" in (await response.json())["error"]
+        async with http.get(f"{base}/ui/deadletters") as response:
+            assert response.status == 503
+            assert "Reload the page" in await response.text()
     finally:
         await http.close()
         await site.stop()

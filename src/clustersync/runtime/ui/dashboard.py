@@ -23,7 +23,13 @@ from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError
 from clustersync.adapters.metrics import bad_input
-from clustersync.adapters.store import ObjectKey, Store, StoredObject, WriteRecord
+from clustersync.adapters.store import (
+    ObjectKey,
+    Store,
+    StoredObject,
+    StoreError,
+    WriteRecord,
+)
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.protocol.messages import WriteStatus
@@ -153,7 +159,17 @@ class Dashboard:
                         "p", "This form was not sent by this dashboard page (CSRF token "
                         "missing or wrong). Go back, reload the page and try again."),
                         error=True, status=403)
-            return await handler(request, session)
+            try:
+                return await handler(request, session)
+            except StoreError as exc:  # down or restarting: say so, and let the page retry
+                log.error("dashboard page %s failed: the store: %s", request.path, exc)
+                message = f"The store is unavailable right now: {exc}"
+                if json:
+                    return web.json_response({"error": message}, status=503,
+                                             headers={"Retry-After": "5"})
+                return _page("Store unavailable", session, tag(
+                    "p", "Reload the page in a few seconds."), flash=message, error=True,
+                    status=503)
 
         return guarded
 
