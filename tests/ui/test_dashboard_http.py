@@ -179,3 +179,33 @@ async def test_a_store_outage_is_a_503_page_not_a_crash(world: World, tmp_path: 
     finally:
         await http.close()
         await site.stop()
+
+
+def listed_names(page: str) -> list[str]:
+    """The object names of a cluster page's object table, in order."""
+    return re.findall(r'<a href="/ui/clusters/[^"]+/object\?[^"]*">([^<]+)</a>', page)
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ({"labels": "app=web"}, ["web"]),
+    ({"labels": "app!=web", "kind": "apps/v1/deployments"}, ["api"]),
+    ({"labels": "run"}, ["toolbox"]),  # the key alone: present with any value
+    ({"q": "FLAG"}, ["flags"]),  # name search ignores case
+    ({"namespace": "kubescape", "kind": "/v1/configmaps"}, ["operator-config"]),
+])
+async def test_the_object_browser_filters(world: World, query: dict[str, str],
+                                          expected: list[str]) -> None:
+    await world.add_cluster(CLUSTER_A)  # the harness's seed: deployments web and api, ...
+    world.start_agent(CLUSTER_A)
+    await world.wait_synced(CLUSTER_A)
+    http = await logged_in(world.backend.url)
+    try:
+        async with http.get(f"{world.backend.url}/ui/clusters/{ACCOUNT}/{CLUSTER_A}",
+                            params=query) as response:
+            assert response.status == 200
+            assert listed_names(await response.text()) == expected
+        async with http.get(f"{world.backend.url}/ui/clusters/{ACCOUNT}/{CLUSTER_A}",
+                            params={"kind": "no/such"}) as response:
+            assert response.status == 400  # a bad kind is a clear error, not a crash
+    finally:
+        await http.close()
