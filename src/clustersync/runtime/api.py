@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError, BusFullError
-from clustersync.adapters.metrics import bad_input
-from clustersync.adapters.store import Store, StoredObject, StoreError, WriteRecord
+from clustersync.adapters.store import Store, StoreError, WriteRecord
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.model.plurals import guess_resource
@@ -31,45 +29,12 @@ from clustersync.protocol.messages import (
     WriteStatus,
     new_msg_id,
 )
+from clustersync.runtime.api_http import json_response as _json
+from clustersync.runtime.api_http import problem, refuse_unless_admin
+from clustersync.runtime.queries import QueryApi
+from clustersync.runtime.status import Key
 
 log = logging.getLogger("clustersync.api")
-
-
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    """An RFC 9457 problem document: ``detail`` says what was wrong, in one sentence."""
-    bad_input("api", str(status))
-    doc = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
-    doc["detail"] = detail
-    return web.Response(
-        body=orjson.dumps(doc), status=status, content_type=PROBLEM_JSON, headers=headers
-    )
-
-
-def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers
-    )
-
-
-def row_json(row: StoredObject, full: bool) -> dict[str, Any]:
-    ref = row.key.ref
-    doc: dict[str, Any] = {
-        "account": row.key.account,
-        "cluster": row.key.cluster,
-        "kind": str(ref.kind),
-        "namespace": ref.namespace,
-        "name": ref.name,
-        "uid": row.uid,
-        "resourceVersion": row.resource_version,
-        "checksum": row.checksum,
-        "updatedAt": row.updated_at,
-    }
-    if full:
-        doc["object"] = orjson.loads(row.object)
-    return doc
 
 
 def kind_of(obj: dict[str, Any], explicit: str | None) -> Kind:
@@ -108,36 +73,19 @@ class BackendApi:
         self.store = store
         self.bus = bus
         self.tokens = tokens
+        self.queries = QueryApi(store, tokens, self.cluster_states)
 
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/objects", self.list_objects)
+    async def cluster_states(self) -> dict[Key, dict[str, Any]]:
+        return {}
+
+    def add_routes(self, app: web.Application, *, root: bool = True) -> None:
+        self.queries.add_routes(app, root=root)  # index, documentation, fleet, object reads
         app.router.add_post("/api/v1/objects", self.put_object)
         app.router.add_delete("/api/v1/objects", self.delete_object)
         app.router.add_get("/api/v1/writes/{id}", self.get_write)
 
     def _admin(self, request: web.Request) -> web.Response | None:
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        identity = self.tokens.identify(token)
-        if identity is None:
-            return problem(401, "missing or unknown bearer token")
-        if not identity.admin:
-            return problem(403, "this token may not use the backend API")
-        return None
-
-    async def list_objects(self, request: web.Request) -> web.Response:
-        if (refused := self._admin(request)) is not None:
-            return refused
-        query = request.query
-        try:
-            kind = Kind.parse(query["kind"]) if query.get("kind") else None
-        except KindError as exc:
-            return problem(400, str(exc))
-        rows = await self.store.list(
-            query.get("account") or None, query.get("cluster") or None, kind
-        )
-        full = query.get("full") in ("1", "true")
-        return _json({"items": [row_json(row, full) for row in rows]})
+        return refuse_unless_admin(self.tokens, request)
 
     async def get_write(self, request: web.Request) -> web.Response:
         if (refused := self._admin(request)) is not None:

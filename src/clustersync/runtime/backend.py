@@ -57,7 +57,9 @@ class Backend:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         add_health_routes(app)
-        BackendApi(self.store, self.bus, self.tokens).add_routes(app)
+        api = BackendApi(self.store, self.bus, self.tokens)
+        api.add_routes(app, root=False)  # the server's catch-all owns "/" (kubescape agents)
+        self.server.fallback = api.queries.fallback  # plain HTTP on a path no route serves
         Dashboard(
             self.store, self.bus, self.tokens,
             links=lambda: server_links(

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -141,6 +141,7 @@ class SyncServer:
         self.message_burst = message_burst
         self.delivery = delivery or DeliveryPolicy()
         self.connections: dict[tuple[str, str], Connection] = {}
+        self.fallback: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
         self._epochs = itertools.count(1)
         self.supervisor = Supervisor("server")  # background tasks: logged and restarted
         self._closing: set[asyncio.Task[bool]] = set()
@@ -168,6 +169,8 @@ class SyncServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() != "websocket":
+            if self.fallback is not None:  # the backend's API answers plain HTTP requests
+                return await self.fallback(request)
             raise web.HTTPNotFound(text="not found\n")
         identity = authenticate_agent(request, self.tokens)
         ws = await accept(request, self.heartbeat, extensions=self.extensions)

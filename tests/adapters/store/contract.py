@@ -271,3 +271,52 @@ class StoreContract:
         again = await store.cluster_info("acct", "c1")
         assert again is not None and (again.protocol, again.kinds) == ("kubescape", ())
         assert await store.cluster_info("acct", "c2") is None
+
+    async def test_list_pages_by_key_with_filters(self, store: Store) -> None:
+        keys = [
+            key("a", "c1", kind, ns, name)
+            for kind in (PODS, DEPLOYMENTS)
+            for ns in ("", "shop", "tools")
+            for name in ("x", "y", "zz")
+        ]
+        assert await store.apply([obj(k, 1) for k in keys]) == len(keys)
+        await store.apply([Delete(key("a", "c1", PODS, "shop", "y"), 2)])
+        live = sorted(k for k in keys if k != key("a", "c1", PODS, "shop", "y"))
+        pages: list[list[ObjectKey]] = []
+        after: ObjectKey | None = None
+        while True:
+            page = [o.key for o in await store.list("a", "c1", after=after, limit=4)]
+            if not page:
+                break
+            pages.append(page)
+            after = page[-1]
+        assert [len(p) for p in pages] == [4, 4, 4, 4, 1]  # 17 live rows, tombstone skipped
+        assert [k for p in pages for k in p] == live
+        shop = await store.list("a", "c1", namespace="shop")
+        assert [o.key for o in shop] == [k for k in live if k.ref.namespace == "shop"]
+        named = await store.list("a", "c1", PODS, name="zz")
+        assert [(o.key.ref.namespace, o.key.ref.name) for o in named] == [
+            ("", "zz"), ("shop", "zz"), ("tools", "zz")
+        ]
+        cluster_scoped = await store.list("a", "c1", DEPLOYMENTS, namespace="", limit=2)
+        assert [o.key.ref.name for o in cluster_scoped] == ["x", "y"]
+
+    async def test_count_kinds_and_dead_letters(self, store: Store) -> None:
+        writes = [obj(key("a", "c1", PODS, "ns", f"p{i}"), 1) for i in range(3)]
+        writes += [obj(key("a", "c1", DEPLOYMENTS, "ns", "d"), 1)]
+        writes += [obj(key("a", "c2", PODS, "ns", "p"), 1), obj(key("b", "c1", PODS, "ns", "q"), 1)]
+        await store.apply(writes)
+        await store.apply([Delete(key("a", "c1", PODS, "ns", "p0"), 2)])
+        counts = [(c.account, c.cluster, c.kind, c.count) for c in await store.count_kinds()]
+        assert counts == [
+            ("a", "c1", PODS, 2),  # the core group ("") sorts before "apps"
+            ("a", "c1", DEPLOYMENTS, 1),
+            ("a", "c2", PODS, 1),
+            ("b", "c1", PODS, 1),
+        ]
+        assert [c.count for c in await store.count_kinds("a", "c1")] == [2, 1]
+        assert await store.count_kinds("nobody") == []
+        assert await store.count_dead_letters() == {}
+        for subject in ("cs.up.a.c1.3", "cs.up.a.c1.3", "cs.down.b.c1"):
+            await store.park(subject, b"x", "why")
+        assert await store.count_dead_letters() == {"cs.up.a.c1.3": 2, "cs.down.b.c1": 1}

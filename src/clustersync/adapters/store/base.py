@@ -60,6 +60,14 @@ class Delete:
 Write = StoredObject | Delete
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class KindCount:
+    account: str
+    cluster: str
+    kind: Kind
+    count: int
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A bus message that could not be decoded or applied, parked for an operator."""
@@ -174,8 +182,24 @@ class Store(Protocol):
         account: str | None = None,
         cluster: str | None = None,
         kind: Kind | None = None,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        after: ObjectKey | None = None,
+        limit: int | None = None,
     ) -> list[StoredObject]:
-        """Live rows, ordered by key, optionally narrowed."""
+        """Live rows, ordered by key, optionally narrowed; with ``after``, only rows whose key
+        sorts after it, and at most ``limit`` of them (the API's pages)."""
+        ...
+
+    async def count_kinds(
+        self, account: str | None = None, cluster: str | None = None
+    ) -> builtins.list[KindCount]:
+        """How many live rows each (account, cluster, kind) holds, ordered by those."""
+        ...
+
+    async def count_dead_letters(self) -> dict[str, int]:
+        """How many dead letters were parked from each subject."""
         ...
 
     async def highest_version(self) -> int:

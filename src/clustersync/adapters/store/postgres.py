@@ -21,6 +21,7 @@ from clustersync.adapters.store.base import (
     ClusterInfo,
     DeadLetter,
     Delete,
+    KindCount,
     ObjectKey,
     StoredObject,
     StoreError,
@@ -470,10 +471,20 @@ class PostgresStore:
         account: str | None = None,
         cluster: str | None = None,
         kind: Kind | None = None,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        after: ObjectKey | None = None,
+        limit: int | None = None,
     ) -> list[StoredObject]:
         where = ["NOT deleted"]
-        args: list[str] = []
-        filters: list[tuple[str, str | None]] = [("account", account), ("cluster", cluster)]
+        args: list[Any] = []
+        filters: list[tuple[str, str | None]] = [
+            ("account", account),
+            ("cluster", cluster),
+            ("namespace", namespace),
+            ("name", name),
+        ]
         if kind is not None:
             filters += [
                 ("api_group", kind.group),
@@ -484,10 +495,59 @@ class PostgresStore:
             if value is not None:
                 args.append(value)
                 where.append(f"{column} = ${len(args)}")
+        if after is not None:  # a row value compares column by column, as ObjectKey does
+            kind_after = after.ref.kind
+            args += [
+                after.account,
+                after.cluster,
+                kind_after.group,
+                kind_after.version,
+                kind_after.resource,
+                after.ref.namespace,
+                after.ref.name,
+            ]
+            marks = ", ".join(f"${n}" for n in range(len(args) - 6, len(args) + 1))
+            where.append(f"({_KEY}) > ({marks})")
         query = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY {_KEY}"
+        if limit is not None:
+            args.append(limit)
+            query += f" LIMIT ${len(args)}"
         async with self._conn() as conn:
             rows = await conn.fetch(query, *args)
         return [_row_to_object(r) for r in rows]
+
+    async def count_kinds(
+        self, account: str | None = None, cluster: str | None = None
+    ) -> builtins.list[KindCount]:
+        where = ["NOT deleted"]
+        args: list[str] = []
+        for column, value in (("account", account), ("cluster", cluster)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        groups = "account, cluster, api_group, api_version, resource"
+        query = (
+            f"SELECT {groups}, count(*) AS n FROM objects WHERE {' AND '.join(where)}"
+            f" GROUP BY {groups} ORDER BY {groups}"
+        )
+        async with self._conn() as conn:
+            rows = await conn.fetch(query, *args)
+        return [
+            KindCount(
+                r["account"],
+                r["cluster"],
+                Kind(r["api_group"], r["api_version"], r["resource"]),
+                int(r["n"]),
+            )
+            for r in rows
+        ]
+
+    async def count_dead_letters(self) -> dict[str, int]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT subject, count(*) AS n FROM dead_letters GROUP BY subject"
+            )
+        return {str(r["subject"]): int(r["n"]) for r in rows}
 
     async def highest_version(self) -> int:
         async with self._conn() as conn:

@@ -20,6 +20,7 @@ from clustersync.adapters.store.base import (
     ClusterInfo,
     DeadLetter,
     Delete,
+    KindCount,
     ObjectKey,
     StoredObject,
     StoreError,
@@ -265,23 +266,66 @@ class SqliteStore:
         account: str | None = None,
         cluster: str | None = None,
         kind: Kind | None = None,
+        *,
+        namespace: str | None = None,
+        name: str | None = None,
+        after: ObjectKey | None = None,
+        limit: int | None = None,
     ) -> list[StoredObject]:
         where = ["deleted = 0"]
-        params: list[str] = []
-        if account is not None:
-            where.append("account = ?")
-            params.append(account)
-        if cluster is not None:
-            where.append("cluster = ?")
-            params.append(cluster)
+        params: list[Any] = []
+        for column, value in (
+            ("account", account),
+            ("cluster", cluster),
+            ("namespace", namespace),
+            ("name", name),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
         if kind is not None:
             where.append("api_group = ? AND api_version = ? AND resource = ?")
             params += [kind.group, kind.version, kind.resource]
+        if after is not None:  # a row value compares column by column, as ObjectKey does
+            where.append(f"({_KEY}) > ({', '.join('?' * 7)})")
+            params += _key_params(after)
         # The key column order equals ObjectKey's field order, so this matches sorted(keys).
         sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY {_KEY}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
 
         def run(conn: sqlite3.Connection) -> list[StoredObject]:
             return [_row_to_object(row) for row in conn.execute(sql, params)]
+
+        return await self._run(run)
+
+    async def count_kinds(
+        self, account: str | None = None, cluster: str | None = None
+    ) -> builtins.list[KindCount]:
+        where = ["deleted = 0"]
+        params = [v for v in (account, cluster) if v is not None]
+        where += [
+            f"{c} = ?" for c, v in (("account", account), ("cluster", cluster)) if v is not None
+        ]
+        groups = "account, cluster, api_group, api_version, resource"
+        sql = (
+            f"SELECT {groups}, count(*) FROM objects WHERE {' AND '.join(where)}"
+            f" GROUP BY {groups} ORDER BY {groups}"
+        )
+
+        def run(conn: sqlite3.Connection) -> list[KindCount]:
+            return [
+                KindCount(r[0], r[1], Kind(r[2], r[3], r[4]), int(r[5]))
+                for r in conn.execute(sql, params)
+            ]
+
+        return await self._run(run)
+
+    async def count_dead_letters(self) -> dict[str, int]:
+        def run(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute("SELECT subject, count(*) FROM dead_letters GROUP BY subject")
+            return {str(subject): int(n) for subject, n in rows}
 
         return await self._run(run)
 

@@ -1,0 +1,45 @@
+"""What every API route shares: JSON answers, RFC 9457 problem documents, the operator check."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from clustersync.adapters.metrics import bad_input
+from clustersync.model.identity import TokenTable
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A problem document; ``detail`` says what was wrong in one sentence. Counted as bad input
+    of the API under its status, so a client hammering wrong requests shows in the metrics."""
+    bad_input("api", str(status))
+    doc = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    doc["detail"] = detail
+    return web.Response(
+        body=orjson.dumps(doc), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def json_response(
+    doc: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(doc), status=status, content_type="application/json", headers=headers
+    )
+
+
+def refuse_unless_admin(tokens: TokenTable, request: web.Request) -> web.Response | None:
+    """None for an operator's bearer token, else the 401 or 403 problem to answer with."""
+    header = request.headers.get("Authorization", "")
+    token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    identity = tokens.identify(token)
+    if identity is None:
+        return problem(401, "missing or unknown bearer token")
+    if not identity.admin:
+        return problem(403, "this token may not use the backend API")
+    return None
