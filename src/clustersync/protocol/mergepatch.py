@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 MAX_PATCH_NESTING = 64  # deeper documents are refused rather than recursing without bound
 
 
@@ -82,15 +84,34 @@ def _is_number(value: Any) -> bool:
 
 
 def _go_equal(a: Any, b: Any) -> bool:
-    """Value equality of two decoded JSON values as Go's decoder sees them (float64 numbers)."""
+    """Value equality of two decoded JSON values as Go's decoder sees them (float64 numbers).
+
+    Python's ``==`` runs in C and agrees with Go except that ``true == 1`` and that integers past
+    2**53 compare exactly: values it calls equal are confirmed by their serialised form, and
+    only the rare ones that still differ there (``1`` and ``1.0``, a bool for a number) are
+    walked. Containers it calls different are taken as different; for integers that differ but
+    round to the same double, that costs an unneeded patch entry, never a lost change.
+    """
+    if _is_number(a) or _is_number(b):
+        return _is_number(a) and _is_number(b) and float(a) == float(b)
+    if a != b:
+        return False
+    if not isinstance(a, dict | list):
+        return type(a) is type(b)
+    if orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS):
+        return True
+    return _go_equal_walk(a, b)
+
+
+def _go_equal_walk(a: Any, b: Any) -> bool:
     if _is_number(a) or _is_number(b):
         return _is_number(a) and _is_number(b) and float(a) == float(b)
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_go_equal(a[k], b[k]) for k in a)
+        return a.keys() == b.keys() and all(_go_equal_walk(a[k], b[k]) for k in a)
     if isinstance(a, list):
-        return len(a) == len(b) and all(_go_equal(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_go_equal_walk(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
