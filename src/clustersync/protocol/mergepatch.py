@@ -70,17 +70,22 @@ def _object_diff(old: dict[str, Any], new: dict[str, Any], nesting: int) -> dict
             patch[key] = value  # copied with any nulls inside it, as Go does
             continue
         before = old[key]
+        if _go_equal(before, value):
+            continue  # most of an object is unchanged: one comparison in C, no walk
         if isinstance(before, dict) and isinstance(value, dict):
             nested = _object_diff(before, value, nesting + 1)
-            if nested:
+            if nested:  # numbers that differ only past float64 precision make no patch
                 patch[key] = nested
-        elif not _go_equal(before, value):
+        else:
             patch[key] = value
     return patch
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return type(value) in _NUMBER_TYPES  # bool is not a number here, unlike in isinstance
+
+
+_NUMBER_TYPES = (int, float)
 
 
 def _go_equal(a: Any, b: Any) -> bool:
@@ -92,12 +97,13 @@ def _go_equal(a: Any, b: Any) -> bool:
     walked. Containers it calls different are taken as different; for integers that differ but
     round to the same double, that costs an unneeded patch entry, never a lost change.
     """
-    if _is_number(a) or _is_number(b):
-        return _is_number(a) and _is_number(b) and float(a) == float(b)
+    kind_a, kind_b = type(a), type(b)
+    if kind_a in _NUMBER_TYPES or kind_b in _NUMBER_TYPES:
+        return kind_a in _NUMBER_TYPES and kind_b in _NUMBER_TYPES and float(a) == float(b)
     if a != b:
         return False
-    if not isinstance(a, dict | list):
-        return type(a) is type(b)
+    if kind_a is not dict and kind_a is not list:
+        return kind_a is kind_b
     if orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS):
         return True
     return _go_equal_walk(a, b)
