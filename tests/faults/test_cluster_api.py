@@ -37,9 +37,6 @@ async def test_api_server_error_burst(embedded: Fleet, status: int) -> None:
     await embedded.checker.converged()
 
 
-@pytest.mark.xfail(strict=True, reason="a backend write the API server answers with a transient "
-                   "500 or 429 is reported 'failed' and never retried: the write is lost unless "
-                   "someone resends it (the store, at least, no longer keeps it)")
 @pytest.mark.parametrize("status", [500, 429])
 async def test_backend_write_during_api_error_burst(embedded: Fleet, status: int) -> None:
     sandbox = await embedded.add_cluster("c1")

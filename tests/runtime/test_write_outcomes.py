@@ -18,7 +18,7 @@ import pytest
 
 from clustersync.adapters.bus.memory import MemoryBus
 from clustersync.adapters.store.postgres import open_postgres
-from clustersync.model import Kind
+from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import Strategy, WritePolicy
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
@@ -211,6 +211,36 @@ async def test_a_push_into_a_missing_namespace_is_refused_and_not_kept(synced: W
     await synced.wait_synced(CLUSTER_A)
 
 
+async def test_a_write_meeting_a_transient_api_server_error_is_applied(synced: World) -> None:
+    synced.clusters[CLUSTER_A].sandbox.fail_requests(500, 1)  # the agent's first try fails
+    status, _, accepted = await push(synced, CLUSTER_A, configmap("after-a-500"))
+    assert status == 202, accepted
+    assert (await outcome(synced, accepted))["status"] == "applied"
+    assert synced.clusters[CLUSTER_A].sandbox.failures_left == 0
+    assert synced.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "after-a-500") is not None
+
+
+async def test_a_write_that_keeps_failing_is_failed_and_not_kept(synced: World) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    assert cluster.agent is not None
+    cluster.agent.write_retry_delays = (0.05, 0.05)  # give up sooner than in production
+    cluster.sandbox.fail_requests(500, 100_000)
+    try:
+        status, _, accepted = await push(synced, CLUSTER_A, configmap("doomed"))
+        assert status == 202, accepted
+        done = await outcome(synced, accepted)
+    finally:
+        cluster.sandbox.fail_requests(500, 0)
+    assert done["status"] == "failed"
+    assert "HTTP 500" in done["reason"]
+
+    async def gone() -> bool:
+        return await synced.row(CLUSTER_A, CONFIGMAPS, "shop", "doomed") is None
+
+    await eventually(gone, what="the failed write to leave the store")
+    assert cluster.get(CONFIGMAPS, "shop", "doomed") is None
+
+
 async def test_a_delete_of_an_absent_object_is_not_found(synced: World) -> None:
     status, _, accepted = await delete(synced, CLUSTER_A, "/v1/configmaps", "shop", "never-was")
     assert status == 202, accepted
@@ -333,6 +363,22 @@ async def test_pending_writes_survive_a_backend_restart(world: World) -> None:
     world.start_agent(CLUSTER_A)
     assert (await outcome(world, accepted))["status"] == "applied"
     assert world.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "queued") is not None
+
+
+async def test_a_write_published_on_the_bus_directly_gets_an_outcome(synced: World) -> None:
+    """Another service (or the API while the database was away) publishes without a record:
+    the ingester records the write before forwarding it, so its outcome is still kept."""
+    from clustersync.protocol.envelope import Envelope, encode_envelope, write_subject
+    from clustersync.protocol.messages import PutObject
+
+    ref = ObjectRef(CONFIGMAPS, "shop", "from-the-bus")
+    msg = PutObject(
+        ref=ref, checksum="", object=orjson.dumps(configmap("from-the-bus")), msg_id="bus-write-1"
+    )
+    env = Envelope(ACCOUNT, CLUSTER_A, msg)
+    await synced.bus.publish(write_subject(ACCOUNT, CLUSTER_A), encode_envelope(env))
+    done = await outcome(synced, {"id": "bus-write-1"})
+    assert (done["status"], done["name"]) == ("applied", "from-the-bus")
 
 
 async def test_an_account_wide_token_names_the_clusters_that_connected(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -72,6 +72,12 @@ from clustersync.runtime.config import AgentConfig
 
 log = logging.getLogger("clustersync.agent")
 
+T = TypeVar("T")
+
+# Backend writes meeting a transient API server error are tried again after these delays (about
+# 8 s in all): well inside the server's ack timeout, so the backend waits rather than redelivers.
+WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+
 HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
 INBOX_SIZE = 1000  # backend messages read ahead of the handler; beyond, TCP pushes back
 KUBESCAPE_PING_INTERVAL = 50.0  # seconds, as kubescape's Go agent
@@ -122,6 +128,7 @@ class Agent:
         self.dial_timeout = DIAL_TIMEOUT
         self.app_ping_interval = KUBESCAPE_PING_INTERVAL  # to a kubescape server, instead
         self._extensions = False  # the server speaks clustersync.v1: it takes our reports
+        self.write_retry_delays = WRITE_RETRY_DELAYS
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
 
@@ -480,9 +487,10 @@ class Agent:
         verb = "put" if write.object is not None else "delete"
         try:
             if write.object is None:
-                existed = await self.kube.delete(ref)
+                existed = await self._retrying(verb, ref, lambda: self.kube.delete(ref))
             else:
-                result = await self._create_or_replace(ref, write.object)
+                obj = write.object
+                result = await self._retrying(verb, ref, lambda: self._create_or_replace(ref, obj))
         except KubeError as exc:
             status = status_for_api_error(exc.status)
             CLUSTER_WRITES.labels(verb, status.value).inc()
@@ -501,6 +509,20 @@ class Agent:
         CLUSTER_WRITES.labels("put", "ok").inc()
         self._report(write_report(write.cause, WriteStatus.APPLIED))
         self._queue(self.session.applied(write, result))
+
+    async def _retrying(self, verb: str, ref: ObjectRef, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again after a transient error of the API server (5xx, 429, no
+        answer, conflicts lost): a short burst must not lose a backend write. Refusals (4xx)
+        are final at once."""
+        for delay in self.write_retry_delays:
+            try:
+                return await call()
+            except KubeError as exc:
+                if status_for_api_error(exc.status) is not WriteStatus.FAILED:
+                    raise
+                log.warning("cannot %s %s yet, retrying in %.1fs: %s", verb, ref, delay, exc)
+            await asyncio.sleep(delay)  # backing off from a struggling API server
+        return await call()
 
     async def _cluster_copy(self, ref: ObjectRef) -> dict[str, Any] | None:
         """The object as the API server holds it now (a failed write may have left the cache

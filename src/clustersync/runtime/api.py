@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError, BusFullError
-from clustersync.adapters.store import Store, StoreError, WriteRecord
+from clustersync.adapters.store import Store, StoreError, StoreUnavailableError, WriteRecord
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.model.plurals import guess_resource
@@ -62,6 +62,12 @@ def write_json(write: WriteRecord) -> dict[str, Any]:
         "createdAt": write.created_at,
         "updatedAt": write.updated_at,
     }
+
+
+def unknown_cluster(account: str, cluster: str) -> web.Response:
+    return problem(
+        404, f"unknown cluster {cluster!r} in account {account!r}: no agent token names it"
+    )
 
 
 def write_location(ident: str) -> str:
@@ -116,12 +122,19 @@ class BackendApi:
         self, account: str, cluster: str, ref: ObjectRef
     ) -> web.Response | None:
         """Refuse what the backend can know is wrong before anything is published."""
-        info = await self.store.cluster_info(account, cluster)
-        if not self._names(account, cluster, seen=info is not None):
-            return problem(
-                404,
-                f"unknown cluster {cluster!r} in account {account!r}: no agent token names it",
+        try:
+            info = await self.store.cluster_info(account, cluster)
+        except StoreUnavailableError as exc:
+            # The bus still takes writes while the database is away: check what the token
+            # table alone can say (an account key may then cover a cluster not seen yet).
+            log.warning(
+                "cluster info unavailable, checking %s/%s by token only: %s", account, cluster, exc
             )
+            if not self.tokens.may_connect(account, cluster):
+                return unknown_cluster(account, cluster)
+            return None
+        if not self._names(account, cluster, seen=info is not None):
+            return unknown_cluster(account, cluster)
         if info is None or info.protocol != ACK_PROTOCOL:
             return None  # its agent has not said what it syncs: the agent itself will judge
         synced = {k.kind: k for k in info.kinds}
@@ -160,11 +173,12 @@ class BackendApi:
                 return refused
             subject = write_subject(account, cluster)
             data = encode_envelope(Envelope(account, cluster, msg))
-            verb = "delete" if isinstance(msg, ObjectDeleted) else "put"
-            record = WriteRecord(
-                msg.msg_id, account, cluster, msg.ref, verb, subject=subject, data=data
-            )
+            record = WriteRecord.pending(account, cluster, msg, subject, data)
             await self.store.add_write(record)
+        except StoreUnavailableError as exc:
+            # The database is away (restarting): the bus still takes the write, and the ingester
+            # records it once the database is back, before the write reaches the agent.
+            log.warning("write %s published before it could be recorded: %s", msg.msg_id, exc)
         except StoreError as exc:
             log.error("backend write not recorded: %s", exc)
             return problem(503, f"the store is unavailable: {exc}")

@@ -33,6 +33,7 @@ from clustersync.adapters.store import (
     StoredObject,
     StoreUnavailableError,
     Write,
+    WriteRecord,
 )
 from clustersync.model import ObjectRef
 from clustersync.protocol.backend import (
@@ -70,6 +71,7 @@ from clustersync.protocol.messages import (
     PutObject,
     WriteStatus,
 )
+from clustersync.protocol.outcomes import write_id
 from clustersync.runtime.batcher import WriteBatcher
 from clustersync.runtime.supervisor import Supervisor
 
@@ -293,6 +295,14 @@ class Ingester:
                 delivery, "backend writes must be PutObject or ObjectDeleted", "bad_write"
             )
             return
+        if write_id(msg) is not None:
+            # Usually the API recorded it already; not if the database was away when the API
+            # published it, or if another service published it on the bus directly.
+            record = WriteRecord.pending(
+                env.account, env.cluster, msg, delivery.subject, delivery.data
+            )
+            if await self.store.add_write(record):
+                log.info("recorded backend write %s, published without a record", msg.msg_id)
         await self._carry_out(env, delivery, [backend_write(msg)])
 
     async def _on_report(self, env: Envelope, delivery: Delivery) -> None:

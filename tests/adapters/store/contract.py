@@ -192,12 +192,16 @@ class StoreContract:
 
     async def test_write_round_trip(self, store: Store) -> None:
         before = time.time()
-        await store.add_write(self.write("w-1", "café"))
+        assert await store.add_write(self.write("w-1", "café")) is True
+        # Recorded twice (by the API, then by the ingester): the first record stays.
+        assert await store.settle_write("w-1", WriteStatus.SENT)
+        assert await store.add_write(self.write("w-1", "other")) is False
+        assert await store.settle_write("w-1", WriteStatus.PENDING) is False
         got = await store.get_write("w-1")
         assert got is not None
         assert (got.id, got.account, got.cluster, got.verb) == ("w-1", "acct", "c1", "put")
         assert got.ref == ObjectRef(Kind("", "v1", "configmaps"), "shop", "café")
-        assert (got.status, got.reason) == (WriteStatus.PENDING, "")
+        assert (got.status, got.reason) == (WriteStatus.SENT, "")
         assert (got.subject, got.data) == ("cs.write.acct.c1", b'{"m":"' + b"x" * 64)
         assert before - 5 <= got.created_at <= got.updated_at <= time.time() + 5
         assert await store.get_write("w-2") is None

@@ -20,7 +20,7 @@ from typing import Protocol
 import orjson
 
 from clustersync.model import Kind, KindError, ObjectRef
-from clustersync.protocol.messages import SyncedKind, WriteStatus
+from clustersync.protocol.messages import ObjectDeleted, PutObject, SyncedKind, WriteStatus
 from clustersync.protocol.outcomes import FINAL, may_replace
 
 
@@ -96,6 +96,14 @@ class WriteRecord:
     data: bytes = b""
     created_at: float = 0.0  # epoch seconds; set by the store
     updated_at: float = 0.0
+
+    @classmethod
+    def pending(
+        cls, account: str, cluster: str, msg: PutObject | ObjectDeleted, subject: str, data: bytes
+    ) -> WriteRecord:
+        """The record of a backend write not settled yet, with the bus message carrying it."""
+        verb = "delete" if isinstance(msg, ObjectDeleted) else "put"
+        return cls(msg.msg_id, account, cluster, msg.ref, verb, subject=subject, data=data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +229,8 @@ class Store(Protocol):
 
     async def drop_dead_letter(self, id: int) -> bool: ...
 
-    async def add_write(self, write: WriteRecord) -> None:
-        """Record a write the API is about to publish (its id must be new)."""
+    async def add_write(self, write: WriteRecord) -> bool:
+        """Record a pending write; False (and nothing changed) if its id is already known."""
         ...
 
     async def get_write(self, id: str) -> WriteRecord | None: ...

@@ -594,13 +594,14 @@ class PostgresStore:
             status: str = await conn.execute("DELETE FROM dead_letters WHERE id = $1", id)
         return status != "DELETE 0"
 
-    async def add_write(self, write: WriteRecord) -> None:
+    async def add_write(self, write: WriteRecord) -> bool:
         ref = write.ref
         async with self._conn() as conn:
-            await conn.execute(
+            status: str = await conn.execute(
                 "INSERT INTO writes (id, account, cluster, api_group, api_version, resource,"
                 " namespace, name, verb, status, reason, subject, data)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                " ON CONFLICT (id) DO NOTHING",
                 write.id,
                 write.account,
                 write.cluster,
@@ -615,6 +616,7 @@ class PostgresStore:
                 write.subject,
                 bytes(write.data),
             )
+        return status != "INSERT 0 0"
 
     async def get_write(self, id: str) -> WriteRecord | None:
         async with self._conn() as conn:

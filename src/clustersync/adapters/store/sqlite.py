@@ -383,13 +383,14 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def add_write(self, write: WriteRecord) -> None:
+    async def add_write(self, write: WriteRecord) -> bool:
         ref = write.ref
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
             now = time.time()
-            conn.execute(
-                f"INSERT INTO writes ({_WRITE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+            cur = conn.execute(
+                f"INSERT INTO writes ({_WRITE_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+                " ON CONFLICT (id) DO NOTHING",
                 (
                     write.id,
                     write.account,
@@ -408,8 +409,9 @@ class SqliteStore:
                     now,
                 ),
             )
+            return cur.rowcount > 0
 
-        await self._run(run)
+        return await self._run(run)
 
     async def get_write(self, id: str) -> WriteRecord | None:
         def run(conn: sqlite3.Connection) -> WriteRecord | None:
