@@ -61,7 +61,7 @@ class Backend:
         api.add_routes(app, root=False)  # the server's catch-all owns "/" (kubescape agents)
         self.server.fallback = api.queries.fallback  # plain HTTP on a path no route serves
         Dashboard(
-            self.store, self.bus, self.tokens,
+            self.store, self.bus, self.tokens, states=api.cluster_states,
             links=lambda: server_links(
                 self.server.connections, asyncio.get_running_loop().time
             ),

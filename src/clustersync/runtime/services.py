@@ -33,8 +33,10 @@ def api_site(
 ) -> Site:
     app = web.Application(client_max_size=MAX_BODY)
     add_health_routes(app)
-    BackendApi(store, bus, tokens).add_routes(app)
-    Dashboard(store, bus, tokens).add_routes(app)  # no agent sockets here: state unknown
+    api = BackendApi(store, bus, tokens)
+    api.add_routes(app)
+    # No agent sockets here: connection state as replicas shared it, else unknown.
+    Dashboard(store, bus, tokens, states=api.cluster_states).add_routes(app)
     return Site(app, "api", limits)
 
 

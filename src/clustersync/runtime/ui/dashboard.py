@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -33,7 +32,7 @@ from clustersync.adapters.store import (
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.protocol.messages import WriteStatus
-from clustersync.runtime.ui.fleet import LinkSource, fleet
+from clustersync.runtime.ui.fleet import ClusterRow, LinkSource, StateReader, fleet
 from clustersync.runtime.ui.render import Safe, escape, fill, join, link, table, tag, url
 from clustersync.runtime.ui.sessions import COOKIE, Session, Sessions, csrf_ok
 
@@ -78,6 +77,43 @@ def _see_other(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location, headers=SECURITY_HEADERS)
 
 
+FLEET_COLUMNS = ("Cluster", "State", "Objects", "Kinds", "Initial sync", "Last seen", "Agent",
+                 "Dead letters")  # static/app.js renders the same columns in the same order
+
+
+def _seen(value: float | str | None) -> str:
+    if isinstance(value, int | float):
+        return when(value)
+    return value or "—"
+
+
+def _fleet_row(r: ClusterRow) -> Safe:
+    """One row of the fleet table, as the page is first served (app.js redraws it live)."""
+    name = join([link(f"/ui/clusters/{_q(r.account)}/{_q(r.cluster)}", r.cluster),
+                 tag("div", r.account, class_="muted")])
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(r.kinds.items())) or "—"
+    bars = join(
+        tag("div", join([
+            tag("progress", f"{p.stored} / {p.listed}", value=min(p.stored, p.listed),
+                max=p.listed, title=kind),
+            f" {p.stored} / {p.listed} {kind}",
+        ]), class_="progress", data_kind=kind)
+        for kind, p in sorted(r.syncing.items())
+    ) or tag("span", "—", class_="muted")
+    cells = [
+        tag("td", name),
+        tag("td", tag("span", r.state, class_=f"badge {r.state}"), class_="state"),
+        tag("td", r.objects, class_="num objects"),
+        tag("td", kinds, class_="kinds"),
+        tag("td", bars, class_="sync"),
+        tag("td", _seen(r.last_seen)),
+        tag("td", r.agent_version or "—"),
+        tag("td", r.dead_letters, class_="num dead"),
+    ]
+    return Safe(f'<tr data-cluster="{escape(r.account)}/{escape(r.cluster)}">'
+                + "".join(cells) + "</tr>")
+
+
 def _labels_match(obj: dict[str, Any], selector: str) -> bool:
     """kubectl's equality selector: ``a=b,c!=d,e`` (key present)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -96,15 +132,18 @@ def _labels_match(obj: dict[str, Any], selector: str) -> bool:
 
 
 class Dashboard:
-    """The ``/ui`` routes of one process; ``links`` reports live agent connections (None in a
-    process that holds no agent sockets)."""
+    """The ``/ui`` routes of one process; ``links`` reports the agent connections this process
+    holds (None in a process without agent sockets), ``states`` reads the connection facts and
+    sync progress replicas share through the store."""
 
-    def __init__(self, store: Store, bus: Bus, tokens: TokenTable,
-                 links: LinkSource | None = None, sessions: Sessions | None = None) -> None:
+    def __init__(self, store: Store, bus: Bus, tokens: TokenTable, *,
+                 links: LinkSource | None = None, states: StateReader | None = None,
+                 sessions: Sessions | None = None) -> None:
         self.store = store
         self.bus = bus
         self.tokens = tokens
         self.links = links
+        self.states = states
         self.sessions = sessions or Sessions()
 
     def add_routes(self, app: web.Application) -> None:
@@ -216,40 +255,22 @@ class Dashboard:
 
     # ------------------------------------------------------------ fleet
 
+    async def _fleet(self) -> list[ClusterRow]:
+        return await fleet(self.store, self.tokens, self.links, self.states)
+
     async def fleet_json(self, request: web.Request, session: Session) -> web.Response:
-        rows = await fleet(self.store, self.tokens, self.links)
+        rows = await self._fleet()
         return web.json_response(
             {"clusters": [r.as_json() for r in rows], "at": time.time()},
             dumps=lambda v: orjson.dumps(v).decode(), headers={"Cache-Control": "no-store"},
         )
 
     async def fleet_page(self, request: web.Request, session: Session) -> web.Response:
-        rows = await fleet(self.store, self.tokens, self.links)
-        cells = []
-        for r in rows:
-            name = join([
-                link(url(f"/ui/clusters/{_q(r.account)}/{_q(r.cluster)}"), r.cluster),
-                tag("div", r.account, class_="muted"),
-            ])
-            kinds = ", ".join(f"{k}: {n}" for k, n in sorted(r.kinds.items())) or "—"
-            seen = (when(r.link.last_seen) if r.link
-                    else f"stored {when(r.last_stored)}" if r.last_stored else "—")
-            cells.append(Safe(
-                f'<tr data-cluster="{escape(r.account)}/{escape(r.cluster)}">'
-                + join(tag("td", c) for c in (name,))
-                + tag("td", tag("span", r.state, class_=f"badge {r.state}"), class_="state")
-                + tag("td", r.objects, class_="num objects")
-                + tag("td", kinds, class_="kinds")
-                + tag("td", tag("span", "—", class_="muted"))
-                + tag("td", seen)
-                + tag("td", (r.link.agent_version if r.link else "") or "—")
-                + "</tr>"
-            ))
-        head = join(tag("th", h) for h in (
-            "Cluster", "State", "Objects", "Kinds", "Initial sync", "Last seen", "Agent"))
+        rows = await self._fleet()
+        head = join(tag("th", h) for h in FLEET_COLUMNS)
         fleet_table = Safe(
             '<table id="fleet" data-source="/ui/fleet.json"><thead><tr>' + head
-            + "</tr></thead><tbody>" + "".join(cells) + "</tbody></table>"
+            + "</tr></thead><tbody>" + "".join(_fleet_row(r) for r in rows) + "</tbody></table>"
         )
         intro = tag("p", join([
             f"{len(rows)} clusters. ",
@@ -269,10 +290,13 @@ class Dashboard:
         except KindError as exc:
             bad_input("ui", "kind")
             return _page(cluster, session, Safe(""), flash=str(exc), error=True, status=400)
-        everything = await self.store.list(account, cluster)
-        counts = Counter(str(r.key.ref.kind) for r in everything)
-        namespaces = sorted({r.key.ref.namespace for r in everything if r.key.ref.namespace})
-        rows = [r for r in everything if self._matches(r, kind, query)]
+        counts = {str(c.kind): c.count for c in await self.store.count_kinds(account, cluster)}
+        total = sum(counts.values())
+        # The store narrows by kind; namespace, name and labels are matched here (a name part
+        # and a label selector are not store queries), over one kind's rows at most.
+        candidates = await self.store.list(account, cluster, kind)
+        namespaces = sorted({r.key.ref.namespace for r in candidates if r.key.ref.namespace})
+        rows = [r for r in candidates if self._matches(r, query)]
 
         kind_cards = join(
             link(url(base, kind=k), join([k, tag("b", n)]),
@@ -293,14 +317,14 @@ class Dashboard:
                 )
                 for r in shown
             ),
-            empty="No object matches." if everything else "The backend holds no object of "
+            empty="No object matches." if total else "The backend holds no object of "
             "this cluster yet.",
             id="objects",
         )
         more = (tag("p", f"Showing {MAX_LISTED} of {len(rows)}: narrow the filters.",
                     class_="muted") if len(rows) > MAX_LISTED else Safe(""))
         body = join([
-            tag("p", f"Account {account} · {len(everything)} objects", class_="muted"),
+            tag("p", f"Account {account} · {total} objects", class_="muted"),
             tag("h2", "Kinds"),
             tag("div", kind_cards or tag("span", "none yet", class_="muted"), class_="cards",
                 id="kinds"),
@@ -310,10 +334,8 @@ class Dashboard:
         return _page(cluster, session, body)
 
     @staticmethod
-    def _matches(row: StoredObject, kind: Kind | None, query: Any) -> bool:
+    def _matches(row: StoredObject, query: Any) -> bool:
         ref = row.key.ref
-        if kind is not None and ref.kind != kind:
-            return False
         if query.get("namespace") and ref.namespace != query["namespace"]:
             return False
         search = query.get("q", "").strip().lower()

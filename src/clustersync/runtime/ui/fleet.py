@@ -1,22 +1,26 @@
-"""What the dashboard shows, gathered from the store, the token table and live connections.
+"""What the fleet page shows: the backend's fleet status, with this process's live sockets.
 
-The store is shared by every replica, so object counts are the fleet's. Connection state is what
-the process serving the page knows: the ``backend`` process holds the agent sockets and reports
-them; an ``api`` process alone has no sockets and shows the state as unknown.
+Counts, dead letters and, once the agents report it, initial-sync progress come from
+:func:`clustersync.runtime.status.fleet_status`, which reads the shared store, so every replica
+shows the same. Connection state comes from two places: the agent sockets this process holds
+(the ``backend`` process: exact and immediate) and the connection facts replicas share through
+the store (``states``). A process with neither, such as an ``api`` replica before any replica
+reported, shows the state as unknown rather than guessing "disconnected".
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clustersync.adapters.store import Store
 from clustersync.model.identity import TokenTable
+from clustersync.runtime.status import fleet_status
 
 ClusterId = tuple[str, str]  # (account, cluster)
+StateReader = Callable[[], Awaitable[Mapping[ClusterId, Mapping[str, Any]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +36,26 @@ class LinkFacts:
 LinkSource = Callable[[], Mapping[ClusterId, LinkFacts]]
 
 
+@dataclass(frozen=True, slots=True)
+class KindProgress:
+    listed: int  # objects the agent listed, as it reported
+    stored: int  # objects of that kind the store holds now
+    done: bool
+
+
 @dataclass
 class ClusterRow:
     account: str
     cluster: str
-    connected: bool | None  # None: this process cannot know (no agent sockets here)
-    link: LinkFacts | None = None
-    kinds: Counter[str] = field(default_factory=Counter)
-    last_stored: float = 0.0  # epoch seconds of the newest stored change
+    connected: bool | None  # None: this process cannot know
+    since: str | None = None
+    last_seen: float | str | None = None  # epoch seconds, or a timestamp as reported
+    agent_version: str | None = None
+    protocol: str | None = None
+    replica: str | None = None
+    kinds: dict[str, int] = field(default_factory=dict)
+    progress: dict[str, KindProgress] = field(default_factory=dict)
+    dead_letters: int = 0
 
     @property
     def objects(self) -> int:
@@ -51,20 +67,27 @@ class ClusterRow:
             return "unknown"
         return "connected" if self.connected else "disconnected"
 
+    @property
+    def syncing(self) -> dict[str, KindProgress]:
+        """Kinds whose initial sync is under way (the progress bars)."""
+        return {k: p for k, p in self.progress.items() if not p.done and p.listed > 0}
+
     def as_json(self) -> dict[str, Any]:
         return {
             "account": self.account,
             "cluster": self.cluster,
             "state": self.state,
-            "since": self.link.since if self.link else None,
-            "lastSeen": self.link.last_seen if self.link else None,
-            "agentVersion": self.link.agent_version if self.link else None,
-            "protocol": (
-                None if not self.link else "clustersync.v1" if self.link.extensions else "kubescape"
-            ),
+            "since": self.since,
+            "lastSeen": self.last_seen,
+            "agentVersion": self.agent_version,
+            "protocol": self.protocol,
+            "replica": self.replica,
             "objects": self.objects,
-            "kinds": dict(sorted(self.kinds.items())),
-            "lastStored": self.last_stored or None,
+            "kinds": self.kinds,
+            "progress": {
+                k: {"listed": p.listed, "stored": p.stored} for k, p in self.syncing.items()
+            },
+            "deadLetters": self.dead_letters,
         }
 
 
@@ -86,24 +109,51 @@ def server_links(connections: Mapping[ClusterId, Any], loop_time: Callable[[], f
     return facts
 
 
-async def fleet(store: Store, tokens: TokenTable, links: LinkSource | None) -> list[ClusterRow]:
-    """Every cluster a token names or the store holds objects of, sorted by account, cluster."""
-    live = dict(links()) if links is not None else None
-    rows: dict[ClusterId, ClusterRow] = {}
+def _progress(kind: Mapping[str, Any]) -> KindProgress | None:
+    sync = kind.get("sync")
+    if not isinstance(sync, Mapping):
+        return None
+    listed = sync.get("listed")
+    if not isinstance(listed, int):
+        return None
+    return KindProgress(listed, int(kind.get("objects") or 0), bool(sync.get("done")))
 
-    def row(key: ClusterId) -> ClusterRow:
-        if key not in rows:
-            connected = None if live is None else key in live
-            rows[key] = ClusterRow(key[0], key[1], connected, (live or {}).get(key))
-        return rows[key]
 
-    for identity in tokens.tokens.values():
-        if not identity.admin and identity.account and identity.cluster:
-            row((identity.account, identity.cluster))
-    for key in live or {}:
-        row(key)
-    for stored in await store.list():
-        entry = row((stored.key.account, stored.key.cluster))
-        entry.kinds[str(stored.key.ref.kind)] += 1
-        entry.last_stored = max(entry.last_stored, stored.updated_at)
-    return [rows[key] for key in sorted(rows)]
+def _row(doc: Mapping[str, Any], live: LinkFacts | None, shared: bool,
+         local_sockets: bool) -> ClusterRow:
+    connected: bool | None
+    if live is not None or doc.get("connected"):
+        connected = True  # here, or on another replica that said so through the store
+    elif shared or local_sockets:
+        connected = False
+    else:
+        connected = None
+    kinds = {str(k["kind"]): int(k.get("objects") or 0) for k in doc.get("kinds", ())}
+    progress = {str(k["kind"]): p for k in doc.get("kinds", ()) if (p := _progress(k))}
+    row = ClusterRow(
+        str(doc["account"]), str(doc["cluster"]), connected,
+        since=doc.get("connectedSince"), last_seen=doc.get("lastMessage"),
+        agent_version=doc.get("agentVersion"), protocol=doc.get("protocol"),
+        replica=doc.get("replica"), kinds={k: n for k, n in kinds.items() if n},
+        progress=progress, dead_letters=int(doc.get("deadLetters") or 0),
+    )
+    if live is not None:  # this process's own socket is the freshest word
+        row.since, row.last_seen = live.since, live.last_seen
+        row.agent_version = live.agent_version or row.agent_version
+        row.protocol = "clustersync.v1" if live.extensions else "kubescape"
+    return row
+
+
+async def fleet(store: Store, tokens: TokenTable, links: LinkSource | None,
+                states: StateReader | None) -> list[ClusterRow]:
+    """Every cluster a token names, the store holds objects of, or an agent connected as."""
+    shared = dict(await states()) if states is not None else {}
+    live = dict(links()) if links is not None else {}
+    # A cluster connected here under an account key may not be in the store yet: list it too.
+    known = {**{key: {} for key in live}, **shared}
+    docs = await fleet_status(store, tokens, known)
+    return [
+        _row(doc, live.get(key), key in shared, links is not None)
+        for doc in docs
+        for key in [(str(doc["account"]), str(doc["cluster"]))]
+    ]

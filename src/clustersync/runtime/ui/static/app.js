@@ -28,15 +28,10 @@ function ago(epochSeconds) {
 
 function progress(cluster) {
   const box = el("div");
-  const kinds = cluster.progress || {};
-  for (const [kind, p] of Object.entries(kinds)) {
-    if (!p.listed || p.stored >= p.listed) continue;
+  for (const [kind, p] of Object.entries(cluster.progress || {})) {
     const line = el("div", null, { class: "progress", "data-kind": kind });
-    const bar = el("span", null, { class: "bar", title: kind });
-    const fill = el("span");
-    fill.style.width = Math.round(100 * p.stored / p.listed) + "%";
-    bar.appendChild(fill);
-    line.appendChild(bar);
+    line.appendChild(el("progress", p.stored + " / " + p.listed,
+      { value: String(Math.min(p.stored, p.listed)), max: String(p.listed), title: kind }));
     line.appendChild(document.createTextNode(" " + p.stored + " / " + p.listed + " " + kind));
     box.appendChild(line);
   }
@@ -60,9 +55,10 @@ function renderFleet(table, clusters) {
     cell(row, el("span", c.state, { class: "badge " + c.state }), "state");
     cell(row, String(c.objects), "num objects");
     cell(row, Object.entries(c.kinds).map(([k, n]) => k + ": " + n).join(", ") || "—", "kinds");
-    cell(row, progress(c));
-    cell(row, c.lastSeen ? ago(c.lastSeen) : (c.lastStored ? "stored " + ago(c.lastStored) : "—"));
+    cell(row, progress(c), "sync");
+    cell(row, typeof c.lastSeen === "number" ? ago(c.lastSeen) : (c.lastSeen || "—"));
     cell(row, c.agentVersion || "—");
+    cell(row, String(c.deadLetters), "num dead");
   }
   table.replaceChild(fresh, body);
 }
