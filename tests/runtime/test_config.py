@@ -287,7 +287,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
         load_agent_config(missing)
-    assert_one_line(info.value, str(missing), "cannot read")
+    assert_one_line(info.value, str(missing), "cannot read", "does not exist")
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
@@ -415,3 +415,118 @@ def test_resync_interval_must_be_positive() -> None:
     with pytest.raises(ConfigError) as bad:
         parse_agent_config(minimal(resyncInterval=0))
     assert_one_line(bad.value, "resyncInterval")
+
+
+# ---------------------------------------------------------------- strictness (issue 10)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needles"),
+    [
+        ({"excludeNamespace": "kube-system"},
+         ("unknown key 'excludeNamespace'", "did you mean 'excludeNamespaces'")),
+        ({"coalesce": {"quite": 1}}, ("'coalesce.quite'", "did you mean 'quiet'")),
+        ({"writes": {"verb": ["create"]}}, ("'writes.verb'", "did you mean 'verbs'")),
+        ({"resources": [{"version": "v1", "resources": "configmaps"}]},
+         ("'resources[0].resources'", "did you mean 'resource'")),
+        ({"zzz": 1}, ("unknown key 'zzz'",)),
+    ],
+)
+def test_unknown_keys_are_errors_with_a_suggestion(
+    overrides: dict[str, Any], needles: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(minimal(**overrides), "agent.yaml")
+    text = assert_one_line(info.value, "agent.yaml", *needles)
+    if "zzz" in overrides:
+        assert "did you mean" not in text
+
+
+def test_unknown_key_inside_kubescape_in_cluster_section() -> None:
+    section = dict(KUBESCAPE_CONFIG["inCluster"])
+    section["clustername"] = section.pop("clusterName")
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config({"inCluster": section}, "config.json")
+    assert_one_line(info.value, "'inCluster.clustername'", "did you mean 'clusterName'")
+
+
+def test_kubescape_backend_section_is_tolerated() -> None:
+    doc = {**KUBESCAPE_CONFIG, "backend": {"port": 8080}}
+    assert parse_agent_config(doc).cluster == "kind-kind"
+
+
+def test_yaml_errors_give_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "agent.yaml", "server: ws://x/\naccount: a\nresources: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(path)
+    # The flow sequence opened on line 3 is never closed: PyYAML notices at the end (line 4).
+    assert_one_line(info.value, f"{path}:4:1:", "not valid YAML")
+
+
+def test_yaml_error_column_points_at_the_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "agent.yaml", "server: ws://x/\naccount: 'open\n")
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(path)
+    assert_one_line(info.value, f"{path}:3:1:")
+
+
+@pytest.mark.parametrize(
+    ("server", "needles"),
+    [
+        ("backend.example.com:8080", ("needs a scheme", "ws://")),
+        ("127.0.0.1:8080/", ("needs a scheme",)),
+        ("ftp://backend/", ("needs a scheme",)),
+        ("http://backend:8080/", ("did you mean 'ws://backend:8080/'",)),
+        ("https://backend/", ("did you mean 'wss://backend/'",)),
+        ("ws://:8080/", ("names no host",)),
+        ("ws://backend:99999/", ("port",)),
+        ("ws://backend:http/", ("port",)),
+    ],
+)
+def test_server_urls_are_checked_at_load(server: str, needles: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(minimal(server=server), "agent.yaml")
+    assert_one_line(info.value, "agent.yaml", repr(server), *needles)
+
+
+@pytest.mark.parametrize(
+    "server", ["ws://127.0.0.1:8080/", "wss://backend.example.com/api/v1/synchronizer"]
+)
+def test_good_server_urls(server: str) -> None:
+    assert parse_agent_config(minimal(server=server)).server == server
+
+
+@pytest.mark.parametrize("value", [0, -5, "soon", True])
+def test_resync_interval_has_one_message(value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(minimal(resyncInterval=value))
+    assert_one_line(info.value, f"resyncInterval must be a positive number, got {value!r}")
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("configmaps", CONFIGMAPS), ("cm", CONFIGMAPS), ("ConfigMap", CONFIGMAPS),
+     ("v1/configmaps", CONFIGMAPS), ("/v1/configmaps", CONFIGMAPS),
+     ("deployments.apps", DEPLOYMENTS), ("deploy", DEPLOYMENTS),
+     ("applicationprofiles", PROFILES)],
+)
+def test_write_kinds_as_kubectl_users_write_them(written: str, expected: Kind) -> None:
+    resources = [
+        {"version": "v1", "resource": "configmaps"},
+        {"group": "apps", "version": "v1", "resource": "deployments"},
+        {"group": PROFILES.group, "version": PROFILES.version, "resource": PROFILES.resource},
+    ]
+    config = parse_agent_config(minimal(resources=resources, writes={"kinds": [written]}))
+    assert config.write_policy.kinds == frozenset({expected})
+
+
+def test_unknown_write_kind_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(minimal(writes={"kinds": ["configmapz"]}), "agent.yaml")
+    assert_one_line(info.value, "agent.yaml", "writes", "did you mean", "'configmaps'")
+
+
+def test_write_kind_that_is_not_synced_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(minimal(writes={"kinds": ["deploy"]}), "agent.yaml")
+    assert_one_line(info.value, "writes.kinds", "apps/v1/deployments is not synced")

@@ -5,14 +5,17 @@ Every loader raises :class:`ConfigError` with a one-line reason naming the file 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from clustersync.model import Kind, KindError
 from clustersync.model.identity import Identity, TokenTable
+from clustersync.model.kind_names import KindCatalog
 from clustersync.model.versions import AGENT_VERSION, is_agent_version
 from clustersync.protocol.agent import Strategy, Verb, WritePolicy
 from clustersync.protocol.shaping import NamespaceRules
@@ -60,9 +63,44 @@ class AgentConfig:
     ingest: IngestConfig | None = None  # the HTTP ingest endpoint, when configured
 
 
+# Every key an agent configuration may hold, per section: anything else is a typo to report
+# (a silently ignored ``excludeNamespace:`` would sync kube-system). kubescape's spellings
+# (``serverUrl``, ``clusterName``) are accepted beside ours.
+AGENT_KEYS = frozenset({
+    "server", "serverUrl", "account", "cluster", "clusterName", "accessKey", "accessKeyFile",
+    "namespace", "includeNamespaces", "excludeNamespaces", "kubeconfig", "resources", "writes",
+    "coalesce", "heartbeat", "firstConnectTimeout", "caFile", "compress", "resyncInterval",
+    "agentVersion", "httpEndpoint",
+})  # fmt: skip
+# kubescape's config.json: the backend's sections are read by its server, not by an agent.
+KUBESCAPE_TOP_KEYS = frozenset({"inCluster", "httpEndpoint", "backend", "kubeconfig"})
+SECTION_KEYS = {
+    "resources": frozenset({"group", "version", "resource", "strategy"}),
+    "writes": frozenset({"kinds", "namespaces", "verbs"}),
+    "coalesce": frozenset({"quiet", "maxWait"}),
+    "httpEndpoint": frozenset(
+        {"serverPort", "resources", "host", "maxBodyBytes", "readTimeout"}
+    ),
+}
+AGENT_SCHEMES = ("ws", "wss")
+
+
+def check_keys(section: dict[str, Any], known: frozenset[str], where: str = "") -> None:
+    """Refuse a key nobody reads, with the closest known key as a suggestion."""
+    for key in section:
+        if key in known:
+            continue
+        name = f"{where}.{key}" if where else str(key)
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown key {name!r}{hint}")
+
+
 def _read_document(path: str | Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"cannot read {path}: the file does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -70,7 +108,38 @@ def _read_document(path: str | Path) -> Any:
     try:
         return yaml.safe_load(text)  # JSON is YAML too
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(_yaml_error(path, exc)) from None
+
+
+def _yaml_error(path: str | Path, exc: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: not valid YAML/JSON: problem``, lines and columns from 1."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    return f"{where}: not valid YAML/JSON: {detail}"
+
+
+def server_url(value: str) -> str:
+    """The agent's ``server``: a ws:// or wss:// URL with a host (and a valid port, if any)."""
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https"):
+        suggestion = "ws" + value[4:]
+        raise ConfigError(
+            f"server {value!r}: agents connect with a websocket URL; did you mean {suggestion!r}?"
+        )
+    if parts.scheme not in AGENT_SCHEMES or not value.startswith(f"{parts.scheme}://"):
+        raise ConfigError(
+            f"server {value!r} needs a scheme: ws://HOST:PORT/ or wss://HOST/ (TLS)"
+        )
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise ConfigError(f"server {value!r}: the port is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ConfigError(f"server {value!r} names no host")
+    return value
 
 
 def _names(value: Any, what: str) -> frozenset[str]:
@@ -91,6 +160,7 @@ def _resources(value: Any) -> tuple[ResourceSpec, ...]:
     for i, item in enumerate(value):
         if not isinstance(item, dict):
             raise ConfigError(f"resources[{i}] must be a mapping")
+        check_keys(item, SECTION_KEYS["resources"], f"resources[{i}]")
         try:
             kind = Kind(
                 str(item.get("group") or ""),
@@ -109,22 +179,35 @@ def _write_policy(value: Any, kinds: frozenset[Kind]) -> WritePolicy:
         return WritePolicy()
     if not isinstance(value, dict):
         raise ConfigError("writes must be a mapping")
+    check_keys(value, SECTION_KEYS["writes"], "writes")
     try:
-        allowed = frozenset(Kind.parse(k) for k in value["kinds"]) if "kinds" in value else None
+        allowed = _write_kinds(value["kinds"], kinds) if "kinds" in value else None
         verbs = frozenset(Verb(v) for v in value["verbs"]) if "verbs" in value else frozenset(Verb)
     except (KindError, ValueError, TypeError) as exc:
         raise ConfigError(f"writes: {exc}") from None
     if allowed is not None and not allowed <= kinds:
-        raise ConfigError("writes.kinds must be synced resources")
+        outside = ", ".join(sorted(str(k) for k in allowed - kinds))
+        raise ConfigError(f"writes.kinds must be synced resources: {outside} is not synced")
     namespaces = _names(value["namespaces"], "writes.namespaces") if "namespaces" in value else None
     return WritePolicy(kinds=allowed, namespaces=namespaces, verbs=verbs)
 
 
+def _write_kinds(value: Any, synced: frozenset[Kind]) -> frozenset[Kind]:
+    """``writes.kinds`` as kubectl users write them (``configmaps``, ``cm``, ``deployments.apps``,
+    ``/v1/configmaps``), resolved among the built-in kinds and those the agent syncs."""
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise TypeError("kinds must be a list of kind names")
+    catalog = KindCatalog()
+    for kind in synced:
+        catalog.learn(kind)
+    return frozenset(catalog.resolve(text).kind for text in value)
+
+
 def _positive(section: dict[str, Any], key: str, default: float) -> float:
-    value = _number(section, key, default)
-    if value <= 0:
-        raise ConfigError(f"{key} must be positive")
-    return value
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
@@ -156,7 +239,7 @@ def _agent_version(section: dict[str, Any]) -> str:
 def _number(section: dict[str, Any], key: str, default: float) -> float:
     value = section.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{key} must be a non-negative number")
+        raise ConfigError(f"{key} must be a non-negative number, got {value!r}")
     return float(value)
 
 
@@ -167,6 +250,7 @@ def _ingest(value: Any) -> IngestConfig | None:
         return None
     if not isinstance(value, dict):
         raise ConfigError("httpEndpoint must be a mapping")
+    check_keys(value, SECTION_KEYS["httpEndpoint"], "httpEndpoint")
     port = value.get("serverPort")
     try:
         number = int(port) if isinstance(port, int | str) and not isinstance(port, bool) else -1
@@ -223,6 +307,14 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
     section = doc.get("inCluster", doc)
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: inCluster must be a mapping")
+    try:
+        if section is doc:
+            check_keys(doc, AGENT_KEYS)
+        else:
+            check_keys(doc, KUBESCAPE_TOP_KEYS)
+            check_keys(section, AGENT_KEYS, "inCluster")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     server = section.get("server") or section.get("serverUrl")
     cluster = section.get("cluster") or section.get("clusterName")
     values = {
@@ -235,6 +327,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{source}: {name} is required")
     try:
+        server_url(str(server))
         resources = _resources(section.get("resources"))
         rules = NamespaceRules(
             operator_namespace=str(section.get("namespace") or ""),
@@ -244,6 +337,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
         coalesce = section.get("coalesce") or {}
         if not isinstance(coalesce, dict):
             raise ConfigError("coalesce must be a mapping")
+        check_keys(coalesce, SECTION_KEYS["coalesce"], "coalesce")
         quiet = _number(coalesce, "quiet", 1.0)
         max_wait = _number(coalesce, "maxWait", 5.0)
         if max_wait < quiet:
