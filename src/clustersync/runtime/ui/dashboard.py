@@ -49,7 +49,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-NAV = (("Fleet", "/ui/"), ("Backend writes", "/ui/writes"), ("Dead letters", "/ui/deadletters"))
+NAV = (("Fleet", "/ui/"), ("Backend writes", "/ui/writes"), ("Dead letters", "/ui/deadletters"),
+       ("API reference", "/api/v1/docs"))
 MAX_WRITES = 200  # rows on the audit page, newest first
 
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
