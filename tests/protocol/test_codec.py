@@ -37,6 +37,7 @@ from clustersync.protocol.messages import (
     Event,
     Frame,
     GetObject,
+    KindProgress,
     Message,
     NewChecksum,
     ObjectDeleted,
@@ -44,6 +45,7 @@ from clustersync.protocol.messages import (
     Ping,
     PutObject,
     SyncedKind,
+    SyncProgress,
     WriteOutcome,
     WriteStatus,
     reply_meta,
@@ -74,6 +76,7 @@ def _messages() -> list[Frame]:
         AgentInfo(kinds=()),
         AgentInfo(kinds=(SyncedKind(PODS, True), SyncedKind(NODES, False)), msg_id=MSG_ID),
         AgentInfo(kinds=(SyncedKind(Kind.parse("example.com/v1/widgets"), None),)),
+        SyncProgress(kinds=(KindProgress(PODS, 3, 2, 1, False),), msg_id=MSG_ID),
         WriteOutcome(ref=POD, status=WriteStatus.APPLIED, msg_id=MSG_ID),
         WriteOutcome(
             ref=NODE, status=WriteStatus.REFUSED, reason="policy: no", msg_id="w", depth=1

@@ -174,7 +174,7 @@ async def cmd_agent(args: argparse.Namespace) -> None:
         except KubeError as exc:
             raise CommandError(f"cannot reach the Kubernetes API: {exc}") from None
         agent = Agent(config, kube, git_version=git_version)
-        site = health_site(ready=agent.ready)
+        site = health_site(ready=agent.ready, waiting=agent.waiting_for)
         agent.dead_letters.add_routes(site.app)
         ingest = IngestEndpoint(config.ingest, agent.submit) if config.ingest else None
         try:

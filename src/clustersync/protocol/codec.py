@@ -30,6 +30,7 @@ from clustersync.protocol.messages import (
     Event,
     Frame,
     GetObject,
+    KindProgress,
     NewChecksum,
     ObjectDeleted,
     ObjectMessage,
@@ -37,6 +38,7 @@ from clustersync.protocol.messages import (
     Ping,
     PutObject,
     SyncedKind,
+    SyncProgress,
     WriteOutcome,
     WriteStatus,
 )
@@ -78,6 +80,18 @@ def to_wire(msg: Frame) -> dict[str, Any]:
         return out
     if isinstance(msg, AgentInfo):
         out["Kinds"] = [{**_kind(k.kind), "Namespaced": k.namespaced} for k in msg.kinds]
+        return out
+    if isinstance(msg, SyncProgress):
+        out["Kinds"] = [
+            {
+                **_kind(k.kind),
+                "Listed": k.listed,
+                "Sent": k.sent,
+                "Acknowledged": k.acknowledged,
+                "Done": k.done,
+            }
+            for k in msg.kinds
+        ]
         return out
     if isinstance(msg, Batch):
         out["Kind"] = _kind(msg.kind)
@@ -277,6 +291,30 @@ def _decode_agent_info(fields: dict[str, Any]) -> AgentInfo:
     )
 
 
+def _count(item: dict[str, Any], name: str) -> int:
+    value = item.get(name.lower(), 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+        raise DecodeError(f"{name} must be a whole number of objects, got {value!r}")
+    return value
+
+
+def _decode_sync_progress(fields: dict[str, Any]) -> SyncProgress:
+    value = fields.get("kinds")
+    if not isinstance(value, list) or len(value) > MAX_AGENT_KINDS:
+        raise DecodeError(f"Kinds must be a list of at most {MAX_AGENT_KINDS} kinds")
+    kinds = []
+    for raw in value:
+        item = folded(raw, "Kinds item")
+        done = item.get("done", False)
+        if not isinstance(done, bool):
+            raise DecodeError(f"Done must be true or false, got {done!r}")
+        listed, sent, acked = (_count(item, n) for n in ("Listed", "Sent", "Acknowledged"))
+        kinds.append(KindProgress(_decode_kind(raw), listed, sent, acked, done))
+    return SyncProgress(
+        kinds=tuple(kinds), depth=read_int(fields, "Depth", 0), msg_id=read_str(fields, "MsgId")
+    )
+
+
 def _decode_write_outcome(fields: dict[str, Any]) -> WriteOutcome:
     if fields.get("kind") is None or not read_str(fields, "Name"):
         raise DecodeError("WRITE_OUTCOME without Kind and Name")
@@ -325,6 +363,8 @@ def from_wire(doc: Any) -> Frame:
         return _decode_agent_info(fields)
     if event is Event.WRITE_OUTCOME:
         return _decode_write_outcome(fields)
+    if event is Event.SYNC_PROGRESS:
+        return _decode_sync_progress(fields)
     if event in _OBJECT_EVENTS:
         return _decode_object_message(fields, event)
     raise DecodeError(f"deprecated event {event.name} is not accepted", "unknown_event")

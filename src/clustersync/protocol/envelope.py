@@ -18,11 +18,23 @@ from typing import Any
 import orjson
 
 from clustersync.protocol.codec import DecodeError, from_wire, to_wire
-from clustersync.protocol.messages import Ack, AgentInfo, Batch, Message, Ping, Report, WriteOutcome
+from clustersync.protocol.messages import (
+    Ack,
+    AgentInfo,
+    Batch,
+    Message,
+    Ping,
+    Report,
+    SyncProgress,
+    WriteOutcome,
+)
 
 CONTROL_CONNECTED = "connected"  # an agent connected: the ingester answers with reconciliation
 CONTROL_RECONCILE = "reconcile"  # periodic reconciliation request for a connected agent
-CONTROLS = frozenset({CONTROL_CONNECTED, CONTROL_RECONCILE})
+# On a cluster's report subject: a server replica's facts about that cluster's connection, in
+# ``client`` (see runtime/status_report.py); the ingester keeps them for the fleet status.
+CONTROL_LINK = "link"
+CONTROLS = frozenset({CONTROL_CONNECTED, CONTROL_RECONCILE, CONTROL_LINK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +79,10 @@ def decode_envelope(data: bytes) -> Envelope:
     if control and control not in CONTROLS:
         raise DecodeError(f"unknown control {control!r}", "unknown_event")
     message = from_wire(doc["message"]) if doc.get("message") is not None else None
-    if isinstance(message, Ack | AgentInfo | WriteOutcome):
+    if isinstance(message, Ack | AgentInfo | WriteOutcome | SyncProgress):
         raise DecodeError(f"a {message.event.name} frame cannot travel as a message")
     report = from_wire(doc["report"]) if doc.get("report") is not None else None
-    if report is not None and not isinstance(report, AgentInfo | WriteOutcome):
+    if report is not None and not isinstance(report, AgentInfo | WriteOutcome | SyncProgress):
         raise DecodeError(f"a {report.event.name} frame is not a report")
     if message is None and not control and report is None:
         raise DecodeError("bus message carries neither a message, a control nor a report")

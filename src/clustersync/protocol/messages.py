@@ -35,6 +35,7 @@ class Event(IntEnum):
     ACK = 100  # our extension, used only when both ends negotiated it (see ACK_PROTOCOL)
     AGENT_INFO = 101  # our extension: the kinds the agent syncs (see AgentInfo)
     WRITE_OUTCOME = 102  # our extension: what became of a backend write (see WriteOutcome)
+    SYNC_PROGRESS = 103  # our extension: how far the initial sync got (see SyncProgress)
 
 
 BATCH_RECONCILIATION = "reconciliation"
@@ -198,7 +199,29 @@ class WriteOutcome:
     event = Event.WRITE_OUTCOME
 
 
-Report = AgentInfo | WriteOutcome
+@dataclass(frozen=True, slots=True)
+class KindProgress:
+    """One kind's initial sync, as the agent counts it since it connected."""
+
+    kind: Kind
+    listed: int  # objects the informer listed
+    sent: int  # object messages written to the link
+    acknowledged: int  # objects the backend accounted for (its inventory answer covered them)
+    done: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncProgress:
+    """Sent by our agent every few seconds during its initial sync, and once at the end
+    (``clustersync.v1`` only), so the fleet status can show the sync's progress."""
+
+    kinds: tuple[KindProgress, ...]
+    depth: int = 0
+    msg_id: str = ""
+    event = Event.SYNC_PROGRESS
+
+
+Report = AgentInfo | WriteOutcome | SyncProgress
 """Extension frames an agent sends about itself rather than about the cluster's objects."""
 
 Frame = Message | Ack | Report

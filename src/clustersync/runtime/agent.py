@@ -59,6 +59,7 @@ from clustersync.protocol.messages import (
     Message,
     Ping,
     SyncedKind,
+    SyncProgress,
     WriteOutcome,
     WriteStatus,
     new_msg_id,
@@ -68,6 +69,7 @@ from clustersync.protocol.shaping import ShapingError
 from clustersync.protocol.supersede import SUPERSEDED_CLOSE, SupersedePolicy
 from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.agent_dead_letters import DeadLetters
+from clustersync.runtime.agent_progress import SyncProgressLog
 from clustersync.runtime.config import AgentConfig
 
 log = logging.getLogger("clustersync.agent")
@@ -105,6 +107,7 @@ class Agent:
             )
             for r in config.resources
         }
+        self.progress = SyncProgressLog(self.informers)  # log lines and reports after connect
         self.coalescer: Coalescer[tuple[Kind, str, str], PENDING] = Coalescer(
             config.coalesce_quiet, config.coalesce_max_wait
         )
@@ -134,8 +137,16 @@ class Agent:
 
     def ready(self) -> bool:
         """Connected to a server, with every resource listed at least once."""
-        synced = all(informer.synced.is_set() for informer in self.informers.values())
-        return self.connected.is_set() and synced
+        return not self.waiting_for()
+
+    def waiting_for(self) -> str:
+        """What keeps the agent from being ready ("" when ready), for /readyz's body."""
+        unlisted = [str(k) for k, inf in self.informers.items() if not inf.synced.is_set()]
+        if unlisted:
+            return f"waiting for the first list of: {', '.join(unlisted)}"
+        if not self.connected.is_set():
+            return f"waiting for the connection to {self.config.server}"
+        return ""
 
     # ------------------------------------------------------------ cluster side
 
@@ -292,7 +303,9 @@ class Agent:
         else:
             self._awaiting_inventory = set()
             resync = self._announce_all()
+        self.progress.begin(answers=acks)
         tasks = [
+            asyncio.create_task(self.progress.run(ws, lambda: len(self.outbox), reports=acks)),
             asyncio.create_task(self._send_loop(ws)),
             asyncio.create_task(resync),
             asyncio.create_task(self._handle_loop(inbox)),
@@ -303,8 +316,8 @@ class Agent:
             tasks.append(asyncio.create_task(self._ping_periodically(ws)))
         try:
             async for item, delivery_id in receive_deliveries(ws, "agent"):
-                if isinstance(item, Rejected | Ack | AgentInfo | WriteOutcome):
-                    if isinstance(item, AgentInfo | WriteOutcome):
+                if isinstance(item, Rejected | Ack | AgentInfo | WriteOutcome | SyncProgress):
+                    if isinstance(item, AgentInfo | WriteOutcome | SyncProgress):
                         bad_input("agent", "unexpected_report")  # agents report; servers don't
                     # Finished with at once: a frame the agent cannot use must not leave the
                     # server waiting for its ack (and the cluster's down stream stalled).
@@ -352,6 +365,7 @@ class Agent:
                 msg = queue[0]
                 try:
                     await send(ws, msg, "agent")
+                    self.progress.on_sent(msg)
                 except FrameTooLargeError as exc:
                     self._too_large(msg, exc)
                 except (ConnectionError, aiohttp.ClientError) as exc:
@@ -446,6 +460,7 @@ class Agent:
                 await informer.synced.wait()  # an unsynced cache would look like mass deletes
             inventory = list(informer.cache.values()) if informer else []
             self._carry_out(self.session.reconcile(msg, inventory))
+            self.progress.on_answer(msg.kind)
             return
         live = await self._live(msg.ref)
         outcome = self.session.handle(msg, live)

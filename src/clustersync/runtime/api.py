@@ -32,7 +32,7 @@ from clustersync.protocol.messages import (
 from clustersync.runtime.api_http import json_response as _json
 from clustersync.runtime.api_http import problem, refuse_unless_admin
 from clustersync.runtime.queries import QueryApi
-from clustersync.runtime.status import Key
+from clustersync.runtime.status import Key, load_states
 
 log = logging.getLogger("clustersync.api")
 
@@ -79,10 +79,11 @@ class BackendApi:
         self.store = store
         self.bus = bus
         self.tokens = tokens
-        self.queries = QueryApi(store, tokens, self.cluster_states)
+        self.queries = QueryApi(store, tokens)
 
     async def cluster_states(self) -> dict[Key, dict[str, Any]]:
-        return {}
+        """Connection facts and sync progress per cluster, as every replica shared them."""
+        return await load_states(self.store)
 
     def add_routes(self, app: web.Application, *, root: bool = True) -> None:
         self.queries.add_routes(app, root=root)  # index, documentation, fleet, object reads

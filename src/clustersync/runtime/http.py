@@ -12,16 +12,21 @@ from clustersync.runtime.listener import Gate, Listener, ListenerLimits, head_mi
 from clustersync.runtime.supervisor import Supervisor
 
 
-def add_health_routes(app: web.Application, ready: Callable[[], bool] = lambda: True) -> None:
+def add_health_routes(
+    app: web.Application,
+    ready: Callable[[], bool] = lambda: True,
+    waiting: Callable[[], str] | None = None,
+) -> None:
+    """``waiting`` says what the process waits for while not ready (the body of a 503)."""
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(request: web.Request) -> web.Response:
-        return (
-            web.Response(text="ready\n")
-            if ready()
-            else web.Response(text="not ready\n", status=503)
-        )
+        if ready():
+            return web.Response(text="ready\n")
+        why = waiting() if waiting is not None else ""
+        return web.Response(text=f"not ready: {why}\n" if why else "not ready\n", status=503)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -48,6 +48,7 @@ from clustersync.protocol.backend import (
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
     CONTROL_CONNECTED,
+    CONTROL_LINK,
     DEAD_FILTER,
     REPORT_FILTER,
     UP_PARTITIONS,
@@ -69,10 +70,12 @@ from clustersync.protocol.messages import (
     ObjectDeleted,
     Ping,
     PutObject,
+    SyncProgress,
     WriteStatus,
 )
 from clustersync.protocol.outcomes import write_id
 from clustersync.runtime.batcher import WriteBatcher
+from clustersync.runtime.status_recorder import record_link, record_progress
 from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync.ingester")
@@ -307,6 +310,12 @@ class Ingester:
 
     async def _on_report(self, env: Envelope, delivery: Delivery) -> None:
         report = env.report
+        if env.control == CONTROL_LINK:  # a server replica's facts for the fleet status
+            await record_link(self.store, env)
+            return
+        if isinstance(report, SyncProgress):
+            await record_progress(self.store, env, report)
+            return
         if report is None:
             bad_input("ingester", "bad_report")
             await self._park(delivery, "a report subject carries no report", "bad_report")

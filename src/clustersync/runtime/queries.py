@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,14 +19,13 @@ from clustersync.model.identity import TokenTable
 from clustersync.model.kind_names import KindCatalog
 from clustersync.runtime.api_http import json_response, problem, refuse_unless_admin
 from clustersync.runtime.openapi import openapi_document, render_reference
-from clustersync.runtime.status import Key, fleet_status
+from clustersync.runtime.status import fleet_status, load_states
 from clustersync.sandbox.errors import SandboxError
 from clustersync.sandbox.selectors import parse_label_selector
 
 MAX_LIMIT = 5000
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 Handler = Callable[[web.Request], Awaitable[web.Response]]
-StateReader = Callable[[], Awaitable[Mapping[Key, Mapping[str, Any]]]]
 
 
 def row_json(row: StoredObject, full: bool) -> dict[str, Any]:
@@ -96,10 +95,9 @@ def wants_yaml(accept: str) -> bool | None:
 
 
 class QueryApi:
-    def __init__(self, store: Store, tokens: TokenTable, states: StateReader) -> None:
+    def __init__(self, store: Store, tokens: TokenTable) -> None:
         self.store = store
         self.tokens = tokens
-        self.states = states  # connection facts and sync progress, shared through the store
         self.catalog = KindCatalog()
 
     def add_routes(self, app: web.Application, *, root: bool = True) -> None:
@@ -178,12 +176,13 @@ class QueryApi:
 
     async def list_clusters(self, request: web.Request) -> web.Response:
         account = request.query.get("account") or None
-        items = await fleet_status(self.store, self.tokens, await self.states(), account)
+        items = await fleet_status(self.store, self.tokens, await load_states(self.store), account)
         return json_response({"items": items})
 
     async def get_cluster(self, request: web.Request) -> web.Response:
         account, cluster = request.match_info["account"], request.match_info["cluster"]
-        items = await fleet_status(self.store, self.tokens, await self.states(), account, cluster)
+        states = await load_states(self.store)
+        items = await fleet_status(self.store, self.tokens, states, account, cluster)
         if not items:
             return problem(
                 404,

@@ -49,6 +49,7 @@ from clustersync.protocol.messages import (
     Ping,
     PutObject,
     Report,
+    SyncProgress,
     WriteOutcome,
     WriteStatus,
     new_msg_id,
@@ -56,6 +57,7 @@ from clustersync.protocol.messages import (
 from clustersync.protocol.outcomes import write_id
 from clustersync.protocol.pulsar_codec import format_timestamp
 from clustersync.protocol.ratelimit import TokenBucket
+from clustersync.runtime.status_report import CONNECT, DISCONNECT, LinkReporter
 from clustersync.runtime.supervisor import Supervisor, log_failure
 from clustersync.runtime.takeover import Takeovers
 
@@ -148,6 +150,8 @@ class SyncServer:
         # A newer connection of a cluster on any replica closes the older one (item: one active
         # connection per cluster), through notices on the bus.
         self.takeovers = Takeovers(bus, self._supersede_if_older, replica)
+        # Connection facts for the fleet status, shared through the bus and the store.
+        self.link_reports = LinkReporter(bus, self.takeovers.replica)
 
     def add_routes(self, app: web.Application) -> None:
         # kubescape agents may dial any path; the catch-all must come after every other route.
@@ -160,6 +164,9 @@ class SyncServer:
         await self.takeovers.start()
         if self.reconcile_interval > 0:
             self.supervisor.spawn("reconcile", self._reconcile_periodically)
+        self.supervisor.spawn(
+            "link-status", lambda: self.link_reports.report_periodically(self.connections.values())
+        )
 
     async def _shutdown(self, app: web.Application) -> None:
         await self.supervisor.stop()
@@ -200,6 +207,7 @@ class SyncServer:
                 down_durable(conn.account, conn.cluster),
                 lambda delivery: self._deliver(conn, delivery),
             )
+            await self.link_reports.report(conn, CONNECT)
             if not conn.acks:
                 # Our agents request their inventories; a kubescape agent gets ours pushed.
                 await self._publish_control(conn, CONTROL_CONNECTED)
@@ -222,6 +230,7 @@ class SyncServer:
             if self.connections.get(key) is conn:
                 del self.connections[key]
             CONNECTED_AGENTS.set(len(self.connections))
+            await self.link_reports.report(conn, DISCONNECT)
             log.info("agent disconnected: account=%s cluster=%s", *key)
         return ws
 
@@ -281,7 +290,7 @@ class SyncServer:
             if isinstance(item, Ack):
                 conn.acknowledge(item.ids)
                 continue
-            if isinstance(item, AgentInfo | WriteOutcome):
+            if isinstance(item, AgentInfo | WriteOutcome | SyncProgress):
                 await self._publish_report(conn, item)
                 continue
             forwarded = bridge_hop(item)  # one level deeper per hop, as kubescape's server does

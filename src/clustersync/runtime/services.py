@@ -40,9 +40,11 @@ def api_site(
     return Site(app, "api", limits)
 
 
-def health_site(ready: Callable[[], bool] = lambda: True) -> Site:
+def health_site(
+    ready: Callable[[], bool] = lambda: True, waiting: Callable[[], str] | None = None
+) -> Site:
     app = web.Application()
-    add_health_routes(app, ready)
+    add_health_routes(app, ready, waiting)
     return Site(app, "health")
 
 

@@ -9,12 +9,20 @@ from the cluster-state rows that the ingester keeps from what server replicas re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from clustersync.adapters.store import KindCount, Store
+import orjson
+
+from clustersync.adapters.store import ClusterState, KindCount, Store
 from clustersync.model.identity import TokenTable
 from clustersync.protocol.envelope import subject_token
+from clustersync.runtime.status_report import LINK_REPORT_INTERVAL
+
+# A replica reports each live connection every LINK_REPORT_INTERVAL; a report older than this
+# many intervals means the replica died with the connection (the agent has not come back).
+STALE_REPORTS = 3
 
 Key = tuple[str, str]
 
@@ -26,6 +34,35 @@ def named_clusters(tokens: TokenTable) -> set[Key]:
         for i in tokens.tokens.values()
         if not i.admin and i.account and i.cluster
     }
+
+
+def state_document(state: ClusterState, now: float) -> dict[str, Any]:
+    """What the fleet status reads of a cluster-state row (unreadable JSON reads as unknown)."""
+    try:
+        link = orjson.loads(state.link)
+        progress = orjson.loads(state.progress)
+    except orjson.JSONDecodeError:
+        link, progress = {}, {}
+    link = link if isinstance(link, dict) else {}
+    reported = link.get("reportedAt")
+    fresh = isinstance(reported, int | float) and now - reported < STALE_REPORTS * (
+        LINK_REPORT_INTERVAL
+    )
+    return {
+        "connected": bool(link.get("connected")) and fresh,
+        "replica": link.get("replica"),
+        "connectedSince": link.get("connectedSince"),
+        "lastMessage": link.get("lastMessage"),
+        "lastReport": reported,
+        "agentVersion": link.get("synchronizerVersion"),
+        "protocol": link.get("protocol"),
+        "progress": progress if isinstance(progress, dict) else {},
+    }
+
+
+async def load_states(store: Store) -> dict[Key, dict[str, Any]]:
+    now = time.time()
+    return {(s.account, s.cluster): state_document(s, now) for s in await store.cluster_states()}
 
 
 def dead_letters_by_cluster(counts: Mapping[str, int], keys: Iterable[Key]) -> dict[Key, int]:
@@ -71,6 +108,7 @@ def cluster_status(
         "replica": state.get("replica") or None,
         "connectedSince": state.get("connectedSince"),
         "lastMessage": state.get("lastMessage"),
+        "lastReport": state.get("lastReport"),
         "agentVersion": state.get("agentVersion") or None,
         "protocol": state.get("protocol") or None,
         "objects": sum(held.values()),

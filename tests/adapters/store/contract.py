@@ -324,3 +324,29 @@ class StoreContract:
         for subject in ("cs.up.a.c1.3", "cs.up.a.c1.3", "cs.down.b.c1"):
             await store.park(subject, b"x", "why")
         assert await store.count_dead_letters() == {"cs.up.a.c1.3": 2, "cs.down.b.c1": 1}
+
+    async def test_cluster_state_link_and_progress(self, store: Store) -> None:
+        assert await store.cluster_states() == []
+        await store.save_progress("a", "c1", b'{"/v1/pods": {"listed": 3}}')
+        assert await store.save_link("a", "c1", "conn-1", b'{"connected": true}', current=False)
+        # News of another connection than the one recorded changes nothing.
+        assert not await store.save_link("a", "c1", "conn-0", b'{"connected": false}', current=True)
+        assert not await store.save_link("a", "c2", "conn-9", b'{"connected": true}', current=True)
+        (state,) = await store.cluster_states()
+        assert (state.account, state.cluster, state.connection_id) == ("a", "c1", "conn-1")
+        assert orjson.loads(state.link) == {"connected": True}
+        assert orjson.loads(state.progress) == {"/v1/pods": {"listed": 3}}
+        assert state.updated_at > 0
+        assert await store.save_link("a", "c1", "conn-1", b'{"connected": false}', current=True)
+        await store.save_link("a", "c0", "conn-2", b'{"connected": true}', current=False)
+        states = await store.cluster_states()
+        assert [(s.cluster, orjson.loads(s.link)) for s in states] == [
+            ("c0", {"connected": True}),
+            ("c1", {"connected": False}),
+        ]
+        assert orjson.loads(states[0].progress) == {}
+        # A newer connection replaces the row whatever it held; progress stays.
+        assert await store.save_link("a", "c1", "conn-3", b'{"connected": true}', current=False)
+        state = (await store.cluster_states())[1]
+        assert state.connection_id == "conn-3"
+        assert orjson.loads(state.progress) == {"/v1/pods": {"listed": 3}}

@@ -2,6 +2,7 @@
 
 from clustersync.adapters.store.base import (
     ClusterInfo,
+    ClusterState,
     DeadLetter,
     Delete,
     KindCount,
@@ -16,6 +17,7 @@ from clustersync.adapters.store.base import (
 
 __all__ = [
     "ClusterInfo",
+    "ClusterState",
     "DeadLetter",
     "Delete",
     "KindCount",

@@ -118,6 +118,20 @@ class ClusterInfo:
     updated_at: float = 0.0  # epoch seconds; set by the store
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """What the backend last heard about a cluster's link and initial sync, as JSON texts: the
+    server replica's connection facts (``link``) and the agent's progress report (``progress``);
+    ``b"{}"`` until one arrives. Read by the fleet status (runtime/status.py)."""
+
+    account: str
+    cluster: str
+    connection_id: str = ""
+    link: bytes = b"{}"
+    progress: bytes = b"{}"
+    updated_at: float = 0.0  # epoch seconds; set by the store
+
+
 def encode_kinds(kinds: Sequence[SyncedKind]) -> bytes:
     return orjson.dumps(
         [
@@ -262,5 +276,18 @@ class Store(Protocol):
     async def save_cluster_info(self, info: ClusterInfo) -> None: ...
 
     async def cluster_info(self, account: str, cluster: str) -> ClusterInfo | None: ...
+
+    async def save_link(
+        self, account: str, cluster: str, connection_id: str, link: bytes, *, current: bool
+    ) -> bool:
+        """Record a connection's facts. ``current=False`` (a new connection) replaces whatever
+        was there; ``current=True`` (news of a known connection: alive, closed) only updates the
+        row of that same connection, so a replaced connection's late news changes nothing.
+        Returns whether the row changed."""
+        ...
+
+    async def save_progress(self, account: str, cluster: str, progress: bytes) -> None: ...
+
+    async def cluster_states(self) -> builtins.list[ClusterState]: ...
 
     async def close(self) -> None: ...

@@ -19,6 +19,7 @@ import asyncpg
 
 from clustersync.adapters.store.base import (
     ClusterInfo,
+    ClusterState,
     DeadLetter,
     Delete,
     KindCount,
@@ -125,6 +126,22 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 protocol   text NOT NULL,
                 kinds      jsonb NOT NULL,
                 updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (account, cluster)
+            )
+            """,
+        ],
+    ),
+    (
+        "0004",
+        [
+            """
+            CREATE TABLE cluster_state (
+                account       text NOT NULL,
+                cluster       text NOT NULL,
+                connection_id text NOT NULL,
+                link          jsonb NOT NULL,
+                progress      jsonb NOT NULL,
+                updated_at    timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (account, cluster)
             )
             """,
@@ -694,6 +711,56 @@ class PostgresStore:
             return None
         kinds = decode_kinds(row["kinds"])
         return ClusterInfo(account, cluster, row["protocol"], kinds, row["updated_at"])
+
+    async def save_link(
+        self, account: str, cluster: str, connection_id: str, link: bytes, *, current: bool
+    ) -> bool:
+        if current:
+            query = (
+                "UPDATE cluster_state SET link = $4::jsonb, updated_at = now()"
+                " WHERE account = $1 AND cluster = $2 AND connection_id = $3"
+            )
+        else:
+            query = (
+                "INSERT INTO cluster_state (account, cluster, connection_id, link, progress)"
+                " VALUES ($1, $2, $3, $4::jsonb, '{}') ON CONFLICT (account, cluster) DO UPDATE"
+                " SET connection_id = excluded.connection_id, link = excluded.link,"
+                " updated_at = now()"
+            )
+        async with self._conn() as conn:
+            status: str = await conn.execute(query, account, cluster, connection_id, link.decode())
+        return not status.endswith(" 0")
+
+    async def save_progress(self, account: str, cluster: str, progress: bytes) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO cluster_state (account, cluster, connection_id, link, progress)"
+                " VALUES ($1, $2, '', '{}', $3::jsonb) ON CONFLICT (account, cluster) DO UPDATE"
+                " SET progress = excluded.progress, updated_at = now()",
+                account,
+                cluster,
+                progress.decode(),
+            )
+
+    async def cluster_states(self) -> builtins.list[ClusterState]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT account, cluster, connection_id, link::text AS link,"
+                " progress::text AS progress,"
+                " extract(epoch FROM updated_at)::float8 AS updated_at"
+                " FROM cluster_state ORDER BY account, cluster"
+            )
+        return [
+            ClusterState(
+                r["account"],
+                r["cluster"],
+                r["connection_id"],
+                r["link"].encode(),
+                r["progress"].encode(),
+                r["updated_at"],
+            )
+            for r in rows
+        ]
 
     async def close(self) -> None:
         await self._pool.close()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from clustersync.adapters.store.base import (
     ClusterInfo,
+    ClusterState,
     DeadLetter,
     Delete,
     KindCount,
@@ -71,6 +72,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE cluster_info (
             account TEXT NOT NULL, cluster TEXT NOT NULL, protocol TEXT NOT NULL,
             kinds TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (account, cluster))""",
+    ),
+    (
+        """CREATE TABLE cluster_state (
+            account TEXT NOT NULL, cluster TEXT NOT NULL, connection_id TEXT NOT NULL,
+            link TEXT NOT NULL, progress TEXT NOT NULL, updated_at REAL NOT NULL,
+            PRIMARY KEY (account, cluster))""",
     ),
 )
 
@@ -504,6 +511,53 @@ class SqliteStore:
             return None
         protocol, kinds, updated_at = found
         return ClusterInfo(account, cluster, protocol, decode_kinds(kinds), updated_at)
+
+    async def save_link(
+        self, account: str, cluster: str, connection_id: str, link: bytes, *, current: bool
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            if current:
+                cur = conn.execute(
+                    "UPDATE cluster_state SET link = ?, updated_at = ?"
+                    " WHERE account = ? AND cluster = ? AND connection_id = ?",
+                    (link.decode(), now, account, cluster, connection_id),
+                )
+            else:
+                cur = conn.execute(
+                    "INSERT INTO cluster_state VALUES (?, ?, ?, ?, '{}', ?)"
+                    " ON CONFLICT (account, cluster) DO UPDATE SET"
+                    " connection_id = excluded.connection_id, link = excluded.link,"
+                    " updated_at = excluded.updated_at",
+                    (account, cluster, connection_id, link.decode(), now),
+                )
+            return cur.rowcount > 0
+
+        return await self._run(run)
+
+    async def save_progress(self, account: str, cluster: str, progress: bytes) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cluster_state VALUES (?, ?, '', '{}', ?, ?)"
+                " ON CONFLICT (account, cluster) DO UPDATE SET progress = excluded.progress,"
+                " updated_at = excluded.updated_at",
+                (account, cluster, progress.decode(), time.time()),
+            )
+
+        return await self._run(run)
+
+    async def cluster_states(self) -> builtins.list[ClusterState]:
+        def run(conn: sqlite3.Connection) -> list[ClusterState]:
+            rows = conn.execute(
+                "SELECT account, cluster, connection_id, link, progress, updated_at"
+                " FROM cluster_state ORDER BY account, cluster"
+            )
+            return [
+                ClusterState(r[0], r[1], r[2], r[3].encode(), r[4].encode(), float(r[5]))
+                for r in rows
+            ]
+
+        return await self._run(run)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
