@@ -291,11 +291,13 @@ def test_put_refused_when_policy_forbids_the_kind() -> None:
 
 def test_unknown_kind_records_an_error_and_sends_nothing() -> None:
     ref = ObjectRef(SECRETS, "default", "x")
+    # Replies in a chain (depth 2 and more); a backend write of an unknown kind is in
+    # test_write_refusals.py.
     for msg in (
         NewChecksum(ref=ref, checksum="c", depth=1, msg_id="m"),
         GetObject(ref=ref, depth=1, msg_id="m"),
-        PutObject(ref=ref, checksum="c", object=b'{"metadata":{"name":"x"}}', depth=1, msg_id="m"),
-        ObjectDeleted(ref=ref, depth=1, msg_id="m"),
+        PutObject(ref=ref, checksum="c", object=b'{"metadata":{"name":"x"}}', depth=3, msg_id="m"),
+        ObjectDeleted(ref=ref, depth=3, msg_id="m"),
     ):
         out = session().handle(msg, None)
         assert out.send == []

@@ -628,11 +628,14 @@ def test_backend_write_namespace_must_match_the_message(pair: Pair) -> None:
 
 def test_backend_write_of_unknown_kind(pair: Pair) -> None:
     obj = {"kind": "Secret", "metadata": {"name": "s", "namespace": "default"}}
-    pair.backend_write(_backend_put(SECRETS, obj))
+    msg = _backend_put(SECRETS, obj)
+    pair.backend_write(msg)
     pair.pump()
     assert pair.cluster == {}
     assert [reason for reason, _ in pair.agent_errors] == ["unknown_kind"]
-    assert pair.names() == ["down:PutObject"]  # nothing sent back
+    # The backend stored the write; the agent, which never syncs the kind, has it dropped.
+    assert pair.names() == ["down:PutObject", "up:ObjectDeleted"]
+    assert msg.ref not in pair.store
 
 
 def test_copy_strategy_backend_write(pair: Pair) -> None:

@@ -116,6 +116,8 @@ def test_a_kind_the_agent_does_not_sync_is_refused_with_an_outcome() -> None:
     ref = ObjectRef(SECRETS, "shop", "token")
     out = session().handle(put(ref), None)
     assert out.reports == refused("/v1/secrets is not synced here", ref)
+    # The backend's stored copy goes: this cluster will never sync (or resync) the kind.
+    assert out.send == [ObjectDeleted(ref=ref, depth=1, msg_id="write-1")]
 
 
 def test_replies_in_a_chain_get_no_outcome() -> None:

@@ -311,6 +311,34 @@ async def test_a_kind_the_agent_does_not_sync_is_422(world: World) -> None:
     assert (await outcome(world, accepted))["status"] == "applied"
 
 
+async def test_an_unsynced_kind_accepted_before_the_agent_spoke_is_not_kept(world: World) -> None:
+    """Before the agent has said what it syncs, the API cannot refuse the Secret; the agent
+    does, and has the stored copy dropped (nothing would ever resync it)."""
+    await world.add_cluster(CLUSTER_B)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "early", "namespace": "shop"},
+        "stringData": {"password": "hunter2"},
+    }
+    status, _, accepted = await push(world, CLUSTER_B, secret)
+    assert status == 202, accepted
+    secrets = Kind.parse(SECRETS_PATH)
+
+    async def stored() -> bool:
+        return await world.row(CLUSTER_B, secrets, "shop", "early") is not None
+
+    await eventually(stored, what="the backend to store its write")  # as it does every write
+    start_agent_with(world, CLUSTER_B, resources=(ResourceSpec(CONFIGMAPS, Strategy.COPY),))
+    done = await outcome(world, accepted)
+    assert (done["status"], done["reason"]) == ("refused", f"{SECRETS_PATH} is not synced here")
+
+    async def dropped() -> bool:
+        return await world.row(CLUSTER_B, secrets, "shop", "early") is None
+
+    await eventually(dropped, what="the refused Secret to leave the store")
+
+
 async def test_a_namespaced_kind_without_a_namespace_is_422(synced: World) -> None:
     bare = configmap("no-namespace")
     del bare["metadata"]["namespace"]

@@ -219,7 +219,12 @@ class AgentSession:
         kind = msg.ref.kind
         if kind not in self.strategies:
             out.errors.append(("unknown_kind", f"{msg.ref}: kind is not synced by this agent"))
-            out.reports += write_report(msg, WriteStatus.REFUSED, f"{kind} is not synced here")
+            refused = write_report(msg, WriteStatus.REFUSED, f"{kind} is not synced here")
+            if refused:
+                # The backend stored its write; this cluster will never sync the kind, so
+                # nothing of it may stay in the backend's copy (no resync would remove it).
+                out.reports += refused
+                out.send.append(ObjectDeleted(ref=msg.ref, **_meta(msg)))
             return out
         if isinstance(msg, NewChecksum):
             self._verify(msg, live, out)
