@@ -122,6 +122,11 @@ async def test_every_route_answers_as_documented(client: Client) -> None:
     outcome = await client.json("GET", write, accepted["location"])
     assert outcome["id"] == accepted["id"] and outcome["verb"] == "put"
     await client.json("GET", write, "/api/v1/writes/no-such-write", expect=404)
+    history = await client.json("GET", f"{one}/writes", f"{cluster}/objects/cm/from-api/writes",
+                                params={"namespace": "shop"})
+    assert [w["id"] for w in history["items"]] == [accepted["id"]]
+    await client.json("GET", f"{one}/writes", f"{cluster}/objects/cm/from-api/writes",
+                      params={"limit": "-1"}, expect=400)
     await client.json("POST", "/api/v1/objects", data=b"{not json", expect=400)
     gone = {"account": ACCOUNT, "cluster": CLUSTER_A, "kind": "/v1/configmaps",
             "namespace": "shop", "name": "from-api"}

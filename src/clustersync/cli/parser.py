@@ -14,6 +14,7 @@ from clustersync.cli.serve import (
     cmd_sandbox,
     cmd_server,
 )
+from clustersync.cli.status import cmd_status
 from clustersync.cli.tools import (
     cmd_db_migrate,
     cmd_delete,
@@ -188,6 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     def backend_client(p: argparse.ArgumentParser) -> None:
         p.add_argument("--backend", required=True, help="backend URL, e.g. http://127.0.0.1:8080")
         p.add_argument("--token", required=True, help="admin token")
+
+    p = commands.add_parser(
+        "status", help="which clusters are connected, how far their sync got (table or JSON)"
+    )
+    backend_client(p)
+    p.add_argument(
+        "--cluster", help="one cluster (NAME or ACCOUNT/NAME), with its kinds one per line"
+    )
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_status)
 
     p = commands.add_parser("objects", help="list what the backend holds")
     backend_client(p)

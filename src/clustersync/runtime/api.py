@@ -30,7 +30,7 @@ from clustersync.protocol.messages import (
     new_msg_id,
 )
 from clustersync.runtime.api_http import json_response as _json
-from clustersync.runtime.api_http import problem, refuse_unless_admin
+from clustersync.runtime.api_http import problem, refuse_unless_admin, write_json
 from clustersync.runtime.queries import QueryApi
 from clustersync.runtime.status import Key, load_states
 
@@ -46,22 +46,6 @@ def kind_of(obj: dict[str, Any], explicit: str | None) -> Kind:
         raise KindError("object needs apiVersion and kind (or give kind=group/version/resource)")
     group, _, version = api_version.rpartition("/")
     return Kind(group, version, guess_resource(kind_name))
-
-
-def write_json(write: WriteRecord) -> dict[str, Any]:
-    return {
-        "id": write.id,
-        "account": write.account,
-        "cluster": write.cluster,
-        "kind": str(write.ref.kind),
-        "namespace": write.ref.namespace,
-        "name": write.ref.name,
-        "verb": write.verb,
-        "status": write.status.value,
-        "reason": write.reason,
-        "createdAt": write.created_at,
-        "updatedAt": write.updated_at,
-    }
 
 
 def unknown_cluster(account: str, cluster: str) -> web.Response:

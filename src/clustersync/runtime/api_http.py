@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from clustersync.adapters.metrics import bad_input
+from clustersync.adapters.store import WriteRecord
 from clustersync.model.identity import TokenTable
 
 PROBLEM_JSON = "application/problem+json"
@@ -43,3 +44,20 @@ def refuse_unless_admin(tokens: TokenTable, request: web.Request) -> web.Respons
     if not identity.admin:
         return problem(403, "this token may not use the backend API")
     return None
+
+
+def write_json(write: WriteRecord) -> dict[str, Any]:
+    """A backend write and its outcome, as ``GET /api/v1/writes/{id}`` answers it."""
+    return {
+        "id": write.id,
+        "account": write.account,
+        "cluster": write.cluster,
+        "kind": str(write.ref.kind),
+        "namespace": write.ref.namespace,
+        "name": write.ref.name,
+        "verb": write.verb,
+        "status": write.status.value,
+        "reason": write.reason,
+        "createdAt": write.created_at,
+        "updatedAt": write.updated_at,
+    }

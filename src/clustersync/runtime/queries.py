@@ -17,7 +17,12 @@ from clustersync.adapters.store import ObjectKey, Store, StoredObject, StoreErro
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.model.kind_names import KindCatalog
-from clustersync.runtime.api_http import json_response, problem, refuse_unless_admin
+from clustersync.runtime.api_http import (
+    json_response,
+    problem,
+    refuse_unless_admin,
+    write_json,
+)
 from clustersync.runtime.openapi import openapi_document, render_reference
 from clustersync.runtime.status import fleet_status, load_states
 from clustersync.sandbox.errors import SandboxError
@@ -114,6 +119,10 @@ class QueryApi:
         app.router.add_get(
             "/api/v1/clusters/{account}/{cluster}/objects/{kind}/{name}",
             self._guarded(self.get_object),
+        )
+        app.router.add_get(
+            "/api/v1/clusters/{account}/{cluster}/objects/{kind}/{name}/writes",
+            self._guarded(self.object_writes),
         )
         app.router.add_get("/api/v1/objects", self._guarded(self.list_objects))
 
@@ -252,6 +261,23 @@ class QueryApi:
         if more and after is not None:
             doc["continue"] = encode_continue(after)
         return json_response(doc)
+
+    async def object_writes(self, request: web.Request) -> web.Response:
+        """The backend writes of one object, newest first (kept as long as outcomes are)."""
+        info = request.match_info
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return problem(400, f"limit must be a whole number, not {request.query['limit']!r}")
+        if not 1 <= limit <= MAX_LIMIT:
+            return problem(400, f"limit must be between 1 and {MAX_LIMIT}")
+        try:
+            kind = await self._resolve_kind(info["kind"])
+        except KindError as exc:
+            return problem(422, str(exc))
+        ref = ObjectRef(kind, request.query.get("namespace", ""), info["name"])
+        writes = await self.store.recent_writes(info["account"], info["cluster"], ref, limit)
+        return json_response({"items": [write_json(w) for w in writes]})
 
     async def get_object(self, request: web.Request) -> web.Response:
         as_yaml = wants_yaml(request.headers.get("Accept", ""))

@@ -18,6 +18,7 @@ import orjson
 from clustersync.adapters.store import ClusterState, KindCount, Store
 from clustersync.model.identity import TokenTable
 from clustersync.protocol.envelope import subject_token
+from clustersync.protocol.messages import WriteStatus
 from clustersync.runtime.status_report import LINK_REPORT_INTERVAL
 
 # A replica reports each live connection every LINK_REPORT_INTERVAL; a report older than this
@@ -87,10 +88,12 @@ def _initial_sync(kinds: list[dict[str, Any]]) -> str:
 
 def cluster_status(
     key: Key,
+    *,
     named: bool,
     counts: list[KindCount],
     dead_letters: int,
     state: Mapping[str, Any] | None,
+    writes: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """One cluster's status document (the API's ``ClusterStatus``)."""
     state = state or {}
@@ -115,6 +118,7 @@ def cluster_status(
         "kinds": kinds,
         "initialSync": _initial_sync(kinds),
         "deadLetters": dead_letters,
+        "writes": {status.value: (writes or {}).get(status.value, 0) for status in WriteStatus},
     }
 
 
@@ -135,12 +139,20 @@ async def fleet_status(
         if (account is None or k[0] == account) and (cluster is None or k[1] == cluster)
     }
     dead = dead_letters_by_cluster(await store.count_dead_letters(), keys)
+    writes: dict[Key, dict[str, int]] = {}
+    for write_account, write_cluster, status, n in await store.count_writes():
+        writes.setdefault((write_account, write_cluster), {})[status] = n
     by_key: dict[Key, list[KindCount]] = {}
     for count in counts:
         by_key.setdefault((count.account, count.cluster), []).append(count)
     return [
         cluster_status(
-            k, tokens.may_connect(*k), by_key.get(k, []), dead.get(k, 0), states.get(k)
+            k,
+            named=tokens.may_connect(*k),
+            counts=by_key.get(k, []),
+            dead_letters=dead.get(k, 0),
+            state=states.get(k),
+            writes=writes.get(k),
         )
         for k in sorted(keys)
     ]

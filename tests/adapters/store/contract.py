@@ -350,3 +350,17 @@ class StoreContract:
         state = (await store.cluster_states())[1]
         assert state.connection_id == "conn-3"
         assert orjson.loads(state.progress) == {"/v1/pods": {"listed": 3}}
+
+    async def test_count_writes_by_cluster_and_status(self, store: Store) -> None:
+        assert await store.count_writes() == []
+        other = WriteRecord("w-x", "acct", "c0", self.write("w").ref, "put")
+        for record in (self.write("w-1"), self.write("w-2"), self.write("w-3"), other):
+            await store.add_write(record)
+        await store.settle_write("w-1", WriteStatus.APPLIED)
+        await store.settle_write("w-2", WriteStatus.REFUSED, "policy")
+        assert await store.count_writes() == [
+            ("acct", "c0", "pending", 1),
+            ("acct", "c1", "applied", 1),
+            ("acct", "c1", "pending", 1),
+            ("acct", "c1", "refused", 1),
+        ]

@@ -663,6 +663,14 @@ class PostgresStore:
             )
         return [_row_to_write(r) for r in rows]
 
+    async def count_writes(self) -> builtins.list[tuple[str, str, str, int]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT account, cluster, status, count(*) AS n FROM writes"
+                " GROUP BY account, cluster, status ORDER BY account, cluster, status"
+            )
+        return [(r["account"], r["cluster"], r["status"], int(r["n"])) for r in rows]
+
     async def recent_writes(
         self,
         account: str | None = None,

@@ -452,6 +452,16 @@ class SqliteStore:
 
         return await self._run(run)
 
+    async def count_writes(self) -> builtins.list[tuple[str, str, str, int]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
+            rows = conn.execute(
+                "SELECT account, cluster, status, count(*) FROM writes"
+                " GROUP BY account, cluster, status ORDER BY account, cluster, status"
+            )
+            return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+        return await self._run(run)
+
     async def recent_writes(
         self,
         account: str | None = None,
