@@ -35,6 +35,12 @@ advanced fewer than ``2**SEQ_BITS`` messages per microsecond of its life (about 
 messages a second) and the clock does not step back across the restart. A bus whose native
 counter never restarts (Pulsar's cluster-wide ledger ids) may use it directly if it meets the
 rules above.
+
+Versions of different buses are not comparable. A store that moves to another bus keeps rows
+whose versions the new bus may never exceed (Pulsar's ledger-based versions are far below the
+packed ones): only the embedded bus starts above ``Store.highest_version()`` when told to.
+Moving a store between buses therefore needs the rows re-versioned or the store rebuilt by a
+resync.
 """
 
 from __future__ import annotations
