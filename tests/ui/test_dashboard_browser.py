@@ -151,6 +151,16 @@ async def _scenario(world: World, gate: GatedIngest, page: Any, artefacts: Artef
     assert await text_of(page, f"{row} td.objects") == "0"  # the ingester is held shut
     await artefacts.shoot(page, "02-fleet-connected")
 
+    # The agent reports its initial sync (every few seconds while it runs): a bar per kind,
+    # nothing stored yet against everything the agent listed.
+    bar = f'{row} td.sync .progress[data-kind="{CONFIGMAPS}"] progress'
+    await page.wait_for_selector(bar, timeout=30_000)
+    listed = len(world.clusters[CLUSTER_A].sandbox.list("", "v1", "configmaps"))
+    assert await page.get_attribute(bar, "max") == str(listed)
+    assert await page.get_attribute(bar, "value") == "0"
+    assert f"0 / {listed}" in await text_of(page, f"{row} td.sync")
+    await artefacts.shoot(page, "02b-fleet-initial-sync")
+
     gate.open()  # the initial sync reaches the store; the count rises live
     expected = synced_in_sandbox(world)
     seen: set[int] = set()
@@ -163,6 +173,8 @@ async def _scenario(world: World, gate: GatedIngest, page: Any, artefacts: Artef
     assert min(seen) < expected  # it rose while the page watched
     assert await page.evaluate("window.sameDocument") is True  # live, without a reload
     assert "configmaps" in await text_of(page, f"{row} td.kinds")
+    # Done: the agent's last report says so and the bars go away.
+    await page.wait_for_selector(f"{row} td.sync progress", state="detached", timeout=30_000)
     await artefacts.shoot(page, "03-fleet-synced")
 
     # The cluster page: kinds with counts, then filter down to one object.
@@ -249,6 +261,6 @@ async def _scenario(world: World, gate: GatedIngest, page: Any, artefacts: Artef
     await page.wait_for_url(f"{base}/ui/login")
     await page.goto(f"{base}/ui/")
     assert page.url == f"{base}/ui/login"
-    assert len(artefacts.taken) == 11
+    assert len(artefacts.taken) == 12
 
 
