@@ -19,7 +19,7 @@ async def test_readyz_names_what_the_agent_waits_for(world: World) -> None:
     cluster = await world.add_cluster(CLUSTER_A)
     nowhere = "ws://127.0.0.1:9/"  # discard port: nothing answers
     agent = Agent(world.agent_config(CLUSTER_A, server=nowhere), cluster.kube)
-    site = health_site(ready=agent.ready, waiting=agent.waiting_for)
+    site = health_site(ready=agent.ready, waiting=agent.waiting_for, roles=["agent"])
     url = await site.start()
 
     async def readyz() -> tuple[int, str]:

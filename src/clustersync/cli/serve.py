@@ -8,6 +8,7 @@ import ssl
 import sys
 
 from clustersync.adapters.kube import KubeError
+from clustersync.adapters.metrics import AGENT, INGESTER
 from clustersync.cli.common import CommandError, tune_gc
 from clustersync.runtime.listener import ListenerLimits
 from clustersync.runtime.supervisor import Supervisor
@@ -124,7 +125,7 @@ async def cmd_ingester(args: argparse.Namespace) -> None:
     store = await open_store(args.db)
     bus = await open_bus(args.bus)
     ingester = Ingester(bus, store)
-    site = health_site()
+    site = health_site(roles=[INGESTER])
     try:
         await ingester.start()
         url = await site.start(*args.health)
@@ -174,7 +175,7 @@ async def cmd_agent(args: argparse.Namespace) -> None:
         except KubeError as exc:
             raise CommandError(f"cannot reach the Kubernetes API: {exc}") from None
         agent = Agent(config, kube, git_version=git_version)
-        site = health_site(ready=agent.ready, waiting=agent.waiting_for)
+        site = health_site(ready=agent.ready, waiting=agent.waiting_for, roles=[AGENT])
         agent.dead_letters.add_routes(site.app)
         ingest = IngestEndpoint(config.ingest, agent.submit) if config.ingest else None
         try:

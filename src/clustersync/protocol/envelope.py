@@ -48,6 +48,8 @@ class Envelope:
     # the envelope stays hashable; kubescape's Pulsar backend reads it from ConnectedClients.
     client: tuple[tuple[str, str], ...] = ()
     report: Report | None = None
+    # Epoch seconds at which the server published an agent's message: the ingester's sync lag.
+    at: float = 0.0
 
 
 def encode_envelope(env: Envelope) -> bytes:
@@ -60,6 +62,8 @@ def encode_envelope(env: Envelope) -> bytes:
         doc["client"] = dict(env.client)
     if env.report is not None:
         doc["report"] = to_wire(env.report)
+    if env.at:
+        doc["at"] = env.at
     return orjson.dumps(doc)
 
 
@@ -89,7 +93,11 @@ def decode_envelope(data: bytes) -> Envelope:
     client = doc.get("client") or {}
     if not isinstance(client, dict) or not all(isinstance(v, str) for v in client.values()):
         raise DecodeError("client must map names to strings")
-    return Envelope(account, cluster, message, control, tuple(sorted(client.items())), report)
+    at = doc.get("at", 0.0)
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        raise DecodeError("at must be a number of epoch seconds")
+    pairs = tuple(sorted(client.items()))
+    return Envelope(account, cluster, message, control, pairs, report, float(at))
 
 
 _KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

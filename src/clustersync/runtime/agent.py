@@ -20,7 +20,7 @@ import aiohttp
 
 from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
 from clustersync.adapters.kube.informer import Informer
-from clustersync.adapters.metrics import CLUSTER_WRITES, RECONNECTS, bad_input
+from clustersync.adapters.metrics import APPLY_SECONDS, CLUSTER_WRITES, RECONNECTS, bad_input
 from clustersync.link.client import (
     DIAL_TIMEOUT,
     Credentials,
@@ -466,7 +466,10 @@ class Agent:
         outcome = self.session.handle(msg, live)
         self._carry_out(outcome)
         for write in outcome.writes:
+            started = time.perf_counter()
             await self._apply(write)
+            verb = "put" if write.object is not None else "delete"
+            APPLY_SECONDS.labels(verb).observe(time.perf_counter() - started)
 
     async def _live(self, ref: ObjectRef) -> dict[str, Any] | None:
         """The cluster's copy: from the informer's cache once synced (it follows the watch), so

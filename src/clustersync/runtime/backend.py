@@ -11,6 +11,7 @@ from aiohttp import web
 
 from clustersync.adapters.bus import Bus
 from clustersync.adapters.bus.memory import MemoryBus
+from clustersync.adapters.metrics import BACKEND_ROLES
 from clustersync.adapters.store import Store
 from clustersync.model.identity import TokenTable
 from clustersync.runtime.api import BackendApi, republish_pending
@@ -56,7 +57,7 @@ class Backend:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
-        add_health_routes(app)
+        add_health_routes(app, roles=BACKEND_ROLES)  # server, ingester and API in one
         api = BackendApi(self.store, self.bus, self.tokens)
         api.add_routes(app, root=False)  # the server's catch-all owns "/" (kubescape agents)
         self.server.fallback = api.queries.fallback  # plain HTTP on a path no route serves

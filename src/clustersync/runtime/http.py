@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from clustersync.adapters.metrics import EVERY_ROLE, RoleView
 from clustersync.runtime.listener import Gate, Listener, ListenerLimits, head_middleware
 from clustersync.runtime.supervisor import Supervisor
 
@@ -16,8 +17,11 @@ def add_health_routes(
     app: web.Application,
     ready: Callable[[], bool] = lambda: True,
     waiting: Callable[[], str] | None = None,
+    roles: Iterable[str] = EVERY_ROLE,
 ) -> None:
-    """``waiting`` says what the process waits for while not ready (the body of a 503)."""
+    """``waiting`` says what the process waits for while not ready (the body of a 503);
+    ``/metrics`` shows the metrics of ``roles`` only."""
+    view = RoleView(roles)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -29,7 +33,8 @@ def add_health_routes(
         return web.Response(text=f"not ready: {why}\n" if why else "not ready\n", status=503)
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = generate_latest(view)  # the registry as this process's roles see it
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -75,6 +75,7 @@ from clustersync.protocol.messages import (
 )
 from clustersync.protocol.outcomes import write_id
 from clustersync.runtime.batcher import WriteBatcher
+from clustersync.runtime.cluster_metrics import CLUSTER_GAUGES
 from clustersync.runtime.status_recorder import record_link, record_progress
 from clustersync.runtime.supervisor import Supervisor
 
@@ -182,6 +183,9 @@ class Ingester:
             )
         )
         self.supervisor.spawn("purge-tombstones", self._purge_periodically)
+        self.supervisor.spawn(
+            "cluster-gauges", lambda: CLUSTER_GAUGES.refresh_periodically(self.store)
+        )
 
     async def _purge_periodically(self) -> None:
         """Forget tombstones older than the retention: by then no late put of theirs can arrive
@@ -219,6 +223,8 @@ class Ingester:
                 return
             try:
                 await handle(env, delivery)
+                if env.at:  # an agent's message, stamped by the server that published it
+                    CLUSTER_GAUGES.observe_lag(env.account, env.cluster, env.at)
             except BusFullError as exc:
                 # The cluster's own queue is full (e.g. its agent takes no messages): this one
                 # waits in the bus for room. The bus counts every refusal; log now and then.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -299,7 +300,10 @@ class SyncServer:
                 continue
             subject = up_subject(conn.account, conn.cluster, partition_of(forwarded))
             await self.bus.publish(
-                subject, encode_envelope(Envelope(conn.account, conn.cluster, forwarded))
+                subject,
+                encode_envelope(
+                    Envelope(conn.account, conn.cluster, forwarded, at=time.time())
+                ),
             )
 
     async def _deliver(self, conn: Connection, delivery: Delivery) -> None:

@@ -6,11 +6,12 @@ each run alone, N replicas of each, sharing NATS (or Pulsar) and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiohttp import web
 
 from clustersync.adapters.bus import Bus
+from clustersync.adapters.metrics import API, SERVER
 from clustersync.adapters.store import DeadLetter, Store
 from clustersync.model.identity import TokenTable
 from clustersync.runtime.api import BackendApi
@@ -23,7 +24,7 @@ from clustersync.runtime.ui import Dashboard
 
 def server_site(server: SyncServer, limits: ListenerLimits | None = None) -> Site:
     app = web.Application(client_max_size=MAX_BODY)
-    add_health_routes(app)
+    add_health_routes(app, roles=[SERVER])
     server.add_routes(app)
     return Site(app, "server", limits)
 
@@ -32,7 +33,7 @@ def api_site(
     store: Store, bus: Bus, tokens: TokenTable, limits: ListenerLimits | None = None
 ) -> Site:
     app = web.Application(client_max_size=MAX_BODY)
-    add_health_routes(app)
+    add_health_routes(app, roles=[API])
     api = BackendApi(store, bus, tokens)
     api.add_routes(app)
     # No agent sockets here: connection state as replicas shared it, else unknown.
@@ -41,10 +42,14 @@ def api_site(
 
 
 def health_site(
-    ready: Callable[[], bool] = lambda: True, waiting: Callable[[], str] | None = None
+    ready: Callable[[], bool] = lambda: True,
+    waiting: Callable[[], str] | None = None,
+    *,
+    roles: Iterable[str],
 ) -> Site:
+    """Health, readiness and the metrics of ``roles`` (the agent's or the ingester's)."""
     app = web.Application()
-    add_health_routes(app, ready, waiting)
+    add_health_routes(app, ready, waiting, roles)
     return Site(app, "health")
 
 
