@@ -428,6 +428,42 @@ def test_reconcile_decisions() -> None:
     assert orjson.loads(s.shadows[ref("changed")]) == shape(PODS, changed)
 
 
+def test_reconcile_in_steps_bounds_each_piece_and_asks_before_deleting() -> None:
+    pods = []
+    for n in range(25):
+        pod = copy.deepcopy(live_pod())
+        pod["metadata"]["name"] = f"p{n}"
+        pods.append(pod)
+    batch = Batch(
+        kind=PODS,
+        batch_type=BATCH_RECONCILIATION,
+        new_checksum=(
+            NewChecksum(ref=ObjectRef(PODS, "default", "gone"), checksum="x"),
+            NewChecksum(ref=ObjectRef(PODS, "default", "appeared-meanwhile"), checksum="y"),
+        ),
+    )
+    walked: list[str] = []
+
+    def walk() -> Any:
+        for pod in pods:
+            walked.append(pod["metadata"]["name"])
+            yield pod
+
+    steps = session().reconcile_steps(
+        batch, walk(), step=10, still_absent=lambda ref: ref.name != "appeared-meanwhile"
+    )
+    first = next(steps)
+    # Lazy: the first piece is ready before the walk has gone past it.
+    assert len(walked) == 10
+    rest = list(steps)
+    sizes = [len(piece.send) for piece in (first, *rest)]
+    assert all(size <= 10 for size in sizes[:-1])
+    names = [m.ref.name for piece in (first, *rest) for m in piece.send]
+    assert sorted(names) == sorted([f"p{n}" for n in range(25)] + ["gone"])
+    deleted = [m.ref.name for piece in rest for m in piece.send if isinstance(m, ObjectDeleted)]
+    assert deleted == ["gone"]  # "appeared-meanwhile" is in the cluster by now
+
+
 # ================================================================== backend
 
 

@@ -28,9 +28,24 @@ def test_a_forgotten_delivery_ignores_its_late_ack() -> None:
     assert ledger.issue("next") == late + 1  # ids are never reused within a connection
 
 
-def test_attempts_beyond_the_limit_are_exhausted() -> None:
+def test_only_timed_out_deliveries_count_towards_parking() -> None:
     policy = DeliveryPolicy(ack_timeout=1.0, max_attempts=3)
-    assert [policy.exhausted(a) for a in (1, 2, 3, 4, 5)] == [False, False, False, True, True]
+    assert not policy.exhausted("s", 7)
+    assert [policy.timed_out("s", 7) for _ in range(2)] == [1, 2]
+    assert not policy.exhausted("s", 7)
+    assert not policy.exhausted("s", 8) and not policy.exhausted("t", 7)  # per message
+    policy.timed_out("s", 7)
+    assert policy.exhausted("s", 7)
+    policy.settled("s", 7)  # parked or finally acknowledged: forgotten
+    assert not policy.exhausted("s", 7)
+
+
+def test_the_timeout_counts_are_bounded() -> None:
+    policy = DeliveryPolicy(max_attempts=1, remembered=2)
+    for seq in (1, 2, 3):
+        policy.timed_out("s", seq)
+    assert not policy.exhausted("s", 1)  # the oldest was forgotten
+    assert policy.exhausted("s", 2) and policy.exhausted("s", 3)
 
 
 def test_collector_acks_when_idle_or_after_a_burst() -> None:

@@ -114,7 +114,7 @@ async def test_an_unacknowledged_delivery_is_redelivered_then_parked(world: Worl
         letters = await eventually(world.store.dead_letters, what="the dead letter")
         assert len(letters) == 1
         assert letters[0].subject == down_subject(ACCOUNT, CLUSTER_A)
-        assert "not acknowledged after 3 deliveries" in letters[0].reason
+        assert "not acknowledged in 3 deliveries" in letters[0].reason
         assert b"poison" in letters[0].data
         assert [n for n, _ in agent.received].count("poison") == 3
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from clustersync.link.frames import MAX_FRAME
+from clustersync.link.server import REASON_HEADER
 from clustersync.model.versions import AGENT_VERSION
 from clustersync.protocol.messages import ACK_PROTOCOL
 from clustersync.protocol.supersede import SUPERSEDED_CLOSE
@@ -37,7 +38,7 @@ DIAL_TIMEOUT = 15.0
 """Seconds for TCP connect, TLS and the websocket handshake together: a server that accepts
 connections but never answers must not hold the agent for the HTTP client's 300 s default."""
 
-_REASON_BYTES = 500  # of a refusal's body, enough for a sentence
+_REASON_CHARS = 500  # of a refusal's reason, enough for a sentence
 
 
 def _describe(exc: BaseException) -> str:
@@ -98,7 +99,7 @@ async def dial(
                 timeout=aiohttp.ClientWSTimeout(ws_close=10.0),
             )
     except aiohttp.WSServerHandshakeError as exc:
-        reason = await _refusal_reason(session, url, creds, tls, exc)
+        reason = _refusal_reason(exc)
         if exc.status in (401, 424):
             raise PermanentLinkError(
                 f"server refused the agent: HTTP {exc.status}{reason}", exc.status
@@ -122,35 +123,12 @@ def stop_ping_frames(ws: aiohttp.ClientWebSocketResponse) -> None:
     ws._cancel_heartbeat()
 
 
-async def _refusal_reason(
-    session: aiohttp.ClientSession,
-    url: str,
-    creds: Credentials,
-    tls: ssl.SSLContext | bool,
-    refused: aiohttp.WSServerHandshakeError,
-) -> str:
+def _refusal_reason(refused: aiohttp.WSServerHandshakeError) -> str:
     """The server's own words for a refused handshake (": " and the text), or "".
 
-    aiohttp drops the body of a refused upgrade, so the same upgrade request is sent once more
-    as plain HTTP to read it; this costs a request only when the agent is being refused.
+    Our server names the reason in a header, since aiohttp drops the body of a refused upgrade;
+    from other servers only the status is known.
     """
-    if refused.status < 400:
-        return ""
-    headers = {
-        **creds.headers(),
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "Y2x1c3RlcnN5bmMtcmVhc29u",
-    }
-    http_url = "http" + url[2:] if url.startswith("ws") else url
-    try:
-        async with asyncio.timeout(DIAL_TIMEOUT):
-            async with session.get(http_url, headers=headers, ssl=tls) as response:
-                if response.status < 400:
-                    return ""
-                body = await response.content.read(_REASON_BYTES)
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        return f" {refused.message}" if refused.message else ""
-    text = " ".join(body.decode(errors="replace").split())
-    return f": {text}" if text else (f" {refused.message}" if refused.message else "")
+    header = refused.headers.get(REASON_HEADER, "") if refused.headers else ""
+    reason = " ".join(str(header).split())[:_REASON_CHARS]
+    return f": {reason}" if reason else ""

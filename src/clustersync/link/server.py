@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from clustersync.adapters.metrics import bad_input
 from clustersync.link.frames import MAX_FRAME
 from clustersync.model.identity import Identity, TokenTable
 from clustersync.protocol.messages import ACK_PROTOCOL
+
+REASON_HEADER = "X-Clustersync-Reason"
+"""The refusal's reason, also in a header: websocket clients rarely read a refused body."""
+
+
+def _refusal(reason: str) -> dict[str, Any]:
+    return {"text": f"{reason}\n", "headers": {REASON_HEADER: reason}}
 
 
 def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
@@ -20,27 +29,27 @@ def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
     """
     if request.headers.get("X-SYNCHRONIZER-VERSION") == "invalid":
         bad_input("server", "client_version")
-        raise web.HTTPFailedDependency(text="client version rejected\n")
+        raise web.HTTPFailedDependency(**_refusal("client version rejected"))
     identity = tokens.identify(request.headers.get("X-API-KEY"))
     if identity is None or identity.admin:
         bad_input("server", "bad_token")
-        raise web.HTTPUnauthorized(text="missing or unknown access key\n")
+        raise web.HTTPUnauthorized(**_refusal("missing or unknown access key"))
     account = request.headers.get("X-API-ACCOUNT")
     cluster = request.headers.get("X-API-CLUSTER")
     if account and account != identity.account:
         bad_input("server", "identity_mismatch")
-        raise web.HTTPUnauthorized(text="account does not match the access key\n")
+        raise web.HTTPUnauthorized(**_refusal("account does not match the access key"))
     if not identity.account_wide:
         if cluster and cluster != identity.cluster:
             bad_input("server", "identity_mismatch")
-            raise web.HTTPUnauthorized(text="cluster does not match the access key\n")
+            raise web.HTTPUnauthorized(**_refusal("cluster does not match the access key"))
         return identity
     try:
         return identity.for_cluster(cluster or "")
     except ValueError as exc:
         bad_input("server", "bad_cluster_header")
         raise web.HTTPUnauthorized(
-            text=f"an account key needs a valid X-API-CLUSTER header: {exc}\n"
+            **_refusal(f"an account key needs a valid X-API-CLUSTER header: {exc}")
         ) from None
 
 

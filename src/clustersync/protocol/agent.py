@@ -8,7 +8,7 @@ makes merge patches possible.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -427,7 +427,13 @@ class AgentSession:
         """Asks a clustersync backend for its inventory of ``kind`` (a reconciliation batch
         without items), carrying our bucket digests so that it lists only the buckets that
         differ; the answer, possibly empty, is handled by :meth:`reconcile`."""
-        entries = []
+        return self.inventory_batch(kind, self.inventory_entries(kind, live_objects))
+
+    def inventory_entries(
+        self, kind: Kind, live_objects: Iterable[dict[str, Any]]
+    ) -> Iterator[tuple[ObjectRef, str]]:
+        """The (ref, checksum) of every synced object, one at a time, so that a driver can pause
+        between objects of a large kind (hashing 100k pods takes seconds)."""
         for live in live_objects:
             if not is_filtered(live, self.rules):
                 ref = ref_of(kind, live)
@@ -435,7 +441,9 @@ class AgentSession:
                     shaped = shape(kind, live)
                 except ShapingError:
                     continue  # reported when the answer is reconciled
-                entries.append((ref, self._checksum(ref, live, shaped)))
+                yield ref, self._checksum(ref, live, shaped)
+
+    def inventory_batch(self, kind: Kind, entries: Iterable[tuple[ObjectRef, str]]) -> Batch:
         return Batch(
             kind=kind,
             batch_type=BATCH_RECONCILIATION,
@@ -446,20 +454,45 @@ class AgentSession:
     def reconcile(self, batch: Batch, live_objects: Iterable[dict[str, Any]]) -> Outcome:
         """Repair every difference between the backend's inventory of a kind and the cluster."""
         out = Outcome()
+        for step in self.reconcile_steps(batch, live_objects):
+            out.send.extend(step.send)
+            out.errors.extend(step.errors)
+        return out
+
+    def reconcile_steps(
+        self,
+        batch: Batch,
+        live_objects: Iterable[dict[str, Any]],
+        *,
+        step: int = 100,
+        still_absent: Callable[[ObjectRef], bool] = lambda ref: True,
+    ) -> Iterator[Outcome]:
+        """:meth:`reconcile` in pieces of at most ``step`` objects, so that a driver can send
+        each piece (and let other work run) before computing the next: the repairs of a large
+        kind never all wait in memory at once. ``still_absent`` is asked before deleting an
+        object the backend holds and the walk did not meet (it may have appeared meanwhile)."""
+        out = Outcome()
         if batch.batch_type != BATCH_RECONCILIATION:
             out.errors.append(
                 ("bad_batch", f"batch type {batch.batch_type!r} is not reconciliation")
             )
-            return out
+            yield out
+            return
         if batch.kind not in self.strategies:
             # Never turn "not configured here" into mass deletes (a kubescape pitfall).
             out.errors.append(("unknown_kind", f"reconciliation for unsynced kind {batch.kind}"))
-            return out
+            yield out
+            return
         backend = {item.ref: item.checksum for item in batch.new_checksum}
         # An answer to a digest request lists only the buckets that differ; the others match.
         covered = None if batch.covered is None else frozenset(batch.covered)
         synced: set[ObjectRef] = set()
+        walked = 0
         for live in live_objects:
+            walked += 1
+            if walked % step == 0:
+                yield out
+                out = Outcome()
             if is_filtered(live, self.rules):
                 continue  # and if the backend holds it, it is deleted there below
             ref = ref_of(batch.kind, live)
@@ -481,9 +514,10 @@ class AgentSession:
                 if reply is not None:
                     out.send.append(reply)
         for ref in sorted(backend.keys() - synced):
-            self.shadows.pop(ref, None)
-            out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
-        return out
+            if still_absent(ref):
+                self.shadows.pop(ref, None)
+                out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
+        yield out
 
 
 def _kept(data: bytes) -> bytes:

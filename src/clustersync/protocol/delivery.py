@@ -69,14 +69,33 @@ class DeliveryLedger(Generic[T]):
 
 @dataclass(slots=True)
 class DeliveryPolicy:
-    """How long the server waits for an ack, and how often one message is tried."""
+    """How long the server waits for an ack, and how many unacknowledged deliveries of one
+    message it makes before parking it.
+
+    Only deliveries that timed out count: a message redelivered because its connection died
+    (a flaky link, an agent restart) is not poison, and must not be parked for it.
+    """
 
     ack_timeout: float = 30.0
     max_attempts: int = 5
+    remembered: int = 10_000  # messages whose timeouts are counted; the oldest are forgotten
+    _timeouts: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def exhausted(self, attempt: int) -> bool:
-        """True when this delivery attempt should park the message instead."""
-        return attempt > self.max_attempts
+    def timed_out(self, subject: str, seq: int) -> int:
+        """Count a delivery of the message that was not acknowledged in time; returns the count."""
+        key = (subject, seq)
+        count = self._timeouts.pop(key, 0) + 1
+        self._timeouts[key] = count  # most recent last
+        while len(self._timeouts) > self.remembered:
+            del self._timeouts[next(iter(self._timeouts))]
+        return count
+
+    def exhausted(self, subject: str, seq: int) -> bool:
+        """True when the message should be parked instead of delivered again."""
+        return self._timeouts.get((subject, seq), 0) >= self.max_attempts
+
+    def settled(self, subject: str, seq: int) -> None:
+        self._timeouts.pop((subject, seq), None)
 
 
 @dataclass(slots=True)

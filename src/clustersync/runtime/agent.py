@@ -1,15 +1,21 @@
 """The agent: watches the cluster, talks to the server, applies the backend's writes.
 
-Three loops share one :class:`AgentSession`: informers feed a coalescer; a flusher turns due
-entries into messages while connected; the link loop dials, re-announces every object on each
-(re)connect, and handles the backend's messages in arrival order. While disconnected, changes wait
-in the coalescer (latest per object, so memory stays bounded) rather than in an unbounded queue.
+A driver around two sans-I/O cores: :class:`AgentSession` (what to send for a cluster change or a
+backend message) and :class:`LinkSession` (outbox bounds, acks, awaiting-inventory, resync
+timing). Informers feed a coalescer; a flusher turns due entries into messages while connected;
+the link loop dials, resyncs on each (re)connect, and handles the backend's messages in arrival
+order. While disconnected, changes wait in the coalescer (latest per object). Producers wait for
+room in the bounded outbox, and informers wait while the coalescer is full, so memory stays
+bounded; long walks over a kind yield to the event loop, so heartbeats are never missed.
+
+Background tasks are supervised: an informer or the flusher that fails is logged and restarted
+(and stops the agent with an error if it keeps failing); a failing per-connection task is logged
+and ends the connection, which redials and starts it again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -48,7 +54,7 @@ from clustersync.protocol.agent import (
 )
 from clustersync.protocol.backoff import Backoff
 from clustersync.protocol.coalesce import Coalescer
-from clustersync.protocol.delivery import AckCollector
+from clustersync.protocol.link_session import LinkSession
 from clustersync.protocol.messages import (
     ACK_PROTOCOL,
     BATCH_RECONCILIATION,
@@ -71,6 +77,7 @@ from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.agent_progress import SyncProgressLog
 from clustersync.runtime.config import AgentConfig
+from clustersync.runtime.supervisor import TASK_FAILURES, Supervisor
 
 log = logging.getLogger("clustersync.agent")
 
@@ -82,6 +89,8 @@ WRITE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 HEALTHY_AFTER = 30.0  # a connection that lasted this long resets the dial backoff
 INBOX_SIZE = 1000  # backend messages read ahead of the handler; beyond, TCP pushes back
+PENDING_LIMIT = 10_000  # changes waiting in the coalescer before the informers pause
+SLICE = 0.02  # seconds of work between yields to the event loop in long walks
 KUBESCAPE_PING_INTERVAL = 50.0  # seconds, as kubescape's Go agent
 PENDING = tuple[Kind, str, dict[str, Any]]
 
@@ -93,6 +102,21 @@ class OutboxFullError(RuntimeError):
     """The agent holds as many unsent messages as it takes from outside the watch."""
 
 
+class Pacer:
+    """Yields to the event loop once ``SLICE`` seconds of work have passed since the last yield:
+    hashing a kind of 100k objects takes seconds, and the heartbeat must keep going."""
+
+    def __init__(self, slice_seconds: float = SLICE) -> None:
+        self.slice = slice_seconds
+        self._since = time.monotonic()
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._since >= self.slice:
+            await asyncio.sleep(0)
+            self._since = time.monotonic()
+
+
 class Agent:
     def __init__(self, config: AgentConfig, kube: KubeApi, *, git_version: str = "") -> None:
         self.config = config
@@ -100,10 +124,17 @@ class Agent:
         self.session = AgentSession(
             {r.kind: r.strategy for r in config.resources}, config.rules, config.write_policy
         )
+        self.link = LinkSession(
+            [r.kind for r in config.resources], resync_interval=config.resync_interval
+        )
         self.dead_letters = DeadLetters()
         self.informers = {
             r.kind: Informer(
-                kube, r.kind, self._sink(r.kind), on_skip=self.dead_letters.record_skipped
+                kube,
+                r.kind,
+                self._sink(r.kind),
+                on_skip=self.dead_letters.record_skipped,
+                pace=self._pending_room,
             )
             for r in config.resources
         }
@@ -111,6 +142,7 @@ class Agent:
         self.coalescer: Coalescer[tuple[Kind, str, str], PENDING] = Coalescer(
             config.coalesce_quiet, config.coalesce_max_wait
         )
+        self.pending_limit = PENDING_LIMIT
         self.credentials = Credentials(
             config.access_key,
             config.account,
@@ -118,22 +150,36 @@ class Agent:
             synchronizer_version=config.version,
             git_version=git_version,
         )
-        self.outbox: collections.deque[Frame] = collections.deque()
-        self.submit_limit = SUBMIT_LIMIT
-        self._acks: collections.deque[Ack] = collections.deque()  # sent before the outbox
-        self._finished = AckCollector()  # delivery ids handled or rejected, not yet acked
         self.connected = asyncio.Event()
-        # Kinds whose inventory exchange is not set up yet: their additions are dropped rather
-        # than announced, since the coming reconciliation covers every object of the kind.
-        self._awaiting_inventory: set[Kind] = set()
         self.connections = 0
-        self.supersede = SupersedePolicy()
         self.dial_timeout = DIAL_TIMEOUT
+        self.submit_limit = SUBMIT_LIMIT
         self.app_ping_interval = KUBESCAPE_PING_INTERVAL  # to a kubescape server, instead
-        self._extensions = False  # the server speaks clustersync.v1: it takes our reports
         self.write_retry_delays = WRITE_RETRY_DELAYS
+        self.supervisor = Supervisor("agent")
         self._wake_flusher = asyncio.Event()
         self._wake_sender = asyncio.Event()
+        self._room_made = asyncio.Event()  # set when the sender made room in the outbox
+        self._closing: set[asyncio.Task[bool]] = set()
+        self._pending_drained = asyncio.Event()  # set when the flusher took from the coalescer
+
+    @property
+    def outbox(self) -> Sequence[Frame]:
+        """What waits to be sent to the backend (for benchmarks and tests)."""
+        return self.link.outbox
+
+    @property
+    def _extensions(self) -> bool:
+        """The server speaks clustersync.v1: it takes our reports."""
+        return self.link.negotiated
+
+    @property
+    def supersede(self) -> SupersedePolicy:
+        return self.link.supersede
+
+    @supersede.setter
+    def supersede(self, policy: SupersedePolicy) -> None:
+        self.link.supersede = policy
 
     def ready(self) -> bool:
         """Connected to a server, with every resource listed at least once."""
@@ -163,7 +209,20 @@ class Agent:
 
         return on_event
 
+    async def _pending_room(self) -> None:
+        """The informers' backpressure: while too many changes wait to be sent, stop reading
+        the watch (the API server holds the rest, or answers 410 and the informer relists)."""
+        while len(self.coalescer) >= self.pending_limit:
+            self._pending_drained.clear()
+            await self._pending_drained.wait()
+
+    async def _outbox_room(self) -> None:
+        while not self.link.has_room():
+            self._room_made.clear()
+            await self._room_made.wait()
+
     async def _flush_loop(self) -> None:
+        pacer = Pacer()
         while True:
             await self.connected.wait()
             due_at = self.coalescer.next_due()
@@ -177,10 +236,14 @@ class Agent:
                     async with asyncio.timeout(timeout):
                         await self._wake_flusher.wait()
                 continue
-            for kind, event_type, obj in self.coalescer.pop_due(now):
-                if event_type == "ADDED" and kind in self._awaiting_inventory:
+            due = self.coalescer.pop_due(now)
+            self._pending_drained.set()
+            for kind, event_type, obj in due:
+                if event_type == "ADDED" and not self.link.announces_addition(kind):
                     continue
+                await self._outbox_room()
                 self._queue(self._local_change(kind, event_type, obj))
+                await pacer.tick()
 
     def _local_change(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> list[Message]:
         meta = obj.get("metadata") or {}
@@ -199,28 +262,37 @@ class Agent:
         """Queue messages that do not come from a watch (the HTTP ingest endpoint's); like every
         queued message they go out when the link is up and survive reconnects. Raises
         OutboxFullError rather than queue past ``submit_limit`` (a long outage, a flood)."""
-        if len(self.outbox) + len(messages) > self.submit_limit:
-            raise OutboxFullError(f"{len(self.outbox)} messages already wait to be sent")
+        if len(self.link.outbox) + len(messages) > self.submit_limit:
+            raise OutboxFullError(f"{len(self.link.outbox)} messages already wait to be sent")
         self._queue(messages)
 
     def _queue(self, messages: Sequence[Frame]) -> None:
         if messages:
-            self.outbox.extend(messages)
+            self.link.queue(messages)
             self._wake_sender.set()
 
     # ------------------------------------------------------------ link side
 
     async def run(self) -> None:
-        """Run until cancelled; raises PermanentLinkError if the server refuses the agent."""
+        """Run until cancelled; raises PermanentLinkError if the server refuses the agent, and
+        TaskFailedError if an informer or the flusher keeps failing."""
+        for kind, informer in self.informers.items():
+            self.supervisor.spawn(f"informer {kind}", informer.run)
+        self.supervisor.spawn("flusher", self._flush_loop)
+        link = asyncio.create_task(self._link_loop(), name="agent:link")
+        failed = asyncio.create_task(self.supervisor.failed.wait())
         try:
-            async with asyncio.TaskGroup() as tasks:
-                for informer in self.informers.values():
-                    tasks.create_task(informer.run())
-                tasks.create_task(self._flush_loop())
-                tasks.create_task(self._link_loop())
-        except BaseExceptionGroup as group:
-            # Callers care about the first failure (a refused token), not the task group.
-            raise group.exceptions[0] from None
+            await asyncio.wait({link, failed}, return_when=asyncio.FIRST_COMPLETED)
+            if link.done():
+                link.result()  # the refusal or giving up that ended it
+                raise LinkError("the link loop ended")  # it never returns on its own
+            assert self.supervisor.failure is not None
+            raise self.supervisor.failure
+        finally:
+            for task in (link, failed):
+                task.cancel()
+            await asyncio.gather(link, failed, return_exceptions=True)
+            await self.supervisor.stop()
 
     async def _link_loop(self) -> None:
         backoff = Backoff()
@@ -255,7 +327,7 @@ class Agent:
                 if ws.close_code == SUPERSEDED_CLOSE:
                     delay = self._replaced_delay()
                 else:
-                    self.supersede.disconnected_otherwise()
+                    self.link.supersede.disconnected_otherwise()
                     if time.monotonic() - started > HEALTHY_AFTER:
                         backoff.reset()
                     delay = backoff.next_delay()
@@ -264,20 +336,18 @@ class Agent:
 
     def _replaced_delay(self) -> float:
         who = f"account {self.config.account!r}, cluster {self.config.cluster!r}"
-        delay = self.supersede.replaced()
+        policy = self.link.supersede
+        delay = policy.replaced()
         if delay is None:
             raise SupersededError(
                 f"another agent with the same identity ({who}) replaced this one "
-                f"{self.supersede.streak} times in a row: two agents are running with one "
+                f"{policy.streak} times in a row: two agents are running with one "
                 "access key and cluster name; stopping this one"
             )
         log.warning(
             "the server closed this connection because another agent with the same identity "
             "(%s) connected; backing off %.0fs instead of fighting over the link (%d of %d)",
-            who,
-            delay,
-            self.supersede.streak,
-            self.supersede.limit,
+            who, delay, policy.streak, policy.limit,
         )
         return delay
 
@@ -286,34 +356,30 @@ class Agent:
         log.info(
             "connected to %s as %s/%s", self.config.server, self.config.account, self.config.cluster
         )
+        # A clustersync server answers inventory requests, so the agent sends only what the
+        # backend lacks; a kubescape server gets every object announced by checksum.
+        negotiated = ws.protocol == ACK_PROTOCOL
+        self.link.connected(negotiated, time.monotonic())
         self.connected.set()
         self._wake_flusher.set()
         # Backend messages are handled in order by their own task, so slow cluster writes never
         # stall the reader (which must keep answering heartbeats).
         inbox: asyncio.Queue[tuple[Message, int | None]] = asyncio.Queue(maxsize=INBOX_SIZE)
-        self._acks.clear()  # delivery ids are per connection
-        self._finished.reset()
-        acks = ws.protocol == ACK_PROTOCOL
-        self._extensions = acks
-        # A clustersync server answers inventory requests, so the agent sends only what the
-        # backend lacks; a kubescape server gets every object announced by checksum.
-        if acks:
-            self._awaiting_inventory = set(self.informers)
-            resync = self._request_inventories()
-        else:
-            self._awaiting_inventory = set()
-            resync = self._announce_all()
-        self.progress.begin(answers=acks)
+        resync = self._request_inventories if negotiated else self._announce_all
+        self.progress.begin(answers=negotiated)
+        outbox_size = lambda: len(self.link.outbox)  # noqa: E731
         tasks = [
-            asyncio.create_task(self.progress.run(ws, lambda: len(self.outbox), reports=acks)),
-            asyncio.create_task(self._send_loop(ws)),
-            asyncio.create_task(resync),
-            asyncio.create_task(self._handle_loop(inbox)),
-            asyncio.create_task(self._describe_kinds()),
+            self._connection_task(
+                ws, "progress", self.progress.run(ws, outbox_size, reports=negotiated)
+            ),
+            self._connection_task(ws, "sender", self._send_loop(ws)),
+            self._connection_task(ws, "resync", resync()),
+            self._connection_task(ws, "handler", self._handle_loop(inbox)),
+            self._connection_task(ws, "describer", self._describe_kinds()),
         ]
-        if not acks:  # keepalive a Go server accepts: application pings, no ping frames
+        if not negotiated:  # keepalive a Go server accepts: application pings, no ping frames
             stop_ping_frames(ws)
-            tasks.append(asyncio.create_task(self._ping_periodically(ws)))
+            tasks.append(self._connection_task(ws, "pinger", self._ping_periodically(ws)))
         try:
             async for item, delivery_id in receive_deliveries(ws, "agent"):
                 if isinstance(item, Rejected | Ack | AgentInfo | WriteOutcome | SyncProgress):
@@ -326,10 +392,31 @@ class Agent:
                     await inbox.put((item, delivery_id))
         finally:
             self.connected.clear()
+            self.link.disconnected()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await ws.close()
+
+    def _connection_task(self, ws: WebSocket, name: str, work: Any) -> asyncio.Task[None]:
+        """A task that lives as long as the connection. If it fails, the failure is logged and
+        the connection closed: the agent redials, and the task starts again with it."""
+        task: asyncio.Task[None] = asyncio.create_task(work, name=f"agent:{name}")
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if finished.cancelled():
+                return
+            error = finished.exception()
+            if error is None:
+                return
+            TASK_FAILURES.labels("agent", name).inc()
+            log.error("agent: %s failed; reconnecting to start it again", name, exc_info=error)
+            closing = asyncio.create_task(ws.close(code=1011, message=b"agent task failed"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+        task.add_done_callback(done)
+        return task
 
     async def _handle_loop(self, inbox: asyncio.Queue[tuple[Message, int | None]]) -> None:
         while True:
@@ -344,9 +431,7 @@ class Agent:
     def _finish(self, delivery_id: int | None, *, idle: bool) -> None:
         """Acknowledge by id (negotiated servers number their deliveries; others do not): in one
         Ack once the inbox runs dry, and never more than a burst's worth behind."""
-        self._finished.handled(delivery_id)
-        if self._finished.due(idle):
-            self._acks.append(Ack(ids=self._finished.take()))
+        if self.link.delivery_finished(delivery_id, idle=idle):
             self._wake_sender.set()
 
     async def _ping_periodically(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -360,28 +445,30 @@ class Agent:
 
     async def _send_loop(self, ws: WebSocket) -> None:
         while True:
-            while self._acks or self.outbox:
-                queue: collections.deque[Any] = self._acks if self._acks else self.outbox
-                msg = queue[0]
-                try:
-                    await send(ws, msg, "agent")
-                    self.progress.on_sent(msg)
-                except FrameTooLargeError as exc:
-                    self._too_large(msg, exc)
-                except (ConnectionError, aiohttp.ClientError) as exc:
-                    log.warning("send failed, keeping the message for the next connection: %s", exc)
-                    await ws.close()
-                    return
-                queue.popleft()
-            self._wake_sender.clear()
-            await self._wake_sender.wait()
+            frame = self.link.next_frame()
+            if frame is None:
+                self._wake_sender.clear()
+                await self._wake_sender.wait()
+                continue
+            try:
+                await send(ws, frame, "agent")
+                self.progress.on_sent(frame)
+            except FrameTooLargeError as exc:
+                self._too_large(frame, exc)
+            except (ConnectionError, aiohttp.ClientError) as exc:
+                log.warning("send failed, keeping the message for the next connection: %s", exc)
+                await ws.close()
+                return
+            self.link.frame_done()
+            if self.link.has_room():
+                self._room_made.set()
 
-    def _too_large(self, msg: Message | Ack, exc: FrameTooLargeError) -> None:
+    def _too_large(self, msg: Frame, exc: FrameTooLargeError) -> None:
         """A message that cannot fit in a frame is dropped for good: the peer would close the
         connection on it, and every reconnect would send it again."""
         if isinstance(msg, Batch):
             self.dead_letters.record(msg.kind, "", "", "too_large", f"a batch of {exc}")
-        elif isinstance(msg, Ack | Ping):
+        elif isinstance(msg, Ack | Ping | AgentInfo | WriteOutcome | SyncProgress):
             log.error("cannot send %s: %s", type(msg).__name__, exc)
         else:
             ref = msg.ref
@@ -395,39 +482,49 @@ class Agent:
         """
         for informer in self.informers.values():
             await informer.synced.wait()
-        now = time.monotonic()
+        pacer = Pacer()
         for kind, informer in self.informers.items():
-            for (namespace, name), obj in list(informer.cache.items()):
+            for (namespace, name), obj in informer.cache.items():
                 key = (kind, namespace, name)
                 if key not in self.coalescer:
-                    self.coalescer.offer(key, (kind, "ADDED", obj), now)
-        self._wake_flusher.set()
+                    self.coalescer.offer(key, (kind, "ADDED", obj), time.monotonic())
+                    self._wake_flusher.set()
+                await pacer.tick()
 
     async def _request_inventories(self) -> None:
         """Ask the backend what it holds of each kind, as soon as that kind is listed;
-        :meth:`AgentSession.reconcile` then sends exactly what is missing or different, and
-        deletes what the cluster no longer has. A kind that cannot be listed (a CRD not
+        :meth:`AgentSession.reconcile_steps` then sends exactly what is missing or different,
+        and deletes what the cluster no longer has. A kind that cannot be listed (a CRD not
         installed) holds back only itself."""
         await asyncio.gather(*(self._request_inventory(kind) for kind in self.informers))
         # Periodically too: digests make an unchanged cluster cost a few kilobytes, and a repair
         # never waits for the next reconnect.
         while True:
-            await asyncio.sleep(self.config.resync_interval)
-            self._queue(
-                [
-                    self.session.inventory_request(kind, list(informer.cache.values()))
-                    for kind, informer in self.informers.items()
-                    if informer.synced.is_set()  # an unlisted kind must never look empty
-                ]
-            )
+            delay = self.link.resync_delay(time.monotonic())
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+            for kind, informer in self.informers.items():
+                if informer.synced.is_set():  # an unlisted kind must never look empty
+                    await self._send_inventory_request(kind)
+            self.link.resynced(time.monotonic())
 
     async def _request_inventory(self, kind: Kind) -> None:
         await self.informers[kind].synced.wait()
         # Pending additions are covered by the reconciliation, which reads the same cache.
         self.coalescer.discard_where(lambda pending: pending[0] == kind and pending[1] == "ADDED")
-        self._awaiting_inventory.discard(kind)
-        live = list(self.informers[kind].cache.values())
-        self._queue([self.session.inventory_request(kind, live)])
+        self._pending_drained.set()
+        self.link.inventory_requested(kind)
+        await self._send_inventory_request(kind)
+
+    async def _send_inventory_request(self, kind: Kind) -> None:
+        pacer = Pacer()
+        entries = []
+        for entry in self.session.inventory_entries(kind, self.informers[kind].cache.values()):
+            entries.append(entry)
+            await pacer.tick()
+        await self._outbox_room()
+        self._queue([self.session.inventory_batch(kind, entries)])
 
     async def _describe_kinds(self) -> None:
         """Learn which synced kinds are namespaced (the write policy needs it) and tell a
@@ -455,11 +552,7 @@ class Agent:
                 for item in msg.unrolled():
                     await self._handle(item)
                 return
-            informer = self.informers.get(msg.kind)
-            if informer is not None:
-                await informer.synced.wait()  # an unsynced cache would look like mass deletes
-            inventory = list(informer.cache.values()) if informer else []
-            self._carry_out(self.session.reconcile(msg, inventory))
+            await self._reconcile(msg)
             self.progress.on_answer(msg.kind)
             return
         live = await self._live(msg.ref)
@@ -470,6 +563,23 @@ class Agent:
             await self._apply(write)
             verb = "put" if write.object is not None else "delete"
             APPLY_SECONDS.labels(verb).observe(time.perf_counter() - started)
+
+    async def _reconcile(self, msg: Batch) -> None:
+        """Repair a kind in steps: each step's messages are queued (waiting for room in the
+        outbox) before the next is computed, and the loop keeps running in between."""
+        informer = self.informers.get(msg.kind)
+        if informer is not None:
+            await informer.synced.wait()  # an unsynced cache would look like mass deletes
+        live = informer.cache.values() if informer else iter(())
+
+        def still_absent(ref: ObjectRef) -> bool:
+            return informer is None or (ref.namespace, ref.name) not in informer.cache
+
+        pacer = Pacer()
+        for step in self.session.reconcile_steps(msg, live, still_absent=still_absent):
+            await self._outbox_room()
+            self._carry_out(step)
+            await pacer.tick()
 
     async def _live(self, ref: ObjectRef) -> dict[str, Any] | None:
         """The cluster's copy: from the informer's cache once synced (it follows the watch), so

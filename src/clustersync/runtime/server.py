@@ -336,13 +336,15 @@ class SyncServer:
             # A kubescape agent cannot say what became of a backend write: record that it went.
             await self._report_write(conn, msg, WriteStatus.SENT)
             return
-        if self.delivery.exhausted(delivery.attempt):
+        if self.delivery.exhausted(delivery.subject, delivery.seq):
             # A poison message must not stall the cluster's down stream forever.
             log.error(
-                "%s/%s: message on %s not acknowledged after %d deliveries; parking it",
-                conn.account, conn.cluster, delivery.subject, delivery.attempt - 1,
+                "%s/%s: message %d on %s not acknowledged in %d deliveries; parking it",
+                conn.account, conn.cluster, delivery.seq, delivery.subject,
+                self.delivery.max_attempts,
             )
-            reason = f"not acknowledged after {delivery.attempt - 1} deliveries"
+            self.delivery.settled(delivery.subject, delivery.seq)
+            reason = f"not acknowledged in {self.delivery.max_attempts} deliveries"
             await self._park(delivery, reason)
             await self._report_write(conn, msg, WriteStatus.FAILED, f"parked: {reason}")
             return
@@ -358,15 +360,17 @@ class SyncServer:
             async with asyncio.timeout(self.delivery.ack_timeout):
                 await handled
         except TimeoutError:
+            count = self.delivery.timed_out(delivery.subject, delivery.seq)
             log.warning(
-                "%s/%s did not acknowledge delivery %d within %gs (attempt %d of %d); "
+                "%s/%s did not acknowledge delivery %d within %gs (%d of %d); "
                 "the bus will deliver it again",
                 conn.account, conn.cluster, delivery_id, self.delivery.ack_timeout,
-                delivery.attempt, self.delivery.max_attempts,
+                count, self.delivery.max_attempts,
             )
             raise
         finally:
             conn.unacked.forget(delivery_id)
+        self.delivery.settled(delivery.subject, delivery.seq)
 
     async def _park(self, delivery: Delivery, reason: str) -> None:
         dead = encode_dead_letter(delivery.subject, delivery.data, reason)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,14 @@ class SkippedObject:
 
 
 SkipSink = Callable[[SkippedObject], None]
+Pace = Callable[[], Awaitable[None]]
+"""Awaited between events: the consumer's backpressure (it returns when there is room)."""
+
+YIELD_EVERY = 200  # objects handled between yields to the event loop during a relist
+
+
+async def _no_backpressure() -> None:
+    return None
 
 
 def _log_skip(skipped: SkippedObject) -> None:
@@ -98,6 +106,11 @@ class ObjectCache:
         return None if entry is None else entry[0]
 
     def put(self, key: Key, obj: dict[str, Any]) -> None:
+        self.store(key, self.encoded(obj))
+
+    @staticmethod
+    def encoded(obj: dict[str, Any]) -> tuple[str, bytes]:
+        """The cache entry for ``obj``; raises :class:`UnencodableError` if it has none."""
         meta = obj.get("metadata")
         if isinstance(meta, dict) and "managedFields" in meta:
             obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
@@ -107,14 +120,21 @@ class ObjectCache:
             # orjson refuses nesting of 255 levels and more; nothing downstream could send it.
             raise UnencodableError(str(exc)) from None
         # A right-sized copy: orjson's output keeps its whole growth buffer (about 6x the size).
-        self._items[key] = (_rv(obj), bytes(memoryview(encoded)))
+        return _rv(obj), bytes(memoryview(encoded))
+
+    def store(self, key: Key, entry: tuple[str, bytes]) -> None:
+        self._items[key] = entry
 
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
 
     def items(self) -> Iterator[tuple[Key, dict[str, Any]]]:
+        """Every object present when iteration started and still present when reached (callers
+        may pause in between while the watch changes the cache)."""
         for key in list(self._items):
-            yield key, self[key]
+            entry = self._items.get(key)
+            if entry is not None:
+                yield key, orjson.loads(entry[1])
 
     def values(self) -> Iterator[dict[str, Any]]:
         for _, obj in self.items():
@@ -131,11 +151,13 @@ class Informer:
         watch_timeout: int = 300,
         backoff: Backoff | None = None,
         on_skip: SkipSink = _log_skip,
+        pace: Pace = _no_backpressure,
     ) -> None:
         self.api = api
         self.kind = kind
         self.sink = sink
         self.on_skip = on_skip
+        self.pace = pace
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff(initial=0.2, ceiling=30.0)
         self.cache = ObjectCache()
@@ -172,7 +194,10 @@ class Informer:
         items, list_rv = await self.api.list(self.kind)
         self.lists += 1
         fresh = ObjectCache()
-        for obj in items:
+        for done, obj in enumerate(items, 1):
+            if done % YIELD_EVERY == 0:
+                # A list of 100k objects takes seconds to cache: let heartbeats and sends run.
+                await asyncio.sleep(0)
             key = key_of(obj)
             if not self._admit(fresh, key, obj):
                 continue  # absent from the fresh cache: an older copy is reported deleted below
@@ -181,13 +206,15 @@ class Informer:
                 self.sink("ADDED", obj)
             elif old_rv != _rv(obj):
                 self.sink("MODIFIED", obj)
-        for key in self.cache:
+        del items  # the cache holds compact copies; the parsed list can go
+        for key, obj in self.cache.items():
             if key not in fresh:
-                self.sink("DELETED", self.cache[key])
+                self.sink("DELETED", obj)
         self.cache = fresh
         # Resume from the list's own resourceVersion, not the last item's (a kubescape bug).
         self.resource_version = list_rv
         self.synced.set()
+        await self.pace()
 
     def _admit(self, cache: ObjectCache, key: Key, obj: dict[str, Any]) -> bool:
         """Cache the object, or report it skipped; one bad object never stops the kind."""
@@ -211,14 +238,23 @@ class Informer:
             if item.type == "BOOKMARK":
                 continue
             key = key_of(item.object)
+            # The sink first, the cache after: if the sink fails, the informer's restart
+            # relists and finds the change again instead of a cache that already has it.
             if item.type == "DELETED":
+                self.sink("DELETED", item.object)
                 self.cache.pop(key)
-            elif not self._admit(self.cache, key, item.object):
+                await self.pace()
+                continue
+            try:
+                entry = self.cache.encoded(item.object)
+            except UnencodableError as exc:
+                self.on_skip(SkippedObject(self.kind, key[0], key[1], "too_deep", str(exc)))
                 # The agent's view must not keep an older copy the backend would then keep too:
                 # the object counts as absent (and is on the dead-letter list) until it is fixed.
                 if key in self.cache:
-                    stale = self.cache[key]
+                    self.sink("DELETED", self.cache[key])
                     self.cache.pop(key)
-                    self.sink("DELETED", stale)
                 continue
             self.sink(item.type, item.object)
+            self.cache.store(key, entry)
+            await self.pace()
