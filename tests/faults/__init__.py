@@ -1,0 +1,1 @@
+"""The fault matrix (see docs/reliability.md)."""
