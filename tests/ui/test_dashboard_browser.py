@@ -242,9 +242,16 @@ async def _scenario(world: World, gate: GatedIngest, page: Any, artefacts: Artef
 
     async def audited() -> bool:
         await page.goto(f"{base}/ui/writes?cluster={CLUSTER_A}")
-        return "applied" in await text_of(page, "#writes")  # the page is not live: reload
+        # The page is not live: reload until this write's row shows its outcome.
+        return "applied" in await text_of(page, f"#writes tr:has-text('{write_id}')")
 
     await eventually(audited, timeout=20, what="the write's outcome on the audit page")
+    # The fleet counts the cluster's writes by outcome: the replayed one (the ingester records
+    # a write that reaches it without a record) and this one.
+    await page.goto(f"{base}/ui/")
+    await wait_text(page, f"{row} td.writes", lambda t: t == "2 applied", "2 applied writes")
+    await page.click(f"{row} td.writes a")
+    await page.wait_for_selector("#writes")
     audit = await text_of(page, "#writes")
     assert write_id in audit and "from-api" in audit
     await artefacts.shoot(page, "10-writes")

@@ -78,8 +78,9 @@ def _see_other(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location, headers=SECURITY_HEADERS)
 
 
+# static/app.js redraws the same columns in the same order.
 FLEET_COLUMNS = ("Cluster", "State", "Objects", "Kinds", "Initial sync", "Last seen", "Agent",
-                 "Dead letters")  # static/app.js renders the same columns in the same order
+                 "Backend writes", "Dead letters")
 
 
 def _seen(value: float | str | None) -> str:
@@ -109,6 +110,9 @@ def _fleet_row(r: ClusterRow) -> Safe:
         tag("td", bars, class_="sync"),
         tag("td", _seen(r.last_seen)),
         tag("td", r.agent_version or "—"),
+        tag("td", link(url("/ui/writes", account=r.account, cluster=r.cluster),
+                       ", ".join(f"{n} {s}" for s, n in sorted(r.writes.items())))
+            if r.writes else "—", class_="writes"),
         tag("td", r.dead_letters, class_="num dead"),
     ]
     return Safe(f'<tr data-cluster="{escape(r.account)}/{escape(r.cluster)}">'

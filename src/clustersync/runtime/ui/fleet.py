@@ -56,6 +56,7 @@ class ClusterRow:
     kinds: dict[str, int] = field(default_factory=dict)
     progress: dict[str, KindProgress] = field(default_factory=dict)
     dead_letters: int = 0
+    writes: dict[str, int] = field(default_factory=dict)  # backend writes by outcome, non-zero
 
     @property
     def objects(self) -> int:
@@ -88,6 +89,7 @@ class ClusterRow:
                 k: {"listed": p.listed, "stored": p.stored} for k, p in self.syncing.items()
             },
             "deadLetters": self.dead_letters,
+            "writes": self.writes,
         }
 
 
@@ -136,6 +138,7 @@ def _row(doc: Mapping[str, Any], live: LinkFacts | None, shared: bool,
         agent_version=doc.get("agentVersion"), protocol=doc.get("protocol"),
         replica=doc.get("replica"), kinds={k: n for k, n in kinds.items() if n},
         progress=progress, dead_letters=int(doc.get("deadLetters") or 0),
+        writes={str(k): int(n) for k, n in (doc.get("writes") or {}).items() if n},
     )
     if live is not None:  # this process's own socket is the freshest word
         row.since, row.last_seen = live.since, live.last_seen

@@ -58,6 +58,12 @@ function renderFleet(table, clusters) {
     cell(row, progress(c), "sync");
     cell(row, typeof c.lastSeen === "number" ? ago(c.lastSeen) : (c.lastSeen || "—"));
     cell(row, c.agentVersion || "—");
+    const outcomes = Object.entries(c.writes || {}).sort();
+    const audit = "/ui/writes?account=" + encodeURIComponent(c.account) + "&cluster=" +
+      encodeURIComponent(c.cluster);
+    cell(row, outcomes.length
+      ? el("a", outcomes.map(([s, n]) => n + " " + s).join(", "), { href: audit }) : "—",
+      "writes");
     cell(row, String(c.deadLetters), "num dead");
   }
   table.replaceChild(fresh, body);
