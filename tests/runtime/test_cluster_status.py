@@ -140,3 +140,28 @@ async def _drain(ws: aiohttp.ClientWebSocketResponse) -> bool:
 async def _when(doc_coro: Any, check: Any) -> Any:
     doc = await doc_coro
     return doc if check(doc) else None
+
+
+async def test_a_stalled_sync_logs_its_progress_until_the_backend_answers(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="clustersync.agent")
+    await world.backend.ingester.stop()  # nobody answers the agent's inventory requests yet
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = world.start_agent(CLUSTER_A)
+    agent.progress.log_interval = 0.1  # the product logs every 5 s; the test cannot wait that
+    namespaces = len(cluster.sandbox.list("", "v1", "namespaces"))
+    want = f"initial sync: /v1/namespaces listed {namespaces} sent 0 acknowledged 0"
+
+    def progress_lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith(want)]
+
+    await eventually(progress_lines, what="a progress line while the sync waits")
+    assert not [r for r in caplog.records if "initial sync done" in r.getMessage()]
+    await world.backend.ingester.start()
+    doc = await eventually(
+        lambda: _when(status(world, CLUSTER_A), lambda d: d["initialSync"] == "done"),
+        what="the sync to finish once the backend answers",
+    )
+    assert {k["kind"]: k["sync"]["listed"] for k in doc["kinds"]}["/v1/namespaces"] == namespaces
+    assert any("initial sync done" in r.getMessage() for r in caplog.records)
