@@ -8,13 +8,10 @@ escape could not run an injected script.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Any
-from urllib.parse import quote
 
 import orjson
 import yaml
@@ -22,118 +19,35 @@ from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError
 from clustersync.adapters.metrics import bad_input
-from clustersync.adapters.store import (
-    ObjectKey,
-    Store,
-    StoredObject,
-    StoreError,
-    WriteRecord,
-)
+from clustersync.adapters.store import ObjectKey, Store, StoreError
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
 from clustersync.protocol.messages import WriteStatus
 from clustersync.runtime.ui.fleet import ClusterRow, LinkSource, StateReader, fleet
+from clustersync.runtime.ui.pages import (
+    FLEET_COLUMNS,
+    MAX_LISTED,
+    MAX_WRITES,
+    SECURITY_HEADERS,
+    STATIC,
+    filters,
+    fleet_row,
+    matches,
+    object_url,
+    page,
+    parse_int,
+    quote_part,
+    readable,
+    see_other,
+    when,
+    writes_table,
+)
 from clustersync.runtime.ui.render import Safe, escape, fill, join, link, table, tag, url
 from clustersync.runtime.ui.sessions import COOKIE, Session, Sessions, csrf_ok
 
 log = logging.getLogger("clustersync.ui")
 
-MAX_LISTED = 500  # objects shown on one cluster page; narrow with the filters for more
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-NAV = (("Fleet", "/ui/"), ("Backend writes", "/ui/writes"), ("Dead letters", "/ui/deadletters"),
-       ("API reference", "/api/v1/docs"))
-MAX_WRITES = 200  # rows on the audit page, newest first
-
 Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
-
-
-def when(epoch: float | None) -> str:
-    if not epoch:
-        return "—"
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
-
-
-def _page(title: str, session: Session, body: Safe, *, flash: str = "", error: bool = False,
-          status: int = 200) -> web.Response:
-    nav = join(link(href, text) for text, href in NAV)
-    notice = tag("div", flash, class_="flash error" if error else "flash", role="status")
-    html = fill("layout.html", {
-        "title": title, "nav": nav, "csrf": session.csrf, "body": body,
-        "flash": notice if flash else Safe(""),
-    })
-    return web.Response(text=html, content_type="text/html", status=status,
-                        headers=SECURITY_HEADERS)
-
-
-def _see_other(location: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(location, headers=SECURITY_HEADERS)
-
-
-# static/app.js redraws the same columns in the same order.
-FLEET_COLUMNS = ("Cluster", "State", "Objects", "Kinds", "Initial sync", "Last seen", "Agent",
-                 "Backend writes", "Dead letters")
-
-
-def _seen(value: float | str | None) -> str:
-    if isinstance(value, int | float):
-        return when(value)
-    return value or "—"
-
-
-def _fleet_row(r: ClusterRow) -> Safe:
-    """One row of the fleet table, as the page is first served (app.js redraws it live)."""
-    name = join([link(f"/ui/clusters/{_q(r.account)}/{_q(r.cluster)}", r.cluster),
-                 tag("div", r.account, class_="muted")])
-    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(r.kinds.items())) or "—"
-    bars = join(
-        tag("div", join([
-            tag("progress", f"{p.stored} / {p.listed}", value=min(p.stored, p.listed),
-                max=p.listed, title=kind),
-            f" {p.stored} / {p.listed} {kind}",
-        ]), class_="progress", data_kind=kind)
-        for kind, p in sorted(r.syncing.items())
-    ) or tag("span", "—", class_="muted")
-    cells = [
-        tag("td", name),
-        tag("td", tag("span", r.state, class_=f"badge {r.state}"), class_="state"),
-        tag("td", r.objects, class_="num objects"),
-        tag("td", kinds, class_="kinds"),
-        tag("td", bars, class_="sync"),
-        tag("td", _seen(r.last_seen)),
-        tag("td", r.agent_version or "—"),
-        tag("td", link(url("/ui/writes", account=r.account, cluster=r.cluster),
-                       ", ".join(f"{n} {s}" for s, n in sorted(r.writes.items())))
-            if r.writes else "—", class_="writes"),
-        tag("td", r.dead_letters, class_="num dead"),
-    ]
-    return Safe(f'<tr data-cluster="{escape(r.account)}/{escape(r.cluster)}">'
-                + "".join(cells) + "</tr>")
-
-
-def _labels_match(obj: dict[str, Any], selector: str) -> bool:
-    """kubectl's equality selector: ``a=b,c!=d,e`` (key present)."""
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, _, value = term.partition("!=")
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, _, value = term.partition("=")
-            if labels.get(key.strip()) != value.strip().removeprefix("="):
-                return False
-        elif term not in labels:
-            return False
-    return True
 
 
 class Dashboard:
@@ -191,7 +105,7 @@ class Dashboard:
             if session is None:
                 if json:
                     return web.json_response({"error": "log in first"}, status=401)
-                raise _see_other("/ui/login")
+                raise see_other("/ui/login")
             if request.method == "POST":
                 form = await request.post()
                 submitted = form.get("csrf")
@@ -199,7 +113,7 @@ class Dashboard:
                     bad_input("ui", "csrf")
                     log.warning("dashboard form refused: missing or wrong CSRF token (%s %s)",
                                 request.method, request.path)
-                    return _page("Refused", session, tag(
+                    return page("Refused", session, tag(
                         "p", "This form was not sent by this dashboard page (CSRF token "
                         "missing or wrong). Go back, reload the page and try again."),
                         error=True, status=403)
@@ -211,14 +125,14 @@ class Dashboard:
                 if json:
                     return web.json_response({"error": message}, status=503,
                                              headers={"Retry-After": "5"})
-                return _page("Store unavailable", session, tag(
+                return page("Store unavailable", session, tag(
                     "p", "Reload the page in a few seconds."), flash=message, error=True,
                     status=503)
 
         return guarded
 
     async def root(self, request: web.Request) -> web.StreamResponse:
-        raise _see_other("/ui/")
+        raise see_other("/ui/")
 
     async def login_form(self, request: web.Request, error: str = "",
                          status: int = 200) -> web.Response:
@@ -238,14 +152,14 @@ class Dashboard:
             )
         assert isinstance(token, str)
         session = self.sessions.open(token)
-        response = _see_other("/ui/")
+        response = see_other("/ui/")
         response.set_cookie(COOKIE, session.id, path="/ui", httponly=True, samesite="Strict",
                             secure=request.secure)
         raise response
 
     async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
         self.sessions.close(session.id)
-        response = _see_other("/ui/login")
+        response = see_other("/ui/login")
         response.del_cookie(COOKIE, path="/ui")
         raise response
 
@@ -275,40 +189,40 @@ class Dashboard:
         head = join(tag("th", h) for h in FLEET_COLUMNS)
         fleet_table = Safe(
             '<table id="fleet" data-source="/ui/fleet.json"><thead><tr>' + head
-            + "</tr></thead><tbody>" + "".join(_fleet_row(r) for r in rows) + "</tbody></table>"
+            + "</tr></thead><tbody>" + "".join(fleet_row(r) for r in rows) + "</tbody></table>"
         )
         intro = tag("p", join([
             f"{len(rows)} clusters. ",
             tag("span", "live", id="live-status", class_="live"),
         ]), class_="muted")
-        return _page("Fleet", session, join([intro, fleet_table]))
+        return page("Fleet", session, join([intro, fleet_table]))
 
     # ------------------------------------------------------------ one cluster
 
     async def cluster_page(self, request: web.Request, session: Session) -> web.Response:
         account, cluster = request.match_info["account"], request.match_info["cluster"]
         query = request.query
-        base = f"/ui/clusters/{_q(account)}/{_q(cluster)}"
+        base = f"/ui/clusters/{quote_part(account)}/{quote_part(cluster)}"
         kind_text = query.get("kind", "")
         try:
             kind = Kind.parse(kind_text) if kind_text else None
         except KindError as exc:
             bad_input("ui", "kind")
-            return _page(cluster, session, Safe(""), flash=str(exc), error=True, status=400)
+            return page(cluster, session, Safe(""), flash=str(exc), error=True, status=400)
         counts = {str(c.kind): c.count for c in await self.store.count_kinds(account, cluster)}
         total = sum(counts.values())
         # The store narrows by kind; namespace, name and labels are matched here (a name part
         # and a label selector are not store queries), over one kind's rows at most.
         candidates = await self.store.list(account, cluster, kind)
         namespaces = sorted({r.key.ref.namespace for r in candidates if r.key.ref.namespace})
-        rows = [r for r in candidates if self._matches(r, query)]
+        rows = [r for r in candidates if matches(r, query)]
 
         kind_cards = join(
             link(url(base, kind=k), join([k, tag("b", n)]),
                  class_="current" if k == kind_text else None)
             for k, n in sorted(counts.items())
         )
-        filters = self._filters(base, kind_text, sorted(counts), namespaces, query)
+        narrowing = filters(base, kind_text, sorted(counts), namespaces, query)
         shown = rows[:MAX_LISTED]
         objects = table(
             ("Kind", "Namespace", "Name", "Resource version", "Updated"),
@@ -316,7 +230,7 @@ class Dashboard:
                 (
                     str(r.key.ref.kind),
                     r.key.ref.namespace or "—",
-                    link(self._object_url(r), r.key.ref.name),
+                    link(object_url(r), r.key.ref.name),
                     r.resource_version,
                     when(r.updated_at),
                 )
@@ -334,50 +248,9 @@ class Dashboard:
             tag("div", kind_cards or tag("span", "none yet", class_="muted"), class_="cards",
                 id="kinds"),
             tag("h2", f"Objects ({len(rows)})"),
-            filters, objects, more,
+            narrowing, objects, more,
         ])
-        return _page(cluster, session, body)
-
-    @staticmethod
-    def _matches(row: StoredObject, query: Any) -> bool:
-        ref = row.key.ref
-        if query.get("namespace") and ref.namespace != query["namespace"]:
-            return False
-        search = query.get("q", "").strip().lower()
-        if search and search not in ref.name.lower():
-            return False
-        selector = query.get("labels", "").strip()
-        return not selector or _labels_match(orjson.loads(row.object), selector)
-
-    @staticmethod
-    def _filters(base: str, kind: str, kinds: list[str], namespaces: list[str],
-                 query: Any) -> Safe:
-        def select(name: str, label: str, options: list[str], chosen: str) -> Safe:
-            opts = [tag("option", "any", value="")] + [
-                tag("option", o, value=o, selected=o == chosen) for o in options
-            ]
-            return tag("label", join([label, tag("select", join(opts), name=name)]))
-
-        def text(name: str, label: str, placeholder: str) -> Safe:
-            return tag("label", join([label, Safe(
-                f'<input type="search" name="{name}" value="{escape(query.get(name, ""))}" '
-                f'placeholder="{escape(placeholder)}">'
-            )]))
-
-        return tag("form", join([
-            select("kind", "Kind", kinds, kind),
-            select("namespace", "Namespace", namespaces, query.get("namespace", "")),
-            text("q", "Name contains", "web"),
-            text("labels", "Labels", "app=web,tier!=db"),
-            tag("button", "Filter", type="submit", class_="primary"),
-            link(base, "Clear"),
-        ]), method="get", action=base, class_="filters", role="search")
-
-    @staticmethod
-    def _object_url(row: StoredObject) -> str:
-        ref = row.key.ref
-        return url(f"/ui/clusters/{_q(row.key.account)}/{_q(row.key.cluster)}/object",
-                   kind=str(ref.kind), namespace=ref.namespace, name=ref.name)
+        return page(cluster, session, body)
 
     async def object_page(self, request: web.Request, session: Session) -> web.Response:
         account, cluster = request.match_info["account"], request.match_info["cluster"]
@@ -386,14 +259,14 @@ class Dashboard:
             kind = Kind.parse(query.get("kind", ""))
         except KindError as exc:
             bad_input("ui", "kind")
-            return _page("Object", session, Safe(""), flash=str(exc), error=True, status=400)
+            return page("Object", session, Safe(""), flash=str(exc), error=True, status=400)
         ref = ObjectRef(kind, query.get("namespace", ""), query.get("name", ""))
         row = await self.store.get(ObjectKey(account, cluster, ref))
         title = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
-        back = link(url(f"/ui/clusters/{_q(account)}/{_q(cluster)}", kind=str(kind)),
-                    f"← {cluster}: {kind}")
+        cluster_url = f"/ui/clusters/{quote_part(account)}/{quote_part(cluster)}"
+        back = link(url(cluster_url, kind=str(kind)), f"← {cluster}: {kind}")
         if row is None:
-            return _page(title or "Object", session, tag("p", back),
+            return page(title or "Object", session, tag("p", back),
                          flash="The backend holds no such object (deleted, or not synced yet).",
                          error=True, status=404)
         facts = join(
@@ -413,36 +286,14 @@ class Dashboard:
             tag("h2", "YAML"),
             tag("pre", tag("code", document), id="yaml"),
             tag("h2", "Backend writes"),
-            self._writes_table(
+            writes_table(
                 await self.store.recent_writes(account, cluster, ref, MAX_WRITES),
                 with_object=False,
             ),
         ])
-        return _page(title, session, body)
+        return page(title, session, body)
 
     # ------------------------------------------------------------ backend writes
-
-    @staticmethod
-    def _writes_table(writes: list[WriteRecord], with_object: bool) -> Safe:
-        def row(w: WriteRecord) -> list[object]:
-            cells: list[object] = [when(w.created_at), w.verb]
-            if with_object:
-                ref = w.ref
-                target = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
-                href = url(f"/ui/clusters/{_q(w.account)}/{_q(w.cluster)}/object",
-                           kind=str(ref.kind), namespace=ref.namespace, name=ref.name)
-                cells += [f"{w.account}/{w.cluster}", join([
-                    link(href, target), tag("div", str(ref.kind), class_="muted")])]
-            status = tag("span", w.status.value, class_=f"badge write-{w.status.value}")
-            return [*cells, status, w.reason or "—", when(w.updated_at),
-                    tag("code", w.id, class_="muted")]
-
-        headers = ["Requested", "Verb"]
-        if with_object:
-            headers += ["Cluster", "Object"]
-        headers += ["Outcome", "Reason", "Settled", "Write id"]
-        return table(headers, (row(w) for w in writes), id="writes",
-                     empty="No backend write recorded (or purged after retention).")
 
     async def writes_page(self, request: web.Request, session: Session) -> web.Response:
         query = request.query
@@ -467,8 +318,8 @@ class Dashboard:
         intro = tag("p", f"The newest {MAX_WRITES} writes the API accepted, with what became of "
                     "each (kubescape agents report no outcome: their writes stay 'sent').",
                     class_="muted")
-        return _page("Backend writes", session,
-                     join([intro, filters, self._writes_table(writes, with_object=True)]))
+        return page("Backend writes", session,
+                     join([intro, filters, writes_table(writes, with_object=True)]))
 
     # ------------------------------------------------------------ dead letters
 
@@ -486,13 +337,13 @@ class Dashboard:
         )
         flash = {"replayed": "Replayed: the message is back on its subject.",
                  "dropped": "Dropped."}.get(request.query.get("done", ""), "")
-        return _page("Dead letters", session, body, flash=flash)
+        return page("Dead letters", session, body, flash=flash)
 
     async def dead_letter_page(self, request: web.Request, session: Session) -> web.Response:
-        letter_id = _int(request.match_info["id"])
+        letter_id = parse_int(request.match_info["id"])
         letter = await self.store.dead_letter(letter_id) if letter_id is not None else None
         if letter is None:
-            return _page("Dead letter", session, tag("p", link("/ui/deadletters", "← all")),
+            return page("Dead letter", session, tag("p", link("/ui/deadletters", "← all")),
                          flash="No such dead letter (replayed or dropped already?).",
                          error=True, status=404)
         facts = join(
@@ -518,55 +369,30 @@ class Dashboard:
                 action("drop", "Drop", "danger", "Delete this message for good?"),
             ]), class_="actions"),
             tag("h2", "Message"),
-            tag("pre", tag("code", _readable(letter.data)), id="message"),
+            tag("pre", tag("code", readable(letter.data)), id="message"),
         ])
-        return _page(f"Dead letter {letter.id}", session, body)
+        return page(f"Dead letter {letter.id}", session, body)
 
     async def replay(self, request: web.Request, session: Session) -> web.StreamResponse:
         # Imported here: services builds this dashboard, so a module-level import would cycle.
         from clustersync.runtime.services import replay_dead_letter
 
-        letter_id = _int(request.match_info["id"])
+        letter_id = parse_int(request.match_info["id"])
         letter = await self.store.dead_letter(letter_id) if letter_id is not None else None
         if letter is None:
-            raise _see_other("/ui/deadletters")
+            raise see_other("/ui/deadletters")
         try:
             seq = await replay_dead_letter(self.store, self.bus, letter)
         except BusError as exc:
             log.error("dead letter %d not replayed: %s", letter.id, exc)
-            return _page(f"Dead letter {letter.id}", session, Safe(""), error=True,
+            return page(f"Dead letter {letter.id}", session, Safe(""), error=True,
                          flash=f"Not replayed: the bus refused it ({exc}).", status=503)
         log.info("dashboard replayed dead letter %d on %s as seq %d",
                  letter.id, letter.subject, seq)
-        raise _see_other("/ui/deadletters?done=replayed")
+        raise see_other("/ui/deadletters?done=replayed")
 
     async def drop(self, request: web.Request, session: Session) -> web.StreamResponse:
-        letter_id = _int(request.match_info["id"])
+        letter_id = parse_int(request.match_info["id"])
         if letter_id is not None and await self.store.drop_dead_letter(letter_id):
             log.info("dashboard dropped dead letter %d", letter_id)
-        raise _see_other("/ui/deadletters?done=dropped")
-
-
-def _q(part: str) -> str:
-    return quote(part, safe="")
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _readable(data: bytes) -> str:
-    """A parked message for reading: pretty JSON when it is JSON (with the object a message
-    carries as JSON text unfolded too), else the text as it is."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data.decode("utf-8", errors="replace")
-    message = doc.get("message") if isinstance(doc, dict) else None
-    if isinstance(message, dict) and isinstance(message.get("Object"), str):
-        with contextlib.suppress(orjson.JSONDecodeError):  # not JSON: shown as the string
-            message["Object"] = orjson.loads(message["Object"])
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+        raise see_other("/ui/deadletters?done=dropped")
