@@ -5,11 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sys
 
 from benchmarks import connections, memory, micro, sync, wire
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["prod"]:  # the production topology: its own processes and options
+        from benchmarks import prod
+
+        prod.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--objects", type=int, default=5000, help="objects for the sync benchmark")
     args = parser.parse_args()

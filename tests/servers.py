@@ -190,8 +190,10 @@ class RunningPostgres:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_postgres(tmpdir: Path | None = None, database: str = "clustersync") -> RunningPostgres:
-    """Create a cluster (trust auth, UTF8, no fsync) and start it on a free loopback port.
+def start_postgres(tmpdir: Path | None = None, database: str = "clustersync",
+                   *, durable: bool = False) -> RunningPostgres:
+    """Create a cluster (trust auth, UTF8, no fsync unless ``durable``, as benchmarks want it)
+    and start it on a free loopback port.
 
     Without ``tmpdir`` a private directory is made under the system temp dir and removed on
     stop; pytest's own temp dirs are mode 0700 under root, which the server user cannot enter.
@@ -209,8 +211,10 @@ def start_postgres(tmpdir: Path | None = None, database: str = "clustersync") ->
     port = free_port()
     runas.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
                "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"], cwd=workdir)
-    opts = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    safety = ("-c fsync=on -c synchronous_commit=on -c full_page_writes=on" if durable else
+              "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+    opts = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 {safety} "
+            "-c max_connections=200")
     running = RunningPostgres(
         url=f"postgresql://postgres@127.0.0.1:{port}/{database}", port=port, workdir=workdir,
         _bindir=bindir, _runas=runas, _remove_workdir=remove, _opts=opts,

@@ -200,11 +200,14 @@ class Agent:
         def on_event(event_type: str, obj: dict[str, Any]) -> None:
             meta = obj.get("metadata") or {}
             key = (kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            if event_type == "ADDED" and not self.link.announces_addition(kind):
+                return  # the coming reconciliation covers it; never counted as sent
             was_idle = len(self.coalescer) == 0
-            self.coalescer.offer(key, (kind, event_type, obj), time.monotonic())
-            # An offer never makes the earliest due time earlier, so the flusher, already timed
-            # for that, needs waking only when it had nothing to wait for.
-            if was_idle:
+            due_now = self.coalescer.offer(key, (kind, event_type, obj), time.monotonic())
+            # Only a leading-edge offer (due at once) makes the earliest due time earlier, so
+            # the flusher, already timed for the rest, needs waking for that or when it had
+            # nothing to wait for.
+            if due_now or was_idle:
                 self._wake_flusher.set()
 
         return on_event
@@ -360,6 +363,10 @@ class Agent:
         # backend lacks; a kubescape server gets every object announced by checksum.
         negotiated = ws.protocol == ACK_PROTOCOL
         self.link.connected(negotiated, time.monotonic())
+        if negotiated:
+            # Listed before the link was up: the reconciliation covers them. Dropped here, not
+            # when due, so the coalescer never takes them for sends (its leading edge).
+            self.coalescer.discard_where(lambda pending: pending[1] == "ADDED")
         self.connected.set()
         self._wake_flusher.set()
         # Backend messages are handled in order by their own task, so slow cluster writes never
