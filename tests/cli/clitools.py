@@ -24,9 +24,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def env() -> dict[str, str]:
-    out = dict(os.environ)
+def env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without the CLI's own variables (unless given in ``extra``)."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERSYNC_")}
     out["PYTHONUNBUFFERED"] = "1"
+    out.update(extra or {})
     return out
 
 
@@ -55,7 +57,12 @@ class Result:
         return lines[0]
 
 
-async def run_cli(*args: str, timeout: float = WAIT, stdin: bytes | None = None) -> Result:
+async def run_cli(
+    *args: str,
+    timeout: float = WAIT,
+    stdin: bytes | None = None,
+    env_vars: dict[str, str] | None = None,
+) -> Result:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -64,7 +71,7 @@ async def run_cli(*args: str, timeout: float = WAIT, stdin: bytes | None = None)
         stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=env(),
+        env=env(env_vars),
     )
     try:
         async with asyncio.timeout(timeout):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import re
 import shutil
@@ -118,6 +119,22 @@ async def wait_synced(backend: Backend) -> None:
 # ---------------------------------------------------------------- the happy paths
 
 
+def parse_table(stdout: str) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows of a kubectl-style table, cut at the header's column offsets (so an empty
+    NAMESPACE cell stays a cell); checks every cell starts at its column."""
+    lines = stdout.splitlines()
+    columns = list(re.finditer(r"\S+", lines[0]))
+    header = [column.group() for column in columns]
+    starts = [column.start() for column in columns]
+    rows = []
+    for line in lines[1:]:
+        for start in starts[1:]:
+            assert line[start - 1] == " " and line[start] != " ", f"misaligned: {stdout}"
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(header, cells, strict=True)))
+    return header, rows
+
+
 async def test_objects_lists_what_the_agent_synced(
     backend: Backend, cluster: Cluster, agent: Process
 ) -> None:
@@ -129,15 +146,14 @@ async def test_objects_lists_what_the_agent_synced(
     table = await run_cli("objects", *admin(backend))
     assert table.code == 0, table.stderr
     assert table.stderr == ""
-    rows = [line.split() for line in table.stdout.splitlines()]
-    assert rows and all(len(row) == 4 for row in rows), table.stdout
-    by_key = {(row[1], row[2]): row for row in rows}
-    hello = by_key[("/v1/configmaps", "default/hello")]
-    assert hello[0] == f"{ACCOUNT}/{CLUSTER}"
-    assert CHECKSUM.match(hello[3])
-    assert ("/v1/namespaces", "default") in by_key  # cluster-scoped: the name alone
-    assert ("/v1/configmaps", "kube-system/hidden") not in by_key
-    assert all(CHECKSUM.match(row[3]) for row in rows)
+    header, rows = parse_table(table.stdout)
+    assert header == ["NAMESPACE", "NAME", "KIND", "CLUSTER", "AGE"]
+    by_key = {(row["KIND"], row["NAMESPACE"], row["NAME"]): row for row in rows}
+    hello = by_key[("configmaps", "default", "hello")]
+    assert hello["CLUSTER"] == f"{ACCOUNT}/{CLUSTER}"
+    assert re.fullmatch(r"[0-9]+[smhd]", hello["AGE"]), hello
+    assert ("namespaces", "", "default") in by_key  # cluster-scoped: no namespace
+    assert ("configmaps", "kube-system", "hidden") not in by_key
 
     full = await run_cli("objects", *admin(backend), "-o", "json")
     assert full.code == 0, full.stderr
@@ -146,20 +162,54 @@ async def test_objects_lists_what_the_agent_synced(
     doc = next(i for i in items if i["kind"] == "/v1/configmaps" and i["name"] == "hello")
     assert doc["object"]["data"] == {"greeting": "hi"}
     assert doc["object"]["metadata"]["name"] == "hello"
-    assert doc["checksum"] == hello[3]
+    assert CHECKSUM.match(doc["checksum"])
     assert (doc["account"], doc["cluster"], doc["namespace"]) == (ACCOUNT, CLUSTER, "default")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["updatedAt"]), doc
+    stored = datetime.datetime.fromisoformat(doc["updatedAt"]).timestamp()
+    assert abs(stored - time.time()) < 300  # stored during this test, in UTC
 
-    narrowed = await run_cli("objects", *admin(backend), "--kind", "/v1/configmaps")
-    assert narrowed.code == 0, narrowed.stderr
-    lines = narrowed.stdout.splitlines()
-    assert lines and all(line.split()[1] == "/v1/configmaps" for line in lines)
-    assert len(lines) == sum(1 for row in rows if row[1] == "/v1/configmaps")
+    as_yaml = await run_cli("objects", *admin(backend), "-o", "yaml")
+    assert as_yaml.code == 0, as_yaml.stderr
+    assert yaml.safe_load(as_yaml.stdout) == items
+
+    wide = await run_cli("objects", *admin(backend), "-o", "wide")
+    header, wide_rows = parse_table(wide.stdout)
+    assert header[-2:] == ["CHECKSUM", "RESOURCE-VERSION"]
+    hello_wide = next(r for r in wide_rows if r["NAME"] == "hello")
+    assert hello_wide["CHECKSUM"] == doc["checksum"][:12]
+    assert hello_wide["RESOURCE-VERSION"] == doc["resourceVersion"]
+
+    named = await run_cli("objects", *admin(backend), "-o", "name")
+    assert "configmaps/hello" in named.stdout.splitlines()
+    assert "namespaces/default" in named.stdout.splitlines()
+
+    expected_cms = {("default", "hello")}
+    for kind_args in (["cm"], ["configmaps"], ["--kind", "ConfigMap"], ["v1/configmaps"],
+                      ["--kind", "/v1/configmaps"]):
+        narrowed = await run_cli("objects", *admin(backend), *kind_args, "-n", "default")
+        assert narrowed.code == 0, (kind_args, narrowed.stderr)
+        _, cms = parse_table(narrowed.stdout)
+        assert {(r["NAMESPACE"], r["NAME"]) for r in cms} == expected_cms, kind_args
+        assert {r["KIND"] for r in cms} == {"configmaps"}
+
+    one = await run_cli("objects", *admin(backend), "namespaces", "kube-public", "-o", "name")
+    assert one.stdout == "namespaces/kube-public\n", one
+
+    await kube_create(cluster, {**configmap("labelled"), "metadata": {
+        "name": "labelled", "namespace": "default", "labels": {"app": "web"}}})
+    await wait_backend_holds(backend, ("/v1/configmaps", "default", "labelled"))
+    selected = await run_cli("objects", *admin(backend), "-A", "-l", "app=web", "-o", "name")
+    assert selected.stdout == "configmaps/labelled\n", selected
+
+    unknown = await run_cli("objects", *admin(backend), "configmapz")
+    assert unknown.code == 2, unknown
+    assert "did you mean" in unknown.error_line() and "configmaps" in unknown.error_line()
 
     other = await run_cli("objects", *admin(backend), "--account", "someone-else")
     assert other.code == 0, other.stderr
-    assert other.stdout == ""
+    assert (other.stdout, other.stderr) == ("", "No objects found.\n")
     mine = await run_cli("objects", *admin(backend), *target(), "-o", "json")
-    assert len(json.loads(mine.stdout)) == len(rows)
+    assert len(json.loads(mine.stdout)) == len(rows) + 1  # and the labelled one
 
 
 async def test_push_then_delete_through_the_backend(
@@ -185,11 +235,10 @@ async def test_push_then_delete_through_the_backend(
     await wait_backend_holds(backend, ("/v1/configmaps", "default", "pushed-cm"),
                              data={"command": "scan", "n": "1"})
 
-    deleted = await run_cli(
-        "delete", "/v1/configmaps", "default/pushed-cm", *admin(backend), *target()
-    )
+    # As kubectl takes it: a short name, and no namespace means "default".
+    deleted = await run_cli("delete", "cm", "pushed-cm", *admin(backend), *target())
     assert deleted.code == 0, deleted.stderr
-    assert deleted.stdout.startswith("accepted delete of /v1/configmaps default/pushed-cm")
+    assert deleted.stdout.startswith("accepted delete of cm pushed-cm")
 
     async def gone() -> bool:
         return await cluster_configmap(cluster, "pushed-cm") is None
@@ -264,8 +313,18 @@ async def test_backend_keeps_data_across_a_sigterm_restart(tmp_path: Path) -> No
     [
         (["objects", "--backend", "http://127.0.0.1:1"], "--token"),
         (["push", "--backend", "http://x", "--token", "t"], "required"),
-        (["delete", "pods", "default/x", "--backend", "http://x", "--token", "t",
-          "--account", "a", "--cluster", "c"], "group/version/resource"),
+        (["delete", "cm", "default/", "--backend", "http://x", "--token", "t",
+          "--account", "a", "--cluster", "c"], "names no object"),
+        (["delete", "cm", "a/x", "-n", "b", "--backend", "http://x", "--token", "t",
+          "--account", "a", "--cluster", "c"], "two namespaces"),
+        (["objects", "--token", "t"], "--backend URL (or $CLUSTERSYNC_BACKEND)"),
+        (["objects", "--backend", "http://x"], "--token (or $CLUSTERSYNC_TOKEN)"),
+        (["objects", "--backend", "http://x", "--token", "t", "-A", "-n", "x"], "exclude"),
+        (["objects", "--backend", "http://x", "--token", "t", "cm", "a", "b"], "at most"),
+        (["objects", "--backend", "http://x", "--token", "t", "--log-level", "loud"],
+         "invalid choice"),
+        (["objects", "--backend", "https://x", "--token", "t", "--ca-file", "/nonexistent"],
+         "--ca-file"),
         (["backend", "--tokens", "t.yaml", "--listen", "no-port-here"], "HOST:PORT"),
         (["objects", "--backend", "http://x", "--token", "t", "-o", "xml"], "invalid choice"),
         (["no-such-command"], "invalid choice"),

@@ -241,7 +241,7 @@ async def test_undeliverable_message_for_an_agent_is_parked_by_the_ingester(
         ("POST", {"json": {"account": ACCOUNT, "cluster": CLUSTER_A,
                            "object": {"apiVersion": "v1", "kind": "ConfigMap"}}}, None, 400),
         ("POST", {"json": {"account": ACCOUNT, "cluster": CLUSTER_A, "kind": "Not/Valid!/x",
-                           "object": configmap("x")}}, None, 400),
+                           "object": configmap("x")}}, None, 422),  # as an unknown kind
         ("DELETE", {"params": {"account": ACCOUNT, "cluster": CLUSTER_A, "name": "x"}}, None, 400),
     ],
     ids=["unknown-token", "agent-token", "not-json", "no-cluster", "no-name", "bad-kind",

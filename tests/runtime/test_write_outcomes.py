@@ -256,6 +256,22 @@ async def test_a_delete_is_applied(synced: World) -> None:
     assert synced.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "flags") is None
 
 
+async def test_kinds_as_kubectl_users_write_them(synced: World) -> None:
+    status, _, accepted = await delete(synced, CLUSTER_A, "cm", "shop", "flags")
+    assert status == 202, accepted
+    assert accepted["id"]
+    assert (await outcome(synced, accepted))["status"] == "applied"
+    assert synced.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "flags") is None
+    unknown = await delete(synced, CLUSTER_A, "configmapz", "shop", "flags")
+    assert_problem(unknown, 422, "unknown kind 'configmapz'", "did you mean", "'configmaps'")
+    pushed = configmap("by-short-name", "shop")
+    status, _, accepted = await request(synced, "POST", "/api/v1/objects", json={
+        "account": ACCOUNT, "cluster": CLUSTER_A, "kind": "ConfigMap", "object": pushed})
+    assert status == 202, accepted
+    assert (await outcome(synced, accepted))["status"] == "applied"
+    assert synced.clusters[CLUSTER_A].get(CONFIGMAPS, "shop", "by-short-name") is not None
+
+
 async def test_a_policy_refusal_restores_the_clusters_copy_in_the_store(world: World) -> None:
     await world.add_cluster(CLUSTER_A)
     start_agent_with(world, CLUSTER_A, write_policy=WritePolicy(namespaces=frozenset({"shop"})))

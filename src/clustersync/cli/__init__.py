@@ -19,21 +19,14 @@ from clustersync.adapters.bus import BusError
 from clustersync.adapters.kube import KubeError
 from clustersync.adapters.store import StoreError
 from clustersync.cli.common import CommandError
-from clustersync.cli.parser import build_parser
+from clustersync.cli.logs import configure_logging
+from clustersync.cli.parser import BACKEND_ENV, TOKEN_ENV, build_parser
 from clustersync.link.client import LinkError, PermanentLinkError
 from clustersync.runtime.config import ConfigError
 
 __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("clustersync")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def _until_signalled(
@@ -80,8 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"dlq {args.action} needs the id of a dead letter")
     if args.command == "dlq" and args.action == "replay" and not args.bus:
         parser.error("dlq replay needs --bus")
-    quiet = args.command in ("demo", "objects", "push", "delete", "db", "dlq")
-    _configure_logging(args.log_level or ("WARNING" if quiet else "INFO"))
+    if args.command in ("objects", "push", "delete", "status"):
+        if not args.backend:
+            parser.error(f"{args.command} needs --backend URL (or ${BACKEND_ENV})")
+        if not args.token:
+            parser.error(f"{args.command} needs --token (or ${TOKEN_ENV})")
+    if args.command == "agent" and args.check and args.health:
+        parser.error("agent --check runs the checks and exits: --health does not apply")
+    quiet = args.command in ("demo", "objects", "push", "delete", "status", "db", "dlq")
+    configure_logging(args.log_level or ("WARNING" if quiet else "INFO"), args.log_format)
     run: Callable[[argparse.Namespace], Coroutine[Any, Any, None]] = args.run
     try:
         with contextlib.suppress(KeyboardInterrupt):

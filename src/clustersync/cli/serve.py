@@ -10,6 +10,7 @@ import sys
 from clustersync.adapters.kube import KubeError
 from clustersync.adapters.metrics import AGENT, INGESTER
 from clustersync.cli.common import CommandError, tune_gc
+from clustersync.cli.logs import set_process_context
 from clustersync.runtime.listener import ListenerLimits
 from clustersync.runtime.supervisor import Supervisor
 
@@ -166,6 +167,12 @@ async def cmd_agent(args: argparse.Namespace) -> None:
     from clustersync.runtime.services import health_site
 
     config = load_agent_config(args.config)
+    set_process_context(account=config.account, cluster=config.cluster)
+    if args.check:
+        from clustersync.cli.agent_check import run_checks
+
+        await run_checks(config, args.kubeconfig or config.kubeconfig)
+        return
     tune_gc()
     _quiet_floods()
     kube = await KubeClient.connect(args.kubeconfig or config.kubeconfig)

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import orjson
 
 from clustersync.cli.common import CommandError
-from clustersync.cli.tools import _api
+from clustersync.cli.tools import _api, _tls
 
 
 def _ago(epoch: Any, now: float) -> str:
@@ -82,9 +82,9 @@ async def cmd_status(args: argparse.Namespace) -> None:
     if args.cluster and "/" in args.cluster:
         account, _, cluster = args.cluster.partition("/")
         items = [await _api("GET", f"{base}/{quote(account, safe='')}/{quote(cluster, safe='')}",
-                            args.token)]  # fmt: skip
+                            args.token, _tls(args))]  # fmt: skip
     else:
-        doc = await _api("GET", base, args.token)
+        doc = await _api("GET", base, args.token, _tls(args))
         items = [c for c in doc.get("items", []) if args.cluster in (None, c["cluster"])]
         if args.cluster and not items:
             raise CommandError(f"the backend knows no cluster named {args.cluster!r}", 1)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +14,10 @@ import aiohttp
 import orjson
 import yaml
 
+from clustersync.cli import listing
 from clustersync.cli.common import CommandError
+from clustersync.model import KindError
+from clustersync.model.kind_names import BUILTIN, KindCatalog
 
 
 async def cmd_db_migrate(args: argparse.Namespace) -> None:
@@ -77,16 +82,32 @@ def _reason(body: bytes) -> str:
     return " ".join(body[:200].decode(errors="replace").split())
 
 
-async def _api(method: str, url: str, token: str, **kwargs: Any) -> Any:
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    """How to verify an https:// backend: the system's CAs, or ``--ca-file``'s bundle."""
+    ca_file = getattr(args, "ca_file", None)
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"--ca-file {ca_file}: {exc.strerror or exc}", 2) from None
+
+
+async def _api(
+    method: str, url: str, token: str, tls: ssl.SSLContext | bool = True, **kwargs: Any
+) -> Any:
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-            http.request(method, url, headers=_api_headers(token), **kwargs) as response,
+            http.request(
+                method, url, headers=_api_headers(token), ssl=tls, **kwargs
+            ) as response,
         ):
             body = await response.read()
             if response.status >= 300:
-                # 400: the request itself was bad (exit 2); anything else is a refusal (exit 1).
-                code = 2 if response.status == 400 else 1
+                # 400 and 422: the request itself was bad, an unknown kind say (exit 2);
+                # anything else is a refusal (exit 1).
+                code = 2 if response.status in (400, 422) else 1
                 raise CommandError(
                     f"backend answered HTTP {response.status}: {_reason(body)}", code
                 )
@@ -100,21 +121,43 @@ async def _api(method: str, url: str, token: str, **kwargs: Any) -> Any:
         ) from None
 
 
+def _listing_query(args: argparse.Namespace) -> dict[str, str]:
+    """The API's query parameters for ``objects [KIND] [NAME] -n -l --account --cluster``."""
+    what = list(args.what)
+    kind = args.kind or (what.pop(0) if what else None)
+    if len(what) > 1:
+        raise CommandError(f"objects takes a kind and a name at most, got {args.what}", 2)
+    if args.all_namespaces and args.namespace:
+        raise CommandError("-A (every namespace) and -n NAMESPACE exclude each other", 2)
+    params = {"full": "1" if args.output in ("json", "yaml") else "0"}
+    optional = {
+        "account": args.account, "cluster": args.cluster, "kind": kind,
+        "name": what[0] if what else None, "namespace": args.namespace,
+        "labelSelector": args.selector,
+    }  # fmt: skip
+    params.update({key: value for key, value in optional.items() if value})
+    return params
+
+
 async def cmd_objects(args: argparse.Namespace) -> None:
-    params = {"full": "1" if args.output == "json" else "0"}
-    for name in ("account", "cluster"):
-        if getattr(args, name):
-            params[name] = getattr(args, name)
-    if args.kind:
-        params["kind"] = str(args.kind)
-    doc = await _api("GET", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, params=params)
-    items = doc.get("items", [])
-    if args.output == "json":
-        sys.stdout.write(orjson.dumps(items, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return
-    for item in items:
-        where = f"{item['namespace']}/{item['name']}" if item["namespace"] else item["name"]
-        print(f"{item['account']}/{item['cluster']}  {item['kind']}  {where}  {item['checksum']}")
+    params = _listing_query(args)
+    url = f"{args.backend.rstrip('/')}/api/v1/objects"
+    tls = _tls(args)
+    items: list[dict[str, Any]] = []
+    while True:  # every page: the API pages long lists with a continue token
+        doc = await _api("GET", url, args.token, tls, params=params)
+        items.extend(doc.get("items", []))
+        if not doc.get("continue"):
+            break
+        params["continue"] = str(doc["continue"])
+    if args.output in ("json", "yaml"):
+        sys.stdout.write(listing.documents(items, args.output))
+    elif not items:
+        print("No objects found.", file=sys.stderr)  # stderr, as kubectl: stdout stays parseable
+    elif args.output == "name":
+        sys.stdout.write(listing.names(items))
+    else:
+        sys.stdout.write(listing.table(items, time.time(), wide=args.output == "wide"))
 
 
 def _load_objects(path: str) -> list[dict[str, Any]]:
@@ -167,7 +210,7 @@ async def _outcome(args: argparse.Namespace, write: _Write) -> dict[str, Any]:
     try:
         async with asyncio.timeout(args.timeout):
             while True:
-                doc: dict[str, Any] = await _api("GET", url, args.token)
+                doc: dict[str, Any] = await _api("GET", url, args.token, _tls(args))
                 if doc.get("status") != "pending":
                     return doc
                 await asyncio.sleep(POLL_INTERVAL)  # polling an HTTP API, not synchronising
@@ -217,6 +260,7 @@ async def _finish(args: argparse.Namespace, writes: list[_Write]) -> None:
 
 
 async def cmd_push(args: argparse.Namespace) -> None:
+    tls = _tls(args)
     writes = []
     for obj in _load_objects(args.file):
         meta = obj.get("metadata")
@@ -226,10 +270,10 @@ async def cmd_push(args: argparse.Namespace) -> None:
         write = _Write(f"{obj.get('kind', '?')} {where}")
         body: dict[str, Any] = {"account": args.account, "cluster": args.cluster, "object": obj}
         if args.kind:
-            body["kind"] = str(args.kind)
+            body["kind"] = args.kind
         try:
             doc = await _api(
-                "POST", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, json=body
+                "POST", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, tls, json=body
             )
             write.ident = str(doc.get("id") or doc.get("msgId") or "")
         except CommandError as exc:
@@ -238,19 +282,33 @@ async def cmd_push(args: argparse.Namespace) -> None:
     await _finish(args, writes)
 
 
+def _builtin_namespaced(text: str) -> bool:
+    """Whether ``text`` names a built-in namespaced kind. Other kinds (custom resources) are
+    left to the backend, which knows their scope from the agent and says if one is missing."""
+    try:
+        info = KindCatalog().resolve(text)
+    except KindError:
+        return False
+    return info in BUILTIN and info.namespaced  # not a triple the catalog merely took in
+
+
 async def cmd_delete(args: argparse.Namespace) -> None:
     namespace, _, name = args.object.rpartition("/")
-    params = {
-        "account": args.account,
-        "cluster": args.cluster,
-        "kind": str(args.kind),
-        "namespace": namespace,
-        "name": name,
-    }
+    if namespace and args.namespace and namespace != args.namespace:
+        raise CommandError(f"{args.object} and -n {args.namespace} name two namespaces", 2)
+    namespace = namespace or args.namespace or ""
+    if not name:
+        raise CommandError(f"{args.object!r} names no object", 2)
+    if not namespace and _builtin_namespaced(args.kind):
+        namespace = "default"  # as kubectl takes it; the API itself wants it said
+    params = {"account": args.account, "cluster": args.cluster, "kind": args.kind, "name": name}
+    if namespace:
+        params["namespace"] = namespace
     write = _Write(f"delete of {args.kind} {args.object}")
     try:
         doc = await _api(
-            "DELETE", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, params=params
+            "DELETE", f"{args.backend.rstrip('/')}/api/v1/objects", args.token, _tls(args),
+            params=params,
         )
         write.ident = str(doc.get("id") or doc.get("msgId") or "")
     except CommandError as exc:

@@ -20,6 +20,7 @@ from clustersync.adapters.bus import Bus, BusError, BusFullError
 from clustersync.adapters.store import Store, StoreError, StoreUnavailableError, WriteRecord
 from clustersync.model import Kind, KindError, ObjectRef
 from clustersync.model.identity import TokenTable
+from clustersync.model.kind_names import KindInfo
 from clustersync.model.plurals import guess_resource
 from clustersync.protocol.envelope import Envelope, encode_envelope, write_subject
 from clustersync.protocol.messages import (
@@ -102,6 +103,20 @@ class BackendApi:
             if not isinstance(body.get(field), str) or not body[field]:
                 return problem(400, f"{field} is required")
         return body
+
+    async def _kind_info(self, text: str, account: str, cluster: str) -> KindInfo:
+        """A kind as kubectl users write it, resolved among the built-in kinds, those the
+        cluster's agent announced (with their scope) and those the store holds."""
+        catalog = self.queries.catalog
+        info = await self.store.cluster_info(account, cluster)
+        for synced in info.kinds if info is not None else ():
+            catalog.learn(synced.kind, synced.namespaced)
+        try:
+            return catalog.resolve(text)
+        except KindError:
+            for count in await self.store.count_kinds():
+                catalog.learn(count.kind)
+            return catalog.resolve(text)
 
     async def _check_target(
         self, account: str, cluster: str, ref: ObjectRef
@@ -209,9 +224,17 @@ class BackendApi:
         if not isinstance(namespace, str):
             return problem(400, "metadata.namespace must be a string")
         try:
-            kind = kind_of(obj, body.get("kind"))
+            explicit = body.get("kind")
+            if explicit is not None and not isinstance(explicit, str):
+                raise KindError("kind must be a string such as configmaps or apps/v1/deployments")
+            if explicit:
+                kind = (await self._kind_info(explicit, body["account"], body["cluster"])).kind
+            else:
+                kind = kind_of(obj, None)
         except KindError as exc:
-            return problem(400, str(exc))
+            return problem(422 if explicit else 400, str(exc))
+        except StoreError as exc:
+            return problem(503, f"the store is unavailable: {exc}")
         ref = ObjectRef(kind, namespace, meta["name"])
         msg = PutObject(
             ref=ref, checksum="", object=orjson.dumps(obj), depth=0, msg_id=new_msg_id()
@@ -226,10 +249,12 @@ class BackendApi:
         if missing:
             return problem(400, f"missing query parameters: {', '.join(missing)}")
         try:
-            kind = Kind.parse(query["kind"])
+            info = await self._kind_info(query["kind"], query["account"], query["cluster"])
         except KindError as exc:
-            return problem(400, str(exc))
-        ref = ObjectRef(kind, query.get("namespace", ""), query["name"])
+            return problem(422, str(exc))
+        except StoreError as exc:
+            return problem(503, f"the store is unavailable: {exc}")
+        ref = ObjectRef(info.kind, query.get("namespace", ""), query["name"])
         msg = ObjectDeleted(ref=ref, depth=0, msg_id=new_msg_id())
         return await self._accept(query["account"], query["cluster"], msg)
 

@@ -79,7 +79,7 @@ class Backend:
             await republish_pending(self.store, self.bus)
         self._site = Site(self.app(), "backend", self.limits)
         self.url = await self._site.start(host, port, tls)
-        log.info("backend serving on %s", self.url)
+        log.debug("backend serving on %s", self.url)  # the CLI prints the start line
 
     @property
     def supervisors(self) -> list[Supervisor]:

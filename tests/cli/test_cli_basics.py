@@ -1,0 +1,160 @@
+"""CLI basics of issue 10: options after the sub-command, help and defaults on every option,
+environment variables for the backend and token, JSON logs, one start line, ``agent --check``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from clustersync.cli.parser import build_parser
+
+from .clitools import Process, free_port, run_cli, wait_until
+from .conftest import (
+    ACCOUNT,
+    ADMIN_TOKEN,
+    CLUSTER,
+    Backend,
+    Cluster,
+    write_agent_config,
+    write_tokens,
+)
+
+
+def _every_parser(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(parser.prog, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _every_parser(child)
+    return found
+
+
+def test_every_option_has_help() -> None:
+    missing = [
+        f"{prog} {action.option_strings or action.dest}"
+        for prog, parser in _every_parser(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert missing == []
+
+
+async def test_help_shows_defaults() -> None:
+    result = await run_cli("backend", "--help")
+    assert result.code == 0, result
+    text = " ".join(result.stdout.split())
+    assert "(default: sqlite:///clustersync.db)" in text
+    assert "(default: 600.0)" in text  # --reconcile-interval
+    assert "(default: 127.0.0.1:8080)" in text
+
+
+async def test_environment_gives_backend_and_token(backend: Backend) -> None:
+    result = await run_cli(
+        "objects", "-o", "json",
+        env_vars={"CLUSTERSYNC_BACKEND": backend.url, "CLUSTERSYNC_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert result.code == 0, result
+    assert json.loads(result.stdout) == []
+    refused = await run_cli(
+        "objects",
+        env_vars={"CLUSTERSYNC_BACKEND": backend.url, "CLUSTERSYNC_TOKEN": "wrong-token-123"},
+    )
+    assert refused.code == 1, refused
+    assert "401" in refused.error_line()
+
+
+async def test_global_options_after_the_sub_command(backend: Backend) -> None:
+    # Tools log at WARNING by default: DEBUG after the sub-command must show aiohttp's or ours.
+    before = await run_cli("--log-level", "DEBUG", "objects", "--backend", backend.url,
+                           "--token", ADMIN_TOKEN)  # fmt: skip
+    after = await run_cli("objects", "--backend", backend.url, "--token", ADMIN_TOKEN,
+                          "--log-level", "DEBUG", "--log-format", "json")  # fmt: skip
+    assert before.code == after.code == 0, (before, after)
+    assert "DEBUG" in before.stderr
+    lines = [json.loads(line) for line in after.stderr.splitlines() if line.startswith("{")]
+    assert lines and any(line["level"] == "debug" for line in lines), after.stderr
+    # ... and a later value wins over an earlier one.
+    overridden = await run_cli("--log-level", "DEBUG", "objects", "--backend", backend.url,
+                               "--token", ADMIN_TOKEN, "--log-level", "ERROR")  # fmt: skip
+    assert "DEBUG" not in overridden.stderr, overridden.stderr
+
+
+async def test_json_logs_and_one_start_line(tmp_path: Path, cluster: Cluster) -> None:
+    port = free_port()
+    backend = Process("backend", [
+        "backend", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path / 'b.db'}",
+        "--tokens", str(write_tokens(tmp_path / "tokens.yaml")), "--log-format", "json",
+    ], tmp_path)  # fmt: skip
+    config = write_agent_config(tmp_path / "agent.yaml", f"http://127.0.0.1:{port}",
+                                cluster.kubeconfig)  # fmt: skip
+    agent = Process("agent", ["agent", "--config", str(config), "--log-format", "json"], tmp_path)
+    try:
+        await backend.start()
+        await backend.wait_for_output("serving on")
+        await agent.start()
+
+        def agent_lines() -> list[dict[str, str]]:
+            return [json.loads(line) for line in agent.stderr.splitlines()]
+
+        async def connected() -> bool:
+            return any("connect" in line["msg"] for line in agent_lines())
+
+        await wait_until(connected, "the agent to log its connection")
+        for line in agent_lines():  # every line is one JSON object with the agent's identity
+            assert (line["account"], line["cluster"]) == (ACCOUNT, CLUSTER), line
+            assert line["time"].endswith("Z") and line["level"] and line["logger"], line
+    finally:
+        await agent.stop()
+        await backend.stop()
+    combined = backend.stdout + backend.stderr
+    assert combined.count("serving on") == 1, backend.describe()
+    for line in backend.stderr.splitlines():
+        assert isinstance(json.loads(line), dict), line
+
+
+async def test_agent_check_passes_against_a_working_setup(
+    backend: Backend, cluster: Cluster, tmp_path: Path
+) -> None:
+    config = write_agent_config(tmp_path / "agent.yaml", backend.url, cluster.kubeconfig)
+    result = await run_cli("agent", "--check", "--config", str(config))
+    assert result.code == 0, result
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["ok"] * 5, result.stdout
+    assert any("list /v1/configmaps" in line for line in lines)
+    assert any("list /v1/namespaces" in line for line in lines)
+    assert "accepted acct-cli/cluster-cli" in lines[-1]
+
+
+async def test_agent_check_names_each_failure(
+    backend: Backend, cluster: Cluster, tmp_path: Path
+) -> None:
+    config = write_agent_config(tmp_path / "agent.yaml", backend.url, cluster.kubeconfig,
+                                access_key="not-the-agent-token")  # fmt: skip
+    doc = yaml.safe_load(config.read_text())
+    doc["resources"].append({"group": "example.com", "version": "v1", "resource": "widgets"})
+    config.write_text(yaml.safe_dump(doc))
+    result = await run_cli("agent", "--check", "--config", str(config))
+    assert result.code == 1, result
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 2, result.stdout
+    assert "list example.com/v1/widgets" in failed[0]
+    assert "server" in failed[1] and "refused" in failed[1] and "401" in failed[1]
+    assert "agent checks failed" in result.error_line()
+
+
+async def test_agent_check_of_a_bad_config_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("server: backend:8080\naccount: a\ncluster: c\naccessKey: k\n"
+                      "resources: [{version: v1, resource: configmaps}]\n")  # fmt: skip
+    result = await run_cli("agent", "--check", "--config", str(config))
+    assert result.code == 2, result
+    assert "needs a scheme" in result.error_line()
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(config.read_text().replace("backend:8080", "ws://b:1/")
+                    + "excludeNamespace: kube-system\n")  # fmt: skip
+    result = await run_cli("agent", "--check", "--config", str(typo))
+    assert result.code == 2, result
+    assert "did you mean 'excludeNamespaces'" in result.error_line()
