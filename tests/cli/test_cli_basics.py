@@ -7,9 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from clustersync.cli.parser import build_parser
+from clustersync.sandbox.tls import tls_material
 
 from .clitools import Process, free_port, run_cli, wait_until
 from .conftest import (
@@ -158,3 +160,43 @@ async def test_agent_check_of_a_bad_config_exits_2(tmp_path: Path) -> None:
     result = await run_cli("agent", "--check", "--config", str(typo))
     assert result.code == 2, result
     assert "did you mean 'excludeNamespaces'" in result.error_line()
+
+
+async def test_agent_check_names_a_tls_mismatch(
+    backend: Backend, cluster: Cluster, tmp_path: Path
+) -> None:
+    # The backend serves plain HTTP: wss:// against it is a TLS handshake with a plain port.
+    config = write_agent_config(tmp_path / "agent.yaml", backend.url, cluster.kubeconfig)
+    doc = yaml.safe_load(config.read_text())
+    doc["server"] = doc["server"].replace("ws://", "wss://")
+    config.write_text(yaml.safe_dump(doc))
+    result = await run_cli("agent", "--check", "--config", str(config))
+    assert result.code == 1, result
+    server = next(line for line in result.stdout.splitlines() if " server:" in line)
+    assert server.startswith("FAIL"), result.stdout
+    assert "does not speak TLS" in server and "ws:// port" in server, server
+
+
+async def test_agent_check_names_a_plain_scheme_against_tls(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    material = tls_material()
+    if material is None:
+        pytest.skip("openssl is not installed")
+    port = free_port()
+    backend = Process("tls-backend", [
+        "backend", "--listen", f"127.0.0.1:{port}", "--db", f"sqlite:///{tmp_path / 't.db'}",
+        "--tokens", str(write_tokens(tmp_path / "tokens.yaml")),
+        "--tls-cert", str(material.cert_file), "--tls-key", str(material.key_file),
+    ], tmp_path)  # fmt: skip
+    try:
+        await backend.start()
+        await backend.wait_for_output("serving on")
+        config = write_agent_config(tmp_path / "agent.yaml", f"http://127.0.0.1:{port}",
+                                    cluster.kubeconfig)  # fmt: skip
+        result = await run_cli("agent", "--check", "--config", str(config))
+    finally:
+        await backend.stop()
+    assert result.code == 1, result
+    server = next(line for line in result.stdout.splitlines() if " server:" in line)
+    assert server.startswith("FAIL") and "a wss:// (TLS) port?" in server, server

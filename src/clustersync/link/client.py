@@ -112,7 +112,17 @@ async def dial(
             "connections but does not answer, or the network drops them)"
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
-        raise LinkError(f"cannot reach {url}: {_describe(exc)}") from None
+        raise LinkError(f"cannot reach {url}: {_describe(exc)}{_tls_hint(url, exc)}") from None
+
+
+def _tls_hint(url: str, exc: BaseException) -> str:
+    """Name a scheme that does not fit the port: the errors alone are cryptic."""
+    text = str(exc).lower()
+    if url.startswith("wss://") and ("wrong version number" in text or "record layer" in text):
+        return " (wss:// but the server does not speak TLS there: a plain ws:// port?)"
+    if url.startswith("ws://") and isinstance(exc, aiohttp.ServerDisconnectedError):
+        return " (the server hung up at once: a wss:// (TLS) port?)"
+    return ""
 
 
 def stop_ping_frames(ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -7,7 +7,9 @@ bodies are parsed once with orjson into plain dicts.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,6 +38,11 @@ _REQUEST_TIMEOUT = 30.0
 async def load_configuration(kubeconfig: str | None) -> Any:
     """A client configuration from a kubeconfig file, or in-cluster credentials if none given."""
     cfg = k8s_client.Configuration()
+    if kubeconfig and not await asyncio.to_thread(Path(kubeconfig).exists):
+        # The client library calls this "Invalid kube-config file": say what is wrong.
+        raise KubeError(
+            f"cannot load Kubernetes credentials: the kubeconfig {kubeconfig} does not exist"
+        )
     try:
         if kubeconfig:
             await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
