@@ -252,12 +252,14 @@ async def test_push_a_multi_document_file(
 ) -> None:
     await wait_synced(backend)
     manifest = tmp_path / "many.yaml"
-    manifest.write_text(
-        yaml.safe_dump_all([configmap("multi-1", i="1"), configmap("multi-2", i="2")])
-    )
+    no_namespace = configmap("multi-2", i="2")
+    del no_namespace["metadata"]["namespace"]  # kubectl apply puts it in "default"
+    manifest.write_text(yaml.safe_dump_all([configmap("multi-1", i="1"), no_namespace]))
     pushed = await run_cli("push", str(manifest), *admin(backend), *target())
     assert pushed.code == 0, pushed.stderr
-    assert len(pushed.stdout.splitlines()) == 2
+    lines = pushed.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[1].startswith("accepted ConfigMap default/multi-2 "), lines
 
     async def both() -> bool:
         return all([await cluster_configmap(cluster, f"multi-{i}") is not None for i in (1, 2)])

@@ -262,9 +262,13 @@ async def _finish(args: argparse.Namespace, writes: list[_Write]) -> None:
 async def cmd_push(args: argparse.Namespace) -> None:
     tls = _tls(args)
     writes = []
-    for obj in _load_objects(args.file):
+    for loaded in _load_objects(args.file):
+        obj = loaded
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
+        if meta and "namespace" not in meta and _builtin_namespaced(_kind_text(obj, args.kind)):
+            meta = {**meta, "namespace": "default"}  # as kubectl apply puts it
+            obj = {**obj, "metadata": meta}
         name = meta.get("name", "?")
         where = f"{meta['namespace']}/{name}" if meta.get("namespace") else name
         write = _Write(f"{obj.get('kind', '?')} {where}")
@@ -280,6 +284,14 @@ async def cmd_push(args: argparse.Namespace) -> None:
             write.error = CommandError(f"{write.what}: {exc}", exc.code)
         writes.append(write)
     await _finish(args, writes)
+
+
+def _kind_text(obj: dict[str, Any], explicit: str | None) -> str:
+    """The kind a pushed object names: ``--kind``, else its apiVersion and kind."""
+    if explicit:
+        return explicit
+    group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+    return f"{obj.get('kind', '')}.{version}.{group}" if group else f"{obj.get('kind', '')}"
 
 
 def _builtin_namespaced(text: str) -> bool:
