@@ -311,7 +311,10 @@ class Ingester:
                 env.account, env.cluster, msg, delivery.subject, delivery.data
             )
             if await self.store.add_write(record):
-                log.info("recorded backend write %s, published without a record", msg.msg_id)
+                log.info(
+                    "recorded backend write %s, published without a record", msg.msg_id,
+                    extra={"msgId": msg.msg_id, "account": env.account, "cluster": env.cluster},
+                )
         await self._carry_out(env, delivery, [backend_write(msg)])
 
     async def _on_report(self, env: Envelope, delivery: Delivery) -> None:
@@ -356,7 +359,8 @@ class Ingester:
         for decision in decisions:
             for reason, text in decision.errors:
                 bad_input("ingester", reason)
-                log.warning("%s/%s: %s", env.account, env.cluster, text)
+                log.warning("%s/%s: %s", env.account, env.cluster, text,
+                            extra={"account": env.account, "cluster": env.cluster})  # fmt: skip
             change = decision.change
             if change is None:
                 continue
