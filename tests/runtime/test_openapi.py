@@ -179,3 +179,16 @@ async def test_a_kubescape_style_websocket_on_root_still_reaches_the_server(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await world.http.ws_connect(f"{world.backend.ws_url}/", headers={})
     assert refused.value.status == 401  # the server's own answer, not the API's index
+
+
+async def test_aiohttp_refusals_on_api_paths_are_problem_documents(client: Client) -> None:
+    base = client.world.backend.url
+    async with client.world.http.put(f"{base}/api/v1/objects", headers=ADMIN) as response:
+        assert response.status == 405
+        assert response.content_type == "application/problem+json"
+        assert "POST" in response.headers["Allow"]
+        doc = await response.json()
+    assert doc["status"] == 405 and "PUT is not allowed on /api/v1/objects" in doc["detail"]
+    async with client.world.http.post(f"{base}/api/v1/nothing-here", headers=ADMIN) as response:
+        assert response.status in (404, 405)
+        assert response.content_type == "application/problem+json"

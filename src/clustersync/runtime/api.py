@@ -31,7 +31,12 @@ from clustersync.protocol.messages import (
     new_msg_id,
 )
 from clustersync.runtime.api_http import json_response as _json
-from clustersync.runtime.api_http import problem, refuse_unless_admin, write_json
+from clustersync.runtime.api_http import (
+    problem,
+    problems_for_api,
+    refuse_unless_admin,
+    write_json,
+)
 from clustersync.runtime.queries import QueryApi
 from clustersync.runtime.status import Key, load_states
 
@@ -71,6 +76,7 @@ class BackendApi:
         return await load_states(self.store)
 
     def add_routes(self, app: web.Application, *, root: bool = True) -> None:
+        app.middlewares.append(problems_for_api)  # aiohttp's own 404/405/413 too
         self.queries.add_routes(app, root=root)  # index, documentation, fleet, object reads
         app.router.add_post("/api/v1/objects", self.put_object)
         app.router.add_delete("/api/v1/objects", self.delete_object)

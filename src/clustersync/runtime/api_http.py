@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -13,6 +14,7 @@ from clustersync.adapters.store import WriteRecord
 from clustersync.model.identity import TokenTable
 
 PROBLEM_JSON = "application/problem+json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -24,6 +26,26 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> 
     return web.Response(
         body=orjson.dumps(doc), status=status, content_type=PROBLEM_JSON, headers=headers
     )
+
+
+@web.middleware
+async def problems_for_api(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own refusals on API paths (no such route, method not allowed, body too large)
+    as problem documents too, so an API client parses every error the same way."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/api/"):
+            raise
+        if exc.status == 404:
+            detail = f"no route serves {request.path!r}; see /api/v1/docs"
+        elif exc.status == 405:
+            allowed = exc.headers.get("Allow", "")
+            detail = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+        else:
+            detail = exc.text or exc.reason
+        keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return problem(exc.status, detail.strip(), keep)
 
 
 def json_response(
