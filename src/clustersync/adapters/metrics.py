@@ -82,6 +82,12 @@ INGEST_LAG_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+TASK_FAILURES = Counter(
+    "clustersync_task_failures_total",
+    "Background task failures (each logged, then restarted or fatal), by component and task",
+    ["component", "task"],
+)
+
 AGENT, SERVER, INGESTER, API = "agent", "server", "ingester", "api"
 EVERY_ROLE = frozenset({AGENT, SERVER, INGESTER, API})
 BACKEND_ROLES = frozenset({SERVER, INGESTER, API})

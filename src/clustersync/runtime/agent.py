@@ -26,7 +26,13 @@ import aiohttp
 
 from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
 from clustersync.adapters.kube.informer import Informer
-from clustersync.adapters.metrics import APPLY_SECONDS, CLUSTER_WRITES, RECONNECTS, bad_input
+from clustersync.adapters.metrics import (
+    APPLY_SECONDS,
+    CLUSTER_WRITES,
+    RECONNECTS,
+    TASK_FAILURES,
+    bad_input,
+)
 from clustersync.link.client import (
     DIAL_TIMEOUT,
     Credentials,
@@ -77,7 +83,7 @@ from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.agent_progress import SyncProgressLog
 from clustersync.runtime.config import AgentConfig
-from clustersync.runtime.supervisor import TASK_FAILURES, Supervisor
+from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync.agent")
 

@@ -18,15 +18,10 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from prometheus_client import Counter
+from clustersync.adapters.metrics import TASK_FAILURES
 
 log = logging.getLogger("clustersync.supervisor")
 
-TASK_FAILURES = Counter(
-    "clustersync_task_failures_total",
-    "Background task failures (each logged, then restarted or fatal), by component and task",
-    ["component", "task"],
-)
 
 Run = Callable[[], Coroutine[Any, Any, None]]
 

@@ -283,3 +283,38 @@ async def test_stream_and_consumer_replaced_by_another_process(
     await wait_for(lambda: len(rec.acked()) == 7, timeout=20)
     new = [d for d in rec.acked() if d.data.startswith(b"new-")]
     assert min(d.seq for d in new) > max(old)
+
+
+async def test_an_unexpected_error_in_the_consumer_loop_is_logged_and_survived(
+    bus: NatsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A surprise from the client library must not silently end a durable's consumption."""
+    from prometheus_client import REGISTRY
+
+    def failures() -> float:
+        labels = {"component": "bus", "task": "nats-consumer"}
+        return REGISTRY.get_sample_value("clustersync_task_failures_total", labels) or 0.0
+
+    u = unique()
+    subject = f"cs.down.{u}.c1"
+    recorder = Recorder()
+    sub = await bus.subscribe(subject, f"down-{u}", recorder)
+    psub = sub._psub  # type: ignore[attr-defined]
+    real_fetch = psub.fetch
+    calls = 0
+
+    async def fetch_failing_once(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("surprise from the client library")
+        return await real_fetch(*args, **kwargs)
+
+    before = failures()
+    psub.fetch = fetch_failing_once
+    await wait_for(lambda: calls >= 1)
+    await bus.publish(subject, b"after the surprise")
+    await wait_for(lambda: recorder.data() == [b"after the surprise"])
+    assert failures() == before + 1
+    assert "unexpected error" in caplog.text
+    await sub.stop()

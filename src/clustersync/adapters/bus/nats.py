@@ -83,6 +83,7 @@ from clustersync.adapters.bus.base import (
     subject_matches,
     subject_token,
 )
+from clustersync.adapters.metrics import TASK_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +194,10 @@ async def open_nats(
     except (OSError, TimeoutError, ValueError, nats.errors.Error) as exc:
         # "no servers available" hides why; say what the last attempt ran into.
         cause = failures[-1] if failures and isinstance(exc, nats.errors.NoServersError) else None
-        with contextlib.suppress(Exception):
+        try:
             await nc.close()
+        except Exception as close_exc:  # the connect failure below is what matters
+            log.debug("NATS: closing a failed connection: %s", close_exc)
         raise BusError(
             f"cannot connect to NATS at {_redact(url)}: {_reason(cause or exc)}"
         ) from None
@@ -485,6 +488,13 @@ class NatsSubscription:
             except (nats.errors.Error, TimeoutError) as exc:
                 # E.g. a 409 while the server restarts or the consumer moves: retry shortly.
                 log.warning("NATS: fetch for %s failed: %s", self._durable, _reason(exc))
+                await asyncio.sleep(RETRY_WAIT)
+                continue
+            except Exception:
+                # Anything else is a bug or a surprise from the client library; ending this task
+                # would silently stop the durable, so log it loudly and keep consuming.
+                log.exception("NATS: consumer %s hit an unexpected error; retrying", self._durable)
+                TASK_FAILURES.labels("bus", "nats-consumer").inc()
                 await asyncio.sleep(RETRY_WAIT)
                 continue
             for msg in msgs:
