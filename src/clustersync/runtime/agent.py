@@ -573,7 +573,13 @@ class Agent:
         self._carry_out(outcome)
         for write in outcome.writes:
             started = time.perf_counter()
-            await self._apply(write)
+            try:
+                await self._apply(write)
+            except Exception as exc:
+                # An outcome even for the unexpected, so the backend does not wait forever.
+                reason = f"agent error: {exc!r}"
+                self._report(write_report(write.cause, WriteStatus.FAILED, reason))
+                raise
             verb = "put" if write.object is not None else "delete"
             APPLY_SECONDS.labels(verb).observe(time.perf_counter() - started)
 
