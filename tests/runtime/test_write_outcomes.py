@@ -33,6 +33,7 @@ try:  # `python -m pytest` from the repo root
         CONFIGMAPS,
         NAMESPACES,
         TOKENS,
+        Probe,
         World,
         configmap,
         eventually,
@@ -46,6 +47,7 @@ except ImportError:  # plain `pytest`: the test directory itself is on sys.path
         CONFIGMAPS,
         NAMESPACES,
         TOKENS,
+        Probe,
         World,
         configmap,
         eventually,
@@ -423,6 +425,24 @@ async def test_a_write_published_on_the_bus_directly_gets_an_outcome(synced: Wor
     await synced.bus.publish(write_subject(ACCOUNT, CLUSTER_A), encode_envelope(env))
     done = await outcome(synced, {"id": "bus-write-1"})
     assert (done["status"], done["name"]) == ("applied", "from-the-bus")
+
+
+async def test_only_the_target_cluster_may_report_a_writes_outcome(world: World) -> None:
+    from clustersync.protocol.envelope import Envelope, encode_envelope, report_subject
+    from clustersync.protocol.messages import WriteOutcome, WriteStatus
+
+    await world.add_cluster(CLUSTER_A)  # no agent: the write stays pending
+    status, _, accepted = await push(world, CLUSTER_A, configmap("for-a"))
+    assert status == 202, accepted
+    foreign = Probe.bad_input("ingester", "foreign_outcome")
+    ref = ObjectRef(CONFIGMAPS, "shop", "for-a")
+    claim = WriteOutcome(ref=ref, status=WriteStatus.APPLIED, msg_id=accepted["id"])
+    # As the server would bridge it from cluster B's connection.
+    env = Envelope(ACCOUNT, CLUSTER_B, report=claim)
+    await world.bus.publish(report_subject(ACCOUNT, CLUSTER_B), encode_envelope(env))
+    await eventually(lambda: foreign.delta == 1, what="the foreign outcome to be refused")
+    _, _, doc = await request(world, "GET", f"/api/v1/writes/{accepted['id']}")
+    assert doc["status"] == "pending"
 
 
 async def test_an_account_wide_token_names_the_clusters_that_connected(tmp_path: Path) -> None:

@@ -334,7 +334,18 @@ class Ingester:
             await self.store.save_cluster_info(info)
             log.info("%s/%s syncs %d kinds", env.account, env.cluster, len(report.kinds))
             return
-        settled = await self.store.settle_write(report.msg_id, report.status, report.reason)
+        write = await self.store.get_write(report.msg_id)
+        if write is not None and (write.account, write.cluster) != (env.account, env.cluster):
+            # Only the cluster a write was for may say what became of it.
+            bad_input("ingester", "foreign_outcome")
+            log.warning(
+                "%s/%s reported on write %s of %s/%s; ignored",
+                env.account, env.cluster, report.msg_id, write.account, write.cluster,
+            )
+            return
+        settled = write is not None and await self.store.settle_write(
+            report.msg_id, report.status, report.reason
+        )
         if not settled:
             # Unknown (not written through this backend's API) or already final: nothing to do.
             log.debug("outcome %s of write %s not recorded", report.status, report.msg_id)
