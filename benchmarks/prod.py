@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -390,6 +391,8 @@ def main(argv: list[str]) -> None:
     if not args.objects:
         print(f"--objects not given: {objects:,} fit in this machine's memory", flush=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # SIGTERM unwinds like Ctrl-C, so every part and PostgreSQL are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = Settings(args.rate, args.changes, args.quiet, args.max_wait)
     asyncio.run(run(objects, settings))
 

@@ -801,3 +801,23 @@ def test_depth_stays_bounded_across_scenarios() -> None:
         pair.assert_synced(ref)
     assert max(m.depth for _, m in pair.trace) <= 4
     pair.assert_healthy()
+
+
+@pytest.mark.parametrize("extra", [{"note": "plain"}, {"note": None}], ids=["no-null", "null"])
+def test_a_patch_carries_the_checksum_of_its_result(pair: Pair, extra: dict[str, Any]) -> None:
+    # Without a null the result is the shaped object and its known hash is reused; with one the
+    # result lacks that key (a merge patch cannot carry a null), so the hash must be the result's.
+    from clustersync.protocol.mergepatch import apply_patch
+
+    ref, live = add_and_sync(pair, PODS, pod())
+    base = orjson.loads(pair.session.shadows[ref])
+    changed = copy.deepcopy(live)
+    changed["spec"]["containers"][0]["image"] = "nginx:3"
+    changed["spec"]["extra"] = extra
+    _, live2 = pair.put_live(PODS, changed)
+    sent = pair.watch(PODS, WatchEvent.MODIFIED, live2)
+    assert isinstance(sent[0], PatchObject)
+    result = apply_patch(base, orjson.loads(sent[0].patch))
+    assert sent[0].checksum == canonical_checksum(result)
+    pair.pump()
+    assert pair.store[ref].checksum == sent[0].checksum  # the backend verified and kept it

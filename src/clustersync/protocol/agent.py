@@ -172,7 +172,8 @@ class AgentSession:
             return [NewChecksum(ref=ref, checksum=checksum, **_meta(None))]
         # The modification shortcut: the backend almost never has the new version yet, so skip
         # the checksum round trip and send the change itself.
-        msg = self._put_or_patch(ref, shaped, checksum, None, skip_noop=True)
+        canonical = checksum if precomputed_checksum(live) is None else None
+        msg = self._put_or_patch(ref, shaped, checksum, None, skip_noop=True, canonical=canonical)
         return [msg] if msg else []
 
     def _put_or_patch(
@@ -183,6 +184,7 @@ class AgentSession:
         cause: Message | None,
         *,
         skip_noop: bool,
+        canonical: str | None = None,  # the canonical hash of ``shaped``, when known
     ) -> PutObject | PatchObject | None:
         body = orjson.dumps(shaped)
         meta = _meta(cause)
@@ -200,8 +202,13 @@ class AgentSession:
         if skip_noop and is_noop_patch(patch):
             return None  # kubescape keeps the old shadow here too
         # The backend verifies the canonical hash of the patch result: a precomputed annotation
-        # checksum cannot be verified, and a null value cannot travel in a merge patch.
-        checksum = canonical_checksum(apply_patch(base, patch))
+        # checksum cannot be verified, and a null value cannot travel in a merge patch. Without
+        # a null anywhere (no ``null`` token in the JSON) the result is ``shaped`` itself, whose
+        # canonical hash may be known already: a second hash per change would double the cost.
+        if canonical is not None and b"null" not in body:
+            checksum = canonical
+        else:
+            checksum = canonical_checksum(apply_patch(base, patch))
         self.shadows[ref] = _kept(body)
         return PatchObject(ref=ref, checksum=checksum, patch=orjson.dumps(patch), **meta)
 
