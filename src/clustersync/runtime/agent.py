@@ -393,8 +393,10 @@ class Agent:
         if not negotiated:  # keepalive a Go server accepts: application pings, no ping frames
             stop_ping_frames(ws)
             tasks.append(self._connection_task(ws, "pinger", self._ping_periodically(ws)))
+        pacer = Pacer()  # buffered frames are read and decoded without yielding otherwise
         try:
             async for item, delivery_id in receive_deliveries(ws, "agent"):
+                await pacer.tick()
                 if isinstance(item, Rejected | Ack | AgentInfo | WriteOutcome | SyncProgress):
                     if isinstance(item, AgentInfo | WriteOutcome | SyncProgress):
                         bad_input("agent", "unexpected_report")  # agents report; servers don't
@@ -457,6 +459,9 @@ class Agent:
                 return  # the reader sees the connection end
 
     async def _send_loop(self, ws: WebSocket) -> None:
+        # A send that fits the socket buffer returns without yielding, and compressing a
+        # thousand objects takes a while: pace it like any other long walk.
+        pacer = Pacer()
         while True:
             frame = self.link.next_frame()
             if frame is None:
@@ -475,6 +480,7 @@ class Agent:
             self.link.frame_done()
             if self.link.has_room():
                 self._room_made.set()
+            await pacer.tick()
 
     def _too_large(self, msg: Frame, exc: FrameTooLargeError) -> None:
         """A message that cannot fit in a frame is dropped for good: the peer would close the
