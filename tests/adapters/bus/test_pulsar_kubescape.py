@@ -40,7 +40,13 @@ from clustersync.protocol.envelope import (
     up_subject,
     write_subject,
 )
-from clustersync.protocol.messages import GetObject, NewChecksum, PatchObject, PutObject
+from clustersync.protocol.messages import (
+    Batch,
+    GetObject,
+    NewChecksum,
+    PatchObject,
+    PutObject,
+)
 
 try:
     from tests.contracts import load_contract
@@ -208,6 +214,28 @@ async def test_up_messages_are_what_a_go_server_produces(
     (delivery,) = rec.acked()
     assert (delivery.subject, delivery.seq) == (subject, seq)
     assert decode_envelope(delivery.data) == envelope(checksum)
+
+
+async def test_a_batch_of_object_messages_goes_out_one_go_message_per_object(
+    ks_bus: PulsarBus, broker: FakeBroker
+) -> None:
+    """Our agents send runs of changes to our servers as one batch; a Go backend reads only
+    single messages, so on its layout the batch is published the way a Go server would."""
+    other = ObjectRef(PODS, "default", "web-2")
+    patch = PatchObject(ref=POD, checksum="c2", patch=b'{"x":1}', depth=2, msg_id="m-2")
+    put = PutObject(ref=other, checksum="c3", object=OBJ.replace(b"web-1", b"web-2"),
+                    depth=2, msg_id="m-3")
+    batch = Batch(kind=PODS, patch_object=(patch,), put_object=(put,), depth=2)
+    subject = up_subject(ACCOUNT, CLUSTER, partition_of(batch))
+    seq = await ks_bus.publish(subject, encode_envelope(envelope(batch)))
+    sent = entries(broker)
+    assert [e.properties["event"] for e in sent] == ["PatchObject", "PutObject"]
+    assert all(e.key == SERVER_KEY and ENCODING_PROPERTY not in e.properties for e in sent)
+    assert seq == message_seq(broker.topic(TOPIC).ledger, 0)
+    rec = Recorder()
+    await ks_bus.subscribe("cs.up.>", "ingester", rec)
+    await wait_for(lambda: len(rec.acked()) == 2)
+    assert [decode_envelope(d.data).message for d in rec.acked()] == [patch, put]
 
 
 async def test_a_subject_the_content_does_not_tell_travels_as_a_property(

@@ -257,16 +257,19 @@ class PulsarBus:
     async def publish(self, subject: str, data: bytes) -> int:
         self._check_open()
         check_subject(subject)
-        first, *extra = self.layout.outgoing(subject, data)
-        seq = await self._send(subject, first)
-        for report in extra:
+        seqs: list[int] = []
+        for out in self.layout.outgoing(subject, data):
+            if not out.report:
+                seqs.append(await self._send(subject, out))
+                continue
             # Reports that accompany the message (ConnectedClients with a ServerConnected)
             # inform; losing one must not fail the message itself, which is already out.
             try:
-                await self._send(subject, report)
+                await self._send(subject, out)
             except BusError as exc:
                 log.warning("Pulsar: %s", exc)
-        return seq
+        # One message, or a batch unrolled into one per object: the first carries the seq.
+        return seqs[0]
 
     async def _send(self, subject: str, out: Outgoing) -> int:
         producer = self._producers.get(out.topic)

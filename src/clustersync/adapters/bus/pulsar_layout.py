@@ -37,7 +37,7 @@ import socket
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -61,7 +61,14 @@ from clustersync.adapters.bus.pulsar_wire import (
     subject_family,
     up_topic,
 )
-from clustersync.protocol.envelope import CONTROL_CONNECTED, Envelope
+from clustersync.protocol.codec import DecodeError
+from clustersync.protocol.envelope import (
+    CONTROL_CONNECTED,
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+)
+from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch
 from clustersync.protocol.pulsar_codec import (
     SERVER_PRODUCER_KEY,
     ConnectedClient,
@@ -200,6 +207,10 @@ class KubescapeLayout:
         family = subject_family(subject)
         up = is_up(subject)
         form = kubescape_form(data) if up or family == FAMILY_DOWN else None
+        if form is None and up:
+            unrolled = self._unrolled(subject, data)
+            if unrolled:
+                return unrolled
         if form is None:
             # Raw: named by its subject, no event or identity, so a Go server passes it by.
             props = {SUBJECT_PROPERTY: subject, ENCODING_PROPERTY: ENCODING_RAW}
@@ -214,6 +225,26 @@ class KubescapeLayout:
         out = [Outgoing(self.topic, message.payload, props, key)]
         if up and env.control == CONTROL_CONNECTED:
             out.append(self._connected_clients(env))
+        return out
+
+    def _unrolled(self, subject: str, data: bytes) -> list[Outgoing]:
+        """A batch of object messages (how our agents send runs of changes to our servers) as
+        one Go message per object, the way a Go server publishes what its agents batch: a Go
+        backend reads only single messages. Empty if ``data`` is no such batch or an item has
+        no kubescape form."""
+        try:
+            env = decode_envelope(data)
+        except DecodeError:
+            return []
+        batch = env.message
+        if not isinstance(batch, Batch) or batch.batch_type == BATCH_RECONCILIATION:
+            return []
+        out: list[Outgoing] = []
+        for item in batch.unrolled():
+            single = encode_envelope(replace(env, message=item))
+            if kubescape_form(single) is None:
+                return []
+            out.extend(self.outgoing(subject, single))
         return out
 
     def _connected_clients(self, env: Envelope) -> Outgoing:
@@ -241,7 +272,9 @@ class KubescapeLayout:
         message = encode_connected_clients(
             report, account=env.account, cluster=env.cluster, now=now
         )
-        return Outgoing(self.topic, message.payload, dict(message.properties), SERVER_PRODUCER_KEY)
+        return Outgoing(
+            self.topic, message.payload, dict(message.properties), SERVER_PRODUCER_KEY, report=True
+        )
 
     def subject_of(self, properties: Mapping[str, str]) -> str | None:
         return properties.get(SUBJECT_PROPERTY)

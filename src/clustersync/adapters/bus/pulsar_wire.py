@@ -193,6 +193,7 @@ class Outgoing:
     payload: bytes
     properties: dict[str, str]
     key: str
+    report: bool = False  # informs only (ConnectedClients): losing it must not fail the publish
 
 
 @dataclass(frozen=True, slots=True)
