@@ -288,10 +288,7 @@ class Ingester:
                 encode_envelope(Envelope(env.account, env.cluster, answer)),
             )
             return
-        # A batch counts as the object messages it carries, as if each were sent alone.
-        items = msg.unrolled() if isinstance(msg, Batch) else ()
-        for item in items or (msg,):
-            MESSAGES.labels("ingester", "in", item.event.name.lower()).inc()
+        MESSAGES.labels("ingester", "in", msg.event.name.lower()).inc()
         lookup: dict[ObjectRef, StoredCopy] = {}
         for ref in refs_of(msg):
             row = await self.store.get(ObjectKey(env.account, env.cluster, ref))
