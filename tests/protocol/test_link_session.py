@@ -2,7 +2,7 @@
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.link_session import LinkSession
-from clustersync.protocol.messages import Ack, NewChecksum, ObjectDeleted, PutObject
+from clustersync.protocol.messages import Ack, Batch, Frame, NewChecksum, ObjectDeleted, PutObject
 
 PODS = Kind("", "v1", "pods")
 NODES = Kind("", "v1", "nodes")
@@ -10,6 +10,13 @@ NODES = Kind("", "v1", "nodes")
 
 def checksum(name: str) -> NewChecksum:
     return NewChecksum(ref=ObjectRef(PODS, "ns", name), checksum="c")
+
+
+def carried(frame: Frame | None) -> list[Frame]:
+    """The messages a frame stands for: a batch's objects, else the frame itself."""
+    if isinstance(frame, Batch):
+        return list(frame.unrolled())
+    return [] if frame is None else [frame]
 
 
 def test_the_outbox_is_bounded_for_producers_and_drains_in_order() -> None:
@@ -33,12 +40,12 @@ def test_acks_go_before_queued_messages_and_are_per_connection() -> None:
     assert link.delivery_finished(2, idle=False)
     assert link.next_frame() == Ack(ids=(1, 2))
     link.frame_done()
-    assert link.next_frame() == checksum("a")
+    assert carried(link.next_frame()) == [checksum("a")]
     link.delivery_finished(3, idle=False)
     link.disconnected()
     link.connected(negotiated=True, now=1.0)
     assert not link.delivery_finished(None, idle=True)  # id 3 belonged to the old connection
-    assert link.next_frame() == checksum("a")  # the outbox survives the reconnect
+    assert carried(link.next_frame()) == [checksum("a")]  # the outbox survives the reconnect
 
 
 def test_a_rejected_frame_is_acked_when_the_inbox_is_idle() -> None:
@@ -87,15 +94,61 @@ def put(name: str, kind: Kind = PODS, size: int = 10) -> PutObject:
     return PutObject(ref=ObjectRef(kind, "ns", name), checksum="c", object=b"x" * size)
 
 
-def test_an_ack_queued_while_a_message_is_sent_is_not_lost() -> None:
+def test_a_kubescape_server_gets_every_message_alone() -> None:
+    link = LinkSession([PODS])
+    link.connected(negotiated=False, now=0.0)
+    link.queue([put("a"), put("b")])
+    assert link.next_frame() == put("a")
+    link.frame_done()
+    assert link.next_frame() == put("b")
+
+
+def test_a_negotiated_server_gets_waiting_object_messages_in_one_batch() -> None:
+    link = LinkSession([PODS, NODES])
+    link.connected(negotiated=True, now=0.0)
+    link.queue([put("a"), checksum("b"), put("c"), put("n", NODES), put("d")])
+    frame = link.next_frame()
+    assert isinstance(frame, Batch)
+    assert frame.kind == PODS
+    assert sorted(m.ref.name for m in frame.unrolled()) == ["a", "b", "c"]  # up to the kind change
+    link.frame_done()
+    assert carried(link.next_frame()) == [put("n", NODES)]
+    link.frame_done()
+    assert carried(link.next_frame()) == [put("d")]
+    link.frame_done()
+    assert link.next_frame() is None
+
+
+def test_two_messages_of_one_object_never_share_a_batch() -> None:
+    # A batch is handled by message type, not arrival order: put-then-delete must stay in order.
+    link = LinkSession([PODS])
+    link.connected(negotiated=True, now=0.0)
+    deleted = ObjectDeleted(ref=ObjectRef(PODS, "ns", "a"))
+    link.queue([put("a"), put("b"), deleted])
+    assert carried(link.next_frame()) == [put("a"), put("b")]
+    link.frame_done()
+    assert carried(link.next_frame()) == [deleted]
+
+
+def test_an_ack_queued_while_a_batch_is_sent_is_not_lost() -> None:
     link = LinkSession([PODS], ack_every=1)
     link.connected(negotiated=True, now=0.0)
     link.queue([put("a"), put("b")])
-    assert link.next_frame() == put("a")
-    assert link.delivery_finished(5, idle=False)  # handled while put("a") was on its way
+    assert len(carried(link.next_frame())) == 2
+    assert link.delivery_finished(5, idle=False)  # handled while the batch was on its way
     link.frame_done()
     assert link.next_frame() == Ack(ids=(5,))
     link.frame_done()
-    assert link.next_frame() == put("b")
-    link.frame_done()
     assert link.next_frame() is None
+
+
+def test_batches_are_bounded_by_items_and_bytes() -> None:
+    from clustersync.protocol.upbatch import next_run
+
+    waiting: list[Frame] = [put(f"p{i}", size=100) for i in range(10)]
+    by_items = next_run(waiting, max_items=4)
+    assert by_items is not None and by_items.count == 4
+    by_bytes = next_run(waiting, max_bytes=3 * 300 + 50)  # 100 B payload + 200 B overhead each
+    assert by_bytes is not None and by_bytes.count == 3
+    huge = next_run([put("big", size=5000), put("next")], max_bytes=1000)
+    assert huge is not None and huge.count == 1  # one over the budget still travels, alone

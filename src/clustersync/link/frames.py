@@ -11,7 +11,7 @@ from aiohttp import web
 
 from clustersync.adapters.metrics import FRAME_BYTES, MESSAGES, bad_input
 from clustersync.protocol.codec import DecodeError, decode_delivery, encode
-from clustersync.protocol.messages import MAX_FRAME, Frame
+from clustersync.protocol.messages import MAX_FRAME, Batch, Frame
 
 log = logging.getLogger("clustersync.link")
 
@@ -52,7 +52,10 @@ async def send(
         raise FrameTooLargeError(len(frame))
     await ws.send_bytes(frame)
     FRAME_BYTES.labels(component, "out").inc(len(frame))
-    MESSAGES.labels(component, "out", msg.event.name.lower()).inc()
+    # A batch counts as the object messages it carries, as if each were sent alone.
+    items = msg.unrolled() if isinstance(msg, Batch) else ()
+    for item in items or (msg,):
+        MESSAGES.labels(component, "out", item.event.name.lower()).inc()
 
 
 async def receive(ws: WebSocket, component: str) -> AsyncIterator[Frame | Rejected]:

@@ -28,6 +28,7 @@ from clustersync.model import Kind
 from clustersync.protocol.delivery import AckCollector
 from clustersync.protocol.messages import Ack, Frame
 from clustersync.protocol.supersede import SupersedePolicy
+from clustersync.protocol.upbatch import next_run
 
 OUTBOX_LIMIT = 1000
 """Messages queued for the backend before producers wait; about 5 MB of typical pods."""
@@ -53,7 +54,7 @@ class LinkSession:
         self.is_connected = False
         self.supersede = SupersedePolicy()
         self._resync_at: float | None = None
-        # What the frame being sent is: 0 the first ack, 1 the first outbox message.
+        # What the frame being sent stands for: 0 the first ack, n the first n outbox messages.
         self._taken: int | None = None
 
     # ------------------------------------------------------------ connection lifecycle
@@ -83,15 +84,21 @@ class LinkSession:
         return len(self.outbox) < self.outbox_limit
 
     def next_frame(self) -> Frame | None:
-        """The frame to send now (acks first), or None; call :meth:`frame_done` after it."""
+        """The frame to send now (acks first), or None; call :meth:`frame_done` after it.
+        A negotiated server gets waiting object messages batched (``protocol/upbatch.py``)."""
         self._taken = None
         if self.acks:
             self._taken = 0
             return self.acks[0]
-        if self.outbox:
+        if not self.outbox:
+            return None
+        if not self.negotiated:
             self._taken = 1
             return self.outbox[0]
-        return None
+        run = next_run(self.outbox)
+        assert run is not None  # the outbox is not empty
+        self._taken = run.count
+        return run.frame
 
     def frame_done(self) -> None:
         """The frame from :meth:`next_frame` was sent (or dropped for good). An ack queued while
@@ -99,7 +106,8 @@ class LinkSession:
         taken, self._taken = self._taken, None
         if taken == 0 or (taken is None and self.acks):
             self.acks.popleft()
-        elif self.outbox:
+            return
+        for _ in range(min(taken or 1, len(self.outbox))):
             self.outbox.popleft()
 
     # ------------------------------------------------------------ acknowledgements

@@ -288,7 +288,10 @@ class Ingester:
                 encode_envelope(Envelope(env.account, env.cluster, answer)),
             )
             return
-        MESSAGES.labels("ingester", "in", msg.event.name.lower()).inc()
+        # A batch counts as the object messages it carries, as if each were sent alone.
+        items = msg.unrolled() if isinstance(msg, Batch) else ()
+        for item in items or (msg,):
+            MESSAGES.labels("ingester", "in", item.event.name.lower()).inc()
         lookup: dict[ObjectRef, StoredCopy] = {}
         for ref in refs_of(msg):
             row = await self.store.get(ObjectKey(env.account, env.cluster, ref))
