@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -295,6 +296,7 @@ async def run(objects: int, settings: Settings) -> None:
             await _run(group, pg.url, objs, bodies, settings)
     finally:
         pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the seed and JetStream's files are GBs
 
 
 async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[bytes],
