@@ -17,9 +17,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
 from aiohttp import web
 
-from clustersync.adapters.bus import Bus, BusError, BusFullError, Delivery, Subscription
+from clustersync.adapters.bus import (
+    Bus,
+    BusError,
+    BusFullError,
+    BusMessageTooLargeError,
+    Delivery,
+    Subscription,
+)
 from clustersync.adapters.metrics import CONNECTED_AGENTS, bad_input
 from clustersync.link.frames import Rejected, receive, send
 from clustersync.link.server import accept, authenticate_agent
@@ -43,8 +51,10 @@ from clustersync.protocol.envelope import (
 )
 from clustersync.protocol.messages import (
     ACK_PROTOCOL,
+    BATCH_RECONCILIATION,
     Ack,
     AgentInfo,
+    Batch,
     Message,
     ObjectDeleted,
     Ping,
@@ -299,12 +309,35 @@ class SyncServer:
                 bad_input("server", "too_deep")
                 continue
             subject = up_subject(conn.account, conn.cluster, partition_of(forwarded))
-            await self.bus.publish(
-                subject,
-                encode_envelope(
-                    Envelope(conn.account, conn.cluster, forwarded, at=time.time())
-                ),
-            )
+            await self._publish_up(conn, subject, forwarded)
+
+    async def _publish_up(self, conn: Connection, subject: str, msg: Message) -> None:
+        """One agent message onto the bus. One the bus refuses for its size (an SBOM over NATS's
+        ``max_payload``) is parked as a note naming its objects, and the link carries on: the
+        bus is not down, and closing would only make the agent send it again. A batch too large
+        as a whole goes out object by object on the same subject (order kept), so only the
+        oversized objects are parked."""
+        data = encode_envelope(Envelope(conn.account, conn.cluster, msg, at=time.time()))
+        try:
+            await self.bus.publish(subject, data)
+            return
+        except BusMessageTooLargeError as exc:
+            refusal = exc
+        if isinstance(msg, Batch) and msg.batch_type != BATCH_RECONCILIATION:
+            items = msg.unrolled()
+            if len(items) > 1:
+                for item in items:
+                    await self._publish_up(conn, subject, item)
+                return
+        bad_input("server", "too_large")
+        singles = msg.unrolled() if isinstance(msg, Batch) else (msg,)
+        refs = [str(m.ref) for m in singles if not isinstance(m, Ping)]
+        log.error("%s/%s: %s not forwarded, %d bytes are too large for the bus: %s",
+                  conn.account, conn.cluster, ", ".join(refs), len(data), refusal)
+        note = orjson.dumps({"account": conn.account, "cluster": conn.cluster,
+                             "objects": refs, "bytes": len(data)})
+        reason = f"too large for the bus ({len(data)} bytes): {refusal}"
+        await self.bus.publish(DEAD_SUBJECT, encode_dead_letter(subject, note, reason))
 
     async def _deliver(self, conn: Connection, delivery: Delivery) -> None:
         try:

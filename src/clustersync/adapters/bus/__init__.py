@@ -4,9 +4,12 @@ from clustersync.adapters.bus.base import (
     Bus,
     BusError,
     BusFullError,
+    BusMessageTooLargeError,
     Delivery,
     Handler,
     Subscription,
 )
 
-__all__ = ["Bus", "BusError", "BusFullError", "Delivery", "Handler", "Subscription"]
+__all__ = ["Bus", "BusError", "BusFullError",
+    "BusMessageTooLargeError",
+    "Delivery", "Handler", "Subscription"]

@@ -58,6 +58,7 @@ __all__ = [
     "Bus",
     "BusError",
     "BusFullError",
+    "BusMessageTooLargeError",
     "Delivery",
     "Handler",
     "Subscription",
@@ -79,6 +80,12 @@ MAX_VERSION = (1 << 63) - 1
 
 class BusError(RuntimeError):
     """The bus refused or could not complete an operation."""
+
+
+class BusMessageTooLargeError(BusError):
+    """The bus refused one message for its size (NATS ``max_payload``, Pulsar's message limit
+    without chunking). Other messages still go: the caller skips this one, parks a note of it
+    and carries on, rather than treating the bus as down."""
 
 
 class BusFullError(BusError):

@@ -76,6 +76,7 @@ from nats.js.api import (
 
 from clustersync.adapters.bus.base import (
     BusError,
+    BusMessageTooLargeError,
     Delivery,
     Handler,
     epoch_at,
@@ -344,6 +345,11 @@ class NatsBus:
             ) as exc:
                 # Transient while the server restarts or JetStream is still recovering.
                 await self._retry_or_raise(subject, exc, deadline, recheck=False)
+            except nats.errors.MaxPayloadError as exc:
+                raise BusMessageTooLargeError(
+                    f"publish to {subject} refused: {len(data)} bytes is over the server's "
+                    f"max_payload ({_reason(exc)})"
+                ) from None
             except nats.errors.Error as exc:
                 raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
             else:

@@ -48,7 +48,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from clustersync.adapters.bus.base import BusError, Delivery, Handler, subject_matches
+from clustersync.adapters.bus.base import (
+    BusError,
+    BusMessageTooLargeError,
+    Delivery,
+    Handler,
+    subject_matches,
+)
 from clustersync.adapters.bus.memory import check_durable, check_filter, check_subject
 from clustersync.adapters.bus.pulsar_layout import (
     LAYOUT_KUBESCAPE,
@@ -281,8 +287,11 @@ class PulsarBus:
             )
         except _pulsar_errors() as exc:
             size = len(out.payload)
-            hint = "" if size <= MAX_MESSAGE_BYTES else f" ({size} bytes)"
-            raise BusError(f"publish to {subject} failed{hint}: {_reason(exc)}") from None
+            if size > MAX_MESSAGE_BYTES:
+                raise BusMessageTooLargeError(
+                    f"publish to {subject} failed ({size} bytes): {_reason(exc)}"
+                ) from None
+            raise BusError(f"publish to {subject} failed: {_reason(exc)}") from None
         return message_seq(msg_id.ledger_id(), msg_id.entry_id())
 
     async def subscribe(
