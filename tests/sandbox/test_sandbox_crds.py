@@ -183,3 +183,12 @@ async def test_valid_names_of_every_rule_are_accepted(api: client.ApiClient) -> 
     ]:
         status, answer = await call(api, "POST", path, body=body)
         assert status == 201, answer
+
+
+async def test_a_protobuf_body_is_refused_with_415(api: client.ApiClient) -> None:
+    status, body = await call(
+        api, "POST", "/apis/apps/v1/namespaces/default/deployments",
+        body=b"k8s\x00\n\x0fapps/v1", content_type="application/vnd.kubernetes.protobuf",
+    )  # fmt: skip
+    assert status == 415 and body["reason"] == "UnsupportedMediaType", body
+    assert "not application/vnd.kubernetes.protobuf" in body["message"]

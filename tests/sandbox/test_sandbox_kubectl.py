@@ -100,7 +100,14 @@ async def test_kubectl_workflow(kubectl: Kubectl, sandbox: Sandbox, tmp_path: Pa
     profiles = await kubectl("get", "applicationprofiles", "-n", "default")
     assert "web-profile" in profiles
 
-    await kubectl("create", "deployment", "web", "--image=nginx")
+    # Rendered client-side, then applied: kubectl 1.36 and later send `create deployment`'s body
+    # as protobuf, which the sandbox refuses with 415 (tested below); apply always sends JSON.
+    deployment = tmp_path / "deployment.yaml"
+    rendered = await kubectl(
+        "create", "deployment", "web", "--image=nginx", "--dry-run=client", "-o", "yaml"
+    )
+    deployment.write_text(rendered)
+    await kubectl("apply", "-f", str(deployment))
     assert "scaled" in await kubectl("scale", "deployment", "web", "--replicas=3")
     deploy = sandbox.get("apps", "v1", "deployments", "default", "web")
     assert deploy is not None and deploy["spec"]["replicas"] == 3

@@ -363,6 +363,13 @@ def _parse_json(raw: bytes) -> Any:
 
 
 async def _read_json(request: web.Request) -> Any:
+    if "protobuf" in request.content_type:
+        # Newer kubectl sends typed objects as protobuf; say so plainly rather than failing to
+        # parse the bytes as JSON.
+        raise SandboxError(
+            415, "UnsupportedMediaType",
+            f"the sandbox accepts JSON and YAML bodies, not {request.content_type}",
+        )  # fmt: skip
     raw = await request.read()
     if not raw.strip():
         raise bad_request("the request body is empty")
