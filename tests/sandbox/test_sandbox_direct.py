@@ -143,3 +143,24 @@ async def test_run_sandbox_bad_seed(tmp_path: Path) -> None:
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and err.decode().count("\n") == 1
+
+
+async def test_streamed_seed_takes_a_namespace_listed_after_its_objects() -> None:
+    """A seed file is created in its order; a Namespace it lists after objects in it replaces
+    the bare one made for them, while namespaces that existed before are left alone."""
+    sb = Sandbox()
+
+    def namespace(name: str, label: str) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"x": label}},
+        }
+
+    seed = [cm("early", "team-b"), namespace("team-b", "1"), namespace("default", "2")]
+    assert sb.load(iter(seed)) == 2
+    team = sb.get("", "v1", "namespaces", "", "team-b")
+    assert team is not None and team["metadata"]["labels"] == {"x": "1"}
+    default = sb.get("", "v1", "namespaces", "", "default")
+    assert default is not None and "labels" not in default["metadata"]
+    assert [o["metadata"]["name"] for o in sb.list(*CM, "team-b")] == ["early"]

@@ -12,11 +12,12 @@ from aiohttp import web
 
 from . import discovery, jsonio, openapi
 from .errors import SandboxError, bad_request, invalid, not_found, status_object
+from .listbody import stream_list
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .resources import ResourceType
 from .scale import apply_scale, is_scalable, to_scale
 from .selectors import Filter
-from .state import Store
+from .state import Store, decode
 from .watch import WatchStream
 
 log = logging.getLogger(__name__)
@@ -180,12 +181,12 @@ class Api:
         if method == "GET":
             if _flag(request.query, "watch"):
                 return await self._list_or_watch(request, t)
-            found = self.store.get(t.rt, t.namespace or "", t.name)
-            if found is None:
+            raw = self.store.get_raw(t.rt, t.namespace or "", t.name)
+            if raw is None:
                 raise not_found(t.rt, t.name)
             if t.subresource == "scale":
-                return json_response(to_scale(found))
-            return self._object_response(request, found)
+                return json_response(to_scale(decode(raw)))
+            return self._object_response(request, raw)
         if method == "PUT" and t.subresource == "scale":
             body = await _read_json(request)
             obj = self.store.update_with(
@@ -209,11 +210,11 @@ class Api:
             return await self._delete(request, t)
         raise _method_not_allowed(method)
 
-    def _object_response(self, request: web.Request, obj: dict[str, Any]) -> web.Response:
+    def _object_response(self, request: web.Request, raw: bytes) -> web.Response:
         include = self._table_mode(request)
         if include is not None:
-            return json_response(discovery.to_table([obj], {}, include))
-        return json_response(obj)
+            return json_response(discovery.to_table([decode(raw)], {}, include))
+        return web.Response(body=raw, content_type="application/json")
 
     @staticmethod
     def _table_mode(request: web.Request) -> str | None:
@@ -261,14 +262,8 @@ class Api:
         include = self._table_mode(request)
         if include is not None:
             return json_response(discovery.to_table(result.items, meta, include))
-        return json_response(
-            {
-                "kind": t.rt.list_kind,
-                "apiVersion": t.rt.api_version,
-                "metadata": meta,
-                "items": result.items,
-            }
-        )
+        head = {"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": meta}
+        return await stream_list(request, head, result.raw)
 
     async def _patch(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None

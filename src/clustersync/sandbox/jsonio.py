@@ -23,6 +23,12 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def dumps_to_keep(value: Any) -> bytes:
+    """``dumps`` for bytes held long: orjson's result can occupy several times its length
+    (32 KiB for a 5 KB pod, measured with orjson 3.13), so it is copied to its exact size."""
+    return bytes(memoryview(dumps(value)))
+
+
 def loads(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)

@@ -1,12 +1,22 @@
-"""Loading seed objects from JSON or YAML files."""
+"""Loading seed objects from JSON or YAML files.
+
+A JSON array is read one element at a time: 100k pods parsed at once would take several GB of
+Python objects before the store has encoded the first one, so the sandbox creates each as it
+is read and the parsed elements never pile up.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
+
+_BLANK = re.compile(r"\s*")
 
 
 class SeedError(Exception):
@@ -53,20 +63,59 @@ def _check(obj: Any) -> str | None:
     return None
 
 
-def load_seed(path: str | Path) -> list[dict[str, Any]]:
-    """Objects from a JSON/YAML list, a ``*List`` object, or multi-document YAML."""
+def _json_array(path: Path, text: str) -> Iterator[Any]:
+    """The elements of a top-level JSON array, each parsed when it is reached."""
+    decoder = json.JSONDecoder()
+    pos = _BLANK.match(text, 0).end() + 1  # type: ignore[union-attr]  # \s* always matches
+    first = True
+    while True:
+        pos = _BLANK.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith("]", pos):
+            if text[pos + 1 :].strip():
+                raise SeedError(f"{path}: invalid JSON: extra data after the array at {pos + 1}")
+            return
+        if not first:
+            if not text.startswith(",", pos):
+                raise SeedError(f"{path}: invalid JSON: expected ',' or ']' at {pos}")
+            pos = _BLANK.match(text, pos + 1).end()  # type: ignore[union-attr]
+        try:
+            element, pos = decoder.raw_decode(text, pos)
+        except ValueError as exc:
+            raise SeedError(f"{path}: invalid JSON: {_one_line(exc)}") from exc
+        first = False
+        yield element
+
+
+def _documents(path: Path, text: str) -> Iterator[Any]:
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        yield from _json_array(path, text)
+    else:
+        yield from _parse(path, text)
+
+
+def iter_seed(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Objects from a JSON/YAML list, a ``*List`` object, or multi-document YAML, checked and
+    yielded one by one (a bad object is reported when it is reached)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SeedError(f"{p}: cannot read: {_one_line(exc)}") from exc
+    index = 0
     try:
-        objs = [item for doc in _parse(p, text) for item in _expand(doc)]
+        for doc in _documents(p, text):
+            for obj in _expand(doc):
+                index += 1
+                problem = _check(obj)
+                if problem:
+                    raise SeedError(f"{p}: object {index}: {problem}")
+                yield obj
     except SeedError as exc:
         msg = str(exc)
         raise SeedError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
-    for index, obj in enumerate(objs, 1):
-        problem = _check(obj)
-        if problem:
-            raise SeedError(f"{p}: object {index}: {problem}")
-    return objs
+
+
+def load_seed(path: str | Path) -> list[dict[str, Any]]:
+    """Every object of a seed file (see ``iter_seed``), or a ``SeedError`` for the first
+    problem."""
+    return list(iter_seed(path))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from .kubeconfig import write_kubeconfig
 from .listener import DualListener
 from .patch import merge_patch as apply_merge_patch
 from .resources import DEFAULT_RESOURCES, Registry, ResourceType
-from .seed import load_seed
+from .seed import iter_seed
 from .selectors import Filter
 from .state import Store, clone
 from .tls import TlsMaterial, tls_material
@@ -263,20 +264,36 @@ class Sandbox:
     def resource_version(self) -> int:
         return self.store.rv
 
-    def load(self, objects: Sequence[dict[str, Any]]) -> int:
+    def load(self, objects: Iterable[dict[str, Any]]) -> int:
         """Create seed objects: namespaces first, missing namespaces created
-        on the fly, already-existing namespaces skipped. Returns the count."""
+        on the fly, already-existing namespaces skipped. Returns the count.
+
+        A sequence is reordered namespaces first; an iterator (a streamed seed file) is
+        created in its order, and a Namespace it lists after objects in it replaces the one
+        made for them on the fly."""
         ns_rt = self.registry.find("", "v1", "namespaces")
-        ordered = sorted(objects, key=lambda o: o.get("kind") != "Namespace")
+        if isinstance(objects, Sequence):
+            objects = sorted(objects, key=lambda o: o.get("kind") != "Namespace")
+        made_on_the_fly: set[str] = set()
         count = 0
-        for obj in ordered:
+        for obj in objects:
             rt = self._type_of(obj)
-            if rt == ns_rt and self.store.get(rt, "", self._meta(obj).get("name", "")):
-                continue
-            ns = self._meta(obj).get("namespace")
-            if rt.namespaced and ns_rt is not None and ns and self.store.get(ns_rt, "", ns) is None:
+            meta = self._meta(obj)
+            if rt == ns_rt:
+                name = str(meta.get("name", ""))
+                if name in made_on_the_fly:
+                    made_on_the_fly.discard(name)
+                    self._call(partial(self.store.replace, rt, None, name, obj))
+                    count += 1
+                    continue
+                if self.store.get_raw(rt, "", name) is not None:
+                    continue
+            ns = meta.get("namespace")
+            if rt.namespaced and ns_rt is not None and ns and not self.store.get_raw(ns_rt, "", ns):
                 self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-            self.create(obj)
+                made_on_the_fly.add(ns)
+            # The store keeps its own encoded copy; no clone of the result is needed here.
+            self._call(partial(self.store.create, rt, ns or None, obj))
             count += 1
         return count
 
@@ -285,7 +302,7 @@ async def run_sandbox(
     port: int, kubeconfig: str, seed: str | None = None, host: str = "127.0.0.1"
 ) -> None:
     """Serve until cancelled (the demo / CLI entry point)."""
-    objects = load_seed(seed) if seed else []
+    objects = iter_seed(seed) if seed else iter(())
     sandbox = Sandbox()
     await sandbox.start(host, port)
     try:
