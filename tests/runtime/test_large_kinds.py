@@ -39,7 +39,7 @@ except ImportError:
 
     from servers import free_port  # type: ignore[no-redef]
 
-OBJECTS = int(os.environ.get("CS_LARGE_OBJECTS", "20000"))  # 50000 for the full case
+OBJECTS = int(os.environ.get("CS_LARGE_OBJECTS", "50000"))  # the case: 50k objects
 HEARTBEAT = 2.0
 ADMIN, AGENT = "large-kinds-admin-token", "large-kinds-agent-token"
 
