@@ -3,15 +3,13 @@ is parked as a dead letter naming it, and the link and every other object carry 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import orjson
-import pytest
 
 try:  # `python -m pytest` from the repo root
     from tests.runtime.harness import CLUSTER_A, CONFIGMAPS, Probe, World, configmap, eventually
-    from tests.runtime.test_write_outcomes_nats import ProductionWorld
+
+    # The world on real NATS and PostgreSQL, already in sync (a fixture, used by name).
+    from tests.runtime.test_write_outcomes_nats import synced
 except ImportError:  # plain `pytest`: the test directory itself is on sys.path
     from harness import (  # type: ignore[no-redef]
         CLUSTER_A,
@@ -21,22 +19,7 @@ except ImportError:  # plain `pytest`: the test directory itself is on sys.path
         configmap,
         eventually,
     )
-    from test_write_outcomes_nats import ProductionWorld  # type: ignore[no-redef]
-
-
-@pytest.fixture
-async def synced(
-    tmp_path: Path, nats_url: str, nats_stream: str, pg_database_url: str
-) -> AsyncIterator[World]:
-    world = ProductionWorld(tmp_path, nats_url, nats_stream, pg_database_url)
-    await world.start()
-    try:
-        await world.add_cluster(CLUSTER_A)
-        world.start_agent(CLUSTER_A)
-        await world.wait_synced(CLUSTER_A)
-        yield world
-    finally:
-        await world.stop()
+    from test_write_outcomes_nats import synced  # type: ignore[no-redef]  # noqa: F401
 
 
 async def test_an_object_over_the_bus_limit_is_parked_and_the_rest_syncs(synced: World) -> None:
