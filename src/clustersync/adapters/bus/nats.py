@@ -490,6 +490,9 @@ class NatsSubscription:
                 # its store): create both again, or retry shortly while the server recovers.
                 log.warning("NATS: fetch for %s failed: %s", self._durable, _reason(exc))
                 await self._rebind()
+                # While a stream elects a new leader the consumer exists but answers 503 at
+                # once: pause, or every durable hammers the cluster it waits for.
+                await asyncio.sleep(RETRY_WAIT)
                 continue
             except (nats.errors.Error, TimeoutError) as exc:
                 # E.g. a 409 while the server restarts or the consumer moves: retry shortly.
