@@ -105,6 +105,15 @@ class WriteRecord:
         verb = "delete" if isinstance(msg, ObjectDeleted) else "put"
         return cls(msg.msg_id, account, cluster, msg.ref, verb, subject=subject, data=data)
 
+    def column_values(self) -> tuple[str | bytes, ...]:
+        """The values of the ``writes`` columns id .. data, in table order (both stores)."""
+        kind = self.ref.kind
+        return (
+            self.id, self.account, self.cluster, kind.group, kind.version, kind.resource,
+            self.ref.namespace, self.ref.name, self.verb, self.status.value, self.reason,
+            self.subject, bytes(self.data),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterInfo:

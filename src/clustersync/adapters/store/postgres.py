@@ -612,26 +612,13 @@ class PostgresStore:
         return status != "DELETE 0"
 
     async def add_write(self, write: WriteRecord) -> bool:
-        ref = write.ref
         async with self._conn() as conn:
             status: str = await conn.execute(
                 "INSERT INTO writes (id, account, cluster, api_group, api_version, resource,"
                 " namespace, name, verb, status, reason, subject, data)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 " ON CONFLICT (id) DO NOTHING",
-                write.id,
-                write.account,
-                write.cluster,
-                ref.kind.group,
-                ref.kind.version,
-                ref.kind.resource,
-                ref.namespace,
-                ref.name,
-                write.verb,
-                write.status.value,
-                write.reason,
-                write.subject,
-                bytes(write.data),
+                *write.column_values(),
             )
         return status != "INSERT 0 0"
 

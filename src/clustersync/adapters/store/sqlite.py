@@ -391,27 +391,13 @@ class SqliteStore:
         return await self._run(run)
 
     async def add_write(self, write: WriteRecord) -> bool:
-        ref = write.ref
-
         def run(conn: sqlite3.Connection) -> bool:
             now = time.time()
             cur = conn.execute(
                 f"INSERT INTO writes ({_WRITE_COLUMNS}) VALUES ({', '.join('?' * 15)})"
                 " ON CONFLICT (id) DO NOTHING",
                 (
-                    write.id,
-                    write.account,
-                    write.cluster,
-                    ref.kind.group,
-                    ref.kind.version,
-                    ref.kind.resource,
-                    ref.namespace,
-                    ref.name,
-                    write.verb,
-                    write.status.value,
-                    write.reason,
-                    write.subject,
-                    bytes(write.data),
+                    *write.column_values(),
                     now,
                     now,
                 ),
