@@ -79,6 +79,16 @@ def upsert_of(ref: ObjectRef, obj: Any, body: bytes, checksum: str) -> Upsert:
     )
 
 
+def refs_to_look_up(msg: Message) -> list[ObjectRef]:
+    """The objects whose stored copies :func:`decide_all` needs for ``msg``: those of checksums,
+    patches and requests. A put or a delete is decided without one, so a batch of puts (an
+    agent's initial sync) needs no read at all."""
+    if isinstance(msg, Ping):
+        return []
+    items = msg.unrolled() if isinstance(msg, Batch) else (msg,)
+    return [item.ref for item in items if not isinstance(item, PutObject | ObjectDeleted)]
+
+
 def decide(msg: ObjectMessage, stored: StoredCopy | None) -> Decision:
     """The backend's answer to one object message from an agent."""
     out = Decision()

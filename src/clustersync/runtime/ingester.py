@@ -44,6 +44,7 @@ from clustersync.protocol.backend import (
     decide_all,
     inventory_answer,
     reconciliation_batches,
+    refs_to_look_up,
 )
 from clustersync.protocol.codec import DecodeError
 from clustersync.protocol.envelope import (
@@ -68,7 +69,6 @@ from clustersync.protocol.messages import (
     Batch,
     Message,
     ObjectDeleted,
-    Ping,
     PutObject,
     SyncProgress,
     WriteStatus,
@@ -129,14 +129,6 @@ class StaleWrites:
 def is_inventory_request(msg: Message) -> TypeGuard[Batch]:
     """An agent's empty reconciliation batch: "tell me what you hold of this kind"."""
     return isinstance(msg, Batch) and msg.batch_type == BATCH_RECONCILIATION and not msg.unrolled()
-
-
-def refs_of(msg: Message) -> list[ObjectRef]:
-    if isinstance(msg, Ping):
-        return []
-    if isinstance(msg, Batch):
-        return [item.ref for item in msg.unrolled()]
-    return [msg.ref]
 
 
 class Ingester:
@@ -293,10 +285,11 @@ class Ingester:
         for item in items or (msg,):
             MESSAGES.labels("ingester", "in", item.event.name.lower()).inc()
         lookup: dict[ObjectRef, StoredCopy] = {}
-        for ref in refs_of(msg):
-            row = await self.store.get(ObjectKey(env.account, env.cluster, ref))
-            if row is not None:
-                lookup[ref] = StoredCopy(row.checksum, row.object)
+        wanted = refs_to_look_up(msg)
+        if wanted:  # one read for the whole message, none for a batch of puts
+            keys = [ObjectKey(env.account, env.cluster, ref) for ref in wanted]
+            for key, row in (await self.store.get_many(keys)).items():
+                lookup[key.ref] = StoredCopy(row.checksum, row.object)
         await self._carry_out(env, delivery, decide_all(msg, lookup))
 
     async def _on_write(self, env: Envelope, delivery: Delivery) -> None:

@@ -68,6 +68,28 @@ class StoreContract:
         assert before - 5 <= got.updated_at <= time.time() + 5
         assert await store.get(key(name="other")) is None
 
+    async def test_get_many_reads_live_rows_of_the_given_keys(self, store: Store) -> None:
+        live = [key(name="a"), key(kind=DEPLOYMENTS, ns="", name="a"), key(cluster="c2")]
+        tombstoned, never = key(name="gone"), key(name="never-seen")
+        other_account = key(account="other", name="a")  # same ref elsewhere: not asked for
+        await store.apply([obj(k, 3) for k in live] + [obj(tombstoned, 1), obj(other_account, 1)])
+        await store.apply([Delete(tombstoned, 2)])
+
+        got = await store.get_many([*live, tombstoned, never, live[0]])  # one key twice
+        assert set(got) == set(live)
+        for k in live:
+            assert same(got[k], obj(k, 3))
+            assert isinstance(got[k].object, bytes)
+        assert await store.get_many([]) == {}
+        assert await store.get_many([never, tombstoned]) == {}
+
+    async def test_get_many_reads_a_large_batch(self, store: Store) -> None:
+        keys = [key(ns=f"ns{i % 7}", name=f"pod-{i}") for i in range(1500)]
+        await store.apply([obj(k, 1) for k in keys[::2]])  # every other one exists
+        got = await store.get_many(keys)
+        assert sorted(got) == sorted(keys[::2])
+        assert all(same(got[k], obj(k, 1)) for k in keys[::2])
+
     async def test_list_is_ordered_and_narrowed(self, store: Store) -> None:
         keys = [
             key(account, cluster, kind, ns, name)

@@ -202,6 +202,12 @@ class Store(Protocol):
         """The live row, or None if absent or tombstoned."""
         ...
 
+    async def get_many(self, keys: Sequence[ObjectKey]) -> dict[ObjectKey, StoredObject]:
+        """The live rows of ``keys`` in one read, by key; absent and tombstoned keys are left
+        out (a key given twice is read once). For the ingester, which needs the stored copies
+        of all the objects a batch message is about."""
+        ...
+
     async def apply(self, writes: Sequence[Write]) -> int:
         """Apply upserts and deletes in one transaction, each guarded by ``seq``.
 

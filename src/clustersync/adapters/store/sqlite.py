@@ -247,6 +247,21 @@ class SqliteStore:
 
         return await self._run(run)
 
+    async def get_many(self, keys: Sequence[ObjectKey]) -> dict[ObjectKey, StoredObject]:
+        wanted = list(dict.fromkeys(keys))
+        sql = f"{_SELECT} WHERE {_KEY_MATCH} AND deleted = 0"
+
+        def run(conn: sqlite3.Connection) -> dict[ObjectKey, StoredObject]:
+            # One trip to the database thread; each lookup is an in-process primary-key probe.
+            found: dict[ObjectKey, StoredObject] = {}
+            for key in wanted:
+                row = conn.execute(sql, _key_params(key)).fetchone()
+                if row:
+                    found[key] = _row_to_object(row)
+            return found
+
+        return await self._run(run) if wanted else {}
+
     async def apply(self, writes: Sequence[Write]) -> int:
         batch = list(writes)
 
