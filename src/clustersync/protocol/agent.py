@@ -8,6 +8,7 @@ makes merge patches possible.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,6 +42,7 @@ from clustersync.protocol.shaping import (
     shape,
     unmask,
 )
+from clustersync.protocol.synced import SyncedObjects
 
 
 class Strategy(StrEnum):
@@ -101,7 +103,9 @@ def write_report(cause: Message, status: WriteStatus, reason: str = "") -> list[
 
 def ref_of(kind: Kind, obj: Mapping[str, Any]) -> ObjectRef:
     meta = obj.get("metadata") or {}
-    return ObjectRef(kind, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    # Namespaces repeat across many objects: one shared string each (refs are kept per object).
+    namespace = sys.intern(str(meta.get("namespace") or ""))
+    return ObjectRef(kind, namespace, str(meta.get("name") or ""))
 
 
 def precomputed_checksum(live: Mapping[str, Any]) -> str | None:
@@ -129,13 +133,15 @@ class AgentSession:
         # Which synced kinds are namespaced, as discovery says (the driver fills it in); a kind
         # missing here is not known yet, and the API server judges its writes.
         self.namespaced: dict[Kind, bool] = {}
-        self.shadows: dict[ObjectRef, bytes] = {}
+        # One compact record per object holds the three below (see protocol.synced).
+        self.synced = SyncedObjects()
+        self.shadows = self.synced.shadows
         # Hashing dominates the agent's CPU: each object version is hashed once, whether it is
         # announced, requested, reconciled or re-announced after a reconnect.
-        self._checksums: dict[ObjectRef, tuple[str, str]] = {}
+        self._checksums = self.synced.checksums
         # Copy-strategy objects have no shadow; their last sent checksum is enough to skip a
         # put that would repeat itself (the watch event of an object the agent just wrote).
-        self._sent: dict[ObjectRef, str] = {}
+        self._sent = self.synced.sent
 
     def _checksum(self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
         meta = live.get("metadata") or {}
@@ -162,9 +168,7 @@ class AgentSession:
             return []
         ref = ref_of(kind, live)
         if event is WatchEvent.DELETED:
-            self.shadows.pop(ref, None)
-            self._checksums.pop(ref, None)
-            self._sent.pop(ref, None)
+            self.synced.forget(ref)
             return [ObjectDeleted(ref=ref, **_meta(None))]
         shaped = shape(kind, live)
         checksum = self._checksum(ref, live, shaped)
@@ -195,7 +199,7 @@ class AgentSession:
             return PutObject(ref=ref, checksum=checksum, object=body, **meta)
         shadow = self.shadows.get(ref)
         if shadow is None:
-            self.shadows[ref] = _kept(body)
+            self.shadows[ref] = body
             return PutObject(ref=ref, checksum=checksum, object=body, **meta)
         base = orjson.loads(shadow)
         patch = create_patch(base, shaped)
@@ -209,7 +213,7 @@ class AgentSession:
             checksum = canonical
         else:
             checksum = canonical_checksum(apply_patch(base, patch))
-        self.shadows[ref] = _kept(body)
+        self.shadows[ref] = body
         return PatchObject(ref=ref, checksum=checksum, patch=orjson.dumps(patch), **meta)
 
     # ------------------------------------------------------------ backend to cluster
@@ -525,12 +529,6 @@ class AgentSession:
                 self.shadows.pop(ref, None)
                 out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
         yield out
-
-
-def _kept(data: bytes) -> bytes:
-    """A right-sized copy of JSON bytes that will be kept: orjson's output holds on to its whole
-    growth buffer (about 32 KiB for a 5 KB pod), which a long-lived shadow must not."""
-    return bytes(memoryview(data))
 
 
 def _meta(cause: Message | None) -> dict[str, Any]:

@@ -56,11 +56,24 @@ class Unreadable:
     name: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One page of a list; ``resource_version`` is the list's (the same on every page)."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+
+
 class KubeApi(Protocol):
     async def resource_info(self, kind: Kind) -> ResourceInfo: ...
 
     async def list(self, kind: Kind, page_size: int = 500) -> tuple[list[dict[str, Any]], str]:
         """Every object of the kind (all namespaces) and the list's resourceVersion."""
+        ...
+
+    def list_pages(self, kind: Kind, page_size: int = 500) -> AsyncIterator[ListPage]:
+        """The same list a page at a time, so a large kind is never whole in memory; raises
+        KubeGoneError when the server forgot the list's snapshot between two pages."""
         ...
 
     def watch(

@@ -23,6 +23,7 @@ from clustersync.adapters.kube.base import (
     KubeError,
     KubeGoneError,
     KubeNotFoundError,
+    ListPage,
     ResourceInfo,
     Unreadable,
     WatchItem,
@@ -169,24 +170,33 @@ class KubeClient:
     # ------------------------------------------------------------ reads
 
     async def list(self, kind: Kind, page_size: int = 500) -> tuple[list[dict[str, Any]], str]:
+        items: list[dict[str, Any]] = []
+        resource_version = ""
+        async for page in self.list_pages(kind, page_size):
+            items += page.items
+            resource_version = page.resource_version
+        return items, resource_version
+
+    async def list_pages(self, kind: Kind, page_size: int = 500) -> AsyncIterator[ListPage]:
         info = await self.resource_info(kind)
         path = self._collection(info, "")
-        items: list[dict[str, Any]] = []
         token = ""
         while True:
             query = [("limit", str(page_size))]
             if token:
                 query.append(("continue", token))
             doc = await self._json("GET", path, query=query)
-            for item in doc.get("items") or []:
+            items = doc.get("items") or []
+            for item in items:
                 # List items carry no kind; checksums and filters need it.
                 item.setdefault("apiVersion", kind.api_version)
                 item.setdefault("kind", info.kind_name)
-                items.append(item)
             meta = doc.get("metadata") or {}
             token = meta.get("continue") or ""
+            del doc  # the caller may drop the page's items as it goes
+            yield ListPage(items, str(meta.get("resourceVersion", "")))
             if not token:
-                return items, str(meta.get("resourceVersion", ""))
+                return
 
     async def watch(
         self, kind: Kind, resource_version: str, timeout_seconds: int = 300

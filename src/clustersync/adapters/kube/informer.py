@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from clustersync.adapters.kube.base import (
 )
 from clustersync.model import Kind
 from clustersync.protocol.backoff import Backoff
+from clustersync.protocol.compact import Packer
 
 log = logging.getLogger("clustersync.informer")
 
@@ -46,6 +48,7 @@ SkipSink = Callable[[SkippedObject], None]
 Pace = Callable[[], Awaitable[None]]
 """Awaited between events: the consumer's backpressure (it returns when there is room)."""
 
+PAGE_SIZE = 500  # objects per list request: kubernetes' own informers' choice
 YIELD_EVERY = 200  # objects handled between yields to the event loop during a relist
 
 
@@ -76,16 +79,25 @@ def _rv(obj: dict[str, Any]) -> str:
 class ObjectCache:
     """The informer's copy of every object, kept compact.
 
-    Objects are held as JSON bytes without ``managedFields`` (which nothing downstream reads):
-    a 7 KB pod costs about 25 KiB as Python dicts and 5 KB as bytes. Readers get a freshly
-    parsed dict, so they may keep or change it freely.
+    Objects are held as JSON without ``managedFields`` (which nothing downstream reads), deflated
+    against a dictionary learned from the first objects of the kind (see protocol.compact): a
+    5 KB pod costs about 25 KiB as Python dicts, 5 KB as JSON and a few hundred bytes packed.
+    Each entry is one bytes object (resourceVersion, then the packed JSON), so an object costs
+    its key, one bytes header and one dict slot besides its data. Readers get a freshly parsed
+    dict, so they may keep or change it freely.
     """
 
     def __init__(self) -> None:
-        self._items: dict[Key, tuple[str, bytes]] = {}
+        self._items: dict[Key, bytes] = {}
+        self._packer = Packer()  # one per kind, kept for the cache's life (across relists)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def dictionary(self) -> bytes | None:
+        """The packing dictionary learned from the kind's first objects (kept across relists)."""
+        return self._packer.dictionary
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
@@ -94,22 +106,20 @@ class ObjectCache:
         return iter(list(self._items))
 
     def __getitem__(self, key: Key) -> dict[str, Any]:
-        parsed: dict[str, Any] = orjson.loads(self._items[key][1])
-        return parsed
+        return self._parsed(self._items[key])
 
     def get(self, key: Key) -> dict[str, Any] | None:
         entry = self._items.get(key)
-        return None if entry is None else self[key]
+        return None if entry is None else self._parsed(entry)
 
     def resource_version(self, key: Key) -> str | None:
         entry = self._items.get(key)
-        return None if entry is None else entry[0]
+        return None if entry is None else _entry_rv(entry)
 
     def put(self, key: Key, obj: dict[str, Any]) -> None:
         self.store(key, self.encoded(obj))
 
-    @staticmethod
-    def encoded(obj: dict[str, Any]) -> tuple[str, bytes]:
+    def encoded(self, obj: dict[str, Any]) -> bytes:
         """The cache entry for ``obj``; raises :class:`UnencodableError` if it has none."""
         meta = obj.get("metadata")
         if isinstance(meta, dict) and "managedFields" in meta:
@@ -119,11 +129,13 @@ class ObjectCache:
         except orjson.JSONEncodeError as exc:
             # orjson refuses nesting of 255 levels and more; nothing downstream could send it.
             raise UnencodableError(str(exc)) from None
-        # A right-sized copy: orjson's output keeps its whole growth buffer (about 6x the size).
-        return _rv(obj), bytes(memoryview(encoded))
+        rv = _rv(obj).encode()
+        if len(rv) > _RV_LIMIT:
+            raise UnencodableError(f"a resourceVersion of {len(rv)} bytes")
+        return len(rv).to_bytes(_RV_PREFIX, "big") + rv + self._packer.pack(encoded)
 
-    def store(self, key: Key, entry: tuple[str, bytes]) -> None:
-        self._items[key] = entry
+    def store(self, key: Key, entry: bytes) -> None:
+        self._items[(sys.intern(key[0]), key[1])] = entry
 
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
@@ -134,11 +146,24 @@ class ObjectCache:
         for key in list(self._items):
             entry = self._items.get(key)
             if entry is not None:
-                yield key, orjson.loads(entry[1])
+                yield key, self._parsed(entry)
 
     def values(self) -> Iterator[dict[str, Any]]:
         for _, obj in self.items():
             yield obj
+
+    def _parsed(self, entry: bytes) -> dict[str, Any]:
+        start = _RV_PREFIX + int.from_bytes(entry[:_RV_PREFIX], "big")
+        parsed: dict[str, Any] = orjson.loads(self._packer.unpack(entry[start:]))
+        return parsed
+
+
+_RV_PREFIX = 2  # bytes giving the resourceVersion's length at the start of a cache entry
+_RV_LIMIT = 256**_RV_PREFIX - 1
+
+
+def _entry_rv(entry: bytes) -> str:
+    return entry[_RV_PREFIX : _RV_PREFIX + int.from_bytes(entry[:_RV_PREFIX], "big")].decode()
 
 
 class Informer:
@@ -152,6 +177,7 @@ class Informer:
         backoff: Backoff | None = None,
         on_skip: SkipSink = _log_skip,
         pace: Pace = _no_backpressure,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.api = api
         self.kind = kind
@@ -160,6 +186,7 @@ class Informer:
         self.pace = pace
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff(initial=0.2, ceiling=30.0)
+        self.page_size = page_size
         self.cache = ObjectCache()
         self.synced = asyncio.Event()
         self.resource_version = ""
@@ -191,39 +218,58 @@ class Informer:
             await asyncio.sleep(self.backoff.next_delay())
 
     async def _relist(self) -> None:
-        items, list_rv = await self.api.list(self.kind)
+        """List the kind a page at a time into the cache, then report what the list lacks.
+
+        Each page goes into the cache as it arrives (at most one page of parsed objects is
+        alive, not the whole list), and the sink hears of each change at once. The cache is
+        updated in place, so it always matches what the sink was told: a relist that fails
+        between two pages (a 410 when the server forgot the list's snapshot) leaves a cache the
+        next relist diffs against correctly, with nothing reported twice and no deletion lost.
+        """
+        seen: set[Key] = set()
+        list_rv = ""
+        done = 0
+        async for page in self.api.list_pages(self.kind, self.page_size):
+            list_rv = page.resource_version
+            for obj in page.items:
+                done += 1
+                if done % YIELD_EVERY == 0:
+                    # A list of 100k objects takes seconds to cache: let heartbeats and sends run.
+                    await asyncio.sleep(0)
+                key = key_of(obj)
+                entry = self._entry(key, obj)
+                if entry is None:
+                    continue  # not seen: an older copy is reported deleted below
+                seen.add(key)
+                old_rv = self.cache.resource_version(key)
+                # The sink first, the cache after (as for watch events): if the sink fails,
+                # the next relist finds the change again.
+                if old_rv is None:
+                    self.sink("ADDED", obj)
+                elif old_rv != _rv(obj):
+                    self.sink("MODIFIED", obj)
+                self.cache.store(key, entry)
+            page.items.clear()  # the cache holds compact copies; the parsed page can go
+        for key in self.cache:
+            if key not in seen:
+                gone = self.cache.get(key)
+                if gone is not None:
+                    self.sink("DELETED", gone)
+                    self.cache.pop(key)
         self.lists += 1
-        fresh = ObjectCache()
-        for done, obj in enumerate(items, 1):
-            if done % YIELD_EVERY == 0:
-                # A list of 100k objects takes seconds to cache: let heartbeats and sends run.
-                await asyncio.sleep(0)
-            key = key_of(obj)
-            if not self._admit(fresh, key, obj):
-                continue  # absent from the fresh cache: an older copy is reported deleted below
-            old_rv = self.cache.resource_version(key)
-            if old_rv is None:
-                self.sink("ADDED", obj)
-            elif old_rv != _rv(obj):
-                self.sink("MODIFIED", obj)
-        del items  # the cache holds compact copies; the parsed list can go
-        for key, obj in self.cache.items():
-            if key not in fresh:
-                self.sink("DELETED", obj)
-        self.cache = fresh
         # Resume from the list's own resourceVersion, not the last item's (a kubescape bug).
         self.resource_version = list_rv
         self.synced.set()
         await self.pace()
 
-    def _admit(self, cache: ObjectCache, key: Key, obj: dict[str, Any]) -> bool:
-        """Cache the object, or report it skipped; one bad object never stops the kind."""
+    def _entry(self, key: Key, obj: dict[str, Any]) -> bytes | None:
+        """The object's cache entry, or None (reported skipped): one bad object never stops
+        the kind."""
         try:
-            cache.put(key, obj)
+            return self.cache.encoded(obj)
         except UnencodableError as exc:
             self.on_skip(SkippedObject(self.kind, key[0], key[1], "too_deep", str(exc)))
-            return False
-        return True
+            return None
 
     async def _watch_once(self) -> None:
         async for item in self.api.watch(self.kind, self.resource_version, self.watch_timeout):

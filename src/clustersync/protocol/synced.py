@@ -1,0 +1,166 @@
+"""What the agent keeps per synced object, in one compact record.
+
+Three facts are kept per object: the checksum of its last hashed version (hashing dominates the
+agent's CPU), the shadow (the JSON the backend last received of a patch-strategy object, which
+merge patches are computed against) and, for copy-strategy objects, the checksum last sent.
+Kept as three dicts keyed by :class:`ObjectRef` they cost three keys, three slots and a full
+JSON copy per object; here they share one record, and shadows are deflated against a dictionary
+learned per kind (see protocol.compact), so a synced pod costs well under a kilobyte.
+
+The three views keep the mapping interface the session used before (``get``, ``pop``, item
+assignment), so the session's logic reads as it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.compact import Packer
+
+Version = tuple[str, str]  # (the object's "uid/resourceVersion", its checksum)
+
+
+class _Record:
+    __slots__ = ("checksum", "sent", "shadow", "version")
+
+    def __init__(self) -> None:
+        self.version: str | None = None  # "uid/resourceVersion" the checksum belongs to
+        self.checksum: str | None = None
+        self.shadow: bytes | None = None  # packed
+        self.sent: str | None = None
+
+    def empty(self) -> bool:
+        return self.checksum is None and self.shadow is None and self.sent is None
+
+
+class SyncedObjects:
+    """The per-object records, and the views the session uses."""
+
+    def __init__(self) -> None:
+        self._records: dict[ObjectRef, _Record] = {}
+        self._packers: dict[Kind, Packer] = {}
+        self.shadows = ShadowView(self)
+        self.checksums = ChecksumView(self)
+        self.sent = SentView(self)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def record(self, ref: ObjectRef) -> _Record:
+        record = self._records.get(ref)
+        if record is None:
+            record = self._records[ref] = _Record()
+        return record
+
+    def find(self, ref: ObjectRef) -> _Record | None:
+        return self._records.get(ref)
+
+    def forget(self, ref: ObjectRef) -> None:
+        self._records.pop(ref, None)
+
+    def tidy(self, ref: ObjectRef, record: _Record) -> None:
+        if record.empty():
+            self._records.pop(ref, None)
+
+    def refs(self) -> Iterator[ObjectRef]:
+        return iter(list(self._records))
+
+    def packer(self, kind: Kind) -> Packer:
+        packer = self._packers.get(kind)
+        if packer is None:
+            packer = self._packers[kind] = Packer()
+        return packer
+
+
+class ShadowView(Mapping[ObjectRef, bytes]):
+    """Shadows as JSON bytes by ref; stored packed."""
+
+    def __init__(self, store: SyncedObjects) -> None:
+        self._store = store
+
+    def __getitem__(self, ref: ObjectRef) -> bytes:
+        record = self._store.find(ref)
+        if record is None or record.shadow is None:
+            raise KeyError(ref)
+        return self._store.packer(ref.kind).unpack(record.shadow)
+
+    def __setitem__(self, ref: ObjectRef, shadow: bytes) -> None:
+        self._store.record(ref).shadow = self._store.packer(ref.kind).pack(shadow)
+
+    def __iter__(self) -> Iterator[ObjectRef]:
+        for ref in self._store.refs():
+            record = self._store.find(ref)
+            if record is not None and record.shadow is not None:
+                yield ref
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def pop(self, ref: ObjectRef, default: None = None) -> bytes | None:
+        shadow = self.get(ref)
+        record = self._store.find(ref)
+        if record is not None:
+            record.shadow = None
+            self._store.tidy(ref, record)
+        return shadow if shadow is not None else default
+
+    def packed_size(self) -> int:
+        """Bytes held by the packed shadows (for tests and benchmarks)."""
+        return sum(len(self._store.record(ref).shadow or b"") for ref in self)
+
+
+class ChecksumView(Mapping[ObjectRef, Version]):
+    """The last hashed version of each object: ref -> ("uid/resourceVersion", checksum)."""
+
+    def __init__(self, store: SyncedObjects) -> None:
+        self._store = store
+
+    def __getitem__(self, ref: ObjectRef) -> Version:
+        record = self._store.find(ref)
+        if record is None or record.version is None or record.checksum is None:
+            raise KeyError(ref)
+        return record.version, record.checksum
+
+    def __setitem__(self, ref: ObjectRef, value: Version) -> None:
+        record = self._store.record(ref)
+        record.version, record.checksum = value
+
+    def __iter__(self) -> Iterator[ObjectRef]:
+        for ref in self._store.refs():
+            record = self._store.find(ref)
+            if record is not None and record.checksum is not None:
+                yield ref
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def pop(self, ref: ObjectRef, default: None = None) -> Version | None:
+        value = self.get(ref)
+        record = self._store.find(ref)
+        if record is not None:
+            record.version = record.checksum = None
+            self._store.tidy(ref, record)
+        return value if value is not None else default
+
+
+class SentView:
+    """The checksum last sent of each copy-strategy object."""
+
+    def __init__(self, store: SyncedObjects) -> None:
+        self._store = store
+
+    def get(self, ref: ObjectRef) -> str | None:
+        record = self._store.find(ref)
+        return None if record is None else record.sent
+
+    def __setitem__(self, ref: ObjectRef, checksum: str) -> None:
+        self._store.record(ref).sent = checksum
+
+    def pop(self, ref: ObjectRef, default: None = None) -> str | None:
+        record = self._store.find(ref)
+        if record is None:
+            return default
+        sent, record.sent = record.sent, None
+        self._store.tidy(ref, record)
+        return sent if sent is not None else default
