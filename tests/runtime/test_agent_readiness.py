@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.services import health_site
 
@@ -54,3 +56,35 @@ async def _if(
 ) -> tuple[int, str] | None:
     value = await pending
     return value if check(value) else None
+
+
+async def test_queued_gauges_show_what_waits_without_a_connection(world: World) -> None:
+    """With no server to send to, the listed cluster's objects wait in the agent; its /metrics
+    says how many, per queue, as the production benchmark reads them."""
+    cluster = await world.add_cluster(CLUSTER_A)
+    agent = Agent(world.agent_config(CLUSTER_A, server="ws://127.0.0.1:9/"), cluster.kube)
+    site = health_site(ready=agent.ready, waiting=agent.waiting_for, roles=["agent"])
+    url = await site.start()
+
+    async def queued() -> dict[str, float] | None:
+        async with world.http.get(f"{url}/metrics") as response:
+            text = await response.text()
+        values = {
+            dict(sample.labels)["queue"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "clustersync_agent_queued"
+            for sample in family.samples
+        }
+        seen = (values.get("coalescer"), values.get("outbox"))
+        settled = seen == (len(agent.coalescer), len(agent.outbox)) and sum(seen) > 0  # type: ignore[arg-type]
+        return values if settled else None
+
+    task = asyncio.create_task(agent.run())
+    try:
+        values = await eventually(queued, what="the listed objects queued and counted")
+        assert set(values) == {"coalescer", "outbox"}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await site.stop()

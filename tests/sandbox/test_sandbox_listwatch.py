@@ -404,3 +404,75 @@ async def test_table_output(api: client.ApiClient, sandbox: Sandbox) -> None:
     assert row["cells"][0] == "tbl"
     assert row["object"]["kind"] == "PartialObjectMetadata"
     assert row["object"]["metadata"]["namespace"] == "default"
+
+
+async def _pages(
+    api: client.ApiClient, path: str, limit: int, extra: list[tuple[str, str]] | None = None
+) -> list[dict[str, object]]:
+    """Every page of a list, following continue tokens."""
+    pages: list[dict[str, object]] = []
+    query: list[tuple[str, object]] = [("limit", limit), *(extra or [])]
+    while True:
+        status, page = await call(api, "GET", path, query=query)
+        assert status == 200, page
+        pages.append(page)
+        token = page["metadata"].get("continue")
+        if not token:
+            return pages
+        query = [("limit", limit), ("continue", token), *(extra or [])]
+
+
+async def test_paging_in_one_namespace_keeps_its_snapshot(
+    api: client.ApiClient, sandbox: Sandbox
+) -> None:
+    """Pages of one namespace skip the others, count only its objects as remaining, and show
+    the snapshot even when objects on both sides of the page boundary change in between."""
+    sandbox.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zz"}})
+    for i in range(6):
+        sandbox.create(cm(f"a{i}"))
+        sandbox.create(cm(f"z{i}", namespace="zz"))
+    status, first = await call(api, "GET", "/api/v1/namespaces/zz/configmaps", query=[("limit", 2)])
+    assert status == 200
+    assert names(first["items"]) == ["z0", "z1"]
+    assert first["metadata"]["remainingItemCount"] == 4
+
+    sandbox.delete(*CM, "zz", "z1")  # already served
+    sandbox.delete(*CM, "zz", "z2")  # next page: still there at the snapshot
+    sandbox.patch(*CM, "zz", "z3", {"data": {"k": "later"}})
+    sandbox.create(cm("z25", namespace="zz"))  # created after the snapshot: not shown
+    sandbox.create(cm("z45", namespace="zz"))  # nor counted as remaining
+    sandbox.delete(*CM, "default", "a0")
+
+    query = [("limit", 2), ("continue", first["metadata"]["continue"])]
+    _, second = await call(api, "GET", "/api/v1/namespaces/zz/configmaps", query=query)
+    assert names(second["items"]) == ["z2", "z3"]
+    assert second["items"][1]["data"] == {"k": "z3"}
+    assert second["metadata"]["remainingItemCount"] == 2
+    query = [("limit", 2), ("continue", second["metadata"]["continue"])]
+    _, third = await call(api, "GET", "/api/v1/namespaces/zz/configmaps", query=query)
+    assert names(third["items"]) == ["z4", "z5"]
+    assert "continue" not in third["metadata"]
+
+    fresh = await _pages(api, "/api/v1/namespaces/zz/configmaps", 4)
+    assert [names(p["items"]) for p in fresh] == [["z0", "z25", "z3", "z4"], ["z45", "z5"]]  # type: ignore[arg-type]
+
+
+async def test_paging_with_a_label_selector(api: client.ApiClient, sandbox: Sandbox) -> None:
+    for i in range(10):
+        sandbox.create(cm(f"s{i}", tier="odd" if i % 2 else "even"))
+    pages = await _pages(api, CM_PATH, 2, [("labelSelector", "tier=odd")])
+    assert [names(p["items"]) for p in pages] == [["s1", "s3"], ["s5", "s7"], ["s9"]]  # type: ignore[arg-type]
+    # With a selector the apiserver cannot say how many remain.
+    assert all("remainingItemCount" not in p["metadata"] for p in pages)  # type: ignore[operator]
+
+
+async def test_paged_list_across_many_pages_is_whole_and_ordered(
+    api: client.ApiClient, sandbox: Sandbox
+) -> None:
+    expected = sorted(f"p{i:04d}" for i in range(1200))
+    for name in reversed(expected):  # created out of order: the list order is by key
+        sandbox.create(cm(name))
+    pages = await _pages(api, CM_PATH, 500)
+    assert [len(p["items"]) for p in pages] == [500, 500, 200]  # type: ignore[arg-type]
+    assert [n for p in pages for n in names(p["items"])] == expected  # type: ignore[arg-type]
+    assert [p["metadata"].get("remainingItemCount") for p in pages] == [700, 200, None]  # type: ignore[attr-defined]

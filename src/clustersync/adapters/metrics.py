@@ -82,6 +82,12 @@ INGEST_LAG_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
+AGENT_QUEUED = Gauge(
+    "clustersync_agent_queued",
+    "Changes waiting in the agent: keys in the coalescer, frames in the outbox to the backend",
+    ["queue"],
+)
+
 TASK_FAILURES = Counter(
     "clustersync_task_failures_total",
     "Background task failures (each logged, then restarted or fatal), by component and task",
@@ -108,6 +114,7 @@ METRIC_ROLES: dict[str, frozenset[str]] = {
     "clustersync_agent_skipped_objects": frozenset({AGENT}),
     "clustersync_ingested_objects": frozenset({AGENT}),
     "clustersync_apply_seconds": frozenset({AGENT}),
+    "clustersync_agent_queued": frozenset({AGENT}),
     "clustersync_connected_agents": frozenset({SERVER}),
     "clustersync_dead_letters": frozenset({INGESTER}),
     "clustersync_ingest_seconds": frozenset({INGESTER}),

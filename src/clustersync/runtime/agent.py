@@ -27,6 +27,7 @@ import aiohttp
 from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
 from clustersync.adapters.kube.informer import Informer
 from clustersync.adapters.metrics import (
+    AGENT_QUEUED,
     APPLY_SECONDS,
     CLUSTER_WRITES,
     RECONNECTS,
@@ -149,6 +150,10 @@ class Agent:
             config.coalesce_quiet, config.coalesce_max_wait
         )
         self.pending_limit = PENDING_LIMIT
+        # Read at scrape time, so a backlog shows without bookkeeping on the hot path (the
+        # process's latest agent, where tests run several).
+        AGENT_QUEUED.labels("coalescer").set_function(lambda: len(self.coalescer))
+        AGENT_QUEUED.labels("outbox").set_function(lambda: len(self.link.outbox))
         self.credentials = Credentials(
             config.access_key,
             config.account,

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from . import crds, jsonio
+from . import crds, jsonio, pages
 from .errors import (
     SandboxError,
     already_exists,
@@ -188,6 +188,7 @@ class Store:
         # Every event with rv > floor is retained; older RVs are "compacted".
         self.floor = 0
         self._objects: dict[ResourceType, dict[Key, bytes]] = {rt: {} for rt in registry.resources}
+        self._keys = pages.SortedKeys()  # each type's keys in list order
         self._history: deque[Event] = deque()
         self._watchers: set[Watcher] = set()
         self._ns_rt = registry.find("", "v1", "namespaces")
@@ -229,38 +230,30 @@ class Store:
             snap = _parse_rv(resource_version)
         else:
             snap = self.rv
-        objs = self._objects_at(rt, snap)
-        keys = sorted(k for k, raw in objs.items() if matches(flt, k, raw))
-        if start_after is not None:
-            keys = [k for k in keys if k > start_after]
-        token: str | None = None
-        remaining: int | None = None
-        if limit and limit > 0 and len(keys) > limit:
-            keys, rest = keys[:limit], len(keys) - limit
-            token = _encode_continue(snap, keys[-1])
-            remaining = rest
-        return ListResult([objs[k] for k in keys], snap, token, remaining)
-
-    def _objects_at(self, rt: ResourceType, snap: int) -> dict[Key, bytes]:
-        """The objects of one type as they were at RV ``snap``, rebuilt by
-        undoing retained history (a stand-in for etcd's MVCC reads). The
-        caller only reads it, before the loop runs anything else."""
+        before = self._changed_since(rt, snap)
         live = self._objects.setdefault(rt, {})
+        page = pages.select(
+            pages.Snapshot(self._keys.of(rt, live), live, before), flt,
+            lambda raw: flt.matches(decode(raw)), start_after=start_after, limit=limit,
+        )  # fmt: skip
+        token = _encode_continue(snap, page.last) if page.more and page.last else None
+        return ListResult(page.raw, snap, token, page.remaining)
+
+    def _changed_since(self, rt: ResourceType, snap: int) -> pages.Before:
+        """For each object of ``rt`` changed after RV ``snap``, its bytes at ``snap`` (None if
+        it did not exist then), from the retained history: the overlay that turns the live
+        objects into the snapshot (a stand-in for etcd's MVCC reads)."""
         if snap >= self.rv:
-            return live
-        current = dict(live)
+            return {}
         if snap < self.floor:
             raise expired(f"too old resource version: {snap} ({self.floor})")
+        before: pages.Before = {}
         for ev in reversed(self._history):
             if ev.rv <= snap:
                 break
-            if ev.rt != rt:
-                continue
-            if ev.prev is None:
-                current.pop(ev.key, None)
-            else:
-                current[ev.key] = ev.prev
-        return current
+            if ev.rt == rt:
+                before[ev.key] = ev.prev  # the earliest change after snap is written last
+        return before
 
     # ----- watches ------------------------------------------------------
 
@@ -280,7 +273,8 @@ class Store:
             # Synthetic ADDEDs for the current state, then only newer events
             # ("not older than" the requested RV, as the apiserver serves it).
             objs = self._objects.setdefault(rt, {})
-            w.initial = [("ADDED", objs[k]) for k in sorted(objs) if matches(flt, k, objs[k])]
+            keys = self._keys.of(rt, objs)
+            w.initial = [("ADDED", objs[k]) for k in keys if matches(flt, k, objs[k])]
             w.initial_end_bookmark = send_initial_events
             w.min_rv = self.rv
         elif start < self.floor:
@@ -318,8 +312,11 @@ class Store:
         raw = jsonio.dumps_to_keep(obj)
         if etype == "DELETED":
             self._objects.setdefault(rt, {}).pop(key, None)
+            self._keys.removed(rt, key)
         else:
             self._objects.setdefault(rt, {})[key] = raw
+            if etype == "ADDED":
+                self._keys.added(rt, key)
         ev = Event(self.rv, rt, etype, key, raw, prev)
         self._history.append(ev)
         while len(self._history) > self.history_limit:
@@ -517,11 +514,14 @@ class Store:
             for watcher in [w for w in self._watchers if w.rt == rt]:
                 watcher.close("dropped")
             self._objects.pop(rt, None)
+            self._keys.forget(rt)
             self.registry.remove(rt)
         for rt in after - before:
             old_rt = self.registry.find(rt.group, rt.version, rt.resource)
             if old_rt is not None and old_rt in self._objects:
                 self._objects[rt] = self._objects.pop(old_rt)
+                self._keys.forget(old_rt)
+                self._keys.forget(rt)
             self.registry.add(rt)
 
 
