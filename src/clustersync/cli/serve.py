@@ -160,6 +160,9 @@ async def cmd_api(args: argparse.Namespace) -> None:
 
 
 async def cmd_agent(args: argparse.Namespace) -> None:
+    from clustersync.adapters.kube.lean import load_transport_only
+
+    load_transport_only()  # before the client's import: 35 MB less in every agent
     from clustersync.adapters.kube.client import KubeClient
     from clustersync.runtime.agent import Agent
     from clustersync.runtime.config import load_agent_config
