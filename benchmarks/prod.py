@@ -43,6 +43,7 @@ from benchmarks.prod_parts import (
 )
 from benchmarks.sync import raw_websocket_rate
 from clustersync.protocol.checksum import object_checksum
+from clustersync.protocol.digest import fast_digest
 
 KIB_PER_POD_BUDGET = 64  # sandbox + agent + ingester + server + store, measured at 20k pods
 TOKEN = "bench-agent-token"
@@ -85,6 +86,10 @@ def raw_cpu_limits(bodies: list[bytes], objs: list[dict[str, Any]]) -> None:
     for obj in sample:
         object_checksum(obj)
     line("", "", "kubescape checksum", per_s(len(sample), time.perf_counter() - start))
+    start = time.perf_counter()
+    for obj in objs:
+        fast_digest(obj)
+    line("", "", "fast digest (clustersync.v2)", per_s(len(objs), time.perf_counter() - start))
 
 
 async def raw_postgres_upsert(url: str, objs: list[dict[str, Any]], bodies: list[bytes]) -> float:

@@ -35,7 +35,7 @@ from .conftest import (
 
 CONFIGMAPS = Kind("", "v1", "configmaps")
 KUBECTL = shutil.which("kubectl")
-CHECKSUM = re.compile(r"^[0-9a-f]{64}$")
+CHECKSUM = re.compile(r"^cs1:[0-9a-f]{64}$")  # our agent and backend agree on fast digests
 
 
 def admin(backend: Backend) -> list[str]:

@@ -130,6 +130,11 @@ def agent_socket_options(p: argparse.ArgumentParser) -> None:
         "--message-burst", type=_count, default=200_000, metavar="N",
         help="messages one agent connection may send at once",
     )
+    p.add_argument(
+        "--kubescape-checksums", action="store_true",
+        help="never agree to fast digests (clustersync.v2) with our agents; implied for Pulsar "
+        "in kubescape's layout, whose Go backends verify with kubescape's hash",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,6 +76,7 @@ async def cmd_backend(args: argparse.Namespace) -> None:
         message_rate=args.max_message_rate,
         message_burst=args.message_burst,
         replica=args.replica,
+        fast_digests=False if args.kubescape_checksums else None,
     )
     host, port = args.listen
     try:
@@ -105,6 +106,7 @@ async def cmd_server(args: argparse.Namespace) -> None:
         message_rate=args.max_message_rate,
         message_burst=args.message_burst,
         replica=args.replica,
+        fast_digests=False if args.kubescape_checksums else None,
     )
     site = server_site(server, _limits(args))
     try:

@@ -11,7 +11,7 @@ import aiohttp
 from clustersync.link.frames import MAX_FRAME
 from clustersync.link.server import REASON_HEADER
 from clustersync.model.versions import AGENT_VERSION
-from clustersync.protocol.messages import ACK_PROTOCOL
+from clustersync.protocol.messages import CLUSTERSYNC_PROTOCOLS
 from clustersync.protocol.supersede import SUPERSEDED_CLOSE
 
 
@@ -92,7 +92,7 @@ async def dial(
                 headers=creds.headers(),
                 heartbeat=heartbeat,
                 max_msg_size=MAX_FRAME,
-                protocols=(ACK_PROTOCOL,),
+                protocols=CLUSTERSYNC_PROTOCOLS,  # the server picks the first it knows
                 # permessage-deflate with context takeover: repeated keys and kinds cost almost
                 # nothing; a server that does not offer it (kubescape's) gets plain frames.
                 compress=15 if compress else 0,

@@ -9,7 +9,7 @@ from aiohttp import web
 from clustersync.adapters.metrics import bad_input
 from clustersync.link.frames import MAX_FRAME
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.messages import ACK_PROTOCOL
+from clustersync.protocol.messages import ACK_PROTOCOL, CLUSTERSYNC_PROTOCOLS, DIGEST_PROTOCOL
 
 REASON_HEADER = "X-Clustersync-Reason"
 """The refusal's reason, also in a header: websocket clients rarely read a refused body."""
@@ -54,24 +54,33 @@ def authenticate_agent(request: web.Request, tokens: TokenTable) -> Identity:
 
 
 def offers_extensions(request: web.Request) -> bool:
-    """Whether the client offered the ``clustersync.v1`` subprotocol (our agents do)."""
+    """Whether the client offered one of our subprotocols (our agents do)."""
     offered = request.headers.get("Sec-WebSocket-Protocol", "")
-    return ACK_PROTOCOL in (part.strip() for part in offered.split(","))
+    return any(part.strip() in CLUSTERSYNC_PROTOCOLS for part in offered.split(","))
 
 
 async def accept(
-    request: web.Request, heartbeat: float, *, extensions: bool = True
+    request: web.Request,
+    heartbeat: float,
+    *,
+    extensions: bool = True,
+    fast_digests: bool = True,
 ) -> web.WebSocketResponse:
-    # Offered by our agents only; aiohttp selects it when the client offers it. Without
-    # ``extensions`` the server answers like kubescape's, which never selects a subprotocol.
+    # Offered by our agents only; aiohttp selects the first the client offers that is in
+    # ``protocols``. Without ``extensions`` the server answers like kubescape's, which never
+    # selects a subprotocol; without ``fast_digests`` it never agrees to clustersync.v2.
     ours = extensions and offers_extensions(request)
+    if not extensions:
+        protocols: tuple[str, ...] = ()
+    else:
+        protocols = (DIGEST_PROTOCOL, ACK_PROTOCOL) if fast_digests else (ACK_PROTOCOL,)
     ws = web.WebSocketResponse(
         # Websocket pings only for our agents: kubescape's Go client (gobwas/ws) answers a ping
         # only between its handlers and may write the pong inside a data frame. Its peers get
         # application Ping events instead (runtime/server.py).
         heartbeat=heartbeat if ours else None,
         max_msg_size=MAX_FRAME,
-        protocols=(ACK_PROTOCOL,) if extensions else (),
+        protocols=protocols,
         compress=extensions,  # kubescape's server has no permessage-deflate either
     )
     await ws.prepare(request)

@@ -18,6 +18,7 @@ import orjson
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
+from clustersync.protocol.digest import digest_like, fast_digest, is_fast
 from clustersync.protocol.inventory import bucket_digests, bucket_of
 from clustersync.protocol.mergepatch import PatchError, apply_patch, create_patch, is_noop_patch
 from clustersync.protocol.messages import (
@@ -142,23 +143,54 @@ class AgentSession:
         # Copy-strategy objects have no shadow; their last sent checksum is enough to skip a
         # put that would repeat itself (the watch event of an object the agent just wrote).
         self._sent = self.synced.sent
+        # Which checksum this link uses: fast digests once a clustersync.v2 server agreed to
+        # them (see use_fast_digests), kubescape's hash otherwise.
+        self.fast_digests = False
+
+    def use_fast_digests(self, on: bool) -> None:
+        """Choose the algorithm for what the agent sends from now on (on every connect: the
+        next server may not agree). Cached checksums of the other kind are never handed out:
+        :meth:`_checksum` checks each one's kind, so a persisted cache stays usable. A last-sent
+        checksum of the other kind never equals a new one, so it only costs one put."""
+        self.fast_digests = on
+
+    def _digest(self, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
+        """The checksum of an object for this link: the one place the algorithm is chosen."""
+        if self.fast_digests:
+            return fast_digest(shaped)  # the storage annotation holds kubescape's hash: not used
+        return checksum_of(live, shaped)
 
     def _checksum(self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
         meta = live.get("metadata") or {}
         version = f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
         cached = self._checksums.get(ref)
-        if cached is not None and cached[0] == version and version != "/":
+        if (
+            cached is not None
+            and cached[0] == version
+            and version != "/"
+            and is_fast(cached[1]) == self.fast_digests
+        ):
             return cached[1]
-        checksum = checksum_of(live, shaped)
+        checksum = self._digest(live, shaped)
         self._checksums[ref] = (version, checksum)
         return checksum
 
     def _canonical(self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any]) -> str:
         """The canonical hash, never the storage annotation: kubescape's agent hashes the object
-        when it verifies a checksum or answers a GetObject, and its peers expect that there."""
-        if precomputed_checksum(live) is not None:
+        when it verifies a checksum or answers a GetObject, and its peers expect that there.
+        With fast digests (never kubescape peers), the link's digest."""
+        if not self.fast_digests and precomputed_checksum(live) is not None:
             return canonical_checksum(shaped)  # the cache holds the annotation for this one
         return self._checksum(ref, live, shaped)
+
+    def _like(
+        self, ref: ObjectRef, live: Mapping[str, Any], shaped: Mapping[str, Any], received: str
+    ) -> str:
+        """Our checksum of the object of the same kind as ``received`` (cached when that is the
+        link's kind): a backend may hold checksums of either kind, e.g. from before an upgrade."""
+        if is_fast(received) == self.fast_digests:
+            return self._canonical(ref, live, shaped)
+        return digest_like(received, shaped)
 
     # ------------------------------------------------------------ cluster to backend
 
@@ -209,7 +241,11 @@ class AgentSession:
         # checksum cannot be verified, and a null value cannot travel in a merge patch. Without
         # a null anywhere (no ``null`` token in the JSON) the result is ``shaped`` itself, whose
         # canonical hash may be known already: a second hash per change would double the cost.
-        if canonical is not None and b"null" not in body:
+        if self.fast_digests:
+            # Types count in the fast digest, and a patch leaves out numbers Go finds equal
+            # (1 -> 1.0): the result may differ from ``shaped``. Applying costs a few µs.
+            checksum = fast_digest(apply_patch(base, patch))
+        elif canonical is not None and b"null" not in body:
             checksum = canonical
         else:
             checksum = canonical_checksum(apply_patch(base, patch))
@@ -251,7 +287,7 @@ class AgentSession:
 
     def _verify(self, msg: NewChecksum, live: dict[str, Any] | None, out: Outcome) -> None:
         same = live is not None and (
-            self._canonical(msg.ref, live, shape(msg.ref.kind, live)) == msg.checksum
+            self._like(msg.ref, live, shape(msg.ref.kind, live), msg.checksum) == msg.checksum
         )
         if same:
             return
@@ -317,7 +353,7 @@ class AgentSession:
             result = apply_patch(shaped, orjson.loads(msg.patch))
         except (orjson.JSONDecodeError, PatchError):
             result = None
-        if not isinstance(result, dict) or canonical_checksum(result) != msg.checksum:
+        if not isinstance(result, dict) or digest_like(msg.checksum, result) != msg.checksum:
             out.send.append(GetObject(ref=msg.ref, **_meta(msg)))
             return
         self._write(

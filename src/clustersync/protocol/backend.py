@@ -15,6 +15,7 @@ import orjson
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol import gojson
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
+from clustersync.protocol.digest import digest_like
 from clustersync.protocol.gojson import GoJSONError
 from clustersync.protocol.inventory import bucket_digests, bucket_of, differing_buckets
 from clustersync.protocol.mergepatch import PatchError, apply_patch
@@ -140,7 +141,7 @@ def _accept_patch(msg: PatchObject, stored: StoredCopy | None, out: Decision) ->
     except (GoJSONError, PatchError):
         result = None
     if isinstance(result, dict):
-        computed = canonical_checksum(result)
+        computed = digest_like(msg.checksum, result)  # whichever kind the agent's link uses
         if computed == msg.checksum or _unverifiable_whole_object(msg, result):
             out.change = upsert_of(msg.ref, result, orjson.dumps(result), msg.checksum or computed)
             return

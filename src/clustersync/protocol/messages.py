@@ -146,6 +146,19 @@ ACK_PROTOCOL = "clustersync.v1"
 """Websocket subprotocol by which our agent and server agree to acknowledge backend messages.
 kubescape peers do not offer it, and keep the plain protocol."""
 
+DIGEST_PROTOCOL = "clustersync.v2"
+"""``clustersync.v1`` plus fast digests (protocol/digest.py) for every checksum the agent sends.
+Our agent offers it before v1; a server that may agree selects it, an older one (or one whose
+bus a Go backend also reads) selects v1, and the agent keeps kubescape's hash."""
+
+CLUSTERSYNC_PROTOCOLS = (DIGEST_PROTOCOL, ACK_PROTOCOL)
+"""Our subprotocols, most preferred first: each includes the extensions of the ones after it."""
+
+
+def speaks_clustersync(protocol: str | None) -> bool:
+    """Whether a negotiated subprotocol is one of ours (acks, inventories, reports)."""
+    return protocol in CLUSTERSYNC_PROTOCOLS
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ack:

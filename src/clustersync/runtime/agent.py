@@ -63,8 +63,8 @@ from clustersync.protocol.backoff import Backoff
 from clustersync.protocol.coalesce import Coalescer
 from clustersync.protocol.link_session import LinkSession
 from clustersync.protocol.messages import (
-    ACK_PROTOCOL,
     BATCH_RECONCILIATION,
+    DIGEST_PROTOCOL,
     Ack,
     AgentInfo,
     Batch,
@@ -76,6 +76,7 @@ from clustersync.protocol.messages import (
     WriteOutcome,
     WriteStatus,
     new_msg_id,
+    speaks_clustersync,
 )
 from clustersync.protocol.outcomes import status_for_api_error
 from clustersync.protocol.shaping import ShapingError
@@ -372,8 +373,10 @@ class Agent:
         )
         # A clustersync server answers inventory requests, so the agent sends only what the
         # backend lacks; a kubescape server gets every object announced by checksum.
-        negotiated = ws.protocol == ACK_PROTOCOL
+        negotiated = speaks_clustersync(ws.protocol)
         self.link.connected(negotiated, time.monotonic())
+        # Before anything is hashed for this server: the last one may have used the other kind.
+        self.session.use_fast_digests(ws.protocol == DIGEST_PROTOCOL)
         if negotiated:
             # Listed before the link was up: the reconciliation covers them. Dropped here, not
             # when due, so the coalescer never takes them for sends (its leading edge).

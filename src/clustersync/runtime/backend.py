@@ -38,6 +38,7 @@ class Backend:
     message_rate: float = 2000.0
     message_burst: int = 200_000
     replica: str = ""
+    fast_digests: bool | None = None  # None: the server decides from the bus
     server: SyncServer = field(init=False)
     ingester: Ingester = field(init=False)
     url: str = ""
@@ -52,6 +53,7 @@ class Backend:
             message_rate=self.message_rate,
             message_burst=self.message_burst,
             replica=self.replica,
+            fast_digests=self.fast_digests,
         )
         self.ingester = Ingester(self.bus, self.store)
 

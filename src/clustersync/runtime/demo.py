@@ -23,7 +23,8 @@ from clustersync.adapters.store import Store
 from clustersync.adapters.store.sqlite import open_sqlite
 from clustersync.model import Kind
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy, checksum_of, ref_of
+from clustersync.protocol.agent import Strategy, ref_of
+from clustersync.protocol.digest import fast_digest
 from clustersync.protocol.shaping import NamespaceRules, is_filtered, shape
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
@@ -55,7 +56,8 @@ Inventory = dict[tuple[str, str, str], str]  # (kind, namespace, name) -> checks
 
 
 def cluster_inventory(sandbox: Sandbox) -> Inventory:
-    """What the backend should hold: every synced, unfiltered object, as the agent shapes it."""
+    """What the backend should hold: every synced, unfiltered object, as the agent shapes it,
+    with the fast digest the demo's agent and server agree on (clustersync.v2)."""
     out: Inventory = {}
     for spec in RESOURCES:
         kind = spec.kind
@@ -63,7 +65,7 @@ def cluster_inventory(sandbox: Sandbox) -> Inventory:
             if is_filtered(obj, RULES):
                 continue
             ref = ref_of(kind, obj)
-            out[(str(kind), ref.namespace, ref.name)] = checksum_of(obj, shape(kind, obj))
+            out[(str(kind), ref.namespace, ref.name)] = fast_digest(shape(kind, obj))
     return out
 
 

@@ -28,6 +28,7 @@ from clustersync.adapters.bus import (
     Delivery,
     Subscription,
 )
+from clustersync.adapters.bus.pulsar_layout import LAYOUT_KUBESCAPE
 from clustersync.adapters.metrics import CONNECTED_AGENTS, bad_input
 from clustersync.link.frames import Rejected, receive, send
 from clustersync.link.server import accept, authenticate_agent
@@ -50,7 +51,6 @@ from clustersync.protocol.envelope import (
     up_subject,
 )
 from clustersync.protocol.messages import (
-    ACK_PROTOCOL,
     BATCH_RECONCILIATION,
     Ack,
     AgentInfo,
@@ -64,6 +64,7 @@ from clustersync.protocol.messages import (
     WriteOutcome,
     WriteStatus,
     new_msg_id,
+    speaks_clustersync,
 )
 from clustersync.protocol.outcomes import write_id
 from clustersync.protocol.pulsar_codec import format_timestamp
@@ -125,6 +126,14 @@ def connect_info(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(info.items()))
 
 
+def kubescape_may_read(bus: Bus) -> bool:
+    """Whether Go servers and backends may read what this server publishes: Pulsar in
+    kubescape's layout, one topic they share with us. They verify checksums with kubescape's
+    hash only, so fast digests there would fail every patch they check."""
+    layout = getattr(bus, "layout", None)
+    return getattr(layout, "name", None) == LAYOUT_KUBESCAPE
+
+
 class SyncServer:
     def __init__(
         self,
@@ -140,12 +149,18 @@ class SyncServer:
         app_ping_interval: float = KUBESCAPE_PING_INTERVAL,
         read_deadline: float = KUBESCAPE_READ_DEADLINE,
         delivery: DeliveryPolicy | None = None,
+        fast_digests: bool | None = None,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
         self.heartbeat = heartbeat
         self.reconcile_interval = reconcile_interval
         self.extensions = extensions  # False: speak exactly kubescape's protocol (for testing)
+        # Agree to clustersync.v2 (fast digests) with our agents; None: unless the bus is one a
+        # Go backend may read too, which verifies every checksum with kubescape's hash.
+        self.fast_digests = (
+            not kubescape_may_read(bus) if fast_digests is None else fast_digests
+        )
         # Per connection: the burst covers an initial sync of a large cluster, the rate an
         # agent's steady state with room to spare. A flood beyond both closes the socket.
         self.message_rate = message_rate
@@ -191,9 +206,11 @@ class SyncServer:
                 return await self.fallback(request)
             raise web.HTTPNotFound(text="not found\n")
         identity = authenticate_agent(request, self.tokens)
-        ws = await accept(request, self.heartbeat, extensions=self.extensions)
+        ws = await accept(
+            request, self.heartbeat, extensions=self.extensions, fast_digests=self.fast_digests
+        )
         conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
-        conn.acks = ws.ws_protocol == ACK_PROTOCOL
+        conn.acks = speaks_clustersync(ws.ws_protocol)
         conn.client = connect_info(request.headers)
         conn.last_read = asyncio.get_running_loop().time()
         key = (conn.account, conn.cluster)
@@ -206,7 +223,7 @@ class SyncServer:
         log.info("agent connected: account=%s cluster=%s", *key)
         subscription: Subscription | None = None
         keepalive: asyncio.Task[None] | None = None
-        if ws.ws_protocol != ACK_PROTOCOL:  # no websocket pings: see link/server.py
+        if not conn.acks:  # no websocket pings: see link/server.py
             keepalive = asyncio.create_task(self._keep_alive_without_pings(conn))
             keepalive.add_done_callback(log_failure("server", "application keepalive"))
         try:
