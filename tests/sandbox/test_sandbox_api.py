@@ -417,3 +417,50 @@ async def test_scale_subresource(api: client.ApiClient) -> None:
     assert status == 409 and err["reason"] == "Conflict"
     status, _ = await call(api, "GET", "/api/v1/namespaces/default/configmaps/x/scale")
     assert status == 404
+
+
+async def test_patch_answers_with_what_it_stored(api: client.ApiClient, sandbox: Sandbox) -> None:
+    """A PATCH is one write: its answer is the stored object, a repeated patch writes nothing,
+    a dry run stores nothing, and the live object never changes under a patch of its copy."""
+    merge = "application/merge-patch+json"
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    deploy = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default", "labels": {"tier": "front"}},
+        "spec": {"replicas": 1},
+    }
+    _, created = await call(api, "POST", path, body=deploy)
+    status, patched = await call(
+        api, "PATCH", f"{path}/web", body={"spec": {"replicas": 3}}, content_type=merge
+    )
+    assert status == 200
+    assert patched["spec"] == {"replicas": 3}
+    assert patched["metadata"]["generation"] == 2  # a spec change, though metadata was untouched
+    assert int(patched["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    assert patched["metadata"]["labels"] == {"tier": "front"}
+    _, got = await call(api, "GET", f"{path}/web")
+    assert got == patched
+
+    rv = sandbox.resource_version
+    _, again = await call(
+        api, "PATCH", f"{path}/web", body={"spec": {"replicas": 3}}, content_type=merge
+    )
+    assert again == patched and sandbox.resource_version == rv
+
+    status, dry = await call(
+        api, "PATCH", f"{path}/web", body={"spec": {"replicas": 9}}, content_type=merge,
+        query=[("dryRun", "All")],
+    )  # fmt: skip
+    assert status == 200 and dry["spec"] == {"replicas": 9}
+    _, got = await call(api, "GET", f"{path}/web")
+    assert got == patched and sandbox.resource_version == rv
+
+    ops = [{"op": "add", "path": "/metadata/labels/extra", "value": "x"}]
+    status, labelled = await call(
+        api, "PATCH", f"{path}/web", body=ops, content_type="application/json-patch+json"
+    )
+    assert status == 200 and labelled["metadata"]["labels"] == {"tier": "front", "extra": "x"}
+    assert labelled["metadata"]["generation"] == 2  # labels are not spec
+    _, got = await call(api, "GET", f"{path}/web")
+    assert got == labelled

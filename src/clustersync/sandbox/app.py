@@ -203,7 +203,7 @@ class Api:
             obj = self.store.replace(
                 t.rt, t.namespace, t.name, body, dry_run=dry, subresource=t.subresource
             )
-            return json_response(obj)
+            return self._written_response(t, obj, dry)
         if method == "PATCH":
             return await self._patch(request, t)
         if method == "DELETE" and t.subresource is None:
@@ -310,8 +310,25 @@ class Api:
                 raise invalid(t.rt, t.name or "", str(exc)) from exc
 
         sub = None if scaling else t.subresource
-        obj = self.store.update_with(t.rt, t.namespace, t.name, apply, dry_run=dry, subresource=sub)
-        return json_response(to_scale(obj) if scaling else obj)
+        # Parsed JSON patches (not YAML apply bodies, which may hold non-JSON values) give
+        # results made of fresh JSON data only.
+        owned = ctype != "application/apply-patch+yaml"
+        obj = self.store.update_with(
+            t.rt, t.namespace, t.name, apply, dry_run=dry, subresource=sub, owned=owned
+        )
+        if scaling:
+            return json_response(to_scale(obj))
+        return self._written_response(t, obj, dry)
+
+    def _written_response(self, t: Target, obj: dict[str, Any], dry: bool) -> web.Response:
+        """The object after a write: the bytes just stored (encoded once, at commit) unless it
+        was a dry run, which stored nothing."""
+        raw = None if dry else self.store.get_raw(t.rt, t.namespace or "", t.name or "")
+        return (
+            json_response(obj)
+            if raw is None
+            else web.Response(body=raw, content_type="application/json")
+        )
 
     async def _delete(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None

@@ -325,11 +325,15 @@ class Store:
             w.offer(ev)
         return obj
 
-    def _prepare(self, rt: ResourceType, body: Any) -> Obj:
-        """Copy a request body and check it is an object of this type."""
+    def _prepare(self, rt: ResourceType, body: Any, *, owned: bool = False) -> Obj:
+        """Copy a request body and check it is an object of this type. An ``owned`` body is
+        JSON data nobody else holds (a patch result): only the two levels this store writes
+        to (the object and its metadata) are copied, not the whole tree."""
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
-        obj: Obj = clone(body)
+        obj: Obj = dict(body) if owned else clone(body)
+        if owned and isinstance(obj.get("metadata"), dict):
+            obj["metadata"] = dict(obj["metadata"])
         kind = obj.setdefault("kind", rt.kind)
         api_version = obj.setdefault("apiVersion", rt.api_version)
         if kind != rt.kind or api_version != rt.api_version:
@@ -431,12 +435,18 @@ class Store:
         *,
         dry_run: bool = False,
         subresource: str | None = None,
+        owned: bool = False,
     ) -> Obj:
         """Update from ``make(copy of current)``: PUT passes the body through,
-        patches compute it. The resulting resourceVersion is a precondition."""
+        patches compute it. The resulting resourceVersion is a precondition.
+
+        ``make`` must not change its argument (the patch functions return new values). With
+        ``owned``, its result is JSON data that shares nothing but that copy, so it is not
+        copied again: a PATCH then decodes the stored object once and encodes the result once.
+        """
         cur_raw = self._current(rt, namespace if rt.namespaced else "", name)
         cur = decode(cur_raw)
-        new = self._prepare(rt, make(decode(cur_raw)))
+        new = self._prepare(rt, make(cur), owned=owned and rt != self._crd_rt)
         meta = new["metadata"]
         if meta.get("name") not in (None, "", name):
             raise bad_request(
