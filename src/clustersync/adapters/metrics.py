@@ -88,6 +88,12 @@ AGENT_QUEUED = Gauge(
     ["queue"],
 )
 
+CHECKSUM_CACHE = Counter(
+    "clustersync_agent_checksum_cache_total",
+    "The agent's persisted checksum file: loaded, saved, or discarded (and why)",
+    ["outcome"],
+)
+
 TASK_FAILURES = Counter(
     "clustersync_task_failures_total",
     "Background task failures (each logged, then restarted or fatal), by component and task",
@@ -115,6 +121,7 @@ METRIC_ROLES: dict[str, frozenset[str]] = {
     "clustersync_ingested_objects": frozenset({AGENT}),
     "clustersync_apply_seconds": frozenset({AGENT}),
     "clustersync_agent_queued": frozenset({AGENT}),
+    "clustersync_agent_checksum_cache": frozenset({AGENT}),
     "clustersync_connected_agents": frozenset({SERVER}),
     "clustersync_dead_letters": frozenset({INGESTER}),
     "clustersync_ingest_seconds": frozenset({INGESTER}),

@@ -18,6 +18,7 @@ import orjson
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
+from clustersync.protocol.checksum_cache import Entry
 from clustersync.protocol.digest import digest_like, fast_digest, is_fast
 from clustersync.protocol.inventory import bucket_digests, bucket_of
 from clustersync.protocol.mergepatch import PatchError, apply_patch, create_patch, is_noop_patch
@@ -109,6 +110,12 @@ def ref_of(kind: Kind, obj: Mapping[str, Any]) -> ObjectRef:
     return ObjectRef(kind, namespace, str(meta.get("name") or ""))
 
 
+def object_version(live: Mapping[str, Any]) -> str:
+    """The "uid/resourceVersion" a held checksum belongs to."""
+    meta = live.get("metadata") or {}
+    return f"{meta.get('uid', '')}/{meta.get('resourceVersion', '')}"
+
+
 def precomputed_checksum(live: Mapping[str, Any]) -> str | None:
     """The checksum kubescape's storage server wrote into the object's annotations, if any."""
     annotations = (live.get("metadata") or {}).get("annotations") or {}
@@ -191,6 +198,45 @@ class AgentSession:
         if is_fast(received) == self.fast_digests:
             return self._canonical(ref, live, shaped)
         return digest_like(received, shaped)
+
+    def preload_checksums(self, entries: Iterable[Entry]) -> int:
+        """Take back checksums saved by an earlier run (see protocol.checksum_cache). Each is
+        used only for an object with its uid and resourceVersion; returns how many were taken."""
+        taken = 0
+        for entry in entries:
+            if entry.ref.kind in self.strategies:
+                ref = entry.ref
+                ref = ObjectRef(ref.kind, sys.intern(ref.namespace), ref.name)
+                self._checksums[ref] = (entry.version, entry.checksum)
+                taken += 1
+        return taken
+
+    def checksum_agrees(self, kind: Kind, live: dict[str, Any]) -> bool:
+        """Hash ``live`` afresh: does the checksum held for its version (if any) agree? The fresh
+        one is kept. How a driver checks a sample of preloaded checksums before trusting them."""
+        ref = ref_of(kind, live)
+        held = self._checksums.pop(ref, None)
+        shaped = shape(kind, live)
+        if held is None or is_fast(held[1]) == self.fast_digests:
+            fresh = self._checksum(ref, live, shaped)
+            return held is None or held[1] == fresh
+        # Saved under the other algorithm (the last server negotiated otherwise): checked by
+        # its own algorithm, and kept, as the session keeps checksums of either kind.
+        fresh = fast_digest(shaped) if is_fast(held[1]) else checksum_of(live, shaped)
+        if fresh != held[1]:
+            return False
+        self._checksums[ref] = held
+        return True
+
+    def checksum_entries(self) -> Iterator[Entry]:
+        """Every held checksum with its object version, for saving."""
+        for ref, (version, checksum) in list(self._checksums.items()):
+            yield Entry(ref, version, checksum)
+
+    def forget_checksums(self) -> None:
+        """Drop every held checksum (a preloaded file turned out wrong): they are hashed again."""
+        for ref in list(self._checksums):
+            self._checksums.pop(ref, None)
 
     # ------------------------------------------------------------ cluster to backend
 

@@ -39,6 +39,7 @@ class SyncedObjects:
 
     def __init__(self) -> None:
         self._records: dict[ObjectRef, _Record] = {}
+        self.checksum_changes = 0  # grows with every checksum set or dropped: is a save due?
         self._packers: dict[Kind, Packer] = {}
         self.shadows = ShadowView(self)
         self.checksums = ChecksumView(self)
@@ -57,7 +58,8 @@ class SyncedObjects:
         return self._records.get(ref)
 
     def forget(self, ref: ObjectRef) -> None:
-        self._records.pop(ref, None)
+        if self._records.pop(ref, None) is not None:
+            self.checksum_changes += 1
 
     def tidy(self, ref: ObjectRef, record: _Record) -> None:
         if record.empty():
@@ -125,6 +127,7 @@ class ChecksumView(Mapping[ObjectRef, Version]):
     def __setitem__(self, ref: ObjectRef, value: Version) -> None:
         record = self._store.record(ref)
         record.version, record.checksum = value
+        self._store.checksum_changes += 1
 
     def __iter__(self) -> Iterator[ObjectRef]:
         for ref in self._store.refs():
@@ -140,6 +143,7 @@ class ChecksumView(Mapping[ObjectRef, Version]):
         record = self._store.find(ref)
         if record is not None:
             record.version = record.checksum = None
+            self._store.checksum_changes += 1
             self._store.tidy(ref, record)
         return value if value is not None else default
 

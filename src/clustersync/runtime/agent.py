@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -57,9 +58,11 @@ from clustersync.protocol.agent import (
     ClusterWrite,
     Outcome,
     WatchEvent,
+    object_version,
     write_report,
 )
 from clustersync.protocol.backoff import Backoff
+from clustersync.protocol.checksum_cache import Entry, fingerprint, sample
 from clustersync.protocol.coalesce import Coalescer
 from clustersync.protocol.link_session import LinkSession
 from clustersync.protocol.messages import (
@@ -84,6 +87,7 @@ from clustersync.protocol.supersede import SUPERSEDED_CLOSE, SupersedePolicy
 from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.agent_progress import SyncProgressLog
+from clustersync.runtime.checksum_file import ChecksumFile
 from clustersync.runtime.config import AgentConfig
 from clustersync.runtime.supervisor import Supervisor
 
@@ -103,6 +107,7 @@ KUBESCAPE_PING_INTERVAL = 50.0  # seconds, as kubescape's Go agent
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
+CHECKSUM_SAVE_INTERVAL = 60.0  # seconds between saves of changed checksums (and at shutdown)
 SUBMIT_LIMIT = 10_000  # queued messages beyond which the ingest endpoint is refused (503)
 
 
@@ -174,6 +179,18 @@ class Agent:
         self._room_made = asyncio.Event()  # set when the sender made room in the outbox
         self._closing: set[asyncio.Task[bool]] = set()
         self._pending_drained = asyncio.Event()  # set when the flusher took from the coalescer
+        # Checksums saved by the last run, in the data directory (see runtime.checksum_file).
+        self.checksum_file = (
+            ChecksumFile(
+                Path(config.data_dir),
+                fingerprint({r.kind: r.strategy.value for r in config.resources}),
+            )
+            if config.data_dir
+            else None
+        )
+        self.checksum_save_interval = CHECKSUM_SAVE_INTERVAL
+        self._checksum_samples: dict[Kind, list[Entry]] = {}  # re-hashed before first use
+        self._saved_at_change = -1  # the session's checksum_changes when last saved
 
     @property
     def outbox(self) -> Sequence[Frame]:
@@ -291,9 +308,12 @@ class Agent:
     async def run(self) -> None:
         """Run until cancelled; raises PermanentLinkError if the server refuses the agent, and
         TaskFailedError if an informer or the flusher keeps failing."""
+        await self._load_checksums()
         for kind, informer in self.informers.items():
             self.supervisor.spawn(f"informer {kind}", informer.run)
         self.supervisor.spawn("flusher", self._flush_loop)
+        if self.checksum_file is not None:
+            self.supervisor.spawn("checksum saver", self._save_checksums_periodically)
         link = asyncio.create_task(self._link_loop(), name="agent:link")
         failed = asyncio.create_task(self.supervisor.failed.wait())
         try:
@@ -308,6 +328,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(link, failed, return_exceptions=True)
             await self.supervisor.stop()
+            await self.save_checksums()  # on the way out, so the next start need not hash
 
     async def _link_loop(self) -> None:
         backoff = Backoff()
@@ -538,6 +559,7 @@ class Agent:
 
     async def _request_inventory(self, kind: Kind) -> None:
         await self.informers[kind].synced.wait()
+        self._check_checksum_samples(kind)
         # Pending additions are covered by the reconciliation, which reads the same cache.
         self.coalescer.discard_where(lambda pending: pending[0] == kind and pending[1] == "ADDED")
         self._pending_drained.set()
@@ -552,6 +574,54 @@ class Agent:
             await pacer.tick()
         await self._outbox_room()
         self._queue([self.session.inventory_batch(kind, entries)])
+
+    # ------------------------------------------------------------ checksum file
+
+    async def _load_checksums(self) -> None:
+        if self.checksum_file is None:
+            return
+        entries = await self.checksum_file.load()
+        self.session.preload_checksums(entries)
+        by_kind: dict[Kind, list[Entry]] = {}
+        for entry in entries:
+            by_kind.setdefault(entry.ref.kind, []).append(entry)
+        del entries
+        self._checksum_samples = {kind: sample(group) for kind, group in by_kind.items()}
+        self._saved_at_change = self.session.synced.checksum_changes  # nothing new to save
+
+    def _check_checksum_samples(self, kind: Kind) -> None:
+        """Before the loaded checksums of a kind are first used, re-hash a random sample of
+        those that match their live object's version; one disagreement discards them all."""
+        samples = self._checksum_samples.pop(kind, None)
+        if not samples or self.checksum_file is None:
+            return
+        cache = self.informers[kind].cache
+        for entry in samples:
+            live = cache.get((entry.ref.namespace, entry.ref.name))
+            if live is None or object_version(live) != entry.version:
+                continue  # never used: the object changed or went
+            try:
+                agrees = self.session.checksum_agrees(kind, live)
+            except ShapingError:
+                continue
+            if not agrees:
+                self.session.forget_checksums()
+                self._checksum_samples.clear()
+                self.checksum_file.rejected(f"{entry.ref} hashes otherwise than saved")
+                return
+
+    async def _save_checksums_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.checksum_save_interval)  # a period, not synchronisation
+            await self.save_checksums()
+
+    async def save_checksums(self) -> None:
+        """Save the held checksums if any changed since the last save."""
+        changes = self.session.synced.checksum_changes
+        if self.checksum_file is None or changes == self._saved_at_change:
+            return
+        if await self.checksum_file.save(self.session.checksum_entries()):
+            self._saved_at_change = changes
 
     async def _describe_kinds(self) -> None:
         """Learn which synced kinds are namespaced (the write policy needs it) and tell a

@@ -61,6 +61,7 @@ class AgentConfig:
     resync_interval: float = 600.0  # seconds between inventory comparisons with the backend
     version: str = AGENT_VERSION  # X-SYNCHRONIZER-VERSION: semver, or kubescape servers see "old"
     ingest: IngestConfig | None = None  # the HTTP ingest endpoint, when configured
+    data_dir: str | None = None  # where the agent keeps its checksum file (fast restarts)
 
 
 # Every key an agent configuration may hold, per section: anything else is a typo to report
@@ -70,7 +71,7 @@ AGENT_KEYS = frozenset({
     "server", "serverUrl", "account", "cluster", "clusterName", "accessKey", "accessKeyFile",
     "namespace", "includeNamespaces", "excludeNamespaces", "kubeconfig", "resources", "writes",
     "coalesce", "heartbeat", "firstConnectTimeout", "caFile", "compress", "resyncInterval",
-    "agentVersion", "httpEndpoint",
+    "agentVersion", "httpEndpoint", "dataDir",
 })  # fmt: skip
 # kubescape's config.json: the backend's sections are read by its server, not by an agent.
 KUBESCAPE_TOP_KEYS = frozenset({"inCluster", "httpEndpoint", "backend", "kubeconfig"})
@@ -228,6 +229,18 @@ def _optional_path(section: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _data_dir(section: dict[str, Any]) -> str | None:
+    """A directory the agent may write (created if missing); checked when it starts."""
+    value = section.get("dataDir")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("dataDir must be a directory path")
+    if Path(value).exists() and not Path(value).is_dir():
+        raise ConfigError(f"dataDir: {value} exists and is not a directory")
+    return value
+
+
 def _agent_version(section: dict[str, Any]) -> str:
     value = section.get("agentVersion", AGENT_VERSION)
     if not isinstance(value, str) or not is_agent_version(value):
@@ -361,6 +374,7 @@ def parse_agent_config(doc: Any, source: str = "config") -> AgentConfig:
             resync_interval=_positive(section, "resyncInterval", 600.0),
             version=_agent_version(section),
             ingest=_ingest(doc.get("httpEndpoint", section.get("httpEndpoint"))),
+            data_dir=_data_dir(section),
         )
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
