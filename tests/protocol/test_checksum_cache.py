@@ -20,6 +20,7 @@ from clustersync.protocol.checksum_cache import (
     fingerprint,
     sample,
 )
+from clustersync.protocol.digest import FAST_TAG, fast_digest
 from clustersync.protocol.messages import NewChecksum
 from clustersync.protocol.shaping import NamespaceRules, shape
 
@@ -132,3 +133,14 @@ def test_checksum_agrees_rehashes_and_keeps_the_fresh_one() -> None:
 def test_entries_of_kinds_not_synced_are_not_taken() -> None:
     session = AgentSession({PODS: Strategy.PATCH}, NamespaceRules())
     assert session.preload_checksums(entries(2)) == 2  # the node entry is left out
+
+
+def test_a_checksum_saved_under_the_other_algorithm_is_checked_by_its_own() -> None:
+    ref = ObjectRef(PODS, "ns", "p1")
+    fast = fast_digest(shape(PODS, _pod("5")))
+    session = AgentSession({PODS: Strategy.PATCH}, NamespaceRules())  # kubescape's hash here
+    session.preload_checksums([Entry(ref, "uid-1/5", fast)])
+    assert session.checksum_agrees(PODS, _pod("5"))
+    assert list(session.checksum_entries()) == [Entry(ref, "uid-1/5", fast)]  # kept
+    session.preload_checksums([Entry(ref, "uid-1/5", FAST_TAG + "0" * 64)])
+    assert not session.checksum_agrees(PODS, _pod("5"))
