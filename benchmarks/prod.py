@@ -179,6 +179,7 @@ def write_inputs(workdir: Path, objs: list[dict[str, Any]], ports: tuple[int, Pa
         f"server: ws://127.0.0.1:{server_port}/\naccount: a\ncluster: c\n"
         f"accessKey: {TOKEN}\nkubeconfig: {kubeconfig}\n"
         f"coalesce: {{quiet: {settings.quiet}, maxWait: {settings.max_wait}}}\n"
+        f"dataDir: {workdir / 'agent-data'}\n"  # checksums kept for the restart
         "resources:\n  - {group: '', version: v1, resource: pods, strategy: patch}\n"
     )
     return seed, tokens, agent

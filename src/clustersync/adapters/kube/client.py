@@ -8,6 +8,7 @@ bodies are parsed once with orjson into plain dicts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,10 @@ class KubeClient:
         return response
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return _decode(await self._body(method, path, **kwargs), f"{method} {path}")
+
+    async def _body(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """The answer's bytes; an error status raises its KubeError."""
         response = await self._call(method, path, **kwargs)
         try:
             body = await response.read()
@@ -137,7 +142,7 @@ class KubeClient:
             response.release()
         if response.status >= 300:
             raise _error(response.status, body, f"{method} {path}")
-        return _decode(body, f"{method} {path}")
+        return body
 
     # ------------------------------------------------------------ discovery
 
@@ -180,23 +185,40 @@ class KubeClient:
     async def list_pages(self, kind: Kind, page_size: int = 500) -> AsyncIterator[ListPage]:
         info = await self.resource_info(kind)
         path = self._collection(info, "")
-        token = ""
-        while True:
+        what = f"GET {path}"
+
+        def fetch(token: str) -> asyncio.Task[bytes]:
             query = [("limit", str(page_size))]
             if token:
                 query.append(("continue", token))
-            doc = await self._json("GET", path, query=query)
-            items = doc.get("items") or []
-            for item in items:
-                # List items carry no kind; checksums and filters need it.
-                item.setdefault("apiVersion", kind.api_version)
-                item.setdefault("kind", info.kind_name)
-            meta = doc.get("metadata") or {}
-            token = meta.get("continue") or ""
-            del doc  # the caller may drop the page's items as it goes
-            yield ListPage(items, str(meta.get("resourceVersion", "")))
-            if not token:
-                return
+            return asyncio.create_task(self._body("GET", path, query=query))
+
+        # While the caller takes in one page, the next one is already on its way (as bytes:
+        # parsed only when the caller asks for it, so one page of objects is alive at a time).
+        pending = fetch("")
+        try:
+            while True:
+                doc = _decode(await pending, what)
+                items = doc.get("items") or []
+                for item in items:
+                    # List items carry no kind; checksums and filters need it.
+                    item.setdefault("apiVersion", kind.api_version)
+                    item.setdefault("kind", info.kind_name)
+                meta = doc.get("metadata") or {}
+                token = meta.get("continue") or ""
+                del doc  # the caller may drop the page's items as it goes
+                if token:
+                    pending = fetch(token)
+                yield ListPage(items, str(meta.get("resourceVersion", "")))
+                if not token:
+                    return
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, KubeError):
+                    await pending
+            elif not pending.cancelled():
+                pending.exception()  # a page the caller no longer wants: its error is moot
 
     async def watch(
         self, kind: Kind, resource_version: str, timeout_seconds: int = 300
