@@ -4,13 +4,17 @@ sandbox API server -> agent -> server -> NATS JetStream (sync_interval: always) 
 PostgreSQL (fsync, synchronous_commit on). Every figure is printed beside raw limits measured in
 the same run, before the agent starts, so a busy machine shows in both columns.
 
-Latency is measured from the PATCH to the sandbox to the moment a trigger on ``objects`` sees the
-row change (``clock_timestamp()``, same machine clock as the driver's ``time.time()``).
+Latency is measured from the moment the driver sends the PATCH to the sandbox to the moment a
+trigger on ``objects`` sees the row change (``clock_timestamp()``, the same machine clock as the
+driver's ``time.time()``); the PATCH round trip is printed beside it, so time spent queued in
+the sandbox shows. The driver holds each pod as its encoded bytes only (a parsed 5 KB pod takes
+several times that), so at 100k pods it does not need more memory than the parts it measures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -22,13 +26,12 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
 import nats
 import orjson
-from tests.servers import free_port, start_postgres
+from tests.servers import RunningPostgres, free_port, start_postgres
 
 from benchmarks.pods import pod
 from benchmarks.prod_parts import (
@@ -37,6 +40,8 @@ from benchmarks.prod_parts import (
     Parts,
     http_ok,
     parts,
+    process_tree,
+    pss_kib,
     rss_kib,
     start_durable_nats,
     wait_for,
@@ -44,10 +49,13 @@ from benchmarks.prod_parts import (
 from benchmarks.sync import raw_websocket_rate
 from clustersync.protocol.checksum import object_checksum
 from clustersync.protocol.digest import fast_digest
+from clustersync.protocol.upbatch import BATCH_BYTES, BATCH_ITEMS, ITEM_OVERHEAD
 
-KIB_PER_POD_BUDGET = 64  # sandbox + agent + ingester + server + store, measured at 20k pods
+KIB_PER_POD_BUDGET = 64  # every process's peak RSS per pod together (the "budget" line), at 20k
 TOKEN = "bench-agent-token"
 BATCH = 1000
+PARTITIONS = 16  # bus subjects per cluster, as the server publishes them
+STALL = 30.0  # seconds without a new changed row before the rest count as lost
 
 
 def default_objects() -> int:
@@ -72,7 +80,7 @@ def per_s(n: float, seconds: float) -> str:
 # ------------------------------------------------------------------ raw limits
 
 
-def raw_cpu_limits(bodies: list[bytes], objs: list[dict[str, Any]]) -> None:
+def raw_cpu_limits(bodies: list[bytes]) -> None:
     start = time.perf_counter()
     for body in bodies:
         orjson.loads(body)
@@ -81,42 +89,40 @@ def raw_cpu_limits(bodies: list[bytes], objs: list[dict[str, Any]]) -> None:
     for body in bodies:
         hashlib.sha256(body).hexdigest()
     line("", "", "raw sha256 of the bytes", per_s(len(bodies), time.perf_counter() - start))
-    sample = objs[: min(len(objs), 2000)]
+    sample = [orjson.loads(b) for b in bodies[: min(len(bodies), 2000)]]
     start = time.perf_counter()
     for obj in sample:
         object_checksum(obj)
     line("", "", "kubescape checksum", per_s(len(sample), time.perf_counter() - start))
     start = time.perf_counter()
-    for obj in objs:
+    for obj in sample:
         fast_digest(obj)
-    line("", "", "fast digest (clustersync.v2)", per_s(len(objs), time.perf_counter() - start))
+    line("", "", "fast digest (clustersync.v2)", per_s(len(sample), time.perf_counter() - start))
 
 
-async def raw_postgres_upsert(url: str, objs: list[dict[str, Any]], bodies: list[bytes]) -> float:
+async def raw_postgres_upsert(url: str, names: list[str], bodies: list[bytes]) -> float:
     """COPY 1,000-row batches into a staging table and upsert them, one transaction per batch."""
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("CREATE TABLE raw_objects (LIKE objects INCLUDING ALL)")
         columns = ["account", "cluster", "api_group", "api_version", "resource", "namespace",
                    "name", "uid", "resource_version", "checksum", "object", "seq"]
-        rows = [
-            ("raw", "raw", "", "v1", "pods", o["metadata"]["namespace"], o["metadata"]["name"],
-             f"uid-{i}", "1", "x" * 64, body.decode(), i + 1)
-            for i, (o, body) in enumerate(zip(objs, bodies, strict=True))
-        ]
-        names = ", ".join(columns)
+        names_sql = ", ".join(columns)
         start = time.perf_counter()
-        for at in range(0, len(rows), BATCH):
+        for at in range(0, len(bodies), BATCH):
+            rows = [  # built per batch: 100k decoded bodies at once would be GBs
+                ("raw", "raw", "", "v1", "pods", "bench", names[i], f"uid-{i}", "1", "x" * 64,
+                 bodies[i].decode(), i + 1)
+                for i in range(at, min(at + BATCH, len(bodies)))
+            ]
             async with conn.transaction():
                 await conn.execute(
                     "CREATE TEMP TABLE raw_stage (LIKE raw_objects INCLUDING DEFAULTS)"
                     " ON COMMIT DROP"
                 )
-                await conn.copy_records_to_table(
-                    "raw_stage", records=rows[at : at + BATCH], columns=columns
-                )
+                await conn.copy_records_to_table("raw_stage", records=rows, columns=columns)
                 await conn.execute(
-                    f"INSERT INTO raw_objects ({names}) SELECT {names} FROM raw_stage "
+                    f"INSERT INTO raw_objects ({names_sql}) SELECT {names_sql} FROM raw_stage "
                     "ON CONFLICT (account, cluster, api_group, api_version, resource, namespace,"
                     " name) DO UPDATE SET object = EXCLUDED.object, seq = EXCLUDED.seq"
                 )
@@ -124,11 +130,30 @@ async def raw_postgres_upsert(url: str, objs: list[dict[str, Any]], bodies: list
         await conn.execute("DROP TABLE raw_objects")
     finally:
         await conn.close()
-    return len(rows) / elapsed
+    return len(bodies) / elapsed
 
 
-async def raw_nats(url: str, bodies: list[bytes]) -> tuple[float, float]:
-    """JetStream publish (acknowledged, 256 in flight) and pull-consume rates of the bodies."""
+def pipeline_batches(bodies: list[bytes]) -> list[bytes]:
+    """The bodies grouped as the agent's batches reach the bus: up to ``BATCH_ITEMS`` objects
+    or about ``BATCH_BYTES`` of payload each, every object a JSON string inside the message."""
+    batches: list[bytes] = []
+    items: list[str] = []
+    size = 0
+    for body in bodies:
+        items.append(body.decode())
+        size += len(body) + ITEM_OVERHEAD
+        if len(items) >= BATCH_ITEMS or size >= BATCH_BYTES:
+            batches.append(orjson.dumps(items))
+            items, size = [], 0
+    if items:
+        batches.append(orjson.dumps(items))
+    return batches
+
+
+async def raw_nats(url: str, bodies: list[bytes]) -> tuple[float, float, float]:
+    """Objects per second through JetStream: published one per message (acknowledged, 256 in
+    flight), published in the pipeline's batches (acknowledged, one at a time, as the server
+    publishes one agent's messages), and pull-consumed one per message."""
     client = await nats.connect(url)
     try:
         js = client.jetstream()
@@ -136,9 +161,10 @@ async def raw_nats(url: str, bodies: list[bytes]) -> tuple[float, float]:
         start = time.perf_counter()
         for at in range(0, len(bodies), 256):
             await asyncio.gather(
-                *(js.publish(f"rawbench.{i % 16}", b) for i, b in enumerate(bodies[at : at + 256]))
+                *(js.publish(f"rawbench.{i % PARTITIONS}", b)
+                  for i, b in enumerate(bodies[at : at + 256]))
             )
-        published = len(bodies) / (time.perf_counter() - start)
+        unbatched = len(bodies) / (time.perf_counter() - start)
         sub = await js.pull_subscribe("rawbench.>", durable="raw")
         start = time.perf_counter()
         got = 0
@@ -149,9 +175,17 @@ async def raw_nats(url: str, bodies: list[bytes]) -> tuple[float, float]:
                 got += 1
         consumed = got / (time.perf_counter() - start)
         await js.delete_stream("RAWBENCH")
+
+        await js.add_stream(name="RAWBATCH", subjects=["rawbatch.>"])
+        batches = pipeline_batches(bodies)
+        start = time.perf_counter()
+        for i, batch in enumerate(batches):
+            await js.publish(f"rawbatch.{i % PARTITIONS}", batch)
+        batched = len(bodies) / (time.perf_counter() - start)
+        await js.delete_stream("RAWBATCH")
     finally:
         await client.close()
-    return published, consumed
+    return unbatched, batched, consumed
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -163,15 +197,20 @@ class Settings:
     changes: int  # distinct pods changed, once each
     quiet: float  # the agent's coalesce.quiet
     max_wait: float  # the agent's coalesce.maxWait
+    second_rate: float  # a second change phase at this rate (0: none), same pods changed again
 
 
-def write_inputs(workdir: Path, objs: list[dict[str, Any]], ports: tuple[int, Path],
+def write_inputs(workdir: Path, bodies: list[bytes], ports: tuple[int, Path],
                  settings: Settings) -> tuple[Path, Path, Path]:
     server_port, kubeconfig = ports
     seed = workdir / "seed.json"
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
-    seed.write_bytes(orjson.dumps({"apiVersion": "v1", "kind": "List",
-                                   "items": [namespace, *objs]}))
+    with seed.open("wb") as out:  # a JSON array: the sandbox creates each element as it reads
+        out.write(b"[" + orjson.dumps(namespace))
+        for body in bodies:
+            out.write(b",")
+            out.write(body)
+        out.write(b"]")
     tokens = workdir / "tokens.yaml"
     tokens.write_text(f'- {{token: "{TOKEN}", account: a, cluster: c}}\n')
     agent = workdir / "agent.yaml"
@@ -206,13 +245,16 @@ async def wait_rows(conn: asyncpg.Connection, n: int, agent: Part, timeout: floa
 
 
 async def install_change_trigger(conn: asyncpg.Connection) -> None:
+    """Note when each pod's row first carries each value of the ``bench-change`` label."""
     await conn.execute("""
-        CREATE TABLE bench_changes (name text NOT NULL, at double precision NOT NULL);
+        CREATE TABLE bench_changes (name text NOT NULL, tag text NOT NULL,
+                                    at double precision NOT NULL);
         CREATE FUNCTION bench_note() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF NEW.object -> 'metadata' -> 'labels' ? 'bench-change' THEN
                 INSERT INTO bench_changes
-                VALUES (NEW.name, extract(epoch FROM clock_timestamp()));
+                VALUES (NEW.name, NEW.object -> 'metadata' -> 'labels' ->> 'bench-change',
+                        extract(epoch FROM clock_timestamp()));
             END IF;
             RETURN NEW;
         END $$;
@@ -221,21 +263,47 @@ async def install_change_trigger(conn: asyncpg.Connection) -> None:
     """)
 
 
-async def change_latency(conn: asyncpg.Connection, kube: KubeTarget, names: list[str],
-                         rate: float) -> tuple[list[float], int]:
-    """PATCH one label on each pod at ``rate``/s; seconds from each PATCH to its row change."""
+@dataclass
+class PhaseResult:
+    latencies: list[float]  # PATCH sent -> row changed, seconds
+    round_trips: list[float]  # PATCH sent -> sandbox answered, seconds
+    lost: int
+    queued_max: dict[str, float]  # the agent's queues at their deepest during the phase
+    queued_after: dict[str, float]  # and once every change arrived
+
+
+async def sample_queues(port: int, peak: dict[str, float], stop: asyncio.Event) -> None:
+    """Keep the deepest value of each agent queue gauge until ``stop``."""
+    while not stop.is_set():
+        for queue, depth in (await asyncio.to_thread(agent_queues, port)).items():
+            peak[queue] = max(peak.get(queue, 0.0), depth)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):  # a sampling period, not synchronisation
+                await stop.wait()
+
+
+async def change_phase(conn: asyncpg.Connection, kube: KubeTarget, names: list[str], *,
+                       rate: float, tag: str, agent_port: int) -> PhaseResult:
+    """PATCH the label ``bench-change: tag`` on each pod at ``rate``/s; per pod, seconds from
+    sending the PATCH to its row change, while sampling the agent's queues."""
     sent: dict[str, float] = {}
+    round_trips: list[float] = []
     headers = {"Authorization": f"Bearer {kube.token}",
                "Content-Type": "application/merge-patch+json"}
+    body = orjson.dumps({"metadata": {"labels": {"bench-change": tag}}})
+    peak: dict[str, float] = {}
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_queues(agent_port, peak, stop))
     connector = aiohttp.TCPConnector(ssl=kube.ssl, limit=64)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
 
         async def patch(name: str) -> None:
             url = f"{kube.server}/api/v1/namespaces/bench/pods/{name}"
-            body = orjson.dumps({"metadata": {"labels": {"bench-change": "1"}}})
             sent[name] = time.time()
             async with http.patch(url, data=body) as response:
                 response.raise_for_status()
+                await response.read()
+            round_trips.append(time.time() - sent[name])
 
         start = time.perf_counter()
         tasks = []
@@ -245,33 +313,73 @@ async def change_latency(conn: asyncpg.Connection, kube: KubeTarget, names: list
                 await asyncio.sleep(delay)  # pacing the load, not synchronising
             tasks.append(asyncio.create_task(patch(name)))
         await asyncio.gather(*tasks)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        seen = await conn.fetchval("SELECT count(DISTINCT name) FROM bench_changes")
-        if seen >= len(names):
-            break
-        await asyncio.sleep(0.1)
-    rows = await conn.fetch("SELECT name, min(at) AS at FROM bench_changes GROUP BY name")
+    # A backlog drains slowly but is not lost: wait while rows keep arriving, and count as
+    # lost only what did not come within STALL seconds of the last one that did.
+    count = "SELECT count(DISTINCT name) FROM bench_changes WHERE tag = $1"
+    seen, progress = 0, time.monotonic()
+    while seen < len(names) and time.monotonic() - progress < STALL:
+        await asyncio.sleep(0.1)  # polling the database for the last rows
+        now_seen = await conn.fetchval(count, tag)
+        if now_seen > seen:
+            seen, progress = now_seen, time.monotonic()
+    stop.set()
+    await sampler
+    rows = await conn.fetch(
+        "SELECT name, min(at) AS at FROM bench_changes WHERE tag = $1 GROUP BY name", tag
+    )
     latencies = [row["at"] - sent[row["name"]] for row in rows if row["name"] in sent]
-    return latencies, len(names) - len(latencies)
+    after = await asyncio.to_thread(agent_queues, agent_port)
+    return PhaseResult(latencies, round_trips, len(names) - len(latencies), peak, after)
 
 
-def agent_metric(port: int, name: str, labels: str) -> float:
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """p50, p99 and max."""
+    ordered = sorted(values)
+    if len(ordered) < 2:
+        return ordered[0], ordered[0], ordered[0]
+    q = statistics.quantiles(ordered, n=100)
+    return q[49], q[98], ordered[-1]
+
+
+def report_phase(result: PhaseResult, rate: float, changes: int) -> None:
+    if not result.latencies:
+        line(f"change latency at {rate:,.0f}/s", "none arrived", "lost", f"{result.lost:,}")
+        return
+    p50, p99, worst = quantiles(result.latencies)
+    rt50, rt99, _ = quantiles(result.round_trips)
+    line(f"change latency at {rate:,.0f}/s, p50", f"{p50 * 1000:,.0f} ms", "changes",
+         f"{changes:,}")
+    line("  p99", f"{p99 * 1000:,.0f} ms", "lost", f"{result.lost:,}")
+    line("  max", f"{worst * 1000:,.0f} ms", "PATCH round trip p50 / p99",
+         f"{rt50 * 1000:,.0f} / {rt99 * 1000:,.0f} ms")
+    for queue in sorted(result.queued_max):
+        line(f"  agent {queue} depth, deepest", f"{result.queued_max[queue]:,.0f}",
+             "once all arrived", f"{result.queued_after.get(queue, 0):,.0f}")
+
+
+def metric_sum(port: int, name: str, labels: str = "") -> float:
+    """Sum of a metric's samples on the agent's /metrics whose labels contain ``labels``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     total = 0.0
     for row in text.splitlines():
-        if row.startswith(name + "{") and labels in row:
+        if row.startswith((name + "{", name + " ")) and labels in row:
             total += float(row.rsplit(" ", 1)[1])
     return total
 
 
+def agent_queues(port: int) -> dict[str, float]:
+    return {queue: metric_sum(port, "clustersync_agent_queued", f'queue="{queue}"')
+            for queue in ("coalescer", "outbox")}
+
+
 def wire_bytes(port: int) -> float:
-    return agent_metric(port, "clustersync_frame_bytes_total", 'component="agent"')
+    return metric_sum(port, "clustersync_frame_bytes_total", 'component="agent"')
 
 
-def settle_wire(port: int, quiet_for: float = 2.0, timeout: float = 60.0) -> float:
-    """Agent bytes once they stop growing for ``quiet_for`` seconds (the exchange is over)."""
+def settle_wire(port: int, quiet_for: float = 2.0, timeout: float = 120.0) -> tuple[float, float]:
+    """The agent's bytes once they stopped growing for ``quiet_for`` seconds (the exchange is
+    over), and when they last grew (``time.monotonic()``)."""
     deadline = time.monotonic() + timeout
     last, since = wire_bytes(port), time.monotonic()
     while time.monotonic() < deadline:
@@ -281,7 +389,7 @@ def settle_wire(port: int, quiet_for: float = 2.0, timeout: float = 60.0) -> flo
             last, since = now_bytes, time.monotonic()
         elif time.monotonic() - since >= quiet_for:
             break
-    return last
+    return last, since
 
 
 def start_agent(group: Parts, config: Path, health: int) -> Part:
@@ -289,26 +397,68 @@ def start_agent(group: Parts, config: Path, health: int) -> Part:
                              f"127.0.0.1:{health}")
 
 
+def start_server(group: Parts, port: int, bus: str, tokens: Path) -> Part:
+    server = group.clustersync("server", "server", "--listen", f"127.0.0.1:{port}",
+                               "--bus", bus, "--tokens", str(tokens))
+    wait_for(lambda: (server.check(), http_ok(f"http://127.0.0.1:{port}/healthz"))[1], "server")
+    return server
+
+
 async def run(objects: int, settings: Settings) -> None:
     print(f"production topology, {objects:,} pods (each its own process; PostgreSQL fsync and "
           "synchronous_commit on; JetStream sync_interval: always)", flush=True)
-    objs = [pod(i) for i in range(objects)]
-    bodies = [orjson.dumps(o) for o in objs]
+    bodies = [orjson.dumps(pod(i)) for i in range(objects)]
+    names = [str(orjson.loads(b)["metadata"]["name"]) for b in bodies]
     print(f"  pod size {statistics.mean(map(len, bodies)):,.0f} B on average", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="clustersync-prod-"))
     pg = start_postgres(durable=True)
     try:
         with parts(workdir) as group:
-            await _run(group, pg.url, objs, bodies, settings)
+            await _run(group, pg, names, bodies, settings)
     finally:
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)  # the seed and JetStream's files are GBs
 
 
-async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[bytes],
+async def raw_limits(db: str, bus: str, names: list[str], bodies: list[bytes]) -> None:
+    print("raw limits, same run (objects per second)", flush=True)
+    raw_cpu_limits(bodies)
+    upserts = await raw_postgres_upsert(db, names, bodies)
+    line("", "", "raw PostgreSQL COPY+upsert, 1k", f"{upserts:,.0f}/s")
+    unbatched, batched, consumed = await raw_nats(bus, bodies)
+    line("", "", "raw JetStream publish, 1 per msg", f"{unbatched:,.0f}/s")
+    line("", "", "raw JetStream publish, batches", f"{batched:,.0f}/s")
+    line("", "", "raw JetStream pull+ack", f"{consumed:,.0f}/s")
+    frame = orjson.dumps({"event": 1, "object": bodies[0].decode()})
+    line("", "", "raw websocket frames", f"{await raw_websocket_rate(frame, 20000):,.0f}/s")
+
+
+def report_memory(processes: list[Part], pg: RunningPostgres, n: int) -> None:
+    """Steady (now, after the change phases) and peak RSS of every process, per pod; the budget
+    line is what ``default_objects`` divides the machine's memory by."""
+    print("memory, KiB per pod (steady = now, peak = VmHWM)", flush=True)
+    budget = 0
+    for part in processes:
+        current, hwm = rss_kib(part.pid)
+        budget += hwm
+        line(f"  {part.name}", f"{current / n:,.1f} / {hwm / n:,.1f}", "steady / peak MiB",
+             f"{current / 1024:,.0f} / {hwm / 1024:,.0f}")
+    current, hwm = rss_kib(os.getpid())
+    budget += hwm
+    line("  benchmark driver (holds the pods' bytes)", f"{current / n:,.1f} / {hwm / n:,.1f}",
+         "steady / peak MiB", f"{current / 1024:,.0f} / {hwm / 1024:,.0f}")
+    postmaster = int((pg.workdir / "data" / "postmaster.pid").read_text().split()[0])
+    pss = pss_kib(process_tree(postmaster))
+    budget += pss
+    line("  postgres (all processes, PSS)", f"{pss / n:,.1f}", "MiB", f"{pss / 1024:,.0f}")
+    line("  budget: every peak together", f"{budget / n:,.1f}", "KIB_PER_POD_BUDGET",
+         f"{KIB_PER_POD_BUDGET}")
+
+
+async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list[bytes],
                settings: Settings) -> None:
-    rate = settings.rate
-    n = len(objs)
+    db = pg.url
+    n = len(bodies)
     nats_part, bus = start_durable_nats(group)
     migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
     wait_for(lambda: not migrate.alive(), "db migrate")
@@ -316,27 +466,15 @@ async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[b
         migrate.check()
     kubeconfig = group.workdir / "kubeconfig"
     server_port, sandbox_port, agent_port = free_port(), free_port(), free_port()
-    seed, tokens, agent_config = write_inputs(group.workdir, objs, (server_port, kubeconfig),
+    seed, tokens, agent_config = write_inputs(group.workdir, bodies, (server_port, kubeconfig),
                                               settings)
-
-    print("raw limits, same run", flush=True)
-    raw_cpu_limits(bodies, objs)
-    upserts = await raw_postgres_upsert(db, objs, bodies)
-    line("", "", "raw PostgreSQL COPY+upsert, 1k", f"{upserts:,.0f}/s")
-    published, consumed = await raw_nats(bus, bodies)
-    line("", "", "raw JetStream publish (acked)", f"{published:,.0f}/s")
-    line("", "", "raw JetStream pull+ack", f"{consumed:,.0f}/s")
-    frame = orjson.dumps({"event": 1, "object": bodies[0].decode()})
-    line("", "", "raw websocket frames", f"{await raw_websocket_rate(frame, 20000):,.0f}/s")
+    await raw_limits(db, bus, names, bodies)
 
     sandbox = group.clustersync("sandbox", "sandbox", "--port", str(sandbox_port),
                                 "--kubeconfig", str(kubeconfig), "--seed", str(seed))
     ingester = group.clustersync("ingester", "ingester", "--bus", bus, "--db", db)
-    server = group.clustersync("server", "server", "--listen", f"127.0.0.1:{server_port}",
-                               "--bus", bus, "--tokens", str(tokens))
+    server = start_server(group, server_port, bus, tokens)
     wait_for(lambda: (sandbox.check(), kubeconfig.exists())[1], "sandbox", timeout=600)
-    wait_for(lambda: (server.check(), http_ok(f"http://127.0.0.1:{server_port}/healthz"))[1],
-             "server")
     ingester.check()
     kube = KubeTarget.from_kubeconfig(kubeconfig)
 
@@ -348,36 +486,45 @@ async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[b
         elapsed = await wait_rows(conn, n, agent, timeout=max(600.0, n / 50), peak=peak)
         line("initial sync (agent start -> rows)", per_s(n, elapsed), "seconds", f"{elapsed:.1f}")
         wait_for(lambda: http_ok(f"http://127.0.0.1:{agent_port}/readyz"), "agent ready")
-        first_wire = settle_wire(agent_port)
+        first_wire, _ = settle_wire(agent_port)
         line("  agent bytes on the wire", f"{first_wire / 1e6:,.1f} MB", "per object",
              f"{first_wire / n:,.0f} B")
 
         await install_change_trigger(conn)
-        names = [o["metadata"]["name"] for o in objs[: min(settings.changes, n)]]
-        latencies, lost = await change_latency(conn, kube, names, rate)
-        latencies.sort()
-        if latencies:
-            q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
-            line(f"change latency at {rate:,.0f}/s, p50", f"{q[49] * 1000:,.0f} ms",
-                 "changes", f"{len(names):,}")
-            line("  p99", f"{q[98] * 1000:,.0f} ms", "lost", f"{lost:,}")
-            line("  max", f"{latencies[-1] * 1000:,.0f} ms")
+        changed = names[: min(settings.changes, n)]
+        report_phase(await change_phase(conn, kube, changed, rate=settings.rate, tag="1",
+                                          agent_port=agent_port),
+                     settings.rate, len(changed))
+        if settings.second_rate:
+            result = await change_phase(conn, kube, changed, rate=settings.second_rate,
+                                        tag="2", agent_port=agent_port)
+            report_phase(result, settings.second_rate, len(changed))
 
-        print("memory (KiB per pod: current / peak RSS)", flush=True)
-        line("  agent peak while syncing", f"{peak.get('agent', 0) / n:,.1f} KiB")
-        for part in (sandbox, agent, server, ingester, nats_part):
-            current, hwm = rss_kib(part.pid)
-            line(f"  {part.name}", f"{current / n:,.1f} KiB", "RSS now / peak MiB",
-                 f"{current / 1024:,.0f} / {hwm / 1024:,.0f}")
+        report_memory([sandbox, agent, server, ingester, nats_part], pg, n)
+
+        # A running agent whose server went away and came back: it redials and compares
+        # inventories; nothing changed, so only digests should travel.
+        before_bytes = wire_bytes(agent_port)
+        redials = metric_sum(agent_port, "clustersync_agent_reconnects_total")
+        server.stop()
+        start = time.monotonic()
+        server = start_server(group, server_port, bus, tokens)
+        wait_for(lambda: metric_sum(agent_port, "clustersync_agent_reconnects_total") > redials,
+                 "agent redialled")
+        after_bytes, settled = settle_wire(agent_port)
+        line("unchanged reconnect (server restarted)", f"{settled - start:.2f} s",
+             "bytes on the wire", f"{(after_bytes - before_bytes) / 1e3:,.1f} kB")
 
         agent.stop()
         restarted = start_agent(group, agent_config, agent_port)
-        start = time.perf_counter()
+        start = time.monotonic()
         wait_for(lambda: (restarted.check(), http_ok(
             f"http://127.0.0.1:{agent_port}/readyz"))[1], "restarted agent ready")
-        line("agent restart, unchanged cluster, to /readyz", f"{time.perf_counter() - start:.2f} s")
-        again = settle_wire(agent_port)
-        line("  bytes on the wire until idle", f"{again / 1e3:,.1f} kB", "rows", f"{n:,}")
+        ready = time.monotonic() - start
+        again, settled = settle_wire(agent_port)
+        line("agent restart, unchanged cluster, to /readyz", f"{ready:.2f} s", "rows", f"{n:,}")
+        line("  to reconciliation done (bytes settle)", f"{max(settled - start, ready):.2f} s",
+             "bytes on the wire", f"{again / 1e3:,.1f} kB")
         current, hwm = rss_kib(restarted.pid)
         line("  restarted agent RSS per pod", f"{current / n:,.1f} KiB", "peak MiB",
              f"{hwm / 1024:,.0f}")
@@ -392,16 +539,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--objects", type=int, default=0, help="pods (default: what fits)")
     parser.add_argument("--rate", type=float, default=500.0, help="changes per second")
     parser.add_argument("--changes", type=int, default=5000, help="distinct pods changed")
+    parser.add_argument("--second-rate", type=float, default=0.0,
+                        help="then change the same pods again at this rate (e.g. 1000)")
     parser.add_argument("--quiet", type=float, default=1.0, help="agent coalesce.quiet")
     parser.add_argument("--max-wait", type=float, default=5.0, help="agent coalesce.maxWait")
     args = parser.parse_args(argv)
     objects = args.objects or default_objects()
     if not args.objects:
-        print(f"--objects not given: {objects:,} fit in this machine's memory", flush=True)
+        print(f"--objects not given: {objects:,} fit in this machine's memory "
+              f"({KIB_PER_POD_BUDGET} KiB per pod for every process together)", flush=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # SIGTERM unwinds like Ctrl-C, so every part and PostgreSQL are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    settings = Settings(args.rate, args.changes, args.quiet, args.max_wait)
+    settings = Settings(args.rate, args.changes, args.quiet, args.max_wait, args.second_rate)
     asyncio.run(run(objects, settings))
 
 

@@ -139,7 +139,30 @@ class WatchStream:
                 next_bookmark = loop.time() + self.bookmark_interval()
                 continue
             if item is None:
-                if w.end_reason == "overflow":
-                    await self._send_gone("watch queue overflowed; the client was too slow")
+                await self._end()
                 return
-            await self._send(*item)
+            frames, closed = self._take_ready(item)
+            assert self._resp is not None
+            await self._resp.write(b"".join(frames))
+            if closed:
+                await self._end()
+                return
+
+    def _take_ready(self, first: WatchItem) -> tuple[list[bytes], bool]:
+        """``first`` and the events already queued behind it, framed, for one write: under a
+        burst of changes a watcher costs one TLS record and one send per batch, not per event.
+        Also whether the queue's end mark was among them."""
+        frames = [self._frame(*first)]
+        size = len(frames[0])
+        queue = self.watcher.queue
+        while size < _REPLAY_CHUNK and not queue.empty():
+            item = queue.get_nowait()
+            if item is None:
+                return frames, True
+            frames.append(self._frame(*item))
+            size += len(frames[-1])
+        return frames, False
+
+    async def _end(self) -> None:
+        if self.watcher.end_reason == "overflow":
+            await self._send_gone("watch queue overflowed; the client was too slow")
