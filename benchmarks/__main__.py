@@ -16,6 +16,11 @@ def main() -> None:
 
         prod.main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["fleet"]:  # many active agents on one server: its own processes too
+        from benchmarks import fleet
+
+        fleet.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--objects", type=int, default=5000, help="objects for the sync benchmark")
     args = parser.parse_args()

@@ -318,3 +318,26 @@ async def test_an_unexpected_error_in_the_consumer_loop_is_logged_and_survived(
     assert failures() == before + 1
     assert "unexpected error" in caplog.text
     await sub.stop()
+
+
+async def test_stream_holds_more_durables_than_the_servers_default(
+    nats_url: str, nats_stream: str
+) -> None:
+    """One durable per connected cluster: a server with a thousand agents needs more than the
+    1,000 consumers nats-server (2.15) allows a stream that sets no limit of its own. A stream
+    made before the limit was set (as an older clustersync made it) is raised when opened."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=nats_stream, subjects=[f"{nats_stream.lower()}.>"])
+        bus = await open_nats(nats_url, stream=nats_stream, subjects=f"{nats_stream.lower()}.>")
+        try:
+            for i in range(1010):
+                await js.add_consumer(nats_stream, durable_name=f"cluster-{i}",
+                                      ack_policy=AckPolicy.EXPLICIT)
+            info = await js.stream_info(nats_stream)
+            assert info.state.consumer_count == 1010
+        finally:
+            await bus.close()
+    finally:
+        await nc.close()

@@ -145,6 +145,13 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text and text[0] else type(exc).__name__
 
 
+# Every connected cluster has a durable of its own (its down stream), beside the ingester's and
+# each server replica's. nats-server 2.15 caps a stream at 1,000 consumers unless the stream sets
+# a limit of its own (and reads 0 or -1 as "use that default"), so one server replica could not
+# hold a thousand agents: the 1,001st consumer was refused with "maximum consumers limit reached".
+MAX_CONSUMERS = 1_000_000
+
+
 async def open_nats(
     url: str,
     *,
@@ -156,6 +163,7 @@ async def open_nats(
     ack_wait: float = 30.0,
     redelivery_delay: float = 1.0,
     publish_timeout: float = 10.0,
+    max_consumers: int = MAX_CONSUMERS,
 ) -> NatsBus:
     """Connect and create or update the stream; raises BusError quickly if NATS is unreachable.
 
@@ -217,6 +225,7 @@ async def open_nats(
         max_age=max_age,
         max_bytes=max_bytes,
         max_msgs_per_subject=max_msgs_per_subject,  # see "Bounds per cluster"
+        max_consumers=max_consumers,
         discard=DiscardPolicy.OLD,
         duplicate_window=min(DUPLICATE_WINDOW, max_age),
     )

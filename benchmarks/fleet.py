@@ -1,0 +1,253 @@
+"""``python -m benchmarks fleet --agents 1000 --rate 1``: many active agents on one server.
+
+One ``clustersync server`` process, NATS JetStream (``sync_interval: always``), one
+``clustersync ingester`` and PostgreSQL (fsync and synchronous_commit on), each its own process,
+as in ``benchmarks prod``. A load generator, also its own process (benchmarks/fleet_load.py),
+holds ``--agents`` websocket connections, each with its own cluster token, and each sends
+``--rate`` small PutObjects a second at evenly spread times.
+
+Latency runs from the load generator's send (stamped into the object) to the moment a trigger on
+``objects`` sees the row written (``clock_timestamp()``, the same machine clock). The server's
+CPU is utime+stime from /proc over the measured window; its memory is its RSS per agent. Raw
+limits measured in the same run are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import orjson
+import yaml
+from tests.servers import free_port, start_postgres
+
+from benchmarks.fleet_load import change, cluster, token
+from benchmarks.prod import line, raw_nats
+from benchmarks.prod_parts import Part, Parts, http_ok, parts, rss_kib, start_durable_nats, wait_for
+from benchmarks.sync import raw_websocket_rate
+from clustersync.protocol.codec import encode
+from clustersync.protocol.envelope import Envelope, encode_envelope
+
+DRAIN = 30.0  # seconds to wait, after the last send, for the rows still on their way
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_tokens(path: Path, agents: int) -> None:
+    path.write_text(yaml.safe_dump(
+        [{"token": token(i), "account": "a", "cluster": cluster(i)} for i in range(agents)]
+    ))
+
+
+async def install_trigger(conn: asyncpg.Connection) -> None:
+    await conn.execute("""
+        CREATE TABLE bench_fleet (cluster text NOT NULL, sent double precision NOT NULL,
+                                  at double precision NOT NULL);
+        CREATE FUNCTION bench_fleet_note() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.resource = 'configmaps' AND NEW.object -> 'data' ? 'sent' THEN
+                INSERT INTO bench_fleet VALUES (NEW.cluster,
+                    (NEW.object -> 'data' ->> 'sent')::double precision,
+                    extract(epoch FROM clock_timestamp()));
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER bench_fleet_note AFTER INSERT OR UPDATE ON objects
+            FOR EACH ROW EXECUTE FUNCTION bench_fleet_note();
+    """)
+
+
+async def raw_limits(bus: str) -> None:
+    sample = change("cm-00000", 1, time.time())
+    frame = encode(sample)
+    envelope = encode_envelope(Envelope("a", cluster(0), sample, at=time.time()))
+    published, _ = await raw_nats(bus, [envelope] * 10_000)
+    line("", "", "raw JetStream publish (acked)", f"{published:,.0f}/s")
+    line("", "", "raw websocket frames", f"{await raw_websocket_rate(frame, 20_000):,.0f}/s")
+    line("", "", "frame / envelope bytes", f"{len(frame)} / {len(envelope)}")
+
+
+def start_load(workdir: Path, port: int, agents: int, rate: float, warmup: float,
+               seconds: float) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "benchmarks.fleet_load", "--port", str(port), "--agents",
+            str(agents), "--rate", str(rate), "--warmup", str(warmup), "--seconds", str(seconds)]
+    log = open(workdir / "load.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE)
+
+
+def read_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, object]:
+    assert proc.stdout is not None
+    raw = proc.stdout.readline()
+    if not raw:
+        raise RuntimeError(f"load generator exited ({proc.wait()}) before {what}")
+    result: dict[str, object] = orjson.loads(raw)
+    return result
+
+
+async def measure(group: Parts, db: str, agents: int, rate: float, warmup: float,
+                  seconds: float) -> None:
+    nats_part, bus = start_durable_nats(group)
+    migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
+    wait_for(lambda: not migrate.alive(), "db migrate")
+    if migrate.proc.returncode:
+        migrate.check()
+    print("raw limits, same run", flush=True)
+    await raw_limits(bus)
+
+    tokens = group.workdir / "tokens.yaml"
+    write_tokens(tokens, agents)
+    port = free_port()
+    ingester = group.clustersync("ingester", "ingester", "--bus", bus, "--db", db)
+    server = group.clustersync("server", "server", "--listen", f"127.0.0.1:{port}",
+                               "--bus", bus, "--tokens", str(tokens))
+    wait_for(lambda: (server.check(), http_ok(f"http://127.0.0.1:{port}/healthz"))[1], "server")
+    ingester.check()
+    conn = await asyncpg.connect(db)
+    try:
+        await install_trigger(conn)
+        await run_load(group, conn, (server, ingester, nats_part), port,
+                       (agents, rate, warmup, seconds))
+    finally:
+        await conn.close()
+
+
+async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, ...], port: int,
+                   load: tuple[int, float, float, float]) -> None:
+    agents, rate, warmup, seconds = load
+    server = watched[0]
+    idle_rss = rss_kib(server.pid)[0]
+    proc = start_load(group.workdir, port, agents, rate, warmup, seconds)
+    try:
+        read_json_line(proc, "connecting")
+        began = time.perf_counter()
+        await wait_links(conn, agents, server)
+        line("every agent set up (link reported)", f"{time.perf_counter() - began:.1f} s",
+             "after the websocket connects", "")
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        window = read_json_line(proc, "its window")["window"]
+        assert isinstance(window, list)
+        connected_rss = rss_kib(server.pid)[0]
+        await asyncio.sleep(max(0.0, window[0] - time.time()))  # to the window's start
+        before = [cpu_seconds(p.pid) for p in (*watched, proc)]
+        await asyncio.sleep(max(0.0, window[1] - time.time()))  # to its end
+        after = [cpu_seconds(p.pid) for p in (*watched, proc)]
+        loaded_rss = rss_kib(server.pid)[0]
+        done = read_json_line(proc, "the end of its run")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait()
+    for part in watched:
+        part.check()
+    sent = int(str(done["sent"]))
+    deadline = time.monotonic() + DRAIN
+    while time.monotonic() < deadline:  # polling the database for the stragglers
+        got = await conn.fetchval("SELECT count(*) FROM bench_fleet WHERE sent >= $1 AND sent < $2",
+                                  window[0], window[1])
+        if got >= sent:
+            break
+        await asyncio.sleep(0.2)
+    rows = await conn.fetch("SELECT min(at) - sent AS latency FROM bench_fleet "
+                            "WHERE sent >= $1 AND sent < $2 GROUP BY cluster, sent",
+                            window[0], window[1])
+    latencies = sorted(float(r["latency"]) for r in rows)
+    report(agents, rate, seconds, sent, latencies, done)
+    span = window[1] - window[0]
+    busy = [(b - a) / span for a, b in zip(before, after, strict=True)]
+    print("CPU over the window (share of one core)", flush=True)
+    for name, share in zip(("server", "ingester", "nats", "load generator"), busy, strict=True):
+        extra = (f"{share * 1000 / max(1, sent / span):,.2f} ms", "per change") \
+            if name == "server" else ("", "")
+        line(f"  {name}", f"{share:.0%}", extra[1], extra[0])
+    line("  server CPU per agent", f"{busy[0] * 1e3 / agents:,.2f} ms/s")
+    print("server memory", flush=True)
+    line("  RSS idle / connected / loaded", f"{loaded_rss / 1024:,.0f} MiB", "idle / connected MiB",
+         f"{idle_rss / 1024:,.0f} / {connected_rss / 1024:,.0f}")
+    line("  RSS per agent (loaded)", f"{loaded_rss / agents:,.1f} KiB", "growth per agent",
+         f"{(loaded_rss - idle_rss) / agents:,.1f} KiB")
+
+
+async def wait_links(conn: asyncpg.Connection, agents: int, server: Part) -> None:
+    """Until the server has reported every agent connected (it does so once the cluster's bus
+    consumer exists), polling the ingester's fleet status table."""
+    deadline = time.monotonic() + 300
+    while True:
+        server.check()
+        ready = await conn.fetchval(
+            "SELECT count(*) FROM cluster_state WHERE link ->> 'connected' = 'true'")
+        if ready >= agents:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{ready} of {agents} agents set up after 300 s")
+        await asyncio.sleep(0.2)  # polling the database, not synchronising with it
+
+
+def report(agents: int, rate: float, seconds: float, sent: int, latencies: list[float],
+           done: dict[str, object]) -> None:
+    print(f"{agents:,} agents x {rate:g} change/s for {seconds:g} s "
+          f"(offered {agents * rate:,.0f}/s)", flush=True)
+    line("  connect all agents", f"{float(str(done['connect_seconds'])):.1f} s",
+         "send errors / closed early", f"{done['send_errors']} / {done['closed_early']}")
+    line("  changes sent in the window", f"{sent:,}", "written", f"{len(latencies):,}")
+    line("  throughput written", f"{len(latencies) / seconds:,.0f}/s", "lost",
+         f"{sent - len(latencies):,}")
+    if len(latencies) > 1:
+        q = statistics.quantiles(latencies, n=100)
+        line("  latency send -> row, p50", f"{q[49] * 1000:,.0f} ms")
+        line("  p99", f"{q[98] * 1000:,.0f} ms", "target", "< 250 ms")
+        line("  max", f"{latencies[-1] * 1000:,.0f} ms")
+
+
+async def run(agents: int, rates: list[float], warmup: float, seconds: float,
+              keep: bool = False) -> None:
+    for rate in rates:
+        print(f"\nfleet: {agents:,} agents on one server process, {rate:g} change/s each "
+              "(PostgreSQL fsync and synchronous_commit on; JetStream sync_interval: always)",
+              flush=True)
+        workdir = Path(tempfile.mkdtemp(prefix="clustersync-fleet-"))
+        pg = start_postgres(durable=True)
+        try:
+            with parts(workdir) as group:
+                await measure(group, pg.url, agents, rate, warmup, seconds)
+        finally:
+            pg.stop()
+            if keep:
+                print(f"  logs kept in {workdir}", flush=True)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks fleet")
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--rate", type=float, nargs="+", default=[1.0],
+                        help="changes per second per agent; several: one run each")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    asyncio.run(run(args.agents, args.rate, args.warmup, args.seconds, args.keep))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
