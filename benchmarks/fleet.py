@@ -14,6 +14,7 @@ limits measured in the same run are printed beside the figures.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -36,6 +38,16 @@ from benchmarks.prod_parts import Part, Parts, http_ok, parts, rss_kib, start_du
 from benchmarks.sync import raw_websocket_rate
 from clustersync.protocol.codec import encode
 from clustersync.protocol.envelope import Envelope, encode_envelope
+
+
+@dataclass(frozen=True)
+class Load:
+    agents: int
+    rate: float  # changes per second per agent
+    warmup: float  # seconds sent before the measured window
+    seconds: float  # the measured window
+    profile: str = ""  # a py-spy raw profile of the server over the window goes here
+
 
 DRAIN = 30.0  # seconds to wait, after the last send, for the rows still on their way
 
@@ -81,10 +93,10 @@ async def raw_limits(bus: str) -> None:
     line("", "", "frame / envelope bytes", f"{len(frame)} / {len(envelope)}")
 
 
-def start_load(workdir: Path, port: int, agents: int, rate: float, warmup: float,
-               seconds: float) -> subprocess.Popen[bytes]:
+def start_load(workdir: Path, port: int, load: Load) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "benchmarks.fleet_load", "--port", str(port), "--agents",
-            str(agents), "--rate", str(rate), "--warmup", str(warmup), "--seconds", str(seconds)]
+            str(load.agents), "--rate", str(load.rate), "--warmup", str(load.warmup),
+            "--seconds", str(load.seconds)]
     log = open(workdir / "load.log", "ab")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.PIPE)
 
@@ -98,8 +110,7 @@ def read_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, object
     return result
 
 
-async def measure(group: Parts, db: str, agents: int, rate: float, warmup: float,
-                  seconds: float) -> None:
+async def measure(group: Parts, db: str, load: Load) -> None:
     nats_part, bus = start_durable_nats(group)
     migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
     wait_for(lambda: not migrate.alive(), "db migrate")
@@ -109,7 +120,7 @@ async def measure(group: Parts, db: str, agents: int, rate: float, warmup: float
     await raw_limits(bus)
 
     tokens = group.workdir / "tokens.yaml"
-    write_tokens(tokens, agents)
+    write_tokens(tokens, load.agents)
     port = free_port()
     ingester = group.clustersync("ingester", "ingester", "--bus", bus, "--db", db)
     server = group.clustersync("server", "server", "--listen", f"127.0.0.1:{port}",
@@ -119,18 +130,17 @@ async def measure(group: Parts, db: str, agents: int, rate: float, warmup: float
     conn = await asyncpg.connect(db)
     try:
         await install_trigger(conn)
-        await run_load(group, conn, (server, ingester, nats_part), port,
-                       (agents, rate, warmup, seconds))
+        await run_load(group, conn, (server, ingester, nats_part), port, load)
     finally:
         await conn.close()
 
 
 async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, ...], port: int,
-                   load: tuple[int, float, float, float]) -> None:
-    agents, rate, warmup, seconds = load
+                   load: Load) -> None:
+    agents = load.agents
     server = watched[0]
     idle_rss = rss_kib(server.pid)[0]
-    proc = start_load(group.workdir, port, agents, rate, warmup, seconds)
+    proc = start_load(group.workdir, port, load)
     try:
         read_json_line(proc, "connecting")
         began = time.perf_counter()
@@ -145,9 +155,12 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
         connected_rss = rss_kib(server.pid)[0]
         await asyncio.sleep(max(0.0, window[0] - time.time()))  # to the window's start
         before = [cpu_seconds(p.pid) for p in (*watched, proc)]
+        spy = profile_server(server, load)
         await asyncio.sleep(max(0.0, window[1] - time.time()))  # to its end
         after = [cpu_seconds(p.pid) for p in (*watched, proc)]
         loaded_rss = rss_kib(server.pid)[0]
+        if spy is not None:
+            spy.wait()
         done = read_json_line(proc, "the end of its run")
     finally:
         if proc.poll() is None:
@@ -167,7 +180,7 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
                             "WHERE sent >= $1 AND sent < $2 GROUP BY cluster, sent",
                             window[0], window[1])
     latencies = sorted(float(r["latency"]) for r in rows)
-    report(agents, rate, seconds, sent, latencies, done)
+    report(load, sent, latencies, done)
     span = window[1] - window[0]
     busy = [(b - a) / span for a, b in zip(before, after, strict=True)]
     print("CPU over the window (share of one core)", flush=True)
@@ -181,6 +194,15 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
          f"{idle_rss / 1024:,.0f} / {connected_rss / 1024:,.0f}")
     line("  RSS per agent (loaded)", f"{loaded_rss / agents:,.1f} KiB", "growth per agent",
          f"{(loaded_rss - idle_rss) / agents:,.1f} KiB")
+
+
+def profile_server(server: Part, load: Load) -> subprocess.Popen[bytes] | None:
+    if not load.profile:
+        return None
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "-r", "50", "-d", str(int(load.seconds)),
+                             "-f", "raw", "-o", load.profile, "-p", str(server.pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def wait_links(conn: asyncpg.Connection, agents: int, server: Part) -> None:
@@ -198,14 +220,13 @@ async def wait_links(conn: asyncpg.Connection, agents: int, server: Part) -> Non
         await asyncio.sleep(0.2)  # polling the database, not synchronising with it
 
 
-def report(agents: int, rate: float, seconds: float, sent: int, latencies: list[float],
-           done: dict[str, object]) -> None:
-    print(f"{agents:,} agents x {rate:g} change/s for {seconds:g} s "
-          f"(offered {agents * rate:,.0f}/s)", flush=True)
+def report(load: Load, sent: int, latencies: list[float], done: dict[str, object]) -> None:
+    print(f"{load.agents:,} agents x {load.rate:g} change/s for {load.seconds:g} s "
+          f"(offered {load.agents * load.rate:,.0f}/s)", flush=True)
     line("  connect all agents", f"{float(str(done['connect_seconds'])):.1f} s",
          "send errors / closed early", f"{done['send_errors']} / {done['closed_early']}")
     line("  changes sent in the window", f"{sent:,}", "written", f"{len(latencies):,}")
-    line("  throughput written", f"{len(latencies) / seconds:,.0f}/s", "lost",
+    line("  throughput written", f"{len(latencies) / load.seconds:,.0f}/s", "lost",
          f"{sent - len(latencies):,}")
     if len(latencies) > 1:
         q = statistics.quantiles(latencies, n=100)
@@ -214,9 +235,9 @@ def report(agents: int, rate: float, seconds: float, sent: int, latencies: list[
         line("  max", f"{latencies[-1] * 1000:,.0f} ms")
 
 
-async def run(agents: int, rates: list[float], warmup: float, seconds: float,
-              keep: bool = False) -> None:
-    for rate in rates:
+async def run(args: argparse.Namespace) -> None:
+    agents, warmup, seconds = args.agents, args.warmup, args.seconds
+    for rate in args.rate:
         print(f"\nfleet: {agents:,} agents on one server process, {rate:g} change/s each "
               "(PostgreSQL fsync and synchronous_commit on; JetStream sync_interval: always)",
               flush=True)
@@ -224,18 +245,16 @@ async def run(agents: int, rates: list[float], warmup: float, seconds: float,
         pg = start_postgres(durable=True)
         try:
             with parts(workdir) as group:
-                await measure(group, pg.url, agents, rate, warmup, seconds)
+                await measure(group, pg.url, Load(agents, rate, warmup, seconds, args.profile))
         finally:
             pg.stop()
-            if keep:
+            if args.keep:
                 print(f"  logs kept in {workdir}", flush=True)
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str]) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks fleet")
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--rate", type=float, nargs="+", default=[1.0],
@@ -243,10 +262,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
+    parser.add_argument("--profile", default="", help="py-spy raw profile of the server to FILE")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    asyncio.run(run(args.agents, args.rate, args.warmup, args.seconds, args.keep))
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Run by the driver (benchmarks/fleet.py) as its own process, so the server's CPU is the server's:
 ``python -m benchmarks.fleet_load --port P --agents N --rate R --warmup W --seconds S``.
 
-Every simulated agent dials like ours (``clustersync.v1``, permessage-deflate, websocket pings),
+Every simulated agent dials like ours (``clustersync.v2``/``v1``, permessage-deflate, pings),
 acknowledges every delivery it receives (or the server would wait for the ack), and sends a small
 ConfigMap as a PutObject ``rate`` times a second, at times spread evenly over the fleet. The
 object carries its own send time (``data.sent``, epoch seconds) so that a trigger in PostgreSQL
@@ -29,7 +29,14 @@ import orjson
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import object_checksum
 from clustersync.protocol.codec import decode_delivery, encode
-from clustersync.protocol.messages import ACK_PROTOCOL, Ack, PutObject, new_msg_id
+from clustersync.protocol.digest import fast_digest
+from clustersync.protocol.messages import (
+    CLUSTERSYNC_PROTOCOLS,
+    DIGEST_PROTOCOL,
+    Ack,
+    PutObject,
+    new_msg_id,
+)
 
 CONFIGMAPS = Kind("", "v1", "configmaps")
 NAMESPACE = "bench"
@@ -43,7 +50,7 @@ def cluster(i: int) -> str:
     return f"c{i:05d}"
 
 
-def change(name: str, version: int, sent: float) -> PutObject:
+def change(name: str, version: int, sent: float, fast: bool = True) -> PutObject:
     """The ``version``-th state of the agent's ConfigMap, stamped with its send time."""
     obj = {
         "apiVersion": "v1",
@@ -52,7 +59,8 @@ def change(name: str, version: int, sent: float) -> PutObject:
                      "resourceVersion": str(version)},
         "data": {"sent": repr(sent), "version": str(version)},
     }
-    return PutObject(ref=ObjectRef(CONFIGMAPS, NAMESPACE, name), checksum=object_checksum(obj),
+    checksum = fast_digest(obj) if fast else object_checksum(obj)
+    return PutObject(ref=ObjectRef(CONFIGMAPS, NAMESPACE, name), checksum=checksum,
                      object=orjson.dumps(obj), msg_id=new_msg_id())
 
 
@@ -84,6 +92,7 @@ async def agent(i: int, ws: aiohttp.ClientWebSocketResponse, args: argparse.Name
     period = 1.0 / args.rate
     offset = i * period / args.agents
     measure_from, measure_to = tally.window
+    fast = ws.protocol == DIGEST_PROTOCOL  # the digest our agent uses with what was agreed
     version = 0
     while True:
         version += 1
@@ -95,7 +104,7 @@ async def agent(i: int, ws: aiohttp.ClientWebSocketResponse, args: argparse.Name
         if sent >= measure_to:
             return
         try:
-            await ws.send_bytes(encode(change(name, version, sent)))
+            await ws.send_bytes(encode(change(name, version, sent, fast)))
         except (ConnectionError, RuntimeError):
             tally.send_errors += 1
             return
@@ -113,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             sockets.append(await http.ws_connect(
                 f"ws://127.0.0.1:{args.port}/",
                 headers={"X-API-KEY": token(i)},
-                protocols=(ACK_PROTOCOL,),
+                protocols=CLUSTERSYNC_PROTOCOLS,  # as our agents offer them
                 heartbeat=20.0,
                 compress=15,  # as our agents dial
             ))

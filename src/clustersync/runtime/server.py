@@ -83,10 +83,10 @@ READ_DEADLINE = 4001  # websocket close code: a kubescape agent sent nothing, no
 # its intervals without a single message.
 KUBESCAPE_PING_INTERVAL = 50.0
 KUBESCAPE_READ_DEADLINE = 125.0
-# Connections whose bus setup (takeover claim, down consumer, link report) runs at once. 1,000
-# agents connecting together made 1,000 JetStream consumer creations queue at NATS until most of
-# them hit the client's request timeout, and those agents were closed with 1011; in turns, each
-# creation is answered quickly and the storm clears at the bus's own pace.
+# Connections whose bus setup (down consumer, link report) runs at once. 1,000 agents connecting
+# together made 1,000 JetStream consumer creations queue at NATS until most of them hit the
+# client's request timeout, and those agents were closed with 1011; in turns, each creation is
+# answered quickly and the storm clears at the bus's own pace.
 SETUP_CONCURRENCY = 32
 
 
@@ -155,6 +155,7 @@ class SyncServer:
         read_deadline: float = KUBESCAPE_READ_DEADLINE,
         delivery: DeliveryPolicy | None = None,
         fast_digests: bool | None = None,
+        setup_concurrency: int = SETUP_CONCURRENCY,
     ) -> None:
         self.bus = bus
         self.tokens = tokens
@@ -178,7 +179,7 @@ class SyncServer:
         self._epochs = itertools.count(1)
         self.supervisor = Supervisor("server")  # background tasks: logged and restarted
         self._closing: set[asyncio.Task[bool]] = set()
-        self._setup_slots = asyncio.Semaphore(SETUP_CONCURRENCY)
+        self._setup_slots = asyncio.Semaphore(setup_concurrency)
         # A newer connection of a cluster on any replica closes the older one (item: one active
         # connection per cluster), through notices on the bus.
         self.takeovers = Takeovers(bus, self._supersede_if_older, replica)
@@ -233,10 +234,10 @@ class SyncServer:
             keepalive = asyncio.create_task(self._keep_alive_without_pings(conn))
             keepalive.add_done_callback(log_failure("server", "application keepalive"))
         try:
+            conn.claim = await self.takeovers.claim(*key)
+            if self.takeovers.newest[key] > conn.claim:  # a newer one arrived meanwhile
+                self._supersede(conn)
             async with self._setup_slots:
-                conn.claim = await self.takeovers.claim(*key)
-                if self.takeovers.newest[key] > conn.claim:  # a newer one arrived meanwhile
-                    self._supersede(conn)
                 subscription = await self.bus.subscribe(
                     down_subject(*key),
                     down_durable(conn.account, conn.cluster),
