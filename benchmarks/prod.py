@@ -38,6 +38,8 @@ from benchmarks.prod_parts import (
     KubeTarget,
     Part,
     Parts,
+    bus_backlog,
+    cpu_seconds,
     http_ok,
     parts,
     process_tree,
@@ -51,7 +53,7 @@ from clustersync.protocol.checksum import object_checksum
 from clustersync.protocol.digest import fast_digest
 from clustersync.protocol.upbatch import BATCH_BYTES, BATCH_ITEMS, ITEM_OVERHEAD
 
-KIB_PER_POD_BUDGET = 64  # every process's peak RSS per pod together (the "budget" line), at 20k
+KIB_PER_POD_BUDGET = 58  # every process's peak RSS per pod together (the "budget" line): 57 at 20k
 TOKEN = "bench-agent-token"
 BATCH = 1000
 PARTITIONS = 16  # bus subjects per cluster, as the server publishes them
@@ -272,10 +274,17 @@ class PhaseResult:
     queued_after: dict[str, float]  # and once every change arrived
 
 
-async def sample_queues(port: int, peak: dict[str, float], stop: asyncio.Event) -> None:
-    """Keep the deepest value of each agent queue gauge until ``stop``."""
+def queues(agent_port: int, monitor: str) -> dict[str, float]:
+    """Where changes can wait: the agent's coalescer and outbox, and the bus (pending for the
+    ingester)."""
+    return {**agent_queues(agent_port), "bus": float(bus_backlog(monitor))}
+
+
+async def sample_queues(where: tuple[int, str], peak: dict[str, float],
+                        stop: asyncio.Event) -> None:
+    """Keep the deepest value of each queue until ``stop``."""
     while not stop.is_set():
-        for queue, depth in (await asyncio.to_thread(agent_queues, port)).items():
+        for queue, depth in (await asyncio.to_thread(queues, *where)).items():
             peak[queue] = max(peak.get(queue, 0.0), depth)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.2):  # a sampling period, not synchronisation
@@ -283,7 +292,7 @@ async def sample_queues(port: int, peak: dict[str, float], stop: asyncio.Event) 
 
 
 async def change_phase(conn: asyncpg.Connection, kube: KubeTarget, names: list[str], *,
-                       rate: float, tag: str, agent_port: int) -> PhaseResult:
+                       rate: float, tag: str, where: tuple[int, str]) -> PhaseResult:
     """PATCH the label ``bench-change: tag`` on each pod at ``rate``/s; per pod, seconds from
     sending the PATCH to its row change, while sampling the agent's queues."""
     sent: dict[str, float] = {}
@@ -293,7 +302,7 @@ async def change_phase(conn: asyncpg.Connection, kube: KubeTarget, names: list[s
     body = orjson.dumps({"metadata": {"labels": {"bench-change": tag}}})
     peak: dict[str, float] = {}
     stop = asyncio.Event()
-    sampler = asyncio.create_task(sample_queues(agent_port, peak, stop))
+    sampler = asyncio.create_task(sample_queues(where, peak, stop))
     connector = aiohttp.TCPConnector(ssl=kube.ssl, limit=64)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
 
@@ -328,8 +337,36 @@ async def change_phase(conn: asyncpg.Connection, kube: KubeTarget, names: list[s
         "SELECT name, min(at) AS at FROM bench_changes WHERE tag = $1 GROUP BY name", tag
     )
     latencies = [row["at"] - sent[row["name"]] for row in rows if row["name"] in sent]
-    after = await asyncio.to_thread(agent_queues, agent_port)
+    after = await asyncio.to_thread(queues, *where)
     return PhaseResult(latencies, round_trips, len(names) - len(latencies), peak, after)
+
+
+class CpuMeter:
+    """CPU time each process used between ``start`` and ``report``: what one change or one
+    object costs the deployment, process by process, whatever the machine's load."""
+
+    def __init__(self, processes: list[Part], postmaster: int) -> None:
+        self.processes = processes
+        self.postmaster = postmaster
+        self.before: dict[str, float] = {}
+        self.driver_before = 0.0
+
+    def _now(self) -> dict[str, float]:
+        used = {part.name: cpu_seconds([part.pid]) for part in self.processes}
+        # Backends started and ended within the interval are missed: a slight undercount.
+        used["postgres"] = cpu_seconds(process_tree(self.postmaster))
+        return used
+
+    def start(self) -> None:
+        self.before = self._now()
+        self.driver_before = time.process_time()
+
+    def report(self, what: str, count: int) -> None:
+        used = {k: v - self.before.get(k, 0.0) for k, v in self._now().items()}
+        each = " · ".join(f"{k} {v / count * 1e3:.2f}" for k, v in used.items())
+        driver = (time.process_time() - self.driver_before) / count * 1e3
+        print(f"    CPU ms per {what}: {each} · total {sum(used.values()) / count * 1e3:.2f}"
+              f" (the benchmark driver, load and polling: {driver:.2f})", flush=True)
 
 
 def quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -352,8 +389,9 @@ def report_phase(result: PhaseResult, rate: float, changes: int) -> None:
     line("  p99", f"{p99 * 1000:,.0f} ms", "lost", f"{result.lost:,}")
     line("  max", f"{worst * 1000:,.0f} ms", "PATCH round trip p50 / p99",
          f"{rt50 * 1000:,.0f} / {rt99 * 1000:,.0f} ms")
-    for queue in sorted(result.queued_max):
-        line(f"  agent {queue} depth, deepest", f"{result.queued_max[queue]:,.0f}",
+    for queue in ("coalescer", "outbox", "bus"):
+        owner = "JetStream backlog" if queue == "bus" else f"agent {queue}"
+        line(f"  {owner}, deepest", f"{result.queued_max.get(queue, 0):,.0f}",
              "once all arrived", f"{result.queued_after.get(queue, 0):,.0f}")
 
 
@@ -433,6 +471,10 @@ async def raw_limits(db: str, bus: str, names: list[str], bodies: list[bytes]) -
     line("", "", "raw websocket frames", f"{await raw_websocket_rate(frame, 20000):,.0f}/s")
 
 
+def postmaster_pid(pg: RunningPostgres) -> int:
+    return int((pg.workdir / "data" / "postmaster.pid").read_text().split()[0])
+
+
 def report_memory(processes: list[Part], pg: RunningPostgres, n: int) -> None:
     """Steady (now, after the change phases) and peak RSS of every process, per pod; the budget
     line is what ``default_objects`` divides the machine's memory by."""
@@ -447,8 +489,7 @@ def report_memory(processes: list[Part], pg: RunningPostgres, n: int) -> None:
     budget += hwm
     line("  benchmark driver (holds the pods' bytes)", f"{current / n:,.1f} / {hwm / n:,.1f}",
          "steady / peak MiB", f"{current / 1024:,.0f} / {hwm / 1024:,.0f}")
-    postmaster = int((pg.workdir / "data" / "postmaster.pid").read_text().split()[0])
-    pss = pss_kib(process_tree(postmaster))
+    pss = pss_kib(process_tree(postmaster_pid(pg)))
     budget += pss
     line("  postgres (all processes, PSS)", f"{pss / n:,.1f}", "MiB", f"{pss / 1024:,.0f}")
     line("  budget: every peak together", f"{budget / n:,.1f}", "KIB_PER_POD_BUDGET",
@@ -459,7 +500,7 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
                settings: Settings) -> None:
     db = pg.url
     n = len(bodies)
-    nats_part, bus = start_durable_nats(group)
+    nats_part, bus, monitor = start_durable_nats(group)
     migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
     wait_for(lambda: not migrate.alive(), "db migrate")
     if migrate.proc.returncode:
@@ -483,8 +524,11 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
         print("pipeline", flush=True)
         peak: dict[str, int] = {}
         agent = start_agent(group, agent_config, agent_port)
+        cpu = CpuMeter([sandbox, agent, server, ingester, nats_part], postmaster_pid(pg))
+        cpu.start()
         elapsed = await wait_rows(conn, n, agent, timeout=max(600.0, n / 50), peak=peak)
         line("initial sync (agent start -> rows)", per_s(n, elapsed), "seconds", f"{elapsed:.1f}")
+        cpu.report("object", n)
         wait_for(lambda: http_ok(f"http://127.0.0.1:{agent_port}/readyz"), "agent ready")
         first_wire, _ = settle_wire(agent_port)
         line("  agent bytes on the wire", f"{first_wire / 1e6:,.1f} MB", "per object",
@@ -492,13 +536,15 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
 
         await install_change_trigger(conn)
         changed = names[: min(settings.changes, n)]
-        report_phase(await change_phase(conn, kube, changed, rate=settings.rate, tag="1",
-                                          agent_port=agent_port),
-                     settings.rate, len(changed))
+        phases = [(settings.rate, "1")]
         if settings.second_rate:
-            result = await change_phase(conn, kube, changed, rate=settings.second_rate,
-                                        tag="2", agent_port=agent_port)
-            report_phase(result, settings.second_rate, len(changed))
+            phases.append((settings.second_rate, "2"))
+        for rate, tag in phases:
+            cpu.start()
+            result = await change_phase(conn, kube, changed, rate=rate, tag=tag,
+                                        where=(agent_port, monitor))
+            report_phase(result, rate, len(changed))
+            cpu.report("change", len(changed))
 
         report_memory([sandbox, agent, server, ingester, nats_part], pg, n)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
+import os
 import signal
 import ssl
 import subprocess
@@ -46,6 +48,16 @@ def rss_kib(pid: int) -> tuple[int, int]:
             if name in values:
                 values[name] = int(rest.split()[0])
     return values["VmRSS"], values["VmHWM"]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time used by processes together (a process already gone counts 0)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def pss_kib(pids: list[int]) -> int:
@@ -142,8 +154,9 @@ def parts(workdir: Path) -> Iterator[Parts]:
         group.stop_all()
 
 
-def start_durable_nats(group: Parts) -> tuple[Part, str]:
-    """nats-server with JetStream flushing every message to disk before acknowledging it."""
+def start_durable_nats(group: Parts) -> tuple[Part, str, str]:
+    """nats-server with JetStream flushing every message to disk before acknowledging it: the
+    process, its client URL and its monitoring URL."""
     port, monitor = free_port(), free_port()
     store = group.workdir / "jetstream"
     conf = group.workdir / "nats.conf"
@@ -162,7 +175,24 @@ def start_durable_nats(group: Parts) -> tuple[Part, str]:
             return False
 
     wait_for(healthy, "nats-server")
-    return part, f"nats://127.0.0.1:{port}"
+    return part, f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{monitor}"
+
+
+def bus_backlog(monitor: str) -> int:
+    """Messages JetStream holds for consumers: not yet delivered plus delivered and unacked."""
+    url = f"{monitor}/jsz?accounts=true&streams=true&consumers=true"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        doc = json.loads(response.read())
+
+    def pending(node: Any) -> int:
+        if isinstance(node, dict):
+            own = int(node.get("num_pending", 0)) + int(node.get("num_ack_pending", 0))
+            return own + sum(pending(v) for v in node.values())
+        if isinstance(node, list):
+            return sum(pending(v) for v in node)
+        return 0
+
+    return pending(doc)
 
 
 def http_ok(url: str) -> bool:
