@@ -144,3 +144,21 @@ def test_a_checksum_saved_under_the_other_algorithm_is_checked_by_its_own() -> N
     assert list(session.checksum_entries()) == [Entry(ref, "uid-1/5", fast)]  # kept
     session.preload_checksums([Entry(ref, "uid-1/5", FAST_TAG + "0" * 64)])
     assert not session.checksum_agrees(PODS, _pod("5"))
+
+
+def test_an_object_with_a_known_checksum_is_not_even_shaped() -> None:
+    """A node whose status is not an object cannot be shaped (kubescape refuses it too): the
+    inventory lists it only while a checksum for its very version is held, so none is shaped."""
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n1", "uid": "uid-n", "resourceVersion": "3"},
+        "status": "not an object",
+    }
+    ref = ObjectRef(NODES, "", "n1")
+    session = AgentSession({NODES: Strategy.PATCH}, NamespaceRules())
+    assert list(session.inventory_entries(NODES, [node])) == []  # shaping fails: left out
+    session.preload_checksums([Entry(ref, "uid-n/3", "a" * 64)])
+    assert list(session.inventory_entries(NODES, [node])) == [(ref, "a" * 64)]
+    newer = {**node, "metadata": {**node["metadata"], "resourceVersion": "4"}}
+    assert list(session.inventory_entries(NODES, [newer])) == []
