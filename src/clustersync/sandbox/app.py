@@ -23,6 +23,7 @@ from .watch import WatchStream
 log = logging.getLogger(__name__)
 
 _HEALTH = {"healthz", "livez", "readyz"}
+_YAML = ("application/yaml", "application/x-yaml")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -201,8 +202,9 @@ class Api:
             body = await _read_json(request)
             dry = _dry_run(request)
             obj = self.store.replace(
-                t.rt, t.namespace, t.name, body, dry_run=dry, subresource=t.subresource
-            )
+                t.rt, t.namespace, t.name, body, dry_run=dry, subresource=t.subresource,
+                owned=request.content_type not in _YAML,  # parsed JSON: nobody else holds it
+            )  # fmt: skip
             return self._written_response(t, obj, dry)
         if method == "PATCH":
             return await self._patch(request, t)
@@ -385,7 +387,7 @@ async def _read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         raise bad_request("the request body is empty")
-    if request.content_type in ("application/yaml", "application/x-yaml"):
+    if request.content_type in _YAML:
         try:
             return yaml.safe_load(raw)
         except yaml.YAMLError as exc:

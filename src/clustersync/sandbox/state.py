@@ -421,10 +421,13 @@ class Store:
         *,
         dry_run: bool = False,
         subresource: str | None = None,
+        owned: bool = False,
     ) -> Obj:
+        """PUT: ``owned`` as in ``update_with`` (a body parsed from JSON for this request)."""
         return self.update_with(
-            rt, namespace, name, lambda _cur: body, dry_run=dry_run, subresource=subresource
-        )
+            rt, namespace, name, lambda _cur: body, dry_run=dry_run, subresource=subresource,
+            owned=owned,
+        )  # fmt: skip
 
     def update_with(
         self,
