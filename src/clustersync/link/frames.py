@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter
 
 from clustersync.adapters.metrics import FRAME_BYTES, MESSAGES, bad_input
 from clustersync.protocol.codec import DecodeError, decode_delivery, encode
-from clustersync.protocol.messages import MAX_FRAME, Batch, Frame
+from clustersync.protocol.messages import MAX_FRAME, Batch, Event, Frame
 
 log = logging.getLogger("clustersync.link")
 
@@ -26,6 +28,18 @@ __all__ = [
 ]
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+# The labelled counters of each (component, direction[, event]), looked up once: ``labels()``
+# on every frame was 6% of a server's time with a thousand agents. A handful of combinations.
+@functools.cache
+def _frame_bytes(component: str, direction: str) -> Counter:
+    return FRAME_BYTES.labels(component, direction)
+
+
+@functools.cache
+def _messages(component: str, direction: str, event: Event) -> Counter:
+    return MESSAGES.labels(component, direction, event.name.lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +65,11 @@ async def send(
     if len(frame) > MAX_FRAME:
         raise FrameTooLargeError(len(frame))
     await ws.send_bytes(frame)
-    FRAME_BYTES.labels(component, "out").inc(len(frame))
+    _frame_bytes(component, "out").inc(len(frame))
     # A batch counts as the object messages it carries, as if each were sent alone.
     items = msg.unrolled() if isinstance(msg, Batch) else ()
     for item in items or (msg,):
-        MESSAGES.labels(component, "out", item.event.name.lower()).inc()
+        _messages(component, "out", item.event).inc()
 
 
 async def receive(ws: WebSocket, component: str) -> AsyncIterator[Frame | Rejected]:
@@ -70,14 +84,14 @@ async def receive_deliveries(
     """Like :func:`receive`, with each frame's delivery id (None if it carries none)."""
     async for frame in ws:
         if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-            FRAME_BYTES.labels(component, "in").inc(len(frame.data))
+            _frame_bytes(component, "in").inc(len(frame.data))
             msg, delivery_id = decode_delivery(frame.data)
             if isinstance(msg, DecodeError):
                 bad_input(component, msg.reason)
                 log.warning("%s: rejected frame: %s", component, msg)
                 yield Rejected(msg), delivery_id
                 continue
-            MESSAGES.labels(component, "in", msg.event.name.lower()).inc()
+            _messages(component, "in", msg.event).inc()
             yield msg, delivery_id
         elif frame.type == aiohttp.WSMsgType.ERROR:
             log.warning("%s: websocket error: %s", component, ws.exception())

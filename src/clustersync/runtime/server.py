@@ -101,6 +101,7 @@ class Connection:
     acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
     unacked: DeliveryLedger[asyncio.Future[None]] = field(default_factory=DeliveryLedger)
     client: tuple[tuple[str, str], ...] = ()  # what the agent said of itself (connect_info)
+    up_subjects: dict[int, str] = field(default_factory=dict)  # by partition, made once
 
     def acknowledge(self, ids: tuple[int, ...]) -> None:
         for waiter in self.unacked.settle(ids):
@@ -333,7 +334,12 @@ class SyncServer:
             if forwarded is None:
                 bad_input("server", "too_deep")
                 continue
-            subject = up_subject(conn.account, conn.cluster, partition_of(forwarded))
+            partition = partition_of(forwarded)
+            subject = conn.up_subjects.get(partition)
+            if subject is None:  # escaping the names on every message cost more than the rest
+                subject = conn.up_subjects[partition] = up_subject(
+                    conn.account, conn.cluster, partition
+                )
             await self._publish_up(conn, subject, forwarded)
 
     async def _publish_up(self, conn: Connection, subject: str, msg: Message) -> None:

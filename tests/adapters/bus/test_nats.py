@@ -341,3 +341,23 @@ async def test_stream_holds_more_durables_than_the_servers_default(
             await bus.close()
     finally:
         await nc.close()
+
+
+async def test_publishes_of_two_processes_are_never_taken_for_duplicates(
+    nats_url: str, nats_stream: str
+) -> None:
+    """Every publish carries a message id for the stream's duplicate window (a retried publish
+    is stored once); ids of two bus instances, like two server replicas publishing the same
+    bytes at the same moment, must never collide."""
+    subject = f"{nats_stream.lower()}.x"
+    first = await open_nats(nats_url, stream=nats_stream, subjects=f"{nats_stream.lower()}.>")
+    second = await open_nats(nats_url, stream=nats_stream, subjects=f"{nats_stream.lower()}.>")
+    try:
+        versions = [await bus.publish(subject, b"same bytes")
+                    for _ in range(3) for bus in (first, second)]
+    finally:
+        await first.close()
+        await second.close()
+    assert len(set(versions)) == 6
+    info = await _info(nats_url, nats_stream)
+    assert info.state.messages == 6  # type: ignore[attr-defined]
