@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from hashlib import sha256
@@ -11,10 +12,12 @@ import orjson
 from benchmarks.pods import pod
 from clustersync.model import Kind
 from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
+from clustersync.protocol.backend import StoredCopy, decide
 from clustersync.protocol.checksum import canonical_checksum
 from clustersync.protocol.codec import encode
 from clustersync.protocol.digest import fast_digest
 from clustersync.protocol.mergepatch import apply_patch, create_patch
+from clustersync.protocol.messages import PatchObject, PutObject
 from clustersync.protocol.shaping import NamespaceRules, shape
 
 PODS = Kind("", "v1", "pods")
@@ -29,6 +32,31 @@ def per_second(fn: Callable[[], object], n: int) -> float:
 
 def row(label: str, value: str, limit_label: str, limit: str) -> None:
     print(f"  {label:<44} {value:>14}   | {limit_label:<34} {limit:>14}")
+
+
+def change_costs(fast: bool, n: int) -> tuple[float, float]:
+    """One-field changes a second through the agent session (a new version each time, so never
+    a cached checksum), and such patches a second the backend verifies and applies."""
+    session = AgentSession({PODS: Strategy.PATCH}, NamespaceRules())
+    session.use_fast_digests(fast)
+    versions = [orjson.loads(orjson.dumps(pod(1))) for _ in range(2)]
+    for i, version in enumerate(versions):
+        version["metadata"]["labels"]["release"] = f"r{i}"
+    (put,) = session.local_change(PODS, WatchEvent.MODIFIED, versions[0])
+    assert isinstance(put, PutObject)
+    stored = StoredCopy(put.checksum, put.object)
+    (patch,) = session.local_change(PODS, WatchEvent.MODIFIED, versions[1])
+    assert isinstance(patch, PatchObject) and decide(patch, stored).send == []  # it verifies
+    backend = per_second(lambda: decide(patch, stored), n)
+    counter = itertools.count(3)
+
+    def change() -> None:
+        resource_version = next(counter)
+        live = versions[resource_version % 2]
+        live["metadata"]["resourceVersion"] = str(resource_version)
+        session.local_change(PODS, WatchEvent.MODIFIED, live)
+
+    return per_second(change, n), backend
 
 
 def run() -> None:
@@ -57,6 +85,12 @@ def run() -> None:
     parse = per_second(lambda: orjson.loads(orjson.dumps(obj)), n)
     row("merge patch create", f"{creates:,.0f}/s", "raw orjson dumps+loads", f"{parse:,.0f}/s")
     row("merge patch apply", f"{applies:,.0f}/s", "raw orjson dumps+loads", f"{parse:,.0f}/s")
+    for fast, name in ((False, "kubescape hash"), (True, "fast digest")):
+        agent, backend = change_costs(fast, n)
+        row(f"one-field change, agent, {name}", f"{agent:,.0f}/s", "raw orjson dumps+loads",
+            f"{parse:,.0f}/s")
+        row(f"  backend verifies + applies, {name}", f"{backend:,.0f}/s",
+            "raw orjson dumps+loads", f"{parse:,.0f}/s")
 
     session = AgentSession({PODS: Strategy.PATCH}, NamespaceRules())
     live = pod(1)

@@ -201,6 +201,7 @@ class Settings:
     quiet: float  # the agent's coalesce.quiet
     max_wait: float  # the agent's coalesce.maxWait
     second_rate: float  # a second change phase at this rate (0: none), same pods changed again
+    kubescape_checksums: bool = False  # the server refuses fast digests (the A/B baseline)
 
 
 def write_inputs(workdir: Path, bodies: list[bytes], ports: tuple[int, Path],
@@ -436,9 +437,10 @@ def start_agent(group: Parts, config: Path, health: int) -> Part:
                              f"127.0.0.1:{health}")
 
 
-def start_server(group: Parts, port: int, bus: str, tokens: Path) -> Part:
+def start_server(group: Parts, port: int, bus: str, tokens: Path, settings: Settings) -> Part:
+    digests = ["--kubescape-checksums"] if settings.kubescape_checksums else []
     server = group.clustersync("server", "server", "--listen", f"127.0.0.1:{port}",
-                               "--bus", bus, "--tokens", str(tokens))
+                               "--bus", bus, "--tokens", str(tokens), *digests)
     wait_for(lambda: (server.check(), http_ok(f"http://127.0.0.1:{port}/healthz"))[1], "server")
     return server
 
@@ -518,7 +520,7 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
     sandbox = group.clustersync("sandbox", "sandbox", "--port", str(sandbox_port),
                                 "--kubeconfig", str(kubeconfig), "--seed", str(seed))
     ingester = group.clustersync("ingester", "ingester", "--bus", bus, "--db", db)
-    server = start_server(group, server_port, bus, tokens)
+    server = start_server(group, server_port, bus, tokens, settings)
     wait_for(lambda: (sandbox.check(), kubeconfig.exists())[1], "sandbox", timeout=600)
     ingester.check()
     kube = KubeTarget.from_kubeconfig(kubeconfig)
@@ -558,7 +560,7 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
         redials = metric_sum(agent_port, "clustersync_agent_reconnects_total")
         server.stop()
         start = time.monotonic()
-        server = start_server(group, server_port, bus, tokens)
+        server = start_server(group, server_port, bus, tokens, settings)
         wait_for(lambda: metric_sum(agent_port, "clustersync_agent_reconnects_total") > redials,
                  "agent redialled")
         after_bytes, settled = settle_wire(agent_port)
@@ -593,6 +595,8 @@ def main(argv: list[str]) -> None:
                         help="then change the same pods again at this rate (e.g. 1000)")
     parser.add_argument("--quiet", type=float, default=1.0, help="agent coalesce.quiet")
     parser.add_argument("--max-wait", type=float, default=5.0, help="agent coalesce.maxWait")
+    parser.add_argument("--kubescape-checksums", action="store_true",
+                        help="the server refuses fast digests: kubescape's hash everywhere")
     args = parser.parse_args(argv)
     objects = args.objects or default_objects()
     if not args.objects:
@@ -601,7 +605,8 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # SIGTERM unwinds like Ctrl-C, so every part and PostgreSQL are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    settings = Settings(args.rate, args.changes, args.quiet, args.max_wait, args.second_rate)
+    settings = Settings(args.rate, args.changes, args.quiet, args.max_wait, args.second_rate,
+                        args.kubescape_checksums)
     asyncio.run(run(objects, settings))
 
 

@@ -52,6 +52,27 @@ def test_negative_zero_is_kept_where_it_is_a_number_only() -> None:
     assert checksum_of_json(b"-0") == _number_digest(-0.0) != _number_digest(0.0)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [b"[\n\t-0]", b"-0", b'{"t":"2024-01-01","image":"web-0","n":-0}', b'{"a":[1,\r\n-0]}'],
+)
+def test_negative_zero_is_found_after_other_minus_zeros_and_any_whitespace(text: bytes) -> None:
+    found = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, float) and value == 0 and math.copysign(1.0, value) == -1.0:
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(gojson.loads(text))
+    assert len(found) == 1
+
+
 def test_integers_beyond_64_bits_are_doubles() -> None:
     assert checksum_of_json(b"123456789012345678901234567890") == _number_digest(
         1.2345678901234568e29
