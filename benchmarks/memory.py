@@ -26,7 +26,7 @@ import yaml
 
 from benchmarks.pods import pod
 from clustersync.adapters.kube.client import KubeClient
-from clustersync.runtime.agent import Agent
+from clustersync.runtime.agent import RELEASE_CHECK_INTERVAL, Agent
 from clustersync.runtime.config import load_agent_config
 
 ADMIN, AGENT = "memory-admin-token", "memory-agent-token"
@@ -143,6 +143,8 @@ async def agent_rss(pods: int) -> tuple[int, int]:
         agent = await _spawn("agent", "--config", str(tmp / "agent.yaml"))
         procs.append(agent)
         await _wait_stored(backend_port, pods, lambda: True)
+        # Steady: the agent hands freed memory back once idle (checked every few seconds).
+        await asyncio.sleep(2 * RELEASE_CHECK_INTERVAL + 1)
         return _rss_and_peak_kib(agent.pid)
 
 

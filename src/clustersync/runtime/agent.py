@@ -89,6 +89,7 @@ from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.agent_progress import SyncProgressLog
 from clustersync.runtime.checksum_file import ChecksumFile
 from clustersync.runtime.config import AgentConfig
+from clustersync.runtime.memtrim import trimmer
 from clustersync.runtime.supervisor import Supervisor
 
 log = logging.getLogger("clustersync.agent")
@@ -107,6 +108,7 @@ KUBESCAPE_PING_INTERVAL = 50.0  # seconds, as kubescape's Go agent
 PENDING = tuple[Kind, str, dict[str, Any]]
 
 
+RELEASE_CHECK_INTERVAL = 5.0  # seconds between checks whether freed memory can be released
 CHECKSUM_SAVE_INTERVAL = 60.0  # seconds between saves of changed checksums (and at shutdown)
 SUBMIT_LIMIT = 10_000  # queued messages beyond which the ingest endpoint is refused (503)
 
@@ -191,6 +193,8 @@ class Agent:
         self.checksum_save_interval = CHECKSUM_SAVE_INTERVAL
         self._checksum_samples: dict[Kind, list[Entry]] = {}  # re-hashed before first use
         self._saved_at_change = -1  # the session's checksum_changes when last saved
+        self.release_check_interval = RELEASE_CHECK_INTERVAL
+        self._last_seen_changes = -1  # checksum_changes at the last memory check
 
     @property
     def outbox(self) -> Sequence[Frame]:
@@ -314,6 +318,9 @@ class Agent:
         self.supervisor.spawn("flusher", self._flush_loop)
         if self.checksum_file is not None:
             self.supervisor.spawn("checksum saver", self._save_checksums_periodically)
+        release = trimmer()
+        if release is not None:
+            self.supervisor.spawn("memory release", lambda: self._release_memory(release))
         link = asyncio.create_task(self._link_loop(), name="agent:link")
         failed = asyncio.create_task(self.supervisor.failed.wait())
         try:
@@ -574,6 +581,19 @@ class Agent:
             await pacer.tick()
         await self._outbox_room()
         self._queue([self.session.inventory_batch(kind, entries)])
+
+    async def _release_memory(self, release: Callable[[], None]) -> None:
+        """After a burst of work (an initial sync, a reconnect's repairs), once the agent is idle,
+        hand the memory it freed back to the system: its RSS follows what it holds, not its
+        peak. Checked every few seconds; a trim only follows work."""
+        busy = False
+        while True:
+            await asyncio.sleep(self.release_check_interval)  # a period, not synchronisation
+            idle = not self.link.outbox and len(self.coalescer) == 0
+            if busy and idle:
+                release()
+            busy = not idle or self.session.synced.checksum_changes != self._last_seen_changes
+            self._last_seen_changes = self.session.synced.checksum_changes
 
     # ------------------------------------------------------------ checksum file
 
