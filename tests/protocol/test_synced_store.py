@@ -71,3 +71,13 @@ def test_checksums_view_lists_only_hashed_objects() -> None:
     store.shadows[ref("b")] = b"{}"
     assert dict(store.checksums) == {ref("a"): ("u/1", "x")}
     assert list(store.shadows) == [ref("b")]
+
+
+def test_discard_drops_a_shadow_only() -> None:
+    store = SyncedObjects()
+    store.shadows[ref("a")] = b"{}"
+    store.sent[ref("a")] = "s"
+    store.shadows.discard(ref("a"))
+    store.shadows.discard(ref("never"))
+    assert ref("a") not in store.shadows
+    assert store.sent.get(ref("a")) == "s"

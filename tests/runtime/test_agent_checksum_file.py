@@ -109,3 +109,22 @@ async def test_a_torn_file_is_ignored_and_the_agent_syncs(world: World, tmp_path
         await world.wait_synced(CLUSTER_A)
         assert count("discarded_digest") == torn + 1
     assert path.exists()  # saved afresh on the way out
+
+
+async def test_a_partial_temporary_file_from_a_killed_save_is_removed_at_restart(
+    world: World, tmp_path: Path
+) -> None:
+    await _cluster(world)
+    data = tmp_path / "agent-data"
+    async with running(world, data) as first:
+        await world.wait_synced(CLUSTER_A)
+    assert first.checksum_file is not None
+    saved = first.checksum_file.path.read_bytes()
+    # What SIGKILL in the middle of the next save leaves: half a file under the temporary name.
+    first.checksum_file.temporary.write_bytes(saved[: len(saved) // 2])
+    loaded = count("loaded")
+    async with running(world, data) as second:
+        await world.wait_synced(CLUSTER_A)
+        assert count("loaded") == loaded + 1  # the last whole file
+        assert second.checksum_file is not None
+        assert not second.checksum_file.temporary.exists()

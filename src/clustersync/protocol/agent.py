@@ -344,14 +344,14 @@ class AgentSession:
 
     def _answer_get(self, msg: GetObject, live: dict[str, Any] | None, out: Outcome) -> None:
         if live is None or is_filtered(live, self.rules):
-            self.shadows.pop(msg.ref, None)
+            self.shadows.discard(msg.ref)
             out.send.append(ObjectDeleted(ref=msg.ref, **_meta(msg)))
             return
         shaped = shape(msg.ref.kind, live)
         checksum = self._canonical(msg.ref, live, shaped)
         if msg.base_object is None or msg.base_object.strip() == b"{}":
             # No base, or an empty one: the backend lacks the object, so only a whole copy helps.
-            self.shadows.pop(msg.ref, None)
+            self.shadows.discard(msg.ref)
         else:
             self.shadows[msg.ref] = msg.base_object
         reply = self._put_or_patch(msg.ref, shaped, checksum, msg, skip_noop=False)
@@ -480,7 +480,7 @@ class AgentSession:
         The backend stored its write before sending it; without this its copy would keep an
         object (or a version) the cluster never got, until the next reconciliation.
         """
-        self.shadows.pop(ref, None)
+        self.shadows.discard(ref)
         self._sent.pop(ref, None)
         if live is None or is_filtered(live, self.rules):
             return [ObjectDeleted(ref=ref, **_meta(cause))]
@@ -495,7 +495,7 @@ class AgentSession:
                 msg.ref, live, msg, out, metric="write_refused", reason=f"write policy: {refusal}"
             )
             return
-        self.shadows.pop(msg.ref, None)
+        self.shadows.discard(msg.ref)
         out.writes.append(ClusterWrite(msg.ref, None, msg))
 
     def applied(self, write: ClusterWrite, result: dict[str, Any]) -> list[Message]:
@@ -610,14 +610,14 @@ class AgentSession:
             if backend.get(ref) != checksum:
                 # The backend lacks it, or holds something our shadow does not describe: send
                 # it whole (kubescape announces a checksum first; we already know the answer).
-                self.shadows.pop(ref, None)
+                self.shadows.discard(ref)
                 self._sent.pop(ref, None)
                 reply = self._put_or_patch(ref, shaped, checksum, batch, skip_noop=False)
                 if reply is not None:
                     out.send.append(reply)
         for ref in sorted(backend.keys() - synced):
             if still_absent(ref):
-                self.shadows.pop(ref, None)
+                self.shadows.discard(ref)
                 out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
         yield out
 

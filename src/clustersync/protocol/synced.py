@@ -107,9 +107,20 @@ class ShadowView(Mapping[ObjectRef, bytes]):
             self._store.tidy(ref, record)
         return shadow if shadow is not None else default
 
+    def discard(self, ref: ObjectRef) -> None:
+        """Drop the shadow, if any (``pop`` without unpacking it)."""
+        record = self._store.find(ref)
+        if record is not None:
+            record.shadow = None
+            self._store.tidy(ref, record)
+
     def packed_size(self) -> int:
         """Bytes held by the packed shadows (for tests and benchmarks)."""
-        return sum(len(self._store.record(ref).shadow or b"") for ref in self)
+        total = 0
+        for ref in self:
+            record = self._store.find(ref)
+            total += len(record.shadow or b"") if record is not None else 0
+        return total
 
 
 class ChecksumView(Mapping[ObjectRef, Version]):
