@@ -21,6 +21,11 @@ def main() -> None:
 
         fleet.main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["ingest"]:  # the ingester alone draining a backlog, processes apart
+        from benchmarks import ingest
+
+        ingest.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--objects", type=int, default=5000, help="objects for the sync benchmark")
     args = parser.parse_args()

@@ -43,7 +43,7 @@ class ChaosBus:
         return await self.inner.publish(subject, data)
 
     async def subscribe(self, subject_filter: str, durable: str,
-                        handler: Handler) -> Subscription:
+                        handler: Handler, *, in_flight: int = 1) -> Subscription:
         tasks: set[asyncio.Task[None]] = set()
 
         async def later(delivery: Delivery, delay: float) -> None:

@@ -59,7 +59,9 @@ class GatedIngest:
     async def publish(self, subject: str, data: bytes) -> int:
         return await self._bus.publish(subject, data)
 
-    async def subscribe(self, subject_filter: str, durable: str, handler: Handler) -> Any:
+    async def subscribe(
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+    ) -> Any:
         if not durable.startswith("ingester-up-"):
             return await self._bus.subscribe(subject_filter, durable, handler)
 
@@ -67,7 +69,7 @@ class GatedIngest:
             await self.opened.wait()
             await handler(delivery)
 
-        return await self._bus.subscribe(subject_filter, durable, held)
+        return await self._bus.subscribe(subject_filter, durable, held, in_flight=in_flight)
 
     async def close(self) -> None:
         await self._bus.close()

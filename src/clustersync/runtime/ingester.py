@@ -69,13 +69,15 @@ from clustersync.protocol.messages import (
     Batch,
     Message,
     ObjectDeleted,
+    Ping,
     PutObject,
     SyncProgress,
     WriteStatus,
 )
 from clustersync.protocol.outcomes import write_id
-from clustersync.runtime.batcher import WriteBatcher
+from clustersync.runtime.batcher import ReadBatcher, WriteBatcher
 from clustersync.runtime.cluster_metrics import CLUSTER_GAUGES
+from clustersync.runtime.object_order import ObjectOrder
 from clustersync.runtime.status_recorder import record_link, record_progress
 from clustersync.runtime.supervisor import Supervisor
 
@@ -84,6 +86,10 @@ log = logging.getLogger("clustersync.ingester")
 KUBESCAPE_PROTOCOL = "kubescape"  # what cluster_info records for agents without extensions
 FULL_LOG_INTERVAL = 10.0  # seconds between log lines about clusters whose queue is full
 TOMBSTONE_RETENTION = 14 * 24 * 3600.0  # longer than the bus keeps messages (7 days)
+# Agent messages of one partition handled at once: enough for a transaction to gather a few
+# hundred changes while the one before it commits, and a bound on what is held in memory
+# (batches are at most 256 KiB).
+IN_FLIGHT = 64
 
 
 class StaleWrites:
@@ -126,6 +132,18 @@ class StaleWrites:
         self._logged_at = now
 
 
+def _objects_of(env: Envelope) -> list[ObjectKey] | None:
+    """The objects an agent's message is about, or None if it is about the whole cluster (a
+    control such as "connected", or an inventory request: they read all of a kind)."""
+    msg = env.message
+    if msg is None or is_inventory_request(msg):
+        return None
+    if isinstance(msg, Ping):
+        return []
+    items = msg.unrolled() if isinstance(msg, Batch) else (msg,)
+    return [ObjectKey(env.account, env.cluster, item.ref) for item in items]
+
+
 def is_inventory_request(msg: Message) -> TypeGuard[Batch]:
     """An agent's empty reconciliation batch: "tell me what you hold of this kind"."""
     return isinstance(msg, Batch) and msg.batch_type == BATCH_RECONCILIATION and not msg.unrolled()
@@ -140,15 +158,19 @@ class Ingester:
         max_attempts: int = 5,
         tombstone_retention: float = TOMBSTONE_RETENTION,
         purge_interval: float = 3600.0,
+        in_flight: int = IN_FLIGHT,
     ) -> None:
         self.bus = bus
         self.store = store
         self.max_attempts = max_attempts
         self.tombstone_retention = tombstone_retention
         self.purge_interval = purge_interval
+        self.in_flight = in_flight
+        self.order = ObjectOrder()
         self.stale = StaleWrites()
         self.supervisor = Supervisor("ingester")  # background tasks: logged and restarted
         self.writer = WriteBatcher(store, on_stale=self.stale, supervisor=self.supervisor)
+        self.reader = ReadBatcher(store)
         self.unavailable_retries = 0
         self.full_retries = 0
         self._full_logged_at = -FULL_LOG_INTERVAL
@@ -158,9 +180,13 @@ class Ingester:
         self.writer.start()
         # One durable per partition: replicas share each partition's work queue, objects keep
         # their order (an object always maps to one partition), and partitions run in parallel.
-        on_agent = self._guard(self._on_agent)
+        # Messages of one partition are handled up to ``in_flight`` at once, so their writes
+        # share transactions; each object's messages still go in order (object_order.py).
+        on_agent = self._guard(self._on_agent, ordered=True)
         self._subscriptions = [
-            await self.bus.subscribe(up_partition_filter(p), f"ingester-up-{p}", on_agent)
+            await self.bus.subscribe(
+                up_partition_filter(p), f"ingester-up-{p}", on_agent, in_flight=self.in_flight
+            )
             for p in range(UP_PARTITIONS)
         ]
         self._subscriptions.append(
@@ -200,10 +226,11 @@ class Ingester:
             await sub.stop()
         self._subscriptions = []
         await self.writer.stop()
+        await self.reader.stop()
         await self.supervisor.stop()  # the purger
 
     def _guard(
-        self, handle: Callable[[Envelope, Delivery], Awaitable[None]]
+        self, handle: Callable[[Envelope, Delivery], Awaitable[None]], *, ordered: bool = False
     ) -> Callable[[Delivery], Awaitable[None]]:
         async def guarded(delivery: Delivery) -> None:
             started = time.perf_counter()
@@ -213,6 +240,15 @@ class Ingester:
                 bad_input("ingester", exc.reason)
                 await self._park(delivery, f"undecodable: {exc}", exc.reason)
                 return
+            if not ordered:
+                await attempt(env, delivery, started)
+                return
+            # Taken before anything awaits: handlers started in delivery order queue in it.
+            cluster = (env.account, env.cluster)
+            async with self.order.turn(cluster, _objects_of(env), delivery.seq):
+                await attempt(env, delivery, started)
+
+        async def attempt(env: Envelope, delivery: Delivery, started: float) -> None:
             try:
                 await handle(env, delivery)
                 if env.at:  # an agent's message, stamped by the server that published it
@@ -288,7 +324,7 @@ class Ingester:
         wanted = refs_to_look_up(msg)
         if wanted:  # one read for the whole message, none for a batch of puts
             keys = [ObjectKey(env.account, env.cluster, ref) for ref in wanted]
-            for key, row in (await self.store.get_many(keys)).items():
+            for key, row in (await self.reader.get_many(keys)).items():
                 lookup[key.ref] = StoredCopy(row.checksum, row.object)
         await self._carry_out(env, delivery, decide_all(msg, lookup))
 

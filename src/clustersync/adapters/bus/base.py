@@ -128,8 +128,13 @@ class Bus(Protocol):
         ...
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler
-    ) -> Subscription: ...
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+    ) -> Subscription:
+        """Deliver the durable's messages to ``handler``. With ``in_flight`` > 1, up to that
+        many of its handlers may run at once, whatever their subjects, started in delivery
+        order: the handler then keeps the order it needs itself. A bus may run fewer at once
+        (the embedded and Pulsar buses keep one at a time per subject)."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -265,8 +265,10 @@ class MemoryBus:
         return msg.seq
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
     ) -> MemorySubscription:
+        # ``in_flight`` is not needed: subjects already run concurrently (max_in_flight) and
+        # one subject's messages one at a time, which is stricter.
         self._check_open()
         check_filter(subject_filter)
         check_durable(durable)

@@ -22,6 +22,18 @@ The price is throughput: one durable processes one message at a time, a few roun
 failover, not parallelism. Parallelism is meant to come from partitioning subjects over several
 durables (each with its own ``filter_subject``), which keeps order per subject.
 
+Overlapping handlers
+--------------------
+A subscriber that passes ``in_flight`` > 1 (the ingester, for its partitions of agent traffic)
+lifts that limit for its durable: the consumer allows ``in_flight`` unacknowledged messages, one
+pull request asks for as many as there is room for, and their handlers run at once, whatever
+their subjects, started in delivery order. The handler keeps whatever order it needs (the
+ingester orders by object, see runtime/object_order.py). A handler that raises is retried in
+place after ``redelivery_delay`` (``attempt`` + 1) instead of being nak'd, so nothing that waits
+for it is overtaken by a redelivery; a message is acked only once its handler returned. Between
+subscribers of one such durable the order is not kept: stores still refuse stale writes, and an
+agent's patch built on an older copy is answered with a ``GetObject``.
+
 Versions and a recreated stream
 -------------------------------
 A stream's sequence starts again at 1 when the stream is deleted and created again (by an
@@ -418,9 +430,11 @@ class NatsBus:
             log.warning("NATS: cannot check stream %s: %s", self._stream, _reason(exc))
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
     ) -> NatsSubscription:
         self._check_open()
+        if in_flight < 1:
+            raise BusError(f"in_flight must be at least 1, not {in_flight}")
         _check_filter(subject_filter)
         if not durable:
             raise BusError("empty durable name")
@@ -433,7 +447,9 @@ class NatsBus:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self._ack_wait,
             max_deliver=-1,  # redeliver forever; the caller decides when to park a message
-            max_ack_pending=1,  # the ordering guarantee, see the module docstring
+            # 1: the ordering guarantee, see the module docstring; more only for a handler
+            # that keeps its own order (see "Overlapping handlers").
+            max_ack_pending=in_flight,
         )
         try:
             try:
@@ -446,8 +462,8 @@ class NatsBus:
                     raise BusError(
                         f"durable {durable!r} already filters {existing!r}, not {subject_filter!r}"
                     )
-            # Create, or update ack_wait on an existing durable (the server treats an
-            # unchanged config as a no-op).
+            # Create, or update ack_wait and max_ack_pending on an existing durable (the
+            # server treats an unchanged config as a no-op).
             await self._js.add_consumer(self._stream, config)
             psub = await self._js.pull_subscribe_bind(name, stream=self._stream)
         except (nats.errors.Error, TimeoutError) as exc:
@@ -462,6 +478,7 @@ class NatsBus:
             handler,
             ack_wait=self._ack_wait,
             redelivery_delay=self._redelivery_delay,
+            in_flight=in_flight,
         )
         self._subscriptions.add(sub)
         return sub
@@ -501,8 +518,10 @@ class NatsSubscription:
         *,
         ack_wait: float,
         redelivery_delay: float,
+        in_flight: int = 1,
     ) -> None:
         self._bus = bus
+        self._in_flight = in_flight
         self._ack_wait = ack_wait
         self._redelivery_delay = redelivery_delay
         self._psub = psub
@@ -513,13 +532,23 @@ class NatsSubscription:
         self._last_consumer_seq = 0
         self._handler = handler
         self._current: Msg | None = None  # the message whose handler is running
+        # With in_flight > 1: the messages whose handlers run, by our own count (consumer
+        # sequences start again when the consumer is recreated).
+        self._held: dict[int, tuple[Msg, asyncio.Task[None]]] = {}
+        self._started = itertools.count()
+        self._room = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"nats-{durable}")
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"nats-wpi-{durable}")
 
     async def _run(self) -> None:
         while True:
+            room = self._in_flight - len(self._held)
+            if room <= 0:  # as many handlers run as allowed: wait until one finishes
+                self._room.clear()
+                await self._room.wait()
+                continue
             try:
-                msgs = await self._psub.fetch(1, timeout=FETCH_EXPIRES)
+                msgs = await self._psub.fetch(room, timeout=FETCH_EXPIRES)
             except nats.errors.TimeoutError:
                 continue  # nothing arrived in this pull request's lifetime: ask again
             except nats.errors.ConnectionClosedError:
@@ -546,7 +575,10 @@ class NatsSubscription:
                 await asyncio.sleep(RETRY_WAIT)
                 continue
             for msg in msgs:
-                await self._deliver(msg)
+                if self._in_flight == 1:
+                    await self._deliver(msg)
+                else:
+                    await self._start(msg)
 
     async def _rebind(self) -> None:
         bus = self._bus
@@ -564,17 +596,58 @@ class NatsSubscription:
         self._last_stream_seq = self._last_consumer_seq = 0
         log.info("NATS: consumer %s recreated", self._durable)
 
-    async def _deliver(self, msg: Msg) -> None:
+    async def _delivery_of(self, msg: Msg) -> Delivery:
         meta = msg.metadata
         stream_seq, consumer_seq = int(meta.sequence.stream), int(meta.sequence.consumer)
         if stream_seq < self._last_stream_seq or consumer_seq < self._last_consumer_seq:
-            # One consumer hands out a stream's messages in order (max_ack_pending = 1), so
-            # going back means a new stream or consumer: its epoch decides the versions.
+            # One consumer hands out a stream's messages in order, so going back means a new
+            # stream or consumer: its epoch decides the versions.
             await self._bus._recheck_quietly(f"{self._durable} saw its sequence go back")
         self._last_stream_seq, self._last_consumer_seq = stream_seq, consumer_seq
-        delivery = Delivery(
+        return Delivery(
             msg.subject, bytes(msg.data), self._bus.version(stream_seq), int(meta.num_delivered)
         )
+
+    async def _start(self, msg: Msg) -> None:
+        """Run the handler of ``msg`` beside the ones already running (in_flight > 1). Tasks
+        start in delivery order, so a handler that orders its work before its first ``await``
+        sees the messages in order."""
+        delivery = await self._delivery_of(msg)
+        number = next(self._started)
+        task = asyncio.create_task(self._handle_in_place(msg, delivery))
+        self._held[number] = (msg, task)
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._held.pop(number, None)
+            self._room.set()
+
+        task.add_done_callback(done)
+
+    async def _handle_in_place(self, msg: Msg, delivery: Delivery) -> None:
+        """Handle, and retry here until the handler returns, then ack. A nak would let the
+        messages after this one, which may depend on it, overtake it."""
+        try:
+            while True:
+                try:
+                    await self._handler(delivery)
+                except Exception:
+                    log.warning(
+                        "handler for %s failed on %s seq %d (attempt %d)",
+                        self._durable, delivery.subject, delivery.seq, delivery.attempt,
+                        exc_info=True,
+                    )  # fmt: skip
+                    await asyncio.sleep(self._redelivery_delay)
+                    delivery = dataclasses.replace(delivery, attempt=delivery.attempt + 1)
+                    continue
+                await self._settle(msg.ack(), "ack")
+                return
+        except asyncio.CancelledError:
+            # stop() while handling: give the message back now rather than after ack_wait.
+            await self._settle(msg.nak(), "nak")
+            raise
+
+    async def _deliver(self, msg: Msg) -> None:
+        delivery = await self._delivery_of(msg)
         self._current = msg
         try:
             await self._handler(delivery)
@@ -611,15 +684,20 @@ class NatsSubscription:
         interval = max(self._ack_wait / 3, 0.05)
         while True:
             msg = self._current
+            held = dict(self._held)
             await asyncio.sleep(interval)
             if msg is not None and msg is self._current:
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
+            for number, (still, _) in held.items():
+                if number in self._held:
+                    with contextlib.suppress(nats.errors.Error):
+                        await still.in_progress()
 
     async def stop(self) -> None:
         """Stop fetching. A message being handled is cancelled and nak'd for immediate
         redelivery; the durable and its retained messages stay for the next subscriber."""
-        tasks = [self._task, self._keepalive]
+        tasks = [self._task, self._keepalive, *(task for _, task in self._held.values())]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

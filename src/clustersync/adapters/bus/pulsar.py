@@ -295,8 +295,8 @@ class PulsarBus:
         return message_seq(msg_id.ledger_id(), msg_id.entry_id())
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler
-    ) -> PulsarSubscription:
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+    ) -> PulsarSubscription:  # in_flight: one message at a time per subject, stricter
         import pulsar
 
         self._check_open()
