@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def read_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, object
 
 
 async def measure(group: Parts, db: str, load: Load) -> None:
-    nats_part, bus = start_durable_nats(group)
+    nats_part, bus, monitor = start_durable_nats(group)
     migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
     wait_for(lambda: not migrate.alive(), "db migrate")
     if migrate.proc.returncode:
@@ -148,13 +149,14 @@ async def measure(group: Parts, db: str, load: Load) -> None:
     conn = await asyncpg.connect(db)
     try:
         await install_trigger(conn)
-        await run_load(group, conn, (server, ingester, nats_part), port, load)
+        await run_load(group, conn, (server, ingester, nats_part), (port, monitor), load)
     finally:
         await conn.close()
 
 
-async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, ...], port: int,
-                   load: Load) -> None:
+async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, ...],
+                   ports: tuple[int, str], load: Load) -> None:
+    port, monitor = ports
     agents = load.agents
     server = watched[0]
     idle_rss = rss_kib(server.pid)[0]
@@ -177,6 +179,7 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
         await asyncio.sleep(max(0.0, window[1] - time.time()))  # to its end
         after = [cpu_seconds(p.pid) for p in (*watched, proc)]
         loaded_rss = rss_kib(server.pid)[0]
+        backlog = ingester_backlog(monitor)
         if spy is not None:
             spy.wait()
         done = read_json_line(proc, "the end of its run")
@@ -207,6 +210,8 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
     in_window = await conn.fetchval("SELECT count(*) FROM bench_fleet WHERE at >= $1 AND at < $2",
                                     window[0], window[1])
     report(load, sent, latencies, done)
+    line("  queued for the ingester at the window's end", f"{backlog['up']:,}",
+         "link reports queued", f"{backlog['reports']:,}")
     line("  rows written during the window", f"{in_window / (window[1] - window[0]):,.0f}/s",
          "offered", f"{load.agents * load.rate:,.0f}/s")
     span = window[1] - window[0]
@@ -222,6 +227,22 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
          f"{idle_rss / 1024:,.0f} / {connected_rss / 1024:,.0f}")
     line("  RSS per agent (loaded)", f"{loaded_rss / agents:,.1f} KiB", "growth per agent",
          f"{(loaded_rss - idle_rss) / agents:,.1f} KiB")
+
+
+def ingester_backlog(monitor: str) -> dict[str, int]:
+    """Messages not yet delivered to the ingester's durables (where a queue builds up)."""
+    with urllib.request.urlopen(f"{monitor}/jsz?consumers=true&config=false", timeout=5) as r:
+        doc = orjson.loads(r.read())
+    pending = {"up": 0, "reports": 0}
+    for account in doc.get("account_details", []):
+        for stream in account.get("stream_detail", []):
+            for consumer in stream.get("consumer_detail", []):
+                name = consumer["name"]
+                kind = "up" if name.startswith("ingester-up-") else (
+                    "reports" if name == "ingester-reports" else "")
+                if kind:
+                    pending[kind] += consumer["num_pending"] + consumer["num_ack_pending"]
+    return pending
 
 
 def profile_server(server: Part, load: Load) -> subprocess.Popen[bytes] | None:
