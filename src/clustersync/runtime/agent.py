@@ -640,7 +640,7 @@ class Agent:
         changes = self.session.synced.checksum_changes
         if self.checksum_file is None or changes == self._saved_at_change:
             return
-        if await self.checksum_file.save(self.session.checksum_entries()):
+        if await self.checksum_file.save(list(self.session.checksum_entries())):
             self._saved_at_change = changes
 
     async def _describe_kinds(self) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from clustersync.adapters.metrics import CHECKSUM_CACHE
@@ -72,11 +72,12 @@ class ChecksumFile:
         with contextlib.suppress(OSError):
             self.path.unlink()
 
-    async def save(self, entries: Iterable[Entry]) -> bool:
-        """Write the entries atomically; a failure is logged and counted, never raised."""
-        data = encode(entries, self.fingerprint)
+    async def save(self, entries: Sequence[Entry]) -> bool:
+        """Write the entries atomically; a failure is logged and counted, never raised.
+        Encoding 100k entries takes a while: done in a thread, so the event loop (heartbeats)
+        keeps its turns; ``entries`` must not change meanwhile (a snapshot)."""
         try:
-            await asyncio.to_thread(self._write, data)
+            await asyncio.to_thread(self._write, entries)
         except OSError as exc:
             CHECKSUM_CACHE.labels("save_failed").inc()
             log.warning("cannot save checksums to %s: %s", self.path, exc)
@@ -84,7 +85,8 @@ class ChecksumFile:
         CHECKSUM_CACHE.labels("saved").inc()
         return True
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, entries: Sequence[Entry]) -> None:  # in a worker thread
+        data = encode(entries, self.fingerprint)
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.temporary, "wb") as out:
             out.write(data)
