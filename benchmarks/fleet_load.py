@@ -9,10 +9,12 @@ ConfigMap as a PutObject ``rate`` times a second, at times spread evenly over th
 object carries its own send time (``data.sent``, epoch seconds) so that a trigger in PostgreSQL
 can tell the latency of each change without the driver matching anything.
 
-It prints a JSON line once every agent is connected, then waits for a line on stdin (the driver's
-go, once the server has set every connection up), prints the measured window's wall-clock bounds
-and, when done, how many changes it sent inside the window, how long the connects took and how
-many sends failed.
+Once connected, every agent asks for its inventory of ConfigMaps, as our agent does; the answer
+comes back as a delivery, so the server's per-connection state includes a compressor for the
+way down. The generator prints a JSON line once every agent is connected, waits for a line on
+stdin (the driver's go, once the server has set every connection up), prints the measured
+window's wall-clock bounds once every agent has acknowledged its answer and, when done, how many
+changes it sent inside the window, how long the connects took and how many sends failed.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import object_checksum
 from clustersync.protocol.codec import decode_delivery, encode
 from clustersync.protocol.digest import fast_digest
+from clustersync.protocol.inventory import bucket_digests
 from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
     CLUSTERSYNC_PROTOCOLS,
     DIGEST_PROTOCOL,
     Ack,
+    Batch,
     PutObject,
     new_msg_id,
 )
@@ -128,10 +133,19 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             ))
         connect_seconds = time.perf_counter() - began
         readers = [asyncio.create_task(acknowledge(ws, tally)) for ws in sockets]
+        # As our agent does once connected: ask the backend for its inventory of the kind. The
+        # answer comes back through the server as a delivery (acknowledged like any other).
+        inventory = Batch(kind=CONFIGMAPS, batch_type=BATCH_RECONCILIATION,
+                          digests=bucket_digests([]), msg_id=new_msg_id())
+        for ws in sockets:
+            await ws.send_bytes(encode(inventory))
         # The driver says go once the server has set every connection up (its bus consumer
         # exists): the run measures the steady state, not the connect storm.
         print(orjson.dumps({"connected": len(sockets)}).decode(), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        async with asyncio.timeout(300):
+            while tally.acks_sent < len(sockets):  # every inventory answer delivered and acked
+                await asyncio.sleep(0.1)  # polling a counter, not synchronising
         start = time.time() + 0.5
         tally.window = (start + args.warmup, start + args.warmup + args.seconds)
         # The driver samples the server's CPU over exactly this window.
