@@ -7,6 +7,10 @@ publishes them, onto the same subjects:
 * initial sync: batches of puts, formed as the agent forms them (``protocol.upbatch`` limits);
 * changes: one object changed per message, a patch in a batch of one, as a lone change travels.
 
+Checksums are the fast digest our agent and server negotiate (``cs1:``), or kubescape's hash with
+``--kubescape-checksums`` (a kubescape agent's, and the only kind ingesters before the fast
+digest verify: use it with ``--ingester-path`` for such a tree).
+
 While it publishes, the ingester is stopped (SIGSTOP), so what is timed is the ingester draining
 a backlog (rows counted in PostgreSQL), not the publisher. Beside it: raw PostgreSQL COPY+upsert
 of the same rows and raw JetStream pull+ack, measured in the same run, and the ingester's CPU
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,7 @@ from benchmarks.prod_parts import Part, Parts, parts, start_durable_nats, wait_f
 from clustersync.adapters.bus.nats import NatsBus, open_nats
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.digest import fast_digest
 from clustersync.protocol.envelope import Envelope, encode_envelope, partition_of, up_subject
 from clustersync.protocol.messages import Batch, Message, PatchObject, PutObject
 from clustersync.protocol.upbatch import BATCH_BYTES, BATCH_ITEMS, ITEM_OVERHEAD
@@ -48,9 +53,13 @@ PODS = Kind("", "v1", "pods")
 ACCOUNT, CLUSTER = "a", "c"
 IN_FLIGHT = 64  # concurrent publishes
 PATCH = {"metadata": {"labels": {"bench-change": "1"}}}
+RAW_NATS_MESSAGES = 5000  # one acked publish each: enough for a rate, not minutes of them
 
 
-def put_batches(objs: list[dict[str, Any]]) -> list[Batch]:
+Digest = Callable[[Any], str]
+
+
+def put_batches(objs: list[dict[str, Any]], digest: Digest) -> list[Batch]:
     """Puts grouped as the agent's outbox groups them: up to BATCH_ITEMS objects and about
     BATCH_BYTES of payload per batch."""
     batches: list[Batch] = []
@@ -60,7 +69,7 @@ def put_batches(objs: list[dict[str, Any]]) -> list[Batch]:
         body = orjson.dumps(obj)
         meta = obj["metadata"]
         item = PutObject(ref=ObjectRef(PODS, meta["namespace"], meta["name"]),
-                         checksum=canonical_checksum(obj), object=body)
+                         checksum=digest(obj), object=body)
         if run and (len(run) >= BATCH_ITEMS or size + len(body) + ITEM_OVERHEAD > BATCH_BYTES):
             batches.append(Batch(kind=PODS, put_object=tuple(run)))
             run, size = [], 0
@@ -71,7 +80,7 @@ def put_batches(objs: list[dict[str, Any]]) -> list[Batch]:
     return batches
 
 
-def patch_batches(objs: list[dict[str, Any]]) -> list[Batch]:
+def patch_batches(objs: list[dict[str, Any]], digest: Digest) -> list[Batch]:
     """One label added to each object, each change a batch of one patch."""
     out = []
     for obj in objs:
@@ -79,7 +88,7 @@ def patch_batches(objs: list[dict[str, Any]]) -> list[Batch]:
         labels = {**meta.get("labels", {}), **PATCH["metadata"]["labels"]}  # a merge patch
         changed = {**obj, "metadata": {**meta, "labels": labels}}
         item = PatchObject(ref=ObjectRef(PODS, meta["namespace"], meta["name"]),
-                           checksum=canonical_checksum(changed), patch=orjson.dumps(PATCH))
+                           checksum=digest(changed), patch=orjson.dumps(PATCH))
         out.append(Batch(kind=PODS, patch_object=(item,)))
     return out
 
@@ -140,13 +149,15 @@ async def drain(conn: asyncpg.Connection, bus: NatsBus, ingester: Part, messages
 
 
 async def run(objects: int, changes: int, ingester_path: Path | None,
-              profile: Path | None) -> None:
+              profile: Path | None, kubescape: bool) -> None:
+    digest: Digest = canonical_checksum if kubescape else fast_digest
     print(f"ingester drain, {objects:,} pods then {changes:,} changes (JetStream sync_interval: "
-          "always; PostgreSQL fsync and synchronous_commit on)", flush=True)
+          "always; PostgreSQL fsync and synchronous_commit on; "
+          f"{'kubescape checksums' if kubescape else 'fast digests'})", flush=True)
     objs = [pod(i) for i in range(objects)]
     bodies = [orjson.dumps(o) for o in objs]
-    puts = put_batches(objs)
-    patches = patch_batches(objs[:changes])
+    puts = put_batches(objs, digest)
+    patches = patch_batches(objs[:changes], digest)
     workdir = Path(tempfile.mkdtemp(prefix="clustersync-ingest-"))
     pg = start_postgres(durable=True)
     try:
@@ -162,16 +173,16 @@ async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[b
                work: tuple[list[Batch], list[Batch]], ingester_path: Path | None,
                profile: Path | None) -> None:
     puts, patches = work
-    _, url = start_durable_nats(group)
+    _, url, _ = start_durable_nats(group)
     migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
     wait_for(lambda: not migrate.alive(), "db migrate")
     if migrate.proc.returncode:
         migrate.check()
 
     print("raw limits, same run", flush=True)
-    upserts = await raw_postgres_upsert(db, objs, bodies)
+    upserts = await raw_postgres_upsert(db, [o["metadata"]["name"] for o in objs], bodies)
     line("", "", "raw PostgreSQL COPY+upsert, 1k", f"{upserts:,.0f}/s")
-    _, consumed = await raw_nats(url, bodies)
+    _, _, consumed = await raw_nats(url, bodies[:RAW_NATS_MESSAGES])
     line("", "", "raw JetStream pull+ack", f"{consumed:,.0f}/s")
 
     ingester = start_ingester(group, url, db, ingester_path)
@@ -179,7 +190,7 @@ async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[b
     conn = await asyncpg.connect(db)
     try:
         # Warm up: the ingester's durables exist and it has handled a message.
-        await publish_all(bus, put_batches([pod(0, namespace="warm-up")]))
+        await publish_all(bus, put_batches([pod(0, namespace="warm-up")], canonical_checksum))
         wait_rows = "SELECT count(*) FROM objects WHERE namespace = 'warm-up'"
         async with asyncio.timeout(120):
             while await conn.fetchval(wait_rows) < 1:
@@ -233,6 +244,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--changes", type=int, default=5000, help="changes, one per message")
     parser.add_argument("--ingester-path", type=Path, default=None,
                         help="run the ingester from this source directory (PYTHONPATH)")
+    parser.add_argument("--kubescape-checksums", action="store_true",
+                        help="kubescape's hash instead of the fast digest (as older ingesters)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy raw profiles of the ingester: PATH.sync.txt, PATH.chg.txt")
     args = parser.parse_args(argv)
@@ -240,7 +253,8 @@ def main(argv: list[str]) -> None:
         parser.error("--changes may not exceed --objects (each change is of a distinct pod)")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    asyncio.run(run(args.objects, args.changes, args.ingester_path, args.profile))
+    asyncio.run(run(args.objects, args.changes, args.ingester_path, args.profile,
+                    args.kubescape_checksums))
 
 
 if __name__ == "__main__":
