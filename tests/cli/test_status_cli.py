@@ -23,7 +23,7 @@ async def test_status_table_and_json_for_a_synced_cluster(
     result = await run_cli("status", *admin(backend), "--cluster", CLUSTER, "-o", "json")
     doc = json.loads(result.stdout)
     assert (doc["account"], doc["cluster"], doc["connected"]) == (ACCOUNT, CLUSTER, True)
-    assert doc["protocol"] == "clustersync.v1"
+    assert doc["protocol"] == "clustersync.v2"  # our agent and server agree on fast digests
 
     table = await run_cli("status", *admin(backend))
     assert table.code == 0, table.stderr

@@ -59,7 +59,7 @@ async def test_a_synced_cluster_shows_its_link_counts_and_finished_sync(
     assert doc["connected"] is True and doc["namedByToken"] is True
     assert doc["replica"] == world.backend.server.takeovers.replica
     assert doc["agentVersion"] == agent.config.version
-    assert doc["protocol"] == "clustersync.v1"
+    assert doc["protocol"] == "clustersync.v2"  # our agent and server agree on fast digests
     assert doc["connectedSince"] <= doc["lastReport"]
     # Stored objects per kind, counted here from the sandbox (minus kube-system, excluded).
     want = {}

@@ -31,6 +31,7 @@ class FakeConnection:
     ws: FakeSocket = field(default_factory=FakeSocket)
     last_read: float = 0.0
     acks: bool = True
+    protocol: str = "clustersync.v2"
     client: tuple[tuple[str, str], ...] = (("connectionId", "id"),)
 
 

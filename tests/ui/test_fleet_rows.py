@@ -72,8 +72,9 @@ async def test_a_finished_sync_shows_no_bar(store: SqliteStore) -> None:
 
 
 async def test_this_process_sockets_decide_and_add_unnamed_clusters(store: SqliteStore) -> None:
-    live = {("acme", "via-account-key"): LinkFacts("2026-01-01T00:00:00Z", 1.0e9, "v1", True)}
+    facts = LinkFacts("2026-01-01T00:00:00Z", 1.0e9, "v1", "clustersync.v2")
+    live = {("acme", "via-account-key"): facts}
     rows = {r.cluster: r for r in await fleet(store, TOKENS, lambda: live, states_of({}))}
     assert rows["via-account-key"].state == "connected"
-    assert rows["via-account-key"].protocol == "clustersync.v1"
+    assert rows["via-account-key"].protocol == "clustersync.v2"
     assert rows["named"].state == "disconnected"  # this process holds the sockets: it knows

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from clustersync.adapters.bus import Bus, BusError
 from clustersync.protocol.envelope import CONTROL_LINK, Envelope, encode_envelope, report_subject
-from clustersync.protocol.messages import ACK_PROTOCOL
 
 log = logging.getLogger("clustersync.server")
 
@@ -35,6 +34,7 @@ class LinkFacts(Protocol):
     ws: web.WebSocketResponse
     last_read: float  # loop time
     acks: bool
+    protocol: str  # the negotiated subprotocol, or "kubescape"
     client: tuple[tuple[str, str], ...]
 
 
@@ -56,7 +56,7 @@ def link_facts(
         "replica": replica,
         "connectionTime": client.get("connectionTime", ""),
         "synchronizerVersion": client.get("synchronizerVersion", ""),
-        "protocol": ACK_PROTOCOL if conn.acks else "kubescape",
+        "protocol": conn.protocol,
         "connectedSince": f"{since:.3f}",
         "lastMessage": f"{last_message:.3f}",
         "reportedAt": f"{now:.3f}",

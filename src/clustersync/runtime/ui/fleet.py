@@ -30,7 +30,7 @@ class LinkFacts:
     since: str  # when the agent connected (RFC 3339, as the server records it)
     last_seen: float  # epoch seconds of the last frame from the agent
     agent_version: str
-    extensions: bool  # clustersync.v1 negotiated (else a kubescape agent)
+    protocol: str  # the negotiated subprotocol (clustersync.v1, .v2), or "kubescape"
 
 
 LinkSource = Callable[[], Mapping[ClusterId, LinkFacts]]
@@ -106,7 +106,7 @@ def server_links(connections: Mapping[ClusterId, Any], loop_time: Callable[[], f
             since=client.get("connectionTime", ""),
             last_seen=now - max(0.0, now_loop - last_read),
             agent_version=client.get("synchronizerVersion", ""),
-            extensions=bool(conn.acks),
+            protocol=str(conn.protocol),
         )
     return facts
 
@@ -143,7 +143,7 @@ def _row(doc: Mapping[str, Any], live: LinkFacts | None, shared: bool,
     if live is not None:  # this process's own socket is the freshest word
         row.since, row.last_seen = live.since, live.last_seen
         row.agent_version = live.agent_version or row.agent_version
-        row.protocol = "clustersync.v1" if live.extensions else "kubescape"
+        row.protocol = live.protocol
     return row
 
 
