@@ -9,6 +9,7 @@ import pytest
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import AgentSession, Strategy, checksum_of
 from clustersync.protocol.backend import inventory_answer
+from clustersync.protocol.checksum_cache import Entry
 from clustersync.protocol.codec import DecodeError, decode, encode
 from clustersync.protocol.inventory import BUCKETS, bucket_digests, bucket_of, differing_buckets
 from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch
@@ -124,3 +125,47 @@ def test_bad_digests_or_covered_are_rejected(extra: bytes) -> None:
     )
     with pytest.raises(DecodeError):
         decode(frame)
+
+
+def test_a_first_inventory_request_skips_the_digests_and_one_pass_repairs_everything() -> None:
+    """Before the session has hashed a kind, digests would cost a pass over every object; the
+    request goes without them, the backend lists the whole kind and the reconciliation of that
+    answer sends exactly what is missing or different, and deletes what is gone."""
+    agent = session()
+    live = [cm(f"cm-{i}") for i in range(20)]
+    assert not agent.inventory_needs_digests(CMS)
+    request = agent.inventory_batch(CMS, None)
+    assert request.digests == () and b"Digests" not in encode(request)
+    stored = inventory_of(live)
+    del stored[ref("cm-0")]
+    stored[ref("cm-1")] = "stale"
+    stored[ref("cm-gone")] = "whatever"
+    answer = inventory_answer(request, stored.items())
+    assert answer.covered is None and len(answer.new_checksum) == len(stored)
+    out = agent.reconcile(answer, live)
+    sent = sorted((type(m).__name__, m.ref.name) for m in out.send)
+    assert sent == [("ObjectDeleted", "cm-gone"), ("PutObject", "cm-0"), ("PutObject", "cm-1")]
+    # Every object was hashed on the way: the next request carries digests, and they agree.
+    assert agent.inventory_needs_digests(CMS)
+    stored = inventory_of(live)
+    again = inventory_answer(agent.inventory_request(CMS, live), stored.items())
+    assert again.covered == () and again.new_checksum == ()
+
+
+def test_digests_are_wanted_per_kind_and_only_for_checksums_of_the_links_algorithm() -> None:
+    pods = Kind("", "v1", "pods")
+    agent = AgentSession({CMS: Strategy.COPY, pods: Strategy.COPY}, NamespaceRules())
+    list(agent.inventory_entries(CMS, [cm("a")]))  # kubescape's hash: the link's algorithm
+    assert agent.inventory_needs_digests(CMS)
+    assert not agent.inventory_needs_digests(pods)  # nothing of that kind hashed yet
+    agent.use_fast_digests(True)  # the next server agreed to fast digests
+    assert not agent.inventory_needs_digests(CMS)  # what is held would be hashed again anyway
+    list(agent.inventory_entries(CMS, [cm("a")]))
+    assert agent.inventory_needs_digests(CMS)
+
+
+def test_checksums_saved_by_an_earlier_run_make_the_request_carry_digests() -> None:
+    agent = session()
+    live = cm("a")
+    agent.preload_checksums([Entry(ref("a"), "a/1", checksum_of(live, shape(CMS, live)))])
+    assert agent.inventory_needs_digests(CMS)

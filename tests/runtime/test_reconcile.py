@@ -14,6 +14,7 @@ from clustersync.runtime.config import ResourceSpec
 
 try:
     from tests.runtime.harness import (
+        ACCOUNT,
         CLUSTER_A,
         CONFIGMAPS,
         DEPLOYMENTS,
@@ -26,6 +27,7 @@ try:
     )
 except ImportError:
     from harness import (  # type: ignore[no-redef]
+        ACCOUNT,
         CLUSTER_A,
         CONFIGMAPS,
         DEPLOYMENTS,
@@ -143,3 +145,29 @@ async def test_periodic_resync_repairs_the_store_without_a_reconnect(world: Worl
 
     await eventually(stored, what="the periodic resync to put the object back")
     assert agent.connections == 1  # no reconnect was needed
+
+
+async def test_a_fresh_agent_gets_the_whole_inventory_and_a_reconnect_only_what_differs(
+    synced: World,
+) -> None:
+    """A fresh agent has hashed nothing, so it asks without digests and the backend lists every
+    object it holds; yet nothing it already holds is sent again. A reconnect of the same agent
+    carries digests: an unchanged cluster gets an empty answer."""
+    listed = Probe.messages("server", "out", "new_checksum")
+    sent_whole = Probe.messages("agent", "out", "put_object")
+    held = len(await synced.backend_inventory(CLUSTER_A))
+    agent = await synced.restart_agent(CLUSTER_A)
+    await synced.wait_synced(CLUSTER_A)
+    await eventually(lambda: listed.delta == held, what="the whole inventory listed")
+    assert sent_whole.delta == 0
+
+    listed = Probe.messages("server", "out", "new_checksum")
+    empty_answers = Probe.messages("server", "out", "batch")
+    old = synced.backend.server.connections[(ACCOUNT, CLUSTER_A)]
+    await old.ws.close()
+    await eventually(lambda: agent.connections == 2, what="the agent to redial")
+    await eventually(
+        lambda: empty_answers.delta == len(RESOURCES), what="an empty answer for every kind"
+    )
+    assert listed.delta == 0
+    assert sent_whole.delta == 0

@@ -542,11 +542,25 @@ class AgentSession:
                     continue  # reported when the answer is reconciled
                 yield ref, self._checksum(ref, live, shaped)
 
-    def inventory_batch(self, kind: Kind, entries: Iterable[tuple[ObjectRef, str]]) -> Batch:
+    def inventory_needs_digests(self, kind: Kind) -> bool:
+        """Whether an inventory request for ``kind`` should carry bucket digests: only once the
+        session holds checksums of the kind by the link's algorithm (a reconnect, a periodic
+        resync, a restart with saved checksums), when they cost little and the answer lists
+        only what differs. Before that (a first sync) the digests would cost a pass that
+        decompresses, parses, shapes and hashes every object before the request can leave, and
+        the reconciliation would decompress, parse and shape each one again: a request without
+        digests gets the whole inventory (nothing, for a new cluster) and the reconciliation
+        alone does the work, once per object. The price is a full listing on the wire when the
+        backend already holds a cluster this agent has not hashed yet (no saved checksums)."""
+        return any(is_fast(c) == self.fast_digests for c in self.synced.checksums_of(kind))
+
+    def inventory_batch(self, kind: Kind, entries: Iterable[tuple[ObjectRef, str]] | None) -> Batch:
+        """The inventory request for ``kind``: with the bucket digests of ``entries``, or,
+        with None, without digests (the backend answers with its whole inventory)."""
         return Batch(
             kind=kind,
             batch_type=BATCH_RECONCILIATION,
-            digests=bucket_digests(entries),
+            digests=() if entries is None else bucket_digests(entries),
             **_meta(None),
         )
 

@@ -68,6 +68,12 @@ class SyncedObjects:
     def refs(self) -> Iterator[ObjectRef]:
         return iter(list(self._records))
 
+    def checksums_of(self, kind: Kind) -> Iterator[str]:
+        """The held checksums of ``kind``'s objects (lazily: a caller may stop at the first)."""
+        for ref, record in list(self._records.items()):
+            if ref.kind == kind and record.checksum is not None:
+                yield record.checksum
+
     def packer(self, kind: Kind) -> Packer:
         packer = self._packers.get(kind)
         if packer is None:

@@ -574,6 +574,11 @@ class Agent:
         await self._send_inventory_request(kind)
 
     async def _send_inventory_request(self, kind: Kind) -> None:
+        if not self.session.inventory_needs_digests(kind):
+            # A first sync: the reconciliation of the whole answer does the hashing, once.
+            await self._outbox_room()
+            self._queue([self.session.inventory_batch(kind, None)])
+            return
         pacer = Pacer()
         entries = []
         for entry in self.session.inventory_entries(kind, self.informers[kind].cache.values()):
