@@ -94,6 +94,13 @@ CHECKSUM_CACHE = Counter(
     ["outcome"],
 )
 
+INFORMER_SNAPSHOT = Counter(
+    "clustersync_agent_informer_snapshot_total",
+    "The agent's saved informer caches: loaded, resumed (watched without a list), relisted "
+    "instead (410, an error), saved, or discarded (and why)",
+    ["outcome"],
+)
+
 TASK_FAILURES = Counter(
     "clustersync_task_failures_total",
     "Background task failures (each logged, then restarted or fatal), by component and task",

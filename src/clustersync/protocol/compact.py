@@ -34,11 +34,14 @@ class Packer:
     """Packs and unpacks byte strings; the first ``samples`` documents packed become the
     dictionary for every later one."""
 
-    def __init__(self, samples: int = SAMPLES) -> None:
+    def __init__(self, samples: int = SAMPLES, *, dictionary: bytes | None = None) -> None:
+        """``dictionary``: one an earlier packer learned (entries it packed stay readable)."""
         self._wanted = samples
         self._samples: list[bytes] = []
         self._dictionary: bytes | None = None
         self._primed: zlib._Compress | None = None
+        if dictionary is not None:
+            self._prime(dictionary)
 
     @property
     def dictionary(self) -> bytes | None:
@@ -73,11 +76,12 @@ class Packer:
         if len(self._samples) < self._wanted:
             return
         # zlib reaches back from the end of the dictionary first: the latest samples go last.
-        self._dictionary = b"".join(self._samples)[-DICTIONARY_SIZE:]
+        self._prime(b"".join(self._samples)[-DICTIONARY_SIZE:])
         self._samples = []
-        self._primed = zlib.compressobj(
-            _LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=self._dictionary
-        )
+
+    def _prime(self, dictionary: bytes) -> None:
+        self._dictionary = dictionary
+        self._primed = zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zdict=dictionary)
 
 
 def _deflate(compressor: zlib._Compress, data: bytes) -> bytes:

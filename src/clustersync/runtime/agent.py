@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from clustersync.adapters.kube import KubeApi, KubeConflictError, KubeError
-from clustersync.adapters.kube.informer import Informer
+from clustersync.adapters.kube.informer import Informer, UnusableSnapshotError
 from clustersync.adapters.metrics import (
     AGENT_QUEUED,
     APPLY_SECONDS,
@@ -62,6 +62,7 @@ from clustersync.protocol.agent import (
     write_report,
 )
 from clustersync.protocol.backoff import Backoff
+from clustersync.protocol.cache_snapshot import fingerprint as cache_fingerprint
 from clustersync.protocol.checksum_cache import Entry, fingerprint, sample
 from clustersync.protocol.coalesce import Coalescer
 from clustersync.protocol.link_session import LinkSession
@@ -87,6 +88,7 @@ from clustersync.protocol.supersede import SUPERSEDED_CLOSE, SupersedePolicy
 from clustersync.protocol.writes import prepare_create, prepare_replace
 from clustersync.runtime.agent_dead_letters import DeadLetters
 from clustersync.runtime.agent_progress import SyncProgressLog
+from clustersync.runtime.cache_snapshot_file import CacheSnapshotFile
 from clustersync.runtime.checksum_file import ChecksumFile
 from clustersync.runtime.config import AgentConfig
 from clustersync.runtime.memtrim import trimmer
@@ -189,6 +191,20 @@ class Agent:
             )
             if config.data_dir
             else None
+        )
+        # Each informer's cache as of a resourceVersion, so a restart watches instead of
+        # listing (see runtime.cache_snapshot_file); only ever used for this very cluster.
+        self.cache_files = (
+            {
+                kind: CacheSnapshotFile(
+                    Path(config.data_dir),
+                    kind,
+                    cache_fingerprint(kind, config.account, config.cluster, kube.server_url),
+                )
+                for kind in self.informers
+            }
+            if config.data_dir
+            else {}
         )
         self.checksum_save_interval = CHECKSUM_SAVE_INTERVAL
         self._checksum_samples: dict[Kind, list[Entry]] = {}  # re-hashed before first use
@@ -313,6 +329,7 @@ class Agent:
         """Run until cancelled; raises PermanentLinkError if the server refuses the agent, and
         TaskFailedError if an informer or the flusher keeps failing."""
         await self._load_checksums()
+        await self._restore_caches()
         for kind, informer in self.informers.items():
             self.supervisor.spawn(f"informer {kind}", informer.run)
         self.supervisor.spawn("flusher", self._flush_loop)
@@ -336,6 +353,7 @@ class Agent:
             await asyncio.gather(link, failed, return_exceptions=True)
             await self.supervisor.stop()
             await self.save_checksums()  # on the way out, so the next start need not hash
+            await self.save_caches()  # nor list
 
     async def _link_loop(self) -> None:
         backoff = Backoff()
@@ -639,6 +657,27 @@ class Agent:
         while True:
             await asyncio.sleep(self.checksum_save_interval)  # a period, not synchronisation
             await self.save_checksums()
+            await self.save_caches()
+
+    # ------------------------------------------------------------ informer caches
+
+    async def _restore_caches(self) -> None:
+        for kind, file in self.cache_files.items():
+            snapshot = await file.load()
+            if snapshot is None:
+                continue
+            try:
+                self.informers[kind].restore(snapshot)
+            except UnusableSnapshotError as exc:
+                file.rejected(str(exc))
+
+    async def save_caches(self) -> None:
+        """Save each informer's cache whose resourceVersion moved since the last save (a cache
+        in the middle of a list is not exact and keeps its older, still valid, file)."""
+        for kind, file in self.cache_files.items():
+            snapshot = self.informers[kind].snapshot()
+            if snapshot is not None and snapshot.resource_version != file.saved_version:
+                await file.save(snapshot)
 
     async def save_checksums(self) -> None:
         """Save the held checksums if any changed since the last save."""

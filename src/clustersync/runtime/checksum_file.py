@@ -37,11 +37,7 @@ class ChecksumFile:
         return await asyncio.to_thread(self._load)
 
     def _load(self) -> list[Entry]:
-        if self.temporary.exists():
-            # A save that never finished (the agent was killed): the file beside it is whole.
-            log.info("removing %s, left by an unfinished save", self.temporary)
-            with contextlib.suppress(OSError):
-                self.temporary.unlink()
+        remove_unfinished(self.temporary)
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -86,15 +82,28 @@ class ChecksumFile:
         return True
 
     def _write(self, entries: Sequence[Entry]) -> None:  # in a worker thread
-        data = encode(entries, self.fingerprint)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.temporary, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(self.temporary, self.path)
-        directory = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself must survive a power cut
-        finally:
-            os.close(directory)
+        write_atomically(self.path, self.temporary, encode(entries, self.fingerprint))
+
+
+def write_atomically(path: Path, temporary: Path, data: bytes) -> None:
+    """``path`` holds ``data`` afterwards, or (after a crash at any moment) what it held before;
+    at worst a partial ``temporary`` is left, for the next load to remove."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(temporary, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself must survive a power cut
+    finally:
+        os.close(directory)
+
+
+def remove_unfinished(temporary: Path) -> None:
+    if temporary.exists():
+        # A save that never finished (the agent was killed): the file beside it is whole.
+        log.info("removing %s, left by an unfinished save", temporary)
+        with contextlib.suppress(OSError):
+            temporary.unlink()

@@ -6,7 +6,7 @@ unknown fields, which would change checksums.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,11 +76,22 @@ class KubeApi(Protocol):
         KubeGoneError when the server forgot the list's snapshot between two pages."""
         ...
 
+    @property
+    def server_url(self) -> str:
+        """The API server's address (part of a saved cache's identity)."""
+        ...
+
     def watch(
-        self, kind: Kind, resource_version: str, timeout_seconds: int = 300
+        self,
+        kind: Kind,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        *,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[WatchItem | Unreadable]:
         """Events after ``resource_version``; raises KubeGoneError when it is too old. An event
-        that cannot be read is reported as :class:`Unreadable` and the stream goes on."""
+        that cannot be read is reported as :class:`Unreadable` and the stream goes on.
+        ``on_open`` is called once the server accepted the watch (its response headers)."""
         ...
 
     async def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,11 @@ class KubeClient:
     ) -> KubeClient:
         cfg = await load_configuration(kubeconfig)
         return cls(k8s_client.ApiClient(configuration=cfg), max_event_bytes=max_event_bytes)
+
+    @property
+    def server_url(self) -> str:
+        """The API server's address, as configured."""
+        return str(self._api.configuration.host)
 
     async def close(self) -> None:
         await self._api.close()
@@ -221,7 +226,12 @@ class KubeClient:
                 pending.exception()  # a page the caller no longer wants: its error is moot
 
     async def watch(
-        self, kind: Kind, resource_version: str, timeout_seconds: int = 300
+        self,
+        kind: Kind,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        *,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncIterator[WatchItem | Unreadable]:
         info = await self.resource_info(kind)
         query = [
@@ -237,6 +247,8 @@ class KubeClient:
         try:
             if response.status >= 300:
                 raise _error(response.status, await response.read(), f"watch {kind}")
+            if on_open is not None:
+                on_open()
             lines = split_lines(response.content.iter_any(), self.max_event_bytes)
             while True:
                 try:

@@ -3,6 +3,11 @@
 After a 410 the informer relists and diffs the new list against its cache: objects deleted while
 the watch was broken exist only as missing keys, so they surface here as DELETED events instead of
 being lost (kubescape and lightkube's retry mode lose them).
+
+An informer may start from a saved cache instead (:meth:`Informer.restore`, see
+protocol.cache_snapshot): it then watches from the cache's resourceVersion, and the API server
+replays what changed meanwhile; on 410, or any error before that watch is open, it lists as
+usual, and the list's diff against the restored cache reports what changed.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +28,12 @@ from clustersync.adapters.kube.base import (
     KubeNotFoundError,
     Unreadable,
 )
+from clustersync.adapters.metrics import INFORMER_SNAPSHOT
 from clustersync.model import Kind
 from clustersync.protocol.backoff import Backoff
-from clustersync.protocol.compact import Packer
+from clustersync.protocol.cache_snapshot import CacheSnapshot
+from clustersync.protocol.cache_snapshot import sample as snapshot_sample
+from clustersync.protocol.compact import Packer, PackError
 
 log = logging.getLogger("clustersync.informer")
 
@@ -65,6 +73,10 @@ def _log_skip(skipped: SkippedObject) -> None:
 
 class UnencodableError(ValueError):
     """The object cannot be encoded as JSON (nested deeper than the encoder allows)."""
+
+
+class UnusableSnapshotError(ValueError):
+    """A saved cache whose sampled entries are not what they claim to be."""
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -140,6 +152,17 @@ class ObjectCache:
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
 
+    def entries(self) -> list[tuple[Key, bytes]]:
+        """Every entry as held (immutable bytes): a copy that later changes do not touch."""
+        return list(self._items.items())
+
+    def restore(self, dictionary: bytes | None, entries: Iterable[tuple[Key, bytes]]) -> None:
+        """Replace the contents with entries a cache packed against ``dictionary``."""
+        self._packer = Packer(dictionary=dictionary)
+        self._items = {}
+        for key, entry in entries:
+            self.store(key, entry)
+
     def items(self) -> Iterator[tuple[Key, dict[str, Any]]]:
         """Every object present when iteration started and still present when reached (callers
         may pause in between while the watch changes the cache)."""
@@ -192,30 +215,93 @@ class Informer:
         self.resource_version = ""
         self.lists = 0
         self.relists_after_gone = 0
+        self.resumes = 0  # starts from a restored cache whose watch opened
+        self.resumes_abandoned = 0  # restored caches dropped for a list (410, an error)
+        # True while the cache is exactly the state at ``resource_version`` (what a snapshot
+        # must be); False during a list, whose pages arrive newer than the version.
+        self._exact = False
+        self._resuming = False  # restored, its watch not open yet
+        # The resumed watch opened but said nothing yet: a 410 now (the API server accepts the
+        # watch, then sends the error as its first event) means the resume failed.
+        self._resume_unconfirmed = False
+
+    def restore(self, snapshot: CacheSnapshot) -> None:
+        """Start from a saved cache: :meth:`run` then watches from its resourceVersion instead
+        of listing. Raises :class:`UnusableSnapshotError` (and keeps nothing) if a sample of
+        its entries does not unpack to objects with their key and resourceVersion."""
+        cache = ObjectCache()
+        cache.restore(snapshot.dictionary, snapshot.entries)
+        for key, entry in snapshot_sample(snapshot.entries):
+            try:
+                obj = cache[key]
+            except (PackError, orjson.JSONDecodeError) as exc:
+                raise UnusableSnapshotError(f"{self.kind} {key}: {exc}") from None
+            if not isinstance(obj, dict) or key_of(obj) != key or _rv(obj) != _entry_rv(entry):
+                raise UnusableSnapshotError(f"{self.kind} {key}: holds another object")
+        self.cache = cache
+        self.resource_version = snapshot.resource_version
+        self._exact = True
+        self._resuming = True
+
+    def snapshot(self) -> CacheSnapshot | None:
+        """The cache as of its resourceVersion, or None while it is not exact (during a list).
+        The entries are immutable bytes, so the copy is cheap and consistent."""
+        if not self._exact or not self.resource_version:
+            return None
+        return CacheSnapshot(self.resource_version, self.cache.dictionary, self.cache.entries())
 
     async def run(self) -> None:
-        """List and watch until cancelled; never gives up on a kind (CRDs may appear later)."""
-        need_list = True
+        """List and watch until cancelled; never gives up on a kind (CRDs may appear later).
+        A restored cache is watched from its resourceVersion first, without a list."""
+        need_list = not self._resuming
         while True:
             try:
                 if need_list:
                     await self._relist()
                     need_list = False
                 await self._watch_once()
+                self._resume_unconfirmed = False
                 self.backoff.reset()  # a normal server-side timeout: resume at once
                 continue
-            except KubeGoneError:
-                self.relists_after_gone += 1
-                log.info("watch of %s expired (410); relisting", self.kind)
-                need_list = True
-                continue
-            except KubeNotFoundError as exc:
-                log.warning("kind %s not served (yet): %s", self.kind, exc)
-                need_list = True
             except KubeError as exc:
-                # Transient: keep the resourceVersion and resume the watch after a pause.
-                log.warning("list/watch of %s failed: %s", self.kind, exc)
+                unconfirmed = self._resume_unconfirmed and isinstance(exc, KubeGoneError)
+                self._resume_unconfirmed = False
+                if self._resuming or unconfirmed:
+                    self._abandon_resume(exc)
+                    need_list = True
+                    if isinstance(exc, KubeGoneError):
+                        continue
+                elif isinstance(exc, KubeGoneError):
+                    self.relists_after_gone += 1
+                    log.info("watch of %s expired (410); relisting", self.kind)
+                    need_list = True
+                    continue
+                elif isinstance(exc, KubeNotFoundError):
+                    log.warning("kind %s not served (yet): %s", self.kind, exc)
+                    need_list = True
+                else:
+                    # Transient: keep the resourceVersion and resume the watch after a pause.
+                    log.warning("list/watch of %s failed: %s", self.kind, exc)
             await asyncio.sleep(self.backoff.next_delay())
+
+    def _abandon_resume(self, exc: KubeError) -> None:
+        """The restored cache cannot be brought up to date by a watch (its resourceVersion is
+        too old, or the watch could not open): the list that follows diffs against it, so
+        what changed while the agent was down is still reported."""
+        self._resuming = False
+        self.resumes_abandoned += 1
+        INFORMER_SNAPSHOT.labels("relisted").inc()
+        log.info("cannot resume %s from the saved cache (%s); listing", self.kind, exc)
+
+    def _opened(self) -> None:
+        """The watch's response headers arrived: a restored cache is now followed live."""
+        if self._resuming:
+            self._resuming = False
+            self._resume_unconfirmed = True
+            self.resumes += 1
+            INFORMER_SNAPSHOT.labels("resumed").inc()
+            log.info("%s resumed from the saved cache without a list", self.kind)
+            self.synced.set()
 
     async def _relist(self) -> None:
         """List the kind a page at a time into the cache, then report what the list lacks.
@@ -229,6 +315,7 @@ class Informer:
         seen: set[Key] = set()
         list_rv = ""
         done = 0
+        self._exact = False  # pages are newer than resource_version until the list ends
         async for page in self.api.list_pages(self.kind, self.page_size):
             list_rv = page.resource_version
             for obj in page.items:
@@ -259,6 +346,7 @@ class Informer:
         self.lists += 1
         # Resume from the list's own resourceVersion, not the last item's (a kubescape bug).
         self.resource_version = list_rv
+        self._exact = True
         self.synced.set()
         await self.pace()
 
@@ -272,35 +360,45 @@ class Informer:
             return None
 
     async def _watch_once(self) -> None:
-        async for item in self.api.watch(self.kind, self.resource_version, self.watch_timeout):
+        events = self.api.watch(
+            self.kind, self.resource_version, self.watch_timeout, on_open=self._opened
+        )
+        async for item in events:
+            self._resume_unconfirmed = False
             if isinstance(item, Unreadable):
                 self.on_skip(
                     SkippedObject(self.kind, item.namespace, item.name, item.reason, item.detail)
                 )
                 continue
             rv = _rv(item.object)
-            if rv:
-                self.resource_version = rv
             if item.type == "BOOKMARK":
+                self.resource_version = rv or self.resource_version
                 continue
-            key = key_of(item.object)
-            # The sink first, the cache after: if the sink fails, the informer's restart
-            # relists and finds the change again instead of a cache that already has it.
-            if item.type == "DELETED":
-                self.sink("DELETED", item.object)
-                self.cache.pop(key)
-                await self.pace()
-                continue
-            try:
-                entry = self.cache.encoded(item.object)
-            except UnencodableError as exc:
-                self.on_skip(SkippedObject(self.kind, key[0], key[1], "too_deep", str(exc)))
-                # The agent's view must not keep an older copy the backend would then keep too:
-                # the object counts as absent (and is on the dead-letter list) until it is fixed.
-                if key in self.cache:
-                    self.sink("DELETED", self.cache[key])
-                    self.cache.pop(key)
-                continue
-            self.sink(item.type, item.object)
-            self.cache.store(key, entry)
+            # Until the cache has the event, it is not the state at any resourceVersion (a
+            # failing sink leaves it so, and the informer's restart relists).
+            self._exact = False
+            self._take(item.type, item.object)
+            self.resource_version = rv or self.resource_version
+            self._exact = True
             await self.pace()
+
+    def _take(self, event_type: str, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        # The sink first, the cache after: if the sink fails, the informer's restart
+        # relists and finds the change again instead of a cache that already has it.
+        if event_type == "DELETED":
+            self.sink("DELETED", obj)
+            self.cache.pop(key)
+            return
+        try:
+            entry = self.cache.encoded(obj)
+        except UnencodableError as exc:
+            self.on_skip(SkippedObject(self.kind, key[0], key[1], "too_deep", str(exc)))
+            # The agent's view must not keep an older copy the backend would then keep too:
+            # the object counts as absent (and is on the dead-letter list) until it is fixed.
+            if key in self.cache:
+                self.sink("DELETED", self.cache[key])
+                self.cache.pop(key)
+            return
+        self.sink(event_type, obj)
+        self.cache.store(key, entry)
