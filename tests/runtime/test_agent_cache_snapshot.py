@@ -22,6 +22,7 @@ try:  # `python -m pytest` from the repo root
         CONFIGMAPS,
         World,
         configmap,
+        eventually,
         sample,
         seed_objects,
     )
@@ -32,6 +33,7 @@ except ImportError:  # plain `pytest`: the test directory itself is on sys.path
         CONFIGMAPS,
         World,
         configmap,
+        eventually,
         sample,
         seed_objects,
     )
@@ -150,3 +152,34 @@ async def test_an_unusable_file_is_ignored_with_a_log_line_and_a_metric(
     assert any("ignoring the saved cache" in r.getMessage() for r in caplog.records)
     assert file.path.exists()  # saved afresh on the way out
     decode(file.path.read_bytes(), file.fingerprint)  # and usable again
+
+
+async def test_a_running_agent_saves_its_caches_periodically_when_they_moved(
+    world: World, tmp_path: Path
+) -> None:
+    data = tmp_path / "agent-data"
+    await world.add_cluster(CLUSTER_A, seed_objects())
+    cluster = world.clusters[CLUSTER_A]
+    agent = Agent(world.agent_config(CLUSTER_A, data_dir=str(data)), cluster.kube)
+    agent.checksum_save_interval = 0.05
+    task = asyncio.create_task(agent.run())
+    try:
+        file = agent.cache_files[CONFIGMAPS]
+        await world.wait_synced(CLUSTER_A)
+        changed = cluster.patch(CONFIGMAPS, "shop", "settings", {"data": {"currency": "CHF"}})
+        version = changed["metadata"]["resourceVersion"]
+
+        def saved_with_change() -> bool:
+            if not file.path.exists():
+                return False
+            snapshot = decode(file.path.read_bytes(), file.fingerprint)
+            return int(snapshot.resource_version) >= int(version)
+
+        await eventually(saved_with_change, what="a periodic save holding the change")
+        snapshot = decode(file.path.read_bytes(), file.fingerprint)
+        entry = dict(snapshot.entries)[("shop", "settings")]
+        assert version.encode() in entry[:16]  # the entry's resourceVersion, as served
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
