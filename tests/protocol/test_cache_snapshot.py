@@ -11,13 +11,13 @@ from clustersync.model import Kind
 from clustersync.protocol.cache_snapshot import (
     SAMPLE_SIZE,
     CacheSnapshot,
-    SnapshotRejectedError,
     decode,
     encode,
     fingerprint,
     sample,
 )
 from clustersync.protocol.compact import Packer
+from clustersync.protocol.sealed import RejectedFileError
 
 PODS = Kind("", "v1", "pods")
 PRINT = fingerprint(PODS, "acct", "prod", "https://10.0.0.1:6443")
@@ -58,21 +58,21 @@ def test_an_empty_cache_round_trips() -> None:
 )
 def test_a_file_of_another_kind_or_cluster_is_refused(other: str) -> None:
     assert other != PRINT
-    with pytest.raises(SnapshotRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(encode(snapshot(), other), PRINT)
     assert caught.value.reason == "fingerprint"
 
 
 def test_a_truncated_body_fails_its_digest() -> None:
     data = encode(snapshot(), PRINT)
-    with pytest.raises(SnapshotRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(data[:-2], PRINT)
     assert caught.value.reason == "digest"
 
 
 def test_a_file_cut_inside_its_header_is_truncated() -> None:
     data = encode(snapshot(), PRINT)
-    with pytest.raises(SnapshotRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(data[:20], PRINT)
     assert caught.value.reason == "truncated"
 
@@ -80,7 +80,7 @@ def test_a_file_cut_inside_its_header_is_truncated() -> None:
 def test_an_edited_byte_fails_the_digest() -> None:
     data = bytearray(encode(snapshot(), PRINT))
     data[-1] ^= 0xFF
-    with pytest.raises(SnapshotRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(bytes(data), PRINT)
     assert caught.value.reason == "digest"
 
@@ -89,7 +89,7 @@ def test_another_format_version_is_refused() -> None:
     head, _, body = encode(snapshot(), PRINT).partition(b"\n")
     header = orjson.loads(head)
     header["format"] = 2
-    with pytest.raises(SnapshotRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(orjson.dumps(header) + b"\n" + body, PRINT)
     assert caught.value.reason == "format"
 
@@ -98,7 +98,7 @@ def test_a_body_with_a_forged_digest_but_wrong_count_is_malformed() -> None:
     head, _, body = encode(snapshot(), PRINT).partition(b"\n")
     header = orjson.loads(head)
     header["entries"] = 2
-    with pytest.raises(SnapshotRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(orjson.dumps(header) + b"\n" + body, PRINT)
     assert caught.value.reason == "malformed"
 

@@ -13,7 +13,6 @@ from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
 from clustersync.protocol.checksum import canonical_checksum
 from clustersync.protocol.checksum_cache import (
     SAMPLE_SIZE,
-    CacheRejectedError,
     Entry,
     decode,
     encode,
@@ -22,6 +21,7 @@ from clustersync.protocol.checksum_cache import (
 )
 from clustersync.protocol.digest import FAST_TAG, fast_digest
 from clustersync.protocol.messages import NewChecksum
+from clustersync.protocol.sealed import RejectedFileError
 from clustersync.protocol.shaping import NamespaceRules, shape
 
 PODS = Kind("", "v1", "pods")
@@ -48,7 +48,7 @@ def test_fingerprint_follows_kinds_and_strategies() -> None:
 
 
 def _rejected(data: bytes, fingerprint_: str = PRINT) -> str:
-    with pytest.raises(CacheRejectedError) as caught:
+    with pytest.raises(RejectedFileError) as caught:
         decode(data, fingerprint_)
     return caught.value.reason
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import orjson
 
 from clustersync.model import Kind
+from clustersync.protocol import sealed
+from clustersync.protocol.sealed import RejectedFileError, seal, unseal
 
 FORMAT = 1
 SCHEME = "clustersync-informer-cache-v1"
@@ -35,15 +37,6 @@ SAMPLE_SIZE = 16  # entries unpacked and checked before the others are believed
 _PREFIX = struct.Struct(">HHI")  # namespace, name and entry lengths
 
 Key = tuple[str, str]  # namespace, name
-
-
-class SnapshotRejectedError(ValueError):
-    """The file cannot be used; ``reason`` is a metric label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,42 +70,32 @@ def encode(snapshot: CacheSnapshot, fingerprint_: str) -> bytes:
         parts += (ns, nm, entry)
     body = b"".join(parts)
     del parts
-    header = {
-        "format": FORMAT,
-        "scheme": SCHEME,
-        "fingerprint": fingerprint_,
-        "resourceVersion": snapshot.resource_version,
-        "dictionary": None if snapshot.dictionary is None else len(dictionary),
-        "entries": len(snapshot.entries),
-        "sha256": hashlib.sha256(body).hexdigest(),
-    }
-    return orjson.dumps(header) + b"\n" + body
+    return seal(
+        body,
+        format_=FORMAT,
+        scheme=SCHEME,
+        fingerprint=fingerprint_,
+        resourceVersion=snapshot.resource_version,
+        dictionary=None if snapshot.dictionary is None else len(dictionary),
+        entries=len(snapshot.entries),
+    )
 
 
 def decode(data: bytes, fingerprint_: str) -> CacheSnapshot:
     """The snapshot of a file written for this kind and cluster; raises
-    :class:`SnapshotRejectedError`."""
-    head, newline, body = data.partition(b"\n")
-    if not newline:
-        raise SnapshotRejectedError("truncated", f"no header line in {len(data)} bytes")
-    try:
-        header = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise SnapshotRejectedError("malformed", f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise SnapshotRejectedError("malformed", "header is not a JSON object")
-    if header.get("format") != FORMAT or header.get("scheme") != SCHEME:
-        found = f"{header.get('scheme')!r} format {header.get('format')!r}"
-        raise SnapshotRejectedError("format", f"{found}, expected {SCHEME} format {FORMAT}")
-    if header.get("fingerprint") != fingerprint_:
-        raise SnapshotRejectedError("fingerprint", "written for another kind or cluster")
-    if hashlib.sha256(body).hexdigest() != header.get("sha256"):
-        raise SnapshotRejectedError("digest", f"the body ({len(body)} bytes) fails its digest")
+    :class:`RejectedFileError`."""
+    header, body = unseal(
+        data,
+        format_=FORMAT,
+        scheme=SCHEME,
+        fingerprint=fingerprint_,
+        refused="written for another kind or cluster",
+    )
     try:
         return _snapshot(header, body)
     except (TypeError, ValueError, struct.error, UnicodeDecodeError) as exc:
         # The digest matched: only a writer bug (or a forged digest) gets here.
-        raise SnapshotRejectedError("malformed", f"body: {exc}") from None
+        raise RejectedFileError("malformed", f"body: {exc}") from None
 
 
 def _snapshot(header: dict[str, object], body: bytes) -> CacheSnapshot:
@@ -145,6 +128,4 @@ def sample(
     entries: Sequence[tuple[Key, bytes]], rng: random.Random | None = None
 ) -> list[tuple[Key, bytes]]:
     """The entries to check before believing the others (all of them, if few)."""
-    if len(entries) <= SAMPLE_SIZE:
-        return list(entries)
-    return (rng or random.SystemRandom()).sample(entries, SAMPLE_SIZE)
+    return sealed.sample(entries, SAMPLE_SIZE, rng)

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import orjson
 
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol import sealed
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION
+from clustersync.protocol.sealed import RejectedFileError, seal, unseal
 from clustersync.protocol.shaping import (
     LAST_APPLIED,
     MASK,
@@ -41,15 +43,6 @@ SCHEME = "clustersync-checksum-v1"
 SAMPLE_SIZE = 16  # entries re-hashed before a file's entries are used
 
 Version = tuple[str, str]  # ("uid/resourceVersion", checksum)
-
-
-class CacheRejectedError(ValueError):
-    """The file cannot be used; ``reason`` is a metric label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,40 +80,24 @@ def encode(entries: Iterable[Entry], fingerprint_: str) -> bytes:
             for kind, rows in by_kind.items()
         ]
     )
-    header = {
-        "format": FORMAT,
-        "scheme": SCHEME,
-        "fingerprint": fingerprint_,
-        "entries": sum(len(rows) for rows in by_kind.values()),
-        "sha256": hashlib.sha256(body).hexdigest(),
-    }
-    return orjson.dumps(header) + b"\n" + body
+    entries_ = sum(len(rows) for rows in by_kind.values())
+    return seal(body, format_=FORMAT, scheme=SCHEME, fingerprint=fingerprint_, entries=entries_)
 
 
 def decode(data: bytes, fingerprint_: str) -> list[Entry]:
-    """The entries of a file written under the same rules; raises :class:`CacheRejectedError`."""
-    head, newline, body = data.partition(b"\n")
-    if not newline:
-        raise CacheRejectedError("truncated", f"no header line in {len(data)} bytes")
-    try:
-        header = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise CacheRejectedError("malformed", f"header is not JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise CacheRejectedError("malformed", "header is not a JSON object")
-    if header.get("format") != FORMAT:
-        raise CacheRejectedError("format", f"format {header.get('format')!r}, expected {FORMAT}")
-    if header.get("scheme") != SCHEME:
-        raise CacheRejectedError("scheme", f"scheme {header.get('scheme')!r}, not {SCHEME}")
-    if header.get("fingerprint") != fingerprint_:
-        raise CacheRejectedError("fingerprint", "written under other shaping rules or kinds")
-    if hashlib.sha256(body).hexdigest() != header.get("sha256"):
-        raise CacheRejectedError("digest", f"the body ({len(body)} bytes) fails its digest")
+    """The entries of a file written under the same rules; raises :class:`RejectedFileError`."""
+    header, body = unseal(
+        data,
+        format_=FORMAT,
+        scheme=SCHEME,
+        fingerprint=fingerprint_,
+        refused="written under other shaping rules or kinds",
+    )
     try:
         return _entries(orjson.loads(body), header.get("entries"))
     except (orjson.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
         # The digest matched: only a writer bug (or a forged digest) gets here.
-        raise CacheRejectedError("malformed", f"body: {exc}") from None
+        raise RejectedFileError("malformed", f"body: {exc}") from None
 
 
 def _entries(doc: object, expected: object) -> list[Entry]:
@@ -142,6 +119,4 @@ def _entries(doc: object, expected: object) -> list[Entry]:
 
 def sample(entries: Sequence[Entry], rng: random.Random | None = None) -> list[Entry]:
     """The entries to re-hash before believing the others (all of them, if few)."""
-    if len(entries) <= SAMPLE_SIZE:
-        return list(entries)
-    return (rng or random.SystemRandom()).sample(list(entries), SAMPLE_SIZE)
+    return sealed.sample(entries, SAMPLE_SIZE, rng)

@@ -17,10 +17,10 @@ from clustersync.adapters.metrics import INFORMER_SNAPSHOT
 from clustersync.model import Kind
 from clustersync.protocol.cache_snapshot import (
     CacheSnapshot,
-    SnapshotRejectedError,
     decode,
     encode,
 )
+from clustersync.protocol.sealed import RejectedFileError
 from clustersync.runtime.checksum_file import remove_unfinished, write_atomically
 
 log = logging.getLogger("clustersync.agent")
@@ -59,7 +59,7 @@ class CacheSnapshotFile:
             return None
         try:
             snapshot = decode(data, self.fingerprint)
-        except SnapshotRejectedError as exc:
+        except RejectedFileError as exc:
             self._discard(exc.reason, exc.detail)
             return None
         INFORMER_SNAPSHOT.labels("loaded").inc()

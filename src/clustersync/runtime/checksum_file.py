@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clustersync.adapters.metrics import CHECKSUM_CACHE
-from clustersync.protocol.checksum_cache import CacheRejectedError, Entry, decode, encode
+from clustersync.protocol.checksum_cache import Entry, decode, encode
+from clustersync.protocol.sealed import RejectedFileError
 
 log = logging.getLogger("clustersync.agent")
 
@@ -48,7 +49,7 @@ class ChecksumFile:
             return self._discard("unreadable", f"cannot read it: {exc}")
         try:
             entries = decode(data, self.fingerprint)
-        except CacheRejectedError as exc:
+        except RejectedFileError as exc:
             return self._discard(exc.reason, exc.detail)
         CHECKSUM_CACHE.labels("loaded").inc()
         log.info("loaded %d checksums from %s", len(entries), self.path)
