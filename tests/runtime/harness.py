@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -368,6 +368,19 @@ class World:
         }
         values.update(overrides)
         return AgentConfig(**values)
+
+    @contextlib.asynccontextmanager
+    async def agent_with_data_dir(self, name: str, data_dir: Path) -> AsyncIterator[Agent]:
+        """An agent keeping ``data_dir``, cancelled on the way out as SIGTERM stops one (it
+        saves its files then)."""
+        agent = Agent(self.agent_config(name, data_dir=str(data_dir)), self.clusters[name].kube)
+        task = asyncio.create_task(agent.run())
+        try:
+            yield agent
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def start_agent(self, name: str) -> Agent:
         """A fresh agent (as after a process restart) running as a task."""

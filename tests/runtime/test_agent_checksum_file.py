@@ -3,7 +3,6 @@ after re-hashing a sample; a file it cannot believe is discarded and the agent s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from pathlib import Path
 
@@ -29,17 +28,8 @@ def count(outcome: str) -> float:
     return sample(METRIC, outcome=outcome)
 
 
-@contextlib.asynccontextmanager
-async def running(world: World, data_dir: Path):  # type: ignore[no-untyped-def]
-    cluster = world.clusters[CLUSTER_A]
-    agent = Agent(world.agent_config(CLUSTER_A, data_dir=str(data_dir)), cluster.kube)
-    task = asyncio.create_task(agent.run())
-    try:
-        yield agent
-    finally:
-        task.cancel()  # as SIGTERM does: the agent saves on the way out
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(world: World, data_dir: Path) -> contextlib.AbstractAsyncContextManager[Agent]:
+    return world.agent_with_data_dir(CLUSTER_A, data_dir)
 
 
 async def _cluster(world: World) -> None:
