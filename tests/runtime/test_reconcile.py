@@ -171,3 +171,23 @@ async def test_a_fresh_agent_gets_the_whole_inventory_and_a_reconnect_only_what_
     )
     assert listed.delta == 0
     assert sent_whole.delta == 0
+
+
+async def test_objects_sent_by_the_first_sync_share_the_informers_entries_as_shadows(
+    synced: World,
+) -> None:
+    cluster = synced.clusters[CLUSTER_A]
+    agent = cluster.agent
+    assert agent is not None
+    shadows = agent.session.shadows
+    assert len(shadows) > 0 and shadows.packed_size() == 0  # no packed copy of any of them
+    patches = Probe.messages("agent", "out", "patch_object")
+
+    cluster.patch(DEPLOYMENTS, "shop", "web", {"spec": {"replicas": 5}})
+
+    await eventually(
+        lambda: synced.matches_live(CLUSTER_A, DEPLOYMENTS, "shop", "web"),
+        what="the change stored",
+    )
+    assert patches.delta >= 1  # a patch against the shared shadow, read back from the informer
+    assert agent.session.synced.unreadable_shadows == 0

@@ -13,7 +13,10 @@ assignment), so the session's logic reads as it did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.compact import Packer
@@ -22,12 +25,13 @@ Version = tuple[str, str]  # (the object's "uid/resourceVersion", its checksum)
 
 
 class _Record:
-    __slots__ = ("checksum", "sent", "shadow", "version")
+    __slots__ = ("checksum", "sent", "shadow", "shared", "version")
 
     def __init__(self) -> None:
         self.version: str | None = None  # "uid/resourceVersion" the checksum belongs to
         self.checksum: str | None = None
-        self.shadow: bytes | None = None  # packed
+        self.shadow: bytes | None = None  # packed, or a shared cache entry (see ShadowView.share)
+        self.shared = False
         self.sent: str | None = None
 
     def empty(self) -> bool:
@@ -41,6 +45,9 @@ class SyncedObjects:
         self._records: dict[ObjectRef, _Record] = {}
         self.checksum_changes = 0  # grows with every checksum set or dropped: is a save due?
         self._packers: dict[Kind, Packer] = {}
+        # Per kind, how to read the shadow back from a shared cache entry (see ShadowView.share).
+        self._readers: dict[Kind, Callable[[bytes], Any]] = {}
+        self.unreadable_shadows = 0  # shared entries that could not be read back (sent whole)
         self.shadows = ShadowView(self)
         self.checksums = ChecksumView(self)
         self.sent = SentView(self)
@@ -74,6 +81,20 @@ class SyncedObjects:
             if ref.kind == kind and record.checksum is not None:
                 yield record.checksum
 
+    def share_from(self, kind: Kind, reader: Callable[[bytes], Any]) -> None:
+        """Let shadows of ``kind`` be shared cache entries, which ``reader`` turns back into the
+        shadow, decoded (it may raise ValueError for an entry it cannot read)."""
+        self._readers[kind] = reader
+
+    def shares(self, kind: Kind) -> bool:
+        return kind in self._readers
+
+    def read_shared(self, kind: Kind, entry: bytes) -> Any:
+        reader = self._readers.get(kind)
+        if reader is None:
+            raise ValueError(f"no reader of shared shadows of {kind}")
+        return reader(entry)
+
     def packer(self, kind: Kind) -> Packer:
         packer = self._packers.get(kind)
         if packer is None:
@@ -91,10 +112,38 @@ class ShadowView(Mapping[ObjectRef, bytes]):
         record = self._store.find(ref)
         if record is None or record.shadow is None:
             raise KeyError(ref)
-        return self._store.packer(ref.kind).unpack(record.shadow)
+        if not record.shared:
+            return self._store.packer(ref.kind).unpack(record.shadow)
+        return orjson.dumps(self.decoded(ref))
+
+    def decoded(self, ref: ObjectRef) -> Any:
+        """The shadow decoded; a shared one without the detour through its JSON text. Raises
+        KeyError if there is none, orjson.JSONDecodeError if a stored one is not JSON."""
+        record = self._store.find(ref)
+        if record is None or record.shadow is None:
+            raise KeyError(ref)
+        if not record.shared:
+            return orjson.loads(self._store.packer(ref.kind).unpack(record.shadow))
+        try:
+            return self._store.read_shared(ref.kind, record.shadow)
+        except ValueError:
+            # Counted and treated as no shadow: the object is then sent whole, which is safe.
+            self._store.unreadable_shadows += 1
+            raise KeyError(ref) from None
 
     def __setitem__(self, ref: ObjectRef, shadow: bytes) -> None:
-        self._store.record(ref).shadow = self._store.packer(ref.kind).pack(shadow)
+        record = self._store.record(ref)
+        record.shadow = self._store.packer(ref.kind).pack(shadow)
+        record.shared = False
+
+    def share(self, ref: ObjectRef, entry: bytes) -> None:
+        """Make the shadow the shared ``entry`` (the caller's compact copy of the very object
+        whose shape was sent; its kind's reader turns it back into that JSON): no packing, and
+        no second copy while the entry is also the current one in the caller's cache. Reading
+        it back costs a parse and a shape, once, at the object's next change."""
+        record = self._store.record(ref)
+        record.shadow = entry
+        record.shared = True
 
     def __iter__(self) -> Iterator[ObjectRef]:
         for ref in self._store.refs():
@@ -109,7 +158,7 @@ class ShadowView(Mapping[ObjectRef, bytes]):
         shadow = self.get(ref)
         record = self._store.find(ref)
         if record is not None:
-            record.shadow = None
+            record.shadow, record.shared = None, False
             self._store.tidy(ref, record)
         return shadow if shadow is not None else default
 
@@ -117,7 +166,7 @@ class ShadowView(Mapping[ObjectRef, bytes]):
         """Drop the shadow, if any (``pop`` without unpacking it)."""
         record = self._store.find(ref)
         if record is not None:
-            record.shadow = None
+            record.shadow, record.shared = None, False
             self._store.tidy(ref, record)
 
     def packed_size(self) -> int:
@@ -125,7 +174,8 @@ class ShadowView(Mapping[ObjectRef, bytes]):
         total = 0
         for ref in self:
             record = self._store.find(ref)
-            total += len(record.shadow or b"") if record is not None else 0
+            if record is not None and not record.shared:  # shared entries belong to the cache
+                total += len(record.shadow or b"")
         return total
 
 

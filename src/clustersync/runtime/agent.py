@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,6 +55,7 @@ from clustersync.link.frames import (
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import (
     AgentSession,
+    Cached,
     ClusterWrite,
     Outcome,
     WatchEvent,
@@ -155,6 +156,8 @@ class Agent:
             )
             for r in config.resources
         }
+        for kind, informer in self.informers.items():
+            self.session.share_shadows(kind, self._entry_reader(informer))
         self.progress = SyncProgressLog(self.informers)  # log lines and reports after connect
         self.coalescer: Coalescer[tuple[Kind, str, str], PENDING] = Coalescer(
             config.coalesce_quiet, config.coalesce_max_wait
@@ -229,6 +232,15 @@ class Agent:
     @supersede.setter
     def supersede(self, policy: SupersedePolicy) -> None:
         self.link.supersede = policy
+
+    @staticmethod
+    def _entry_reader(informer: Informer) -> Callable[[bytes], dict[str, Any]]:
+        # Through the informer at call time: a restored snapshot replaces its cache (at start,
+        # before any shadow is shared).
+        def parse(entry: bytes) -> dict[str, Any]:
+            return informer.cache.parse(entry)
+
+        return parse
 
     def ready(self) -> bool:
         """Connected to a server, with every resource listed at least once."""
@@ -737,7 +749,11 @@ class Agent:
         informer = self.informers.get(msg.kind)
         if informer is not None:
             await informer.synced.wait()  # an unsynced cache would look like mass deletes
-        live = informer.cache.values() if informer else iter(())
+        live: Iterable[Cached] = (
+            (Cached(obj, entry) for obj, entry in informer.cache.values_with_entries())
+            if informer
+            else iter(())
+        )
 
         def still_absent(ref: ObjectRef) -> bool:
             return informer is None or (ref.namespace, ref.name) not in informer.cache

@@ -175,6 +175,18 @@ class ObjectCache:
         for _, obj in self.items():
             yield obj
 
+    def values_with_entries(self) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """Like :meth:`values`, each object with its entry (which :meth:`parse` reads back)."""
+        for key in list(self._items):
+            entry = self._items.get(key)
+            if entry is not None:
+                yield self._parsed(entry), entry
+
+    def parse(self, entry: bytes) -> dict[str, Any]:
+        """The object of an entry this cache held (since its last :meth:`restore`); raises
+        PackError or orjson.JSONDecodeError (ValueErrors) if it cannot be read."""
+        return self._parsed(entry)
+
     def _parsed(self, entry: bytes) -> dict[str, Any]:
         start = _RV_PREFIX + int.from_bytes(entry[:_RV_PREFIX], "big")
         parsed: dict[str, Any] = orjson.loads(self._packer.unpack(entry[start:]))
