@@ -1,5 +1,6 @@
-"""The ingester on NATS + PostgreSQL handles many messages of one partition at once, yet applies
-each object's messages in order, and loses none when PostgreSQL goes away in the middle."""
+"""The ingester on NATS + PostgreSQL handles many messages of one durable at once, yet applies
+each object's messages in order (agent traffic and backend writes) and each cluster's reports in
+order, and loses none when PostgreSQL goes away in the middle."""
 
 from __future__ import annotations
 
@@ -21,9 +22,20 @@ from clustersync.protocol.envelope import (
     down_subject,
     encode_envelope,
     partition_of,
+    report_subject,
     up_subject,
+    write_subject,
 )
-from clustersync.protocol.messages import Batch, Message, PatchObject, PutObject
+from clustersync.protocol.messages import (
+    Batch,
+    KindProgress,
+    Message,
+    ObjectDeleted,
+    PatchObject,
+    PutObject,
+    SyncProgress,
+    new_msg_id,
+)
 from clustersync.runtime.ingester import Ingester
 
 PODS = Kind("", "v1", "pods")
@@ -117,3 +129,69 @@ async def test_overlapping_handlers_keep_each_objects_order_through_an_outage(
         await bus.close()
         await store.close()
         postgres.stop()
+
+
+async def test_backend_writes_keep_each_objects_order_and_reports_their_clusters(
+    nats_url: str, nats_stream: str, pg_database_url: str
+) -> None:
+    bus = await open_nats(nats_url, stream=nats_stream, redelivery_delay=0.05)
+    store = await open_postgres(pg_database_url)
+    forwarded: list[Message] = []
+
+    async def on_down(delivery: Delivery) -> None:
+        message = decode_envelope(delivery.data).message
+        assert message is not None
+        forwarded.append(message)
+
+    await bus.subscribe(down_subject(ACCOUNT, CLUSTER), "test-agent", on_down)
+    ingester = Ingester(bus, store, in_flight=16)
+    await ingester.start()
+    clusters = ("east", "west")
+    reports = 30
+    steps = 20
+    try:
+        for i in range(1, reports + 1):
+            for cluster in clusters:
+                progress = SyncProgress(kinds=(KindProgress(PODS, i, i, i, i == reports),))
+                await bus.publish(
+                    report_subject(ACCOUNT, cluster),
+                    encode_envelope(Envelope(ACCOUNT, cluster, report=progress)),
+                )
+        # One object written over and over by the backend, deleted half-way.
+        for step in range(1, steps + 1):
+            write: Message = (
+                ObjectDeleted(ref=ref("settings"), msg_id=new_msg_id())
+                if step == steps // 2
+                else PutObject(ref=ref("settings"), checksum="",
+                               object=orjson.dumps(pod("settings", step)), msg_id=new_msg_id())
+            )  # fmt: skip
+            await bus.publish(
+                write_subject(ACCOUNT, CLUSTER), encode_envelope(Envelope(ACCOUNT, CLUSTER, write))
+            )
+
+        async def forwarded_all() -> bool:
+            return len(forwarded) == steps
+
+        await until(forwarded_all)
+        assert [isinstance(m, ObjectDeleted) for m in forwarded] == [
+            step == steps // 2 for step in range(1, steps + 1)
+        ]
+        assert [
+            orjson.loads(m.object)["metadata"]["labels"]["step"]
+            for m in forwarded
+            if isinstance(m, PutObject)
+        ] == [str(step) for step in range(1, steps + 1) if step != steps // 2]
+        row = await store.get(ObjectKey(ACCOUNT, CLUSTER, ref("settings")))
+        assert row is not None and orjson.loads(row.object) == pod("settings", steps)
+
+        async def last_progress_recorded() -> bool:
+            states = {s.cluster: orjson.loads(s.progress) for s in await store.cluster_states()}
+            return all(
+                states.get(c, {}).get(str(PODS), {}).get("listed") == reports for c in clusters
+            )
+
+        await until(last_progress_recorded)
+    finally:
+        await ingester.stop()
+        await bus.close()
+        await store.close()

@@ -144,6 +144,20 @@ def _objects_of(env: Envelope) -> list[ObjectKey] | None:
     return [ObjectKey(env.account, env.cluster, item.ref) for item in items]
 
 
+def _written_object(env: Envelope) -> list[ObjectKey] | None:
+    """The object a backend write is about (nothing to order for a malformed one)."""
+    msg = env.message
+    if isinstance(msg, PutObject | ObjectDeleted):
+        return [ObjectKey(env.account, env.cluster, msg.ref)]
+    return []
+
+
+def _whole_cluster(env: Envelope) -> None:
+    """Reports are about their cluster as a whole: a link's news after its connect, the
+    latest progress last."""
+    return None
+
+
 def is_inventory_request(msg: Message) -> TypeGuard[Batch]:
     """An agent's empty reconciliation batch: "tell me what you hold of this kind"."""
     return isinstance(msg, Batch) and msg.batch_type == BATCH_RECONCILIATION and not msg.unrolled()
@@ -182,22 +196,28 @@ class Ingester:
         # their order (an object always maps to one partition), and partitions run in parallel.
         # Messages of one partition are handled up to ``in_flight`` at once, so their writes
         # share transactions; each object's messages still go in order (object_order.py).
-        on_agent = self._guard(self._on_agent, ordered=True)
+        on_agent = self._guard(self._on_agent, self.order, _objects_of)
         self._subscriptions = [
             await self.bus.subscribe(
                 up_partition_filter(p), f"ingester-up-{p}", on_agent, in_flight=self.in_flight
             )
             for p in range(UP_PARTITIONS)
         ]
+        # Backend writes and reports overlap too: writes in order per object, reports in
+        # order per cluster (each a commit of its own, hundreds a second with many clusters).
+        on_write = self._guard(self._on_write, ObjectOrder(), _written_object)
         self._subscriptions.append(
-            await self.bus.subscribe(WRITE_FILTER, "ingester-writes", self._guard(self._on_write))
+            await self.bus.subscribe(
+                WRITE_FILTER, "ingester-writes", on_write, in_flight=self.in_flight
+            )
         )
         self._subscriptions.append(
             await self.bus.subscribe(DEAD_FILTER, "ingester-dead", self._on_dead)
         )
+        on_report = self._guard(self._on_report, ObjectOrder(), _whole_cluster)
         self._subscriptions.append(
             await self.bus.subscribe(
-                REPORT_FILTER, "ingester-reports", self._guard(self._on_report)
+                REPORT_FILTER, "ingester-reports", on_report, in_flight=self.in_flight
             )
         )
         self.supervisor.spawn("purge-tombstones", self._purge_periodically)
@@ -230,8 +250,14 @@ class Ingester:
         await self.supervisor.stop()  # the purger
 
     def _guard(
-        self, handle: Callable[[Envelope, Delivery], Awaitable[None]], *, ordered: bool = False
+        self,
+        handle: Callable[[Envelope, Delivery], Awaitable[None]],
+        order: ObjectOrder | None = None,
+        objects: Callable[[Envelope], list[ObjectKey] | None] = _objects_of,
     ) -> Callable[[Delivery], Awaitable[None]]:
+        """``handle`` with bad input parked and failures sorted into retry or park; with
+        ``order``, after the earlier handlers holding any of ``objects(env)`` (None: the whole
+        cluster), for handlers that run at once."""
         async def guarded(delivery: Delivery) -> None:
             started = time.perf_counter()
             try:
@@ -240,12 +266,11 @@ class Ingester:
                 bad_input("ingester", exc.reason)
                 await self._park(delivery, f"undecodable: {exc}", exc.reason)
                 return
-            if not ordered:
+            if order is None:
                 await attempt(env, delivery, started)
                 return
             # Taken before anything awaits: handlers started in delivery order queue in it.
-            cluster = (env.account, env.cluster)
-            async with self.order.turn(cluster, _objects_of(env), delivery.seq):
+            async with order.turn((env.account, env.cluster), objects(env), delivery.seq):
                 await attempt(env, delivery, started)
 
         async def attempt(env: Envelope, delivery: Delivery, started: float) -> None:

@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from clustersync.adapters.bus.base import BusError, Delivery
-from clustersync.adapters.bus.nats import NatsBus, consumer_name, open_nats
+from clustersync.adapters.bus.nats import OVERLAP_ACK_WAIT, NatsBus, consumer_name, open_nats
 
 try:
     from tests.contracts import load_contract
@@ -138,3 +138,28 @@ async def test_stop_gives_the_held_messages_to_another_subscriber(bus: NatsBus) 
 async def test_in_flight_below_one_is_refused(bus: NatsBus) -> None:
     with pytest.raises(BusError, match="in_flight"):
         await bus.subscribe(f"cs.up.{unique()}.>", "x", Recorder(), in_flight=0)
+
+
+async def test_overlapping_durables_wait_less_for_a_dead_subscribers_messages(
+    nats_url: str, nats_stream: str
+) -> None:
+    bus = await open_nats(nats_url, stream=nats_stream, ack_wait=30.0)
+    u = unique()
+    try:
+        one = await bus.subscribe(f"cs.up.{u}.a", f"one-{u}", Recorder())
+        many = await bus.subscribe(f"cs.up.{u}.b", f"many-{u}", Recorder(), in_flight=8)
+        await one.stop()
+        await many.stop()
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            waits = [
+                (await js.consumer_info(nats_stream, consumer_name(d))).config.ack_wait
+                for d in (f"one-{u}", f"many-{u}")
+            ]
+        finally:
+            await nc.close()
+        assert waits == [30.0, OVERLAP_ACK_WAIT]
+        assert OVERLAP_ACK_WAIT < 30.0
+    finally:
+        await bus.close()

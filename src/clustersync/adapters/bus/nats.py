@@ -24,15 +24,17 @@ durables (each with its own ``filter_subject``), which keeps order per subject.
 
 Overlapping handlers
 --------------------
-A subscriber that passes ``in_flight`` > 1 (the ingester, for its partitions of agent traffic)
-lifts that limit for its durable: the consumer allows ``in_flight`` unacknowledged messages, one
-pull request asks for as many as there is room for, and their handlers run at once, whatever
-their subjects, started in delivery order. The handler keeps whatever order it needs (the
-ingester orders by object, see runtime/object_order.py). A handler that raises is retried in
-place after ``redelivery_delay`` (``attempt`` + 1) instead of being nak'd, so nothing that waits
-for it is overtaken by a redelivery; a message is acked only once its handler returned. Between
-subscribers of one such durable the order is not kept: stores still refuse stale writes, and an
-agent's patch built on an older copy is answered with a ``GetObject``.
+A subscriber that passes ``in_flight`` > 1 (the ingester, for agent traffic, backend writes and
+reports) lifts that limit for its durable: the consumer allows ``in_flight`` unacknowledged
+messages, one pull request asks for as many as there is room for, and their handlers run at
+once, whatever their subjects, started in delivery order. The handler keeps whatever order it
+needs (the ingester orders by object, see runtime/object_order.py). A handler that raises is
+retried in place after ``redelivery_delay`` (``attempt`` + 1) instead of being nak'd, so
+nothing that waits for it is overtaken by a redelivery; a message is acked only once its
+handler returned. Between subscribers of one such durable the order is not kept: stores still
+refuse stale writes, and an agent's patch built on an older copy is answered with a
+``GetObject``. Such a durable's ``ack_wait`` is at most ``OVERLAP_ACK_WAIT``: a subscriber that
+dies holding many messages delays them by that much, not by the bus's longer ack_wait.
 
 Versions and a recreated stream
 -------------------------------
@@ -113,6 +115,8 @@ CHECKED_SUBJECTS = 100_000  # publish subjects remembered as valid (then forgott
 # Nats-Msg-Id dedup horizon: a publish retried after a lost ack within this window is stored
 # once. Capped by max_age (the server requires duplicate_window <= max_age).
 DUPLICATE_WINDOW = 120.0
+# ack_wait of durables with overlapping handlers (at most; see subscribe()).
+OVERLAP_ACK_WAIT = 10.0
 
 _WILDCARDS = frozenset("*>")
 
@@ -439,13 +443,16 @@ class NatsBus:
         if not durable:
             raise BusError("empty durable name")
         name = consumer_name(durable)
+        # Many held messages make a crash costly: they all wait ack_wait before anyone gets
+        # them again. Handlers still running are kept alive (in progress), so a short one is safe.
+        ack_wait = self._ack_wait if in_flight == 1 else min(self._ack_wait, OVERLAP_ACK_WAIT)
         config = ConsumerConfig(
             name=name,
             durable_name=name,
             filter_subject=subject_filter,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self._ack_wait,
+            ack_wait=ack_wait,
             max_deliver=-1,  # redeliver forever; the caller decides when to park a message
             # 1: the ordering guarantee, see the module docstring; more only for a handler
             # that keeps its own order (see "Overlapping handlers").
@@ -476,7 +483,7 @@ class NatsBus:
             config,
             durable,
             handler,
-            ack_wait=self._ack_wait,
+            ack_wait=ack_wait,
             redelivery_delay=self._redelivery_delay,
             in_flight=in_flight,
         )
