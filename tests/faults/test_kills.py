@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from tests.faults.topology import CONFIGMAPS, DEPLOYMENTS, Fleet, configmap, deployment
+from tests.faults.topology import (
+    AFTER_ACK_WAIT,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    Fleet,
+    configmap,
+    deployment,
+)
 
 VICTIMS = {"during": "cm-2", "offline": "cm-3", "after": "cm-4"}  # seed objects deleted
 
@@ -77,7 +84,7 @@ async def test_ingester_killed(scaled: Fleet) -> None:
     await scaled.push("c1", configmap("pushed", v="1"), CONFIGMAPS)
     await scaled.backend.procs["ingester-0"].restart(kill=True)
     churn(scaled, "c1", "after")
-    await scaled.checker.converged()
+    await scaled.checker.converged(timeout=AFTER_ACK_WAIT)
 
 
 async def test_api_killed(scaled: Fleet) -> None:

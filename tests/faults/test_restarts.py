@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.faults.topology import CONFIGMAPS, Fleet, configmap
+from tests.faults.topology import AFTER_ACK_WAIT, CONFIGMAPS, Fleet, configmap
 from tests.servers import RunningNats, RunningPostgres
 
 
@@ -39,7 +39,7 @@ async def test_nats_restarted(scaled: Fleet, own_nats: RunningNats) -> None:
     change(scaled, "nats-down")
     await asyncio.to_thread(own_nats.start)
     await scaled.push("c1", configmap("pushed-after-restart", v="1"), CONFIGMAPS)
-    await scaled.checker.converged()
+    await scaled.checker.converged(timeout=AFTER_ACK_WAIT)
 
 
 async def test_nats_killed(scaled: Fleet, own_nats: RunningNats) -> None:
@@ -52,4 +52,4 @@ async def test_nats_killed(scaled: Fleet, own_nats: RunningNats) -> None:
     change(scaled, "nats-dead")
     await asyncio.to_thread(own_nats.start)
     await scaled.push("c1", configmap("pushed-after-crash", v="1"), CONFIGMAPS)
-    await scaled.checker.converged()
+    await scaled.checker.converged(timeout=AFTER_ACK_WAIT)

@@ -33,6 +33,10 @@ ADMIN = "fault-matrix-admin-token"
 CONFIGMAPS = "/v1/configmaps"
 DEPLOYMENTS = "apps/v1/deployments"
 KINDS = (CONFIGMAPS, DEPLOYMENTS)
+# A message handed out when a process or NATS is killed is redelivered once the consumer's
+# ack_wait (30 s, NatsBus's default) runs out: convergence after such a kill is bounded by that
+# plus the ordinary 30 s, not by the ordinary 30 s alone (which a run then misses by chance).
+AFTER_ACK_WAIT = 30.0 + 30.0
 START_TIMEOUT = 30.0
 
 
