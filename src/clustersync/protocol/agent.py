@@ -578,7 +578,7 @@ class AgentSession:
         digests gets the whole inventory (nothing, for a new cluster) and the reconciliation
         alone does the work, once per object. The price is a full listing on the wire when the
         backend already holds a cluster this agent has not hashed yet (no saved checksums)."""
-        return any(is_fast(c) == self.fast_digests for c in self.synced.checksums_of(kind))
+        return self.synced.holds_checksum(kind, lambda c: is_fast(c) == self.fast_digests)
 
     def inventory_batch(self, kind: Kind, entries: Iterable[tuple[ObjectRef, str]] | None) -> Batch:
         """The inventory request for ``kind``: with the bucket digests of ``entries``, or,

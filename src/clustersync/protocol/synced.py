@@ -75,11 +75,13 @@ class SyncedObjects:
     def refs(self) -> Iterator[ObjectRef]:
         return iter(list(self._records))
 
-    def checksums_of(self, kind: Kind) -> Iterator[str]:
-        """The held checksums of ``kind``'s objects (lazily: a caller may stop at the first)."""
-        for ref, record in list(self._records.items()):
-            if ref.kind == kind and record.checksum is not None:
-                yield record.checksum
+    def holds_checksum(self, kind: Kind, wanted: Callable[[str], bool]) -> bool:
+        """Whether a held checksum of ``kind`` is ``wanted``: stops at the first and copies no
+        list of the records (asked before every inventory request)."""
+        for ref, record in self._records.items():
+            if ref.kind == kind and record.checksum is not None and wanted(record.checksum):
+                return True
+        return False
 
     def share_from(self, kind: Kind, reader: Callable[[bytes], Any]) -> None:
         """Let shadows of ``kind`` be shared cache entries, which ``reader`` turns back into the
