@@ -367,8 +367,14 @@ class CpuMeter:
         used = {k: v - self.before.get(k, 0.0) for k, v in self._now().items()}
         each = " · ".join(f"{k} {v / count * 1e3:.2f}" for k, v in used.items())
         driver = (time.process_time() - self.driver_before) / count * 1e3
-        print(f"    CPU ms per {what}: {each} · total {sum(used.values()) / count * 1e3:.2f}"
+        total = sum(used.values()) / count
+        print(f"    CPU ms per {what}: {each} · total {total * 1e3:.2f}"
               f" (the benchmark driver, load and polling: {driver:.2f})", flush=True)
+        # The pipeline's processes share this machine's cores: however well they overlap, they
+        # cannot together go faster than the cores divided by what one object costs them all.
+        cores = os.cpu_count() or 1
+        if total > 0:
+            line(f"    CPU bound: {cores} cores / total CPU per {what}", f"{cores / total:,.0f}/s")
 
 
 def quantiles(values: list[float]) -> tuple[float, float, float]:
