@@ -21,6 +21,11 @@ def main() -> None:
 
         fleet.main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["counts"]:  # per-kind counts on a large objects table
+        from benchmarks import counts
+
+        counts.main(sys.argv[2:])
+        return
     if sys.argv[1:2] == ["ingest"]:  # the ingester alone draining a backlog, processes apart
         from benchmarks import ingest
 

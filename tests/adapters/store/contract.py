@@ -347,6 +347,39 @@ class StoreContract:
             await store.park(subject, b"x", "why")
         assert await store.count_dead_letters() == {"cs.up.a.c1.3": 2, "cs.down.b.c1": 1}
 
+    async def test_count_kinds_stay_exact_through_every_write_path(self, store: Store) -> None:
+        async def counts() -> dict[tuple[str, str, Kind], int]:
+            return {(c.account, c.cluster, c.kind): c.count for c in await store.count_kinds()}
+
+        pods = [key("a", "c1", PODS, "ns", f"p{i}") for i in range(5)]
+        deploy = key("a", "c1", DEPLOYMENTS, "ns", "d")
+        await store.apply([obj(k, 1) for k in pods] + [obj(deploy, 1), obj(key("a", "c2"), 1)])
+        assert await counts() == {("a", "c1", PODS): 5, ("a", "c1", DEPLOYMENTS): 1,
+                                  ("a", "c2", PODS): 1}
+        # Updates of live rows and a stale put (lower seq, refused) leave the counts alone.
+        assert await store.apply([obj(pods[0], 2), obj(pods[1], 0)]) == 1
+        assert (await counts())[("a", "c1", PODS)] == 5
+        # Deletes leave tombstones, which are not counted; a kind with no live row disappears;
+        # a delete of a never-seen key (a tombstone alone) counts nothing either.
+        await store.apply([Delete(pods[2], 3), Delete(deploy, 3), Delete(key("a", "c3"), 1)])
+        assert await counts() == {("a", "c1", PODS): 4, ("a", "c2", PODS): 1}
+        # A stale put behind a tombstone is refused; a newer one revives the object.
+        assert await store.apply([obj(pods[2], 2), obj(deploy, 2)]) == 0
+        assert (await counts()).get(("a", "c1", DEPLOYMENTS)) is None
+        assert await store.apply([obj(deploy, 4)]) == 1
+        assert (await counts())[("a", "c1", DEPLOYMENTS)] == 1
+        # Delete and re-put of one key inside one batch: the last write wins.
+        await store.apply(
+            [Delete(pods[3], 5), obj(pods[3], 6), obj(pods[4], 6), Delete(pods[4], 7)]
+        )
+        assert (await counts())[("a", "c1", PODS)] == 3
+        # Purging tombstones removes rows that were not counted: nothing changes.
+        assert await store.purge_tombstones(time.time() + 3600) == 3
+        assert await counts() == {("a", "c1", PODS): 3, ("a", "c1", DEPLOYMENTS): 1,
+                                  ("a", "c2", PODS): 1}
+        live = [o.key for o in await store.list()]
+        assert len(live) == 5  # the recount from the rows themselves agrees
+
     async def test_cluster_state_link_and_progress(self, store: Store) -> None:
         assert await store.cluster_states() == []
         await store.save_progress("a", "c1", b'{"/v1/pods": {"listed": 3}}')

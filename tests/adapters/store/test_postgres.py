@@ -17,6 +17,7 @@ from clustersync.adapters.store.base import Delete, StoreError
 from clustersync.adapters.store.postgres import (
     MIGRATIONS,
     PostgresStore,
+    count_kinds_query,
     migrate,
     open_postgres,
 )
@@ -153,3 +154,22 @@ async def test_closed_store_raises_store_error(pg_database_url: str) -> None:
     await store.close()
     with pytest.raises(StoreError):
         await store.get(key())
+
+
+@pytest.mark.parametrize(("account", "cluster"), [(None, None), ("a", None), ("a", "c1")])
+async def test_count_kinds_can_be_answered_from_the_live_kinds_index(
+    store: PostgresStore, pg_database_url: str, account: str | None, cluster: str | None
+) -> None:
+    # Counting must not have to read the objects' bodies: with sequential scans priced out, the
+    # plan is an index-only scan of the partial index (its predicate and columns fit the query).
+    await store.apply([obj(key("a", "c1", name=f"p{i}"), 1) for i in range(3)])
+    conn = await asyncpg.connect(pg_database_url)
+    try:
+        await conn.execute("VACUUM ANALYZE objects")
+        await conn.execute("SET enable_seqscan = off")
+        query, args = count_kinds_query(account, cluster)
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *args)
+    finally:
+        await conn.close()
+    text = str(plan)
+    assert "Index Only Scan" in text and "objects_live_kinds" in text, text

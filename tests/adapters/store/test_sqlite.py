@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from clustersync.adapters.store.base import Delete, StoreError
-from clustersync.adapters.store.sqlite import MIGRATIONS, SqliteStore, open_sqlite
+from clustersync.adapters.store.sqlite import (
+    MIGRATIONS,
+    SqliteStore,
+    count_kinds_query,
+    open_sqlite,
+)
 
 try:
     from tests.contracts import load_contract
@@ -123,3 +128,23 @@ async def test_failed_batch_rolls_back(tmp_path: Path) -> None:
         assert await store.apply([obj(key(name="good"), 1)]) == 1  # the store still works
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("account", "cluster"), [(None, None), ("a", None), ("a", "c1")])
+async def test_count_kinds_reads_the_covering_index_not_the_table(
+    tmp_path: Path, account: str | None, cluster: str | None
+) -> None:
+    # Rows carry whole objects; counting must not read them.
+    path = tmp_path / "store.db"
+    store = await SqliteStore.open(str(path))
+    try:
+        await store.apply([obj(key("a", "c1", name=f"p{i}"), 1) for i in range(3)])
+    finally:
+        await store.close()
+    sql, params = count_kinds_query(account, cluster)
+    conn = sqlite3.connect(path)
+    try:
+        plan = " | ".join(str(row[-1]) for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    finally:
+        conn.close()
+    assert "COVERING INDEX objects_live_kinds" in plan, plan

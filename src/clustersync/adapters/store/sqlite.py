@@ -79,6 +79,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             link TEXT NOT NULL, progress TEXT NOT NULL, updated_at REAL NOT NULL,
             PRIMARY KEY (account, cluster))""",
     ),
+    (
+        # count_kinds reads only this narrow covering index of live rows, not the table whose
+        # rows carry whole objects. The query's "deleted = 0" must match this predicate exactly
+        # for SQLite to use it, and SQLite counts the index as covering only if it also holds
+        # the predicate's column, hence the trailing "deleted".
+        "CREATE INDEX objects_live_kinds ON objects"
+        " (account, cluster, api_group, api_version, resource, deleted) WHERE deleted = 0",
+    ),
 )
 
 _UPSERT_TAIL = f"""ON CONFLICT ({_KEY}) DO UPDATE SET
@@ -188,6 +196,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def count_kinds_query(account: str | None, cluster: str | None) -> tuple[str, list[str]]:
+    """count_kinds' SQL and parameters. ``deleted = 0`` and the grouped columns match the
+    covering partial index objects_live_kinds, so SQLite reads that index, not the table."""
+    where = ["deleted = 0"]
+    params = [v for v in (account, cluster) if v is not None]
+    where += [
+        f"{c} = ?" for c, v in (("account", account), ("cluster", cluster)) if v is not None
+    ]
+    groups = "account, cluster, api_group, api_version, resource"
+    sql = (
+        f"SELECT {groups}, count(*) FROM objects WHERE {' AND '.join(where)}"
+        f" GROUP BY {groups} ORDER BY {groups}"
+    )
+    return sql, params
 
 
 def parse_sqlite_url(url: str) -> str:
@@ -325,16 +349,7 @@ class SqliteStore:
     async def count_kinds(
         self, account: str | None = None, cluster: str | None = None
     ) -> builtins.list[KindCount]:
-        where = ["deleted = 0"]
-        params = [v for v in (account, cluster) if v is not None]
-        where += [
-            f"{c} = ?" for c, v in (("account", account), ("cluster", cluster)) if v is not None
-        ]
-        groups = "account, cluster, api_group, api_version, resource"
-        sql = (
-            f"SELECT {groups}, count(*) FROM objects WHERE {' AND '.join(where)}"
-            f" GROUP BY {groups} ORDER BY {groups}"
-        )
+        sql, params = count_kinds_query(account, cluster)
 
         def run(conn: sqlite3.Connection) -> list[KindCount]:
             return [
