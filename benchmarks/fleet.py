@@ -219,7 +219,7 @@ async def run_load(group: Parts, conn: asyncpg.Connection, watched: tuple[Part, 
     print("CPU over the window (share of one core)", flush=True)
     for name, share in zip(("server", "ingester", "nats", "load generator"), busy, strict=True):
         extra = (f"{share * 1000 / max(1, sent / span):,.2f} ms", "per change") \
-            if name == "server" else ("", "")
+            if name == "server" and sent else ("", "")
         line(f"  {name}", f"{share:.0%}", extra[1], extra[0])
     line("  server CPU per agent", f"{busy[0] * 1e3 / agents:,.2f} ms/s")
     print("server memory", flush=True)

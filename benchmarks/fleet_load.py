@@ -93,10 +93,13 @@ async def acknowledge(ws: aiohttp.ClientWebSocketResponse, tally: Tally) -> None
 async def agent(i: int, ws: aiohttp.ClientWebSocketResponse, args: argparse.Namespace,
                 start: float, tally: Tally) -> None:
     """Send a change every 1/rate seconds, offset so that the fleet's sends are evenly spread."""
+    measure_from, measure_to = tally.window
+    if args.rate <= 0:  # idle fleet: hold the connection through the window, send nothing
+        await asyncio.sleep(max(0.0, measure_to - time.time()))
+        return
     name = f"cm-{i:05d}"
     period = 1.0 / args.rate
     offset = i * period / args.agents
-    measure_from, measure_to = tally.window
     fast = ws.protocol == DIGEST_PROTOCOL  # the digest our agent uses with what was agreed
     version = 0
     while True:

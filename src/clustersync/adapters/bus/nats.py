@@ -108,9 +108,14 @@ CONNECT_TIMEOUT = 2  # seconds; nats-py wants ints for these two
 RECONNECT_WAIT = 1
 RETRY_WAIT = 0.25  # between publish retries while the server is away
 API_TIMEOUT = 5.0
-# How long one pull request waits on the server. Short enough that a request lost in a server
-# restart is replaced quickly, long enough not to poll an idle stream busily.
+# How long one pull request waits on the server, while messages flow or just after the
+# connection came back: short, so a request the server lost unannounced is replaced quickly.
 FETCH_EXPIRES = 2.0
+# A consumer that found nothing doubles its pull request's lifetime up to this, so 1,000 idle
+# durables ask about 33 times a second instead of 500. A server restart costs no wait: the
+# reconnect wakes every waiting fetch (see NatsSubscription.wake). What stays bounded by this is
+# a pull request lost without the connection dropping (no such case is known on one server).
+IDLE_FETCH_EXPIRES = 30.0
 CHECKED_SUBJECTS = 100_000  # publish subjects remembered as valid (then forgotten, re-checked)
 # Nats-Msg-Id dedup horizon: a publish retried after a lost ack within this window is stored
 # once. Capped by max_age (the server requires duplicate_window <= max_age).
@@ -203,8 +208,12 @@ async def open_nats(
         if not (nc.is_closed or nc.is_draining):  # also called by our own close()
             log.warning("NATS: disconnected from %s, reconnecting", _redact(url))
 
+    opened: list[NatsBus] = []  # the bus, once built: the reconnect wakes its consumers
+
     async def on_reconnect() -> None:
         log.info("NATS: reconnected to %s", _redact(url))
+        for bus in opened:
+            bus.wake_consumers()
 
     nc = Client()
     try:
@@ -253,7 +262,7 @@ async def open_nats(
     except (nats.errors.Error, TimeoutError, BusError) as exc:
         await nc.close()
         raise BusError(f"cannot create or update stream {stream}: {_reason(exc)}") from None
-    return NatsBus(
+    bus = NatsBus(
         nc,
         js,
         # Recreating a lost stream later uses the replicas it had.
@@ -265,6 +274,8 @@ async def open_nats(
         redelivery_delay=redelivery_delay,
         publish_timeout=publish_timeout,
     )
+    opened.append(bus)
+    return bus
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig, *, update: bool) -> StreamInfo:
@@ -503,6 +514,12 @@ class NatsBus:
             log.warning("NATS: drain failed (%s); closing", _reason(exc))
             await self._nc.close()
 
+    def wake_consumers(self) -> None:
+        """The connection came back (maybe to a restarted server that lost every pull request):
+        have each subscription ask again now instead of when its long request would expire."""
+        for sub in self._subscriptions:
+            sub.wake()
+
     def _forget(self, sub: NatsSubscription) -> None:
         self._subscriptions.discard(sub)
 
@@ -544,6 +561,8 @@ class NatsSubscription:
         self._held: dict[int, tuple[Msg, asyncio.Task[None]]] = {}
         self._started = itertools.count()
         self._room = asyncio.Event()
+        self._expires = FETCH_EXPIRES  # the next pull request's lifetime (see IDLE_FETCH_EXPIRES)
+        self._fetch: asyncio.Future[list[Msg]] | None = None  # the pull request awaited now
         self._task = asyncio.create_task(self._run(), name=f"nats-{durable}")
         self._keepalive = asyncio.create_task(self._keep_alive(), name=f"nats-wpi-{durable}")
 
@@ -554,10 +573,24 @@ class NatsSubscription:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            # Short again unless this request expires empty (messages, errors and wakes all
+            # mean the next request had better be short-lived).
+            expires, self._expires = self._expires, FETCH_EXPIRES
+            # A future of its own, so that wake() can end this wait without stopping _run.
+            self._fetch = fetch = asyncio.ensure_future(self._psub.fetch(room, timeout=expires))
             try:
-                msgs = await self._psub.fetch(room, timeout=FETCH_EXPIRES)
+                msgs = await fetch
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stop()
+                # wake(): the server may have forgotten the request. Ask again, short-lived in
+                # case the new one is lost too while the server is still starting.
+                continue
             except nats.errors.TimeoutError:
-                continue  # nothing arrived in this pull request's lifetime: ask again
+                # Nothing arrived in this pull request's lifetime: ask again, for longer.
+                self._expires = min(expires * 2, IDLE_FETCH_EXPIRES)
+                continue
             except nats.errors.ConnectionClosedError:
                 return
             except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NotFoundError) as exc:
@@ -581,11 +614,18 @@ class NatsSubscription:
                 TASK_FAILURES.labels("bus", "nats-consumer").inc()
                 await asyncio.sleep(RETRY_WAIT)
                 continue
+            finally:
+                self._fetch = None
             for msg in msgs:
                 if self._in_flight == 1:
                     await self._deliver(msg)
                 else:
                     await self._start(msg)
+
+    def wake(self) -> None:
+        """End the wait on the current pull request (if any), so _run sends a new one now."""
+        if self._fetch is not None and not self._fetch.done():
+            self._fetch.cancel()
 
     async def _rebind(self) -> None:
         bus = self._bus
