@@ -15,6 +15,7 @@ import pytest
 
 from clustersync.adapters.store.base import Delete, StoreError
 from clustersync.adapters.store.postgres import (
+    _GET_MANY,
     MIGRATIONS,
     PostgresStore,
     count_kinds_query,
@@ -173,3 +174,31 @@ async def test_count_kinds_can_be_answered_from_the_live_kinds_index(
         await conn.close()
     text = str(plan)
     assert "Index Only Scan" in text and "objects_live_kinds" in text, text
+
+
+async def test_batched_reads_are_planned_for_the_table_as_it_grew(store: PostgresStore) -> None:
+    # A statement prepared while the table was small and run a few times may be given a generic
+    # plan that scans the table; once it holds many rows, every batched read would scan it all.
+    # The store's connections plan each execution anew, so the grown table is read by its key.
+    await store.apply([obj(key("a", "c1", name=f"p{i}"), i + 1) for i in range(5)])
+    keys = "ARRAY['a'], ARRAY['c1'], ARRAY[''], ARRAY['v1'], ARRAY['pods'], " \
+        "ARRAY['default'], ARRAY['p1']"
+    async with store._pool.acquire() as conn:
+        await conn.execute("ANALYZE objects")
+        await conn.execute(f"PREPARE read_many(text[], text[], text[], text[], text[], text[],"
+                           f" text[]) AS {_GET_MANY}")
+        try:
+            for _ in range(8):  # past the point where PostgreSQL may switch to a generic plan
+                await conn.execute(f"EXECUTE read_many({keys})")
+            await conn.execute(
+                "INSERT INTO objects (account, cluster, api_group, api_version, resource,"
+                " namespace, name, object, seq) SELECT 'a', 'c1', '', 'v1', 'pods',"
+                " 'default', 'q' || n, '{}', n FROM generate_series(1, 20000) AS n"
+            )
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE read_many({keys})")
+        finally:
+            await conn.execute("DEALLOCATE read_many")
+    text = str(plan)
+    # Whichever index: it must find each object by its whole key, not scan a kind or the table.
+    assert "Seq Scan" not in text and "Filter" not in text, text
+    assert "Index Cond" in text and "name" in text.split("Index Cond")[1], text
