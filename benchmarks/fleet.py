@@ -36,7 +36,16 @@ from tests.servers import free_port, start_postgres
 
 from benchmarks.fleet_load import change, cluster, token
 from benchmarks.prod import line
-from benchmarks.prod_parts import Part, Parts, http_ok, parts, rss_kib, start_durable_nats, wait_for
+from benchmarks.prod_parts import (
+    Part,
+    Parts,
+    http_ok,
+    migrate_database,
+    parts,
+    rss_kib,
+    start_durable_nats,
+    wait_for,
+)
 from benchmarks.sync import raw_websocket_rate
 from clustersync.protocol.codec import encode
 from clustersync.protocol.envelope import Envelope, encode_envelope
@@ -131,10 +140,7 @@ def read_json_line(proc: subprocess.Popen[bytes], what: str) -> dict[str, object
 
 async def measure(group: Parts, db: str, load: Load) -> None:
     nats_part, bus, monitor = start_durable_nats(group)
-    migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
-    wait_for(lambda: not migrate.alive(), "db migrate")
-    if migrate.proc.returncode:
-        migrate.check()
+    migrate_database(group, db)
     print("raw limits, same run", flush=True)
     await raw_limits(bus)
 

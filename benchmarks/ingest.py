@@ -40,7 +40,7 @@ from tests.servers import start_postgres
 
 from benchmarks.pods import pod
 from benchmarks.prod import line, raw_nats, raw_postgres_upsert
-from benchmarks.prod_parts import Part, Parts, parts, start_durable_nats, wait_for
+from benchmarks.prod_parts import Part, Parts, migrate_database, parts, start_durable_nats
 from clustersync.adapters.bus.nats import NatsBus, open_nats
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.checksum import canonical_checksum
@@ -174,10 +174,7 @@ async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[b
                profile: Path | None) -> None:
     puts, patches = work
     _, url, _ = start_durable_nats(group)
-    migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
-    wait_for(lambda: not migrate.alive(), "db migrate")
-    if migrate.proc.returncode:
-        migrate.check()
+    migrate_database(group, db)
 
     print("raw limits, same run", flush=True)
     upserts = await raw_postgres_upsert(db, [o["metadata"]["name"] for o in objs], bodies)

@@ -41,6 +41,7 @@ from benchmarks.prod_parts import (
     bus_backlog,
     cpu_seconds,
     http_ok,
+    migrate_database,
     parts,
     process_tree,
     pss_kib,
@@ -513,10 +514,7 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
     db = pg.url
     n = len(bodies)
     nats_part, bus, monitor = start_durable_nats(group)
-    migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
-    wait_for(lambda: not migrate.alive(), "db migrate")
-    if migrate.proc.returncode:
-        migrate.check()
+    migrate_database(group, db)
     kubeconfig = group.workdir / "kubeconfig"
     server_port, sandbox_port, agent_port = free_port(), free_port(), free_port()
     seed, tokens, agent_config = write_inputs(group.workdir, bodies, (server_port, kubeconfig),

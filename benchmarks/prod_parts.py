@@ -222,3 +222,11 @@ class KubeTarget:
             context = ssl.create_default_context(cadata=base64.b64decode(ca).decode())
         return cls(cluster["server"].rstrip("/"), token, context)
 
+
+
+def migrate_database(group: Parts, db: str) -> None:
+    """Run ``clustersync db migrate`` against ``db`` as its own process, and wait for it."""
+    migrate = group.clustersync("migrate", "db", "migrate", "--db", db)
+    wait_for(lambda: not migrate.alive(), "db migrate")
+    if migrate.proc.returncode:
+        migrate.check()
