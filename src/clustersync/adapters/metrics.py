@@ -129,6 +129,7 @@ METRIC_ROLES: dict[str, frozenset[str]] = {
     "clustersync_apply_seconds": frozenset({AGENT}),
     "clustersync_agent_queued": frozenset({AGENT}),
     "clustersync_agent_checksum_cache": frozenset({AGENT}),
+    "clustersync_agent_informer_snapshot": frozenset({AGENT}),
     "clustersync_connected_agents": frozenset({SERVER}),
     "clustersync_dead_letters": frozenset({INGESTER}),
     "clustersync_ingest_seconds": frozenset({INGESTER}),
