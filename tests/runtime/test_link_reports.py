@@ -30,7 +30,7 @@ class FakeConnection:
     account: str = "acme"
     ws: FakeSocket = field(default_factory=FakeSocket)
     last_read: float = 0.0
-    acks: bool = True
+
     protocol: str = "clustersync.v2"
     client: tuple[tuple[str, str], ...] = (("connectionId", "id"),)
 

@@ -98,11 +98,15 @@ class Connection:
     epoch: int
     claim: int = 0  # this connection's takeover notice (a bus seq); 0 until published
     last_read: float = 0.0  # loop time of the last frame from the agent
-    acks: bool = False  # the agent acknowledges what it handled (negotiated at connect)
     protocol: str = "kubescape"  # the subprotocol negotiated at connect (none: kubescape's)
     unacked: DeliveryLedger[asyncio.Future[None]] = field(default_factory=DeliveryLedger)
     client: tuple[tuple[str, str], ...] = ()  # what the agent said of itself (connect_info)
     up_subjects: dict[int, str] = field(default_factory=dict)  # by partition, made once
+
+    @property
+    def acks(self) -> bool:
+        """The agent acknowledges what it handled: one of our subprotocols was negotiated."""
+        return speaks_clustersync(self.protocol)
 
     def acknowledge(self, ids: tuple[int, ...]) -> None:
         for waiter in self.unacked.settle(ids):
@@ -219,7 +223,6 @@ class SyncServer:
             request, self.heartbeat, extensions=self.extensions, fast_digests=self.fast_digests
         )
         conn = Connection(identity.account, identity.cluster, ws, next(self._epochs))
-        conn.acks = speaks_clustersync(ws.ws_protocol)
         conn.protocol = ws.ws_protocol or "kubescape"
         conn.client = connect_info(request.headers)
         conn.last_read = asyncio.get_running_loop().time()

@@ -33,7 +33,6 @@ class LinkFacts(Protocol):
     cluster: str
     ws: web.WebSocketResponse
     last_read: float  # loop time
-    acks: bool
     protocol: str  # the negotiated subprotocol, or "kubescape"
     client: tuple[tuple[str, str], ...]
 
