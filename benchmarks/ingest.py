@@ -36,10 +36,11 @@ from typing import Any
 
 import asyncpg
 import orjson
-from tests.servers import start_postgres
+from tests.servers import RunningPostgres, start_postgres
 
+from benchmarks.pg_meter import PgMeter
 from benchmarks.pods import pod
-from benchmarks.prod import line, raw_nats, raw_postgres_upsert
+from benchmarks.prod import line, postmaster_pid, raw_nats, raw_postgres_upsert
 from benchmarks.prod_parts import Part, Parts, migrate_database, parts, start_durable_nats
 from clustersync.adapters.bus.nats import NatsBus, open_nats
 from clustersync.model import Kind, ObjectRef
@@ -127,12 +128,16 @@ def profiled(ingester: Part, out: Path | None, seconds: float) -> Iterator[None]
 
 
 async def drain(conn: asyncpg.Connection, bus: NatsBus, ingester: Part, messages: list[Message],
-                *, count_sql: str, want: int, profile: Path | None) -> tuple[float, float]:
+                *, count_sql: str, want: int, profile: Path | None,
+                meter: PgMeter | None = None) -> tuple[float, float]:
     """Publish ``messages`` while the ingester is stopped, then let it go: (seconds until
-    ``count_sql`` says ``want``, ingester CPU seconds meanwhile)."""
+    ``count_sql`` says ``want``, ingester CPU seconds meanwhile). ``meter`` starts when the
+    ingester does."""
     os.kill(ingester.pid, signal.SIGSTOP)
     try:
         await publish_all(bus, messages)
+        if meter is not None:
+            await meter.start()
     finally:
         os.kill(ingester.pid, signal.SIGCONT)
     cpu = cpu_seconds(ingester.pid)
@@ -162,29 +167,34 @@ async def run(objects: int, changes: int, ingester_path: Path | None,
     pg = start_postgres(durable=True)
     try:
         with parts(workdir) as group:
-            await _run(group, pg.url, objs, bodies, work=(puts, patches),
-                           ingester_path=ingester_path, profile=profile)
+            await _run(group, pg, objs, bodies, work=(puts, patches),
+                       ingester_path=ingester_path, profile=profile)
     finally:
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[bytes], *,
-               work: tuple[list[Batch], list[Batch]], ingester_path: Path | None,
-               profile: Path | None) -> None:
+async def _run(group: Parts, pg: RunningPostgres, objs: list[dict[str, Any]],
+               bodies: list[bytes], *, work: tuple[list[Batch], list[Batch]],
+               ingester_path: Path | None, profile: Path | None) -> None:
     puts, patches = work
+    db = pg.url
     _, url, _ = start_durable_nats(group)
     migrate_database(group, db)
+    meter = PgMeter(postmaster_pid(pg), db)
 
     print("raw limits, same run", flush=True)
+    await meter.start()
     upserts = await raw_postgres_upsert(db, [o["metadata"]["name"] for o in objs], bodies)
     line("", "", "raw PostgreSQL COPY+upsert, 1k", f"{upserts:,.0f}/s")
+    await meter.report(len(objs), "row")
     _, _, consumed = await raw_nats(url, bodies[:RAW_NATS_MESSAGES])
     line("", "", "raw JetStream pull+ack", f"{consumed:,.0f}/s")
 
     ingester = start_ingester(group, url, db, ingester_path)
     bus = await open_nats(url)
     conn = await asyncpg.connect(db)
+    meter.driver = frozenset({conn.get_server_pid()})
     try:
         # Warm up: the ingester's durables exist and it has handled a message.
         await publish_all(bus, put_batches([pod(0, namespace="warm-up")], canonical_checksum))
@@ -199,10 +209,12 @@ async def _run(group: Parts, db: str, objs: list[dict[str, Any]], bodies: list[b
               flush=True)
         count_puts = "SELECT count(*) FROM objects WHERE namespace = 'bench'"
         seconds, cpu = await drain(conn, bus, ingester, list(puts), count_sql=count_puts, want=n,
-                                   profile=profile and profile.with_suffix(".sync.txt"))
+                                   profile=profile and profile.with_suffix(".sync.txt"),
+                                   meter=meter)
         line("  ingester drain", f"{n / seconds:,.0f}/s", "raw COPY+upsert", f"{upserts:,.0f}/s")
         line("  ingester CPU per object", f"{cpu / n * 1e6:,.0f} us", "CPU busy",
              f"{cpu / seconds:.0%}")
+        await meter.report(n)
 
         if patches:
             since = await conn.fetchval("SELECT max(seq) FROM objects")

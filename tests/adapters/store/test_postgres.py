@@ -202,3 +202,68 @@ async def test_batched_reads_are_planned_for_the_table_as_it_grew(store: Postgre
     # Whichever index: it must find each object by its whole key, not scan a kind or the table.
     assert "Seq Scan" not in text and "Filter" not in text, text
     assert "Index Cond" in text and "name" in text.split("Index Cond")[1], text
+
+
+async def _server_compresses_with_lz4(conn: asyncpg.Connection) -> bool:
+    """Whether this PostgreSQL build offers lz4 (asked of the server, not of the store)."""
+    values: list[str] = await conn.fetchval(
+        "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
+    )
+    return "lz4" in values
+
+
+def _large_body(name: str) -> bytes:
+    # Well over the 2 KB at which PostgreSQL compresses a row, and compressible.
+    return orjson.dumps({"metadata": {"name": name}, "spec": {"args": ["--verbose"] * 800}})
+
+
+async def test_migration_0007_compresses_objects_written_after_it_with_lz4(
+    pg_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database at 0006 holding an object, as an existing deployment has; then 0007 runs.
+    monkeypatch.setattr(
+        "clustersync.adapters.store.postgres.MIGRATIONS",
+        [(v, s) for v, s in MIGRATIONS if v < "0007"],
+    )
+    store = await open_postgres(pg_database_url)
+    try:
+        assert await store.apply([obj(key(name="before"), 1, _large_body("before"))]) == 1
+    finally:
+        await store.close()
+    monkeypatch.undo()
+    assert await migrate(pg_database_url) == ["0007"]
+
+    store = await open_postgres(pg_database_url)
+    conn = await asyncpg.connect(pg_database_url)
+    try:
+        assert await store.apply([obj(key(name="after"), 2, _large_body("after"))]) == 1
+        lz4 = await _server_compresses_with_lz4(conn)
+        rows = await conn.fetch(
+            "SELECT name, pg_column_compression(object) AS method FROM objects ORDER BY name"
+        )
+        # Stored before: left as it was (pglz, the default); stored after: lz4 where possible.
+        assert {r["name"]: r["method"] for r in rows} == {
+            "after": "lz4" if lz4 else "pglz",
+            "before": "pglz",
+        }
+        for name in ("before", "after"):  # both still read back whole
+            got = await store.get(key(name=name))
+            assert got is not None and orjson.loads(got.object) == orjson.loads(_large_body(name))
+    finally:
+        await conn.close()
+        await store.close()
+
+
+async def test_staged_objects_are_compressed_with_lz4_where_the_server_has_it(
+    store: PostgresStore,
+) -> None:
+    # The staging table holds each object of a batch until the INSERT reads it back: with the
+    # server's default (pglz) every object would be compressed twice at pglz's cost.
+    assert await store.apply([obj(key(), 1, _large_body("web"))]) == 1
+    async with store._pool.acquire() as conn:
+        lz4 = await _server_compresses_with_lz4(conn)
+        method = await conn.fetchval(
+            "SELECT attcompression::text FROM pg_attribute"
+            " WHERE attrelid = 'pg_temp.clustersync_staged'::regclass AND attname = 'object'"
+        )
+    assert method == ("l" if lz4 else "")
