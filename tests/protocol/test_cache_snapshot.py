@@ -9,6 +9,7 @@ import pytest
 
 from clustersync.model import Kind
 from clustersync.protocol.cache_snapshot import (
+    FORMAT,
     SAMPLE_SIZE,
     CacheSnapshot,
     decode,
@@ -85,10 +86,12 @@ def test_an_edited_byte_fails_the_digest() -> None:
     assert caught.value.reason == "digest"
 
 
-def test_another_format_version_is_refused() -> None:
+@pytest.mark.parametrize("other", [FORMAT - 1, FORMAT + 1])
+def test_another_format_version_is_refused(other: int) -> None:
+    """An older agent's file (entries of another layout) is refused whole, as is a newer one."""
     head, _, body = encode(snapshot(), PRINT).partition(b"\n")
     header = orjson.loads(head)
-    header["format"] = 2
+    header["format"] = other
     with pytest.raises(RejectedFileError) as caught:
         decode(orjson.dumps(header) + b"\n" + body, PRINT)
     assert caught.value.reason == "format"

@@ -12,11 +12,12 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.cache_entry import Facts
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
 from clustersync.protocol.checksum_cache import Entry
 from clustersync.protocol.digest import digest_like, fast_digest, is_fast
@@ -90,6 +91,32 @@ class Cached:
 
     live: dict[str, Any]
     entry: bytes
+
+
+class EntryReader(Protocol):
+    """How the session reads a driver's cache entry (protocol.cache_entry, the informer's)."""
+
+    def facts(self, entry: bytes) -> Facts: ...
+
+    def parse(self, entry: bytes) -> dict[str, Any]: ...
+
+    def shaped_json(self, entry: bytes) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An object of the driver's cache known by its key and entry only: the session decides on
+    the facts in the entry's header (uid, resourceVersion, fast digest, owner) and unpacks the
+    entry only to send it, or parses it where the facts do not suffice (see
+    :meth:`AgentSession.reconcile_steps`)."""
+
+    namespace: str
+    name: str
+    entry: bytes
+    reader: EntryReader
+
+    def cached(self) -> Cached:
+        return Cached(self.reader.parse(self.entry), self.entry)
 
 
 @dataclass(slots=True)
@@ -551,11 +578,22 @@ class AgentSession:
         return self.inventory_batch(kind, self.inventory_entries(kind, live_objects))
 
     def inventory_entries(
-        self, kind: Kind, live_objects: Iterable[dict[str, Any]]
+        self, kind: Kind, live_objects: Iterable[dict[str, Any] | Cached | Listed]
     ) -> Iterator[tuple[ObjectRef, str]]:
         """The (ref, checksum) of every synced object, one at a time, so that a driver can pause
-        between objects of a large kind (hashing 100k pods takes seconds)."""
-        for live in live_objects:
+        between objects of a large kind (hashing 100k pods takes seconds). A :class:`Listed`
+        object whose entry holds its fast digest is not even unpacked."""
+        for item in live_objects:
+            if isinstance(item, Listed):
+                facts = self._decisive(item)
+                if facts is not None:
+                    if not self._filtered(item, facts):
+                        ref = ObjectRef(kind, sys.intern(item.namespace), item.name)
+                        yield ref, self._recorded(ref, facts)
+                    continue
+                live = item.cached().live
+            else:
+                live = item.live if isinstance(item, Cached) else item
             if not is_filtered(live, self.rules):
                 ref = ref_of(kind, live)
                 known = self._known(ref, live)  # a restart with saved checksums: most objects
@@ -590,7 +628,9 @@ class AgentSession:
             **_meta(None),
         )
 
-    def reconcile(self, batch: Batch, live_objects: Iterable[dict[str, Any] | Cached]) -> Outcome:
+    def reconcile(
+        self, batch: Batch, live_objects: Iterable[dict[str, Any] | Cached | Listed]
+    ) -> Outcome:
         """Repair every difference between the backend's inventory of a kind and the cluster."""
         out = Outcome()
         for step in self.reconcile_steps(batch, live_objects):
@@ -601,7 +641,7 @@ class AgentSession:
     def reconcile_steps(
         self,
         batch: Batch,
-        live_objects: Iterable[dict[str, Any] | Cached],
+        live_objects: Iterable[dict[str, Any] | Cached | Listed],
         *,
         step: int = 100,
         still_absent: Callable[[ObjectRef], bool] = lambda ref: True,
@@ -609,7 +649,12 @@ class AgentSession:
         """:meth:`reconcile` in pieces of at most ``step`` objects, so that a driver can send
         each piece (and let other work run) before computing the next: the repairs of a large
         kind never all wait in memory at once. ``still_absent`` is asked before deleting an
-        object the backend holds and the walk did not meet (it may have appeared meanwhile)."""
+        object the backend holds and the walk did not meet (it may have appeared meanwhile).
+
+        A :class:`Listed` object whose entry holds its shaped JSON and fast digest (with fast
+        digests on this link) is decided on its entry's facts: not parsed, shaped nor hashed
+        again, and sent as the JSON the entry holds; any other is parsed and handled as before.
+        """
         out = Outcome()
         if batch.batch_type != BATCH_RECONCILIATION:
             out.errors.append(
@@ -628,11 +673,24 @@ class AgentSession:
         synced: set[ObjectRef] = set()
         walked = 0
         for item in live_objects:
-            live, entry = (item.live, item.entry) if isinstance(item, Cached) else (item, None)
             walked += 1
             if walked % step == 0:
                 yield out
                 out = Outcome()
+            if isinstance(item, Listed):
+                facts = self._decisive(item)
+                if facts is not None:
+                    whole = self._reconcile_listed(
+                        batch, item, facts, backend=backend, covered=covered, synced=synced
+                    )
+                    if whole is not None:
+                        out.send.append(whole)
+                    continue
+                live, entry = item.reader.parse(item.entry), item.entry
+            elif isinstance(item, Cached):
+                live, entry = item.live, item.entry
+            else:
+                live, entry = item, None
             if is_filtered(live, self.rules):
                 continue  # and if the backend holds it, it is deleted there below
             ref = ref_of(batch.kind, live)
@@ -663,6 +721,70 @@ class AgentSession:
                 self.shadows.discard(ref)
                 out.send.append(ObjectDeleted(ref=ref, **_meta(batch)))
         yield out
+
+    def _decisive(self, item: Listed) -> Facts | None:
+        """The entry's facts if they suffice to reconcile the object without reading it."""
+        facts = item.reader.facts(item.entry)
+        if self.fast_digests and facts.shaped and facts.digest is not None:
+            return facts
+        return None
+
+    def _filtered(self, item: Listed, facts: Facts) -> bool:
+        """:func:`is_filtered` from the key and the facts (the namespace is the key's)."""
+        namespace = item.namespace
+        if namespace and namespace == self.rules.operator_namespace:
+            return False
+        return not self.rules.allows(namespace) or facts.controlled
+
+    def _recorded(self, ref: ObjectRef, facts: Facts) -> str:
+        """The entry's digest, held from now on for its object version (as :meth:`_checksum`)."""
+        assert facts.digest is not None
+        if self._known_version(ref, facts.version) != facts.digest:
+            self._checksums[ref] = (facts.version, facts.digest)
+        return facts.digest
+
+    def _known_version(self, ref: ObjectRef, version: str) -> str | None:
+        cached = self._checksums.get(ref)
+        return cached[1] if cached is not None and cached[0] == version else None
+
+    def _reconcile_listed(
+        self,
+        batch: Batch,
+        item: Listed,
+        facts: Facts,
+        *,
+        backend: Mapping[ObjectRef, str],
+        covered: frozenset[int] | None,
+        synced: set[ObjectRef],
+    ) -> PutObject | None:
+        """One step of :meth:`reconcile_steps` for an object decided on its entry's facts: what
+        to send of it, if anything."""
+        if self._filtered(item, facts):
+            return None
+        ref = ObjectRef(batch.kind, sys.intern(item.namespace), item.name)
+        if covered is not None and bucket_of(ref) not in covered:
+            return None
+        synced.add(ref)
+        checksum = self._recorded(ref, facts)
+        if backend.get(ref) == checksum:
+            return None
+        body = item.reader.shaped_json(item.entry)
+        assert body is not None  # a shaped entry holds it
+        self.shadows.discard(ref)
+        self._sent.pop(ref, None)
+        return self._put_whole(ref, body, checksum, batch, item.entry)
+
+    def _put_whole(
+        self, ref: ObjectRef, body: bytes, checksum: str, cause: Message, entry: bytes
+    ) -> PutObject:
+        """Send ``body``, the shaped JSON of a cache ``entry``, whole (the backend lacks it)."""
+        if self.strategies.get(ref.kind) is not Strategy.PATCH:
+            self._sent[ref] = checksum
+        elif self.synced.shares(ref.kind):
+            self.shadows.share(ref, entry)
+        else:
+            self.shadows[ref] = body
+        return PutObject(ref=ref, checksum=checksum, object=body, **_meta(cause))
 
 
 def _meta(cause: Message | None) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from clustersync.model import Kind
 from clustersync.protocol import sealed
 from clustersync.protocol.sealed import RejectedFileError, seal, unseal
 
-FORMAT = 1
+FORMAT = 2  # 2: entries carry a header of facts and the shaped object (protocol.cache_entry)
 SCHEME = "clustersync-informer-cache-v1"
 SAMPLE_SIZE = 16  # entries unpacked and checked before the others are believed
 

@@ -140,17 +140,21 @@ def _owned(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
     return node
 
 
-def _masked_container(container: Any) -> Any:
+def _masked_container(container: Any, values: list[Any] | None) -> Any:
     if not isinstance(container, dict) or not isinstance(container.get("env"), list):
         return container
-    env = [
-        {**entry, "value": MASK} if isinstance(entry, dict) and "value" in entry else entry
-        for entry in container["env"]
-    ]
+    env = []
+    for entry in container["env"]:
+        if isinstance(entry, dict) and "value" in entry:
+            if values is not None:
+                values.append(entry["value"])
+            entry = {**entry, "value": MASK}  # noqa: PLW2901 - the masked copy replaces it
+        env.append(entry)
     return {**container, "env": env}
 
 
-def _mask_env(obj: dict[str, Any]) -> None:
+def _mask_env(obj: dict[str, Any], values: list[Any] | None) -> None:
+    """Mask every env value (in :func:`env_entries` order), adding the originals to ``values``."""
     spec = _owned(obj, pod_spec_path(str(obj.get("kind", ""))))
     if spec is None:
         return
@@ -158,7 +162,7 @@ def _mask_env(obj: dict[str, Any]) -> None:
         containers = spec.get(list_name)
         if not isinstance(containers, list):
             continue
-        spec[list_name] = [_masked_container(c) for c in containers]
+        spec[list_name] = [_masked_container(c, values) for c in containers]
 
 
 def shape(kind: Kind, live: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +172,10 @@ def shape(kind: Kind, live: dict[str, Any]) -> dict[str, Any]:
     Only the containers on the paths that change are copied; the rest is shared with ``live``
     (a deep copy cost more than the checksum). Neither object may be mutated afterwards.
     """
+    return _shape(kind, live, None)
+
+
+def _shape(kind: Kind, live: dict[str, Any], env_values: list[Any] | None) -> dict[str, Any]:
     obj = dict(live)
     meta = _owned(obj, ("metadata",))
     if meta is not None:
@@ -178,8 +186,57 @@ def shape(kind: Kind, live: dict[str, Any]) -> dict[str, Any]:
         return obj
     for path in NULLED_FIELDS.get(str(kind), ()):
         _parent_for_null(obj, path)[path[-1]] = None
-    _mask_env(obj)
+    _mask_env(obj, env_values)
     return obj
+
+
+Removed = dict[str, Any]
+"""What :func:`shape_reversibly` took away: ``env`` (the masked values, in :func:`env_entries`
+order) and ``annotations`` (the stripped ones), each only if there were any."""
+
+
+def shape_reversibly(kind: Kind, live: dict[str, Any]) -> tuple[dict[str, Any], Removed] | None:
+    """:func:`shape` and what it removed, so that :func:`restore` can rebuild ``live`` from the
+    two; None where shaping loses more than that (annotations that are null, not strings or
+    not a map, and nulled fields), or raises :class:`ShapingError` as :func:`shape` does."""
+    meta = live.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    removed: Removed = {}
+    if annotations is not None:
+        if not isinstance(annotations, dict) or not all(
+            isinstance(value, str) for value in annotations.values()
+        ):
+            return None
+        stripped = {key: annotations[key] for key in _STRIPPED_ANNOTATIONS if key in annotations}
+        if stripped:
+            removed["annotations"] = stripped
+    typed = kind.group == STORAGE_GROUP and kind.resource in TYPED_STORAGE_RESOURCES
+    if not typed and NULLED_FIELDS.get(str(kind)):
+        return None
+    values: list[Any] = []
+    shaped = _shape(kind, live, values)
+    if values:
+        removed["env"] = values
+    return shaped, removed
+
+
+def restore(kind: Kind, shaped: dict[str, Any], removed: Removed) -> None:
+    """Put back into ``shaped`` (a fresh copy, changed in place) what :func:`shape_reversibly`
+    removed from the live object. Raises ValueError if ``removed`` does not fit it."""
+    stripped = removed.get("annotations")
+    if stripped:
+        meta = shaped.get("metadata")
+        annotations = meta.get("annotations") if isinstance(meta, dict) else None
+        if not isinstance(annotations, dict) or not isinstance(stripped, dict):
+            raise ValueError("removed annotations without an annotations map to restore into")
+        annotations.update(stripped)
+    values = removed.get("env")
+    if values:
+        entries = [entry for _, _, entry in env_entries(shaped)]
+        if not isinstance(values, list) or len(values) != len(entries):
+            raise ValueError(f"{len(entries)} masked env values, {len(values)} removed")
+        for entry, value in zip(entries, values, strict=True):
+            entry["value"] = value
 
 
 def _strip_annotations(meta: dict[str, Any]) -> None:

@@ -55,8 +55,8 @@ from clustersync.link.frames import (
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import (
     AgentSession,
-    Cached,
     ClusterWrite,
+    Listed,
     Outcome,
     WatchEvent,
     object_version,
@@ -611,7 +611,9 @@ class Agent:
             return
         pacer = Pacer()
         entries = []
-        for entry in self.session.inventory_entries(kind, self.informers[kind].cache.values()):
+        cache = self.informers[kind].cache
+        listed = (Listed(ns, name, entry, cache) for (ns, name), entry in cache.current_entries())
+        for entry in self.session.inventory_entries(kind, listed):
             entries.append(entry)
             await pacer.tick()
         await self._outbox_room()
@@ -749,8 +751,11 @@ class Agent:
         informer = self.informers.get(msg.kind)
         if informer is not None:
             await informer.synced.wait()  # an unsynced cache would look like mass deletes
-        live: Iterable[Cached] = (
-            (Cached(obj, entry) for obj, entry in informer.cache.values_with_entries())
+        live: Iterable[Listed] = (
+            (
+                Listed(namespace, name, entry, informer.cache)
+                for (namespace, name), entry in informer.cache.current_entries()
+            )
             if informer
             else iter(())
         )

@@ -12,6 +12,7 @@ import pytest
 
 from clustersync.adapters.kube.client import KubeClient
 from clustersync.adapters.kube.informer import Informer, UnusableSnapshotError
+from clustersync.protocol import cache_entry
 from clustersync.protocol.cache_snapshot import CacheSnapshot
 from clustersync.sandbox import Sandbox
 
@@ -132,13 +133,26 @@ def _swapped(snapshot: CacheSnapshot) -> CacheSnapshot:
     )))
 
 
-@pytest.mark.parametrize("damage", ["swapped", "garbled"])
+def _lying_digests(snapshot: CacheSnapshot) -> CacheSnapshot:
+    """Entries whose header's digest is not the digest of the object they hold."""
+    entries = []
+    for key, entry in snapshot.entries:
+        facts = cache_entry.facts(entry)
+        assert facts.digest is not None
+        at = 2 + len(facts.resource_version) + 2 + len(facts.uid)  # the digest's first byte
+        entries.append((key, entry[:at] + bytes([entry[at] ^ 0xFF]) + entry[at + 1 :]))
+    return CacheSnapshot(snapshot.resource_version, snapshot.dictionary, entries)
+
+
+@pytest.mark.parametrize("damage", ["swapped", "garbled", "lying digests"])
 async def test_entries_that_are_not_what_they_claim_are_refused(
     sandbox: Sandbox, kube: KubeClient, damage: str
 ) -> None:
     snapshot = await saved_cache(sandbox, kube, count=5)
     if damage == "swapped":
         bad = _swapped(snapshot)
+    elif damage == "lying digests":
+        bad = _lying_digests(snapshot)
     else:
         bad = CacheSnapshot(
             snapshot.resource_version,

@@ -30,7 +30,9 @@ from clustersync.adapters.kube.base import (
 )
 from clustersync.adapters.metrics import INFORMER_SNAPSHOT
 from clustersync.model import Kind
+from clustersync.protocol import cache_entry
 from clustersync.protocol.backoff import Backoff
+from clustersync.protocol.cache_entry import EntryError, Facts, UnencodableError
 from clustersync.protocol.cache_snapshot import CacheSnapshot
 from clustersync.protocol.cache_snapshot import sample as snapshot_sample
 from clustersync.protocol.compact import Packer, PackError
@@ -71,10 +73,6 @@ def _log_skip(skipped: SkippedObject) -> None:
     )
 
 
-class UnencodableError(ValueError):
-    """The object cannot be encoded as JSON (nested deeper than the encoder allows)."""
-
-
 class UnusableSnapshotError(ValueError):
     """A saved cache whose sampled entries are not what they claim to be."""
 
@@ -91,15 +89,18 @@ def _rv(obj: dict[str, Any]) -> str:
 class ObjectCache:
     """The informer's copy of every object, kept compact.
 
-    Objects are held as JSON without ``managedFields`` (which nothing downstream reads), deflated
+    Objects are held without ``managedFields`` (which nothing downstream reads), deflated
     against a dictionary learned from the first objects of the kind (see protocol.compact): a
     5 KB pod costs about 25 KiB as Python dicts, 5 KB as JSON and a few hundred bytes packed.
-    Each entry is one bytes object (resourceVersion, then the packed JSON), so an object costs
-    its key, one bytes header and one dict slot besides its data. Readers get a freshly parsed
-    dict, so they may keep or change it freely.
+    Each entry is one bytes object (protocol.cache_entry): given the kind, the object is shaped
+    and hashed as it arrives, so the reconciliation can decide on it (and send it) without
+    parsing it again. An object costs its key, one bytes header and one dict slot besides its
+    data. Readers get a freshly parsed dict, so they may keep or change it freely.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kind: Kind | None = None) -> None:
+        """``kind``: shape and hash each object as it is stored (None: hold the JSON only)."""
+        self.kind = kind
         self._items: dict[Key, bytes] = {}
         self._packer = Packer()  # one per kind, kept for the cache's life (across relists)
 
@@ -126,25 +127,14 @@ class ObjectCache:
 
     def resource_version(self, key: Key) -> str | None:
         entry = self._items.get(key)
-        return None if entry is None else _entry_rv(entry)
+        return None if entry is None else cache_entry.resource_version(entry)
 
     def put(self, key: Key, obj: dict[str, Any]) -> None:
         self.store(key, self.encoded(obj))
 
     def encoded(self, obj: dict[str, Any]) -> bytes:
         """The cache entry for ``obj``; raises :class:`UnencodableError` if it has none."""
-        meta = obj.get("metadata")
-        if isinstance(meta, dict) and "managedFields" in meta:
-            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-        try:
-            encoded = orjson.dumps(obj)
-        except orjson.JSONEncodeError as exc:
-            # orjson refuses nesting of 255 levels and more; nothing downstream could send it.
-            raise UnencodableError(str(exc)) from None
-        rv = _rv(obj).encode()
-        if len(rv) > _RV_LIMIT:
-            raise UnencodableError(f"a resourceVersion of {len(rv)} bytes")
-        return len(rv).to_bytes(_RV_PREFIX, "big") + rv + self._packer.pack(encoded)
+        return cache_entry.encode(self.kind, obj, self._packer)
 
     def store(self, key: Key, entry: bytes) -> None:
         self._items[(sys.intern(key[0]), key[1])] = entry
@@ -166,10 +156,15 @@ class ObjectCache:
     def items(self) -> Iterator[tuple[Key, dict[str, Any]]]:
         """Every object present when iteration started and still present when reached (callers
         may pause in between while the watch changes the cache)."""
+        for key, entry in self.current_entries():
+            yield key, self._parsed(entry)
+
+    def current_entries(self) -> Iterator[tuple[Key, bytes]]:
+        """Like :meth:`items`, unread: each key with its entry (see :meth:`facts`)."""
         for key in list(self._items):
             entry = self._items.get(key)
             if entry is not None:
-                yield key, self._parsed(entry)
+                yield key, entry
 
     def values(self) -> Iterator[dict[str, Any]]:
         for _, obj in self.items():
@@ -177,28 +172,25 @@ class ObjectCache:
 
     def values_with_entries(self) -> Iterator[tuple[dict[str, Any], bytes]]:
         """Like :meth:`values`, each object with its entry (which :meth:`parse` reads back)."""
-        for key in list(self._items):
-            entry = self._items.get(key)
-            if entry is not None:
-                yield self._parsed(entry), entry
+        for _, entry in self.current_entries():
+            yield self._parsed(entry), entry
 
     def parse(self, entry: bytes) -> dict[str, Any]:
         """The object of an entry this cache held (since its last :meth:`restore`); raises
-        PackError or orjson.JSONDecodeError (ValueErrors) if it cannot be read."""
+        PackError, EntryError or orjson.JSONDecodeError (ValueErrors) if it cannot be read."""
         return self._parsed(entry)
 
+    @staticmethod
+    def facts(entry: bytes) -> Facts:
+        """What the entry's header says of its object (no unpacking); raises EntryError."""
+        return cache_entry.facts(entry)
+
+    def shaped_json(self, entry: bytes) -> bytes | None:
+        """The shaped JSON of an entry this cache held, if it holds it (see cache_entry)."""
+        return cache_entry.shaped_json(entry, self._packer)
+
     def _parsed(self, entry: bytes) -> dict[str, Any]:
-        start = _RV_PREFIX + int.from_bytes(entry[:_RV_PREFIX], "big")
-        parsed: dict[str, Any] = orjson.loads(self._packer.unpack(entry[start:]))
-        return parsed
-
-
-_RV_PREFIX = 2  # bytes giving the resourceVersion's length at the start of a cache entry
-_RV_LIMIT = 256**_RV_PREFIX - 1
-
-
-def _entry_rv(entry: bytes) -> str:
-    return entry[_RV_PREFIX : _RV_PREFIX + int.from_bytes(entry[:_RV_PREFIX], "big")].decode()
+        return cache_entry.live(self.kind, entry, self._packer)
 
 
 class Informer:
@@ -222,7 +214,7 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.backoff = backoff or Backoff(initial=0.2, ceiling=30.0)
         self.page_size = page_size
-        self.cache = ObjectCache()
+        self.cache = ObjectCache(kind)
         self.synced = asyncio.Event()
         self.resource_version = ""
         self.lists = 0
@@ -241,14 +233,14 @@ class Informer:
         """Start from a saved cache: :meth:`run` then watches from its resourceVersion instead
         of listing. Raises :class:`UnusableSnapshotError` (and keeps nothing) if a sample of
         its entries does not unpack to objects with their key and resourceVersion."""
-        cache = ObjectCache()
+        cache = ObjectCache(self.kind)
         cache.restore(snapshot.dictionary, snapshot.entries)
         for key, entry in snapshot_sample(snapshot.entries):
             try:
                 obj = cache[key]
-            except (PackError, orjson.JSONDecodeError) as exc:
+            except (PackError, EntryError, orjson.JSONDecodeError) as exc:
                 raise UnusableSnapshotError(f"{self.kind} {key}: {exc}") from None
-            if not isinstance(obj, dict) or key_of(obj) != key or _rv(obj) != _entry_rv(entry):
+            if key_of(obj) != key or not cache_entry.describes(self.kind, entry, obj):
                 raise UnusableSnapshotError(f"{self.kind} {key}: holds another object")
         self.cache = cache
         self.resource_version = snapshot.resource_version

@@ -1,0 +1,172 @@
+"""Reconciling objects known by their cache entries' facts: the same messages as reconciling the
+parsed objects, without parsing what the facts decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from clustersync.model import Kind, ObjectRef
+from clustersync.protocol import cache_entry
+from clustersync.protocol.agent import AgentSession, Listed, Strategy, WatchEvent
+from clustersync.protocol.cache_entry import Facts
+from clustersync.protocol.checksum import canonical_checksum
+from clustersync.protocol.compact import Packer
+from clustersync.protocol.digest import fast_digest, is_fast
+from clustersync.protocol.messages import (
+    BATCH_RECONCILIATION,
+    Batch,
+    Message,
+    NewChecksum,
+    ObjectDeleted,
+    PatchObject,
+    PutObject,
+)
+from clustersync.protocol.shaping import MASK, NamespaceRules, shape
+
+PODS = Kind("", "v1", "pods")
+RULES = NamespaceRules(operator_namespace="kubescape", exclude=frozenset({"hidden"}))
+
+
+def pod(name: str, namespace: str = "shop", rv: str = "1", **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "resourceVersion": rv,
+            **meta,
+        },
+        "spec": {"containers": [{"name": "app", "env": [{"name": "TOKEN", "value": "secret"}]}]},
+    }
+
+
+OWNED = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs"}]
+
+
+class Entries:
+    """The informer cache's reading side, over entries made as the informer makes them; counts
+    the entries it had to parse."""
+
+    def __init__(self, kind: Kind | None = PODS) -> None:
+        self.kind = kind
+        self.packer = Packer(samples=2)
+        self.parsed = 0
+
+    def listed(self, obj: dict[str, Any]) -> Listed:
+        meta = obj["metadata"]
+        entry = cache_entry.encode(self.kind, obj, self.packer)
+        return Listed(meta["namespace"], meta["name"], entry, self)
+
+    def facts(self, entry: bytes) -> Facts:
+        return cache_entry.facts(entry)
+
+    def parse(self, entry: bytes) -> dict[str, Any]:
+        self.parsed += 1
+        return cache_entry.live(self.kind, entry, self.packer)
+
+    def shaped_json(self, entry: bytes) -> bytes | None:
+        return cache_entry.shaped_json(entry, self.packer)
+
+
+def cluster() -> list[dict[str, Any]]:
+    return [
+        pod("a"),
+        pod("b"),
+        pod("c"),
+        pod("hidden-1", namespace="hidden"),  # excluded namespace
+        pod("owned", ownerReferences=OWNED),  # a controller's pod
+        pod("operator", namespace="kubescape", ownerReferences=OWNED),  # bypasses the rules
+    ]
+
+
+def session(fast: bool = True, strategy: Strategy = Strategy.PATCH) -> AgentSession:
+    agent = AgentSession({PODS: strategy}, RULES)
+    agent.use_fast_digests(fast)
+    return agent
+
+
+def answer(fast: bool) -> Batch:
+    """The backend holds "a" as the cluster has it, "b" in another version, and "gone"."""
+    digest = fast_digest if fast else canonical_checksum
+    held = [
+        NewChecksum(ref=ObjectRef(PODS, "shop", "a"), checksum=digest(shape(PODS, pod("a")))),
+        NewChecksum(ref=ObjectRef(PODS, "shop", "b"), checksum="something else"),
+        NewChecksum(ref=ObjectRef(PODS, "shop", "gone"), checksum="x"),
+    ]
+    return Batch(kind=PODS, batch_type=BATCH_RECONCILIATION, new_checksum=tuple(held), msg_id="m")
+
+
+def comparable(messages: list[Message]) -> list[tuple[Any, ...]]:
+    rows = []
+    for msg in messages:
+        if isinstance(msg, PutObject):
+            rows.append(("put", msg.ref, msg.checksum, orjson.loads(msg.object), msg.msg_id))
+        else:
+            assert isinstance(msg, ObjectDeleted)
+            rows.append(("delete", msg.ref, msg.msg_id))
+    return rows
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("strategy", [Strategy.PATCH, Strategy.COPY])
+def test_listed_objects_reconcile_to_the_messages_parsed_ones_do(
+    fast: bool, strategy: Strategy
+) -> None:
+    expected = session(fast, strategy).reconcile(answer(fast), cluster())
+    entries = Entries()
+    got = session(fast, strategy).reconcile(
+        answer(fast), [entries.listed(obj) for obj in cluster()]
+    )
+    assert comparable(got.send) == comparable(expected.send)
+    sent = {row[1].name for row in comparable(got.send) if row[0] == "put"}
+    assert sent == {"b", "c", "operator"}
+    assert ("delete", ObjectRef(PODS, "shop", "gone"), "m") in comparable(got.send)
+    put = next(m for m in got.send if isinstance(m, PutObject))
+    assert orjson.loads(put.object)["spec"]["containers"][0]["env"][0]["value"] == MASK
+    assert all(is_fast(m.checksum) == fast for m in got.send if isinstance(m, PutObject))
+
+
+def test_with_fast_digests_no_listed_object_is_parsed() -> None:
+    entries = Entries()
+    session().reconcile(answer(True), [entries.listed(obj) for obj in cluster()])
+    assert entries.parsed == 0
+
+
+def test_without_facts_in_the_entries_the_objects_are_parsed_as_before() -> None:
+    entries = Entries(kind=None)  # a cache that holds the live JSON only
+    expected = session().reconcile(answer(True), cluster())
+    got = session().reconcile(answer(True), [entries.listed(obj) for obj in cluster()])
+    assert comparable(got.send) == comparable(expected.send)
+    assert entries.parsed == len(cluster())
+
+
+def test_inventory_entries_of_listed_objects_equal_those_of_parsed_ones() -> None:
+    entries = Entries()
+    expected = list(session().inventory_entries(PODS, cluster()))
+    agent = session()
+    got = list(agent.inventory_entries(PODS, [entries.listed(obj) for obj in cluster()]))
+    assert got == expected
+    assert entries.parsed == 0
+    # Each digest is held for its object version, as if the object had been hashed.
+    held = {e.ref: (e.version, e.checksum) for e in agent.checksum_entries()}
+    assert held[ObjectRef(PODS, "shop", "a")] == ("uid-a/1", fast_digest(shape(PODS, pod("a"))))
+
+
+def test_an_object_sent_from_its_entry_patches_against_what_was_sent_on_its_next_change() -> None:
+    entries = Entries()
+    agent = session()
+    agent.share_shadows(PODS, entries.parse)
+    listed = entries.listed(pod("c"))
+    out = agent.reconcile(answer(True), [listed])
+    assert [m.ref.name for m in out.send if isinstance(m, PutObject)] == ["c"]
+    changed = pod("c", rv="2")
+    changed["metadata"]["labels"] = {"tier": "new"}
+    (msg,) = agent.local_change(PODS, WatchEvent.MODIFIED, changed)
+    assert isinstance(msg, PatchObject)
+    patch = {"metadata": {"labels": {"tier": "new"}, "resourceVersion": "2"}}
+    assert orjson.loads(msg.patch) == patch
