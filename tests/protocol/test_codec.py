@@ -425,6 +425,45 @@ def test_empty_base_object_means_none() -> None:
     assert decode(_put(Event=4, BaseObject=None)) == msg
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"Object": "not json"},
+        {"Event": 5, "Patch": "{"},
+        {"Event": 4, "BaseObject": "{"},
+        {"Event": 8, "Items": {"PutObject": [{"Kind": _KIND, "Name": "x", "Object": "{"}]}},
+    ],
+    ids=["object", "patch", "base-object", "batch-item"],
+)
+def test_unchecked_payloads_pass_as_their_text(changes: dict[str, Any]) -> None:
+    """A relay or a reader that parses each payload itself takes the text as it is; the
+    default decode refuses the same frame."""
+    frame = _put(**changes)
+    with pytest.raises(DecodeError):
+        decode(frame)
+    msg = from_wire(orjson.loads(frame), check_payloads=False)
+    items = msg.unrolled() if isinstance(msg, Batch) else (msg,)
+    texts = [getattr(i, "object", None) or getattr(i, "patch", None) or i.base_object
+             for i in items]  # fmt: skip
+    assert texts == [b"not json" if "Object" in changes else b"{"]
+    decoded, _ = decode_delivery(frame, check_payloads=False)
+    assert decoded == msg
+    env = orjson.dumps({"account": "a", "cluster": "c", "message": orjson.loads(frame)})
+    assert decode_envelope(env, check_payloads=False).message == msg
+    with pytest.raises(DecodeError):
+        decode_envelope(env)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"Object": ""}, {"Object": {"a": 1}}, {"Kind": {"Group": "", "Version": "v1"}}],
+    ids=["empty-object", "object-not-text", "bad-kind"],
+)
+def test_unchecked_payloads_still_refuse_a_bad_frame(changes: dict[str, Any]) -> None:
+    with pytest.raises(DecodeError):
+        from_wire(orjson.loads(_put(**changes)), check_payloads=False)
+
+
 def test_unknown_fields_are_ignored() -> None:
     msg = decode(_put(Extra={"x": 1}, Patch="{", BaseObject="{"))
     assert isinstance(msg, PutObject)

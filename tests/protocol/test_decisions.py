@@ -274,6 +274,31 @@ def test_put_with_bad_object_is_refused(obj: Any, reason: str) -> None:
     assert [r for r, _ in out.errors] == [reason]
 
 
+def test_backend_refuses_a_bad_object_alone_and_stores_the_rest_of_its_batch() -> None:
+    # Payloads reach decide_all unparsed (the ingester decodes with check_payloads=False).
+    refs = [ObjectRef(PODS, "default", name) for name in ("a", "b", "c")]
+    bodies = [b'{"metadata":{"name":"a","uid":"ua"}}', b'{"metadata":', b'{"metadata":{}}']
+    puts = tuple(
+        PutObject(ref=ref, checksum="c", object=body, depth=1, msg_id="m")
+        for ref, body in zip(refs, bodies, strict=True)
+    )
+    first, bad, third = decide_all(Batch(kind=PODS, put_object=puts, depth=1), {})
+    assert first.change == Upsert(refs[0], bodies[0], "c", "ua", "")
+    assert bad.change is None and bad.send == []
+    assert [reason for reason, _ in bad.errors] == ["bad_object"]
+    assert str(refs[1]) in bad.errors[0][1]
+    assert third.change == Upsert(refs[2], bodies[2], "c", "", "")
+
+
+def test_backend_refuses_a_patch_that_is_not_json_without_asking_for_a_base() -> None:
+    stored = StoredCopy("old", orjson.dumps(live_pod()))
+    msg = PatchObject(ref=REF, checksum="c", patch=b'{"spec":', depth=1, msg_id="m")
+    out = decide(msg, stored)
+    assert out.change is None
+    assert out.send == []
+    assert [reason for reason, _ in out.errors] == ["bad_patch"]
+
+
 def test_put_without_namespace_in_object_uses_the_message() -> None:
     obj = {"kind": "Pod", "metadata": {"name": "web"}}
     msg = PutObject(ref=REF, checksum="c", object=orjson.dumps(obj), depth=1, msg_id="m")

@@ -150,6 +150,37 @@ async def test_all_bad_frames_in_a_row_on_one_connection(
     assert isinstance(reply, GetObject) and reply.ref == ref
 
 
+async def test_a_bad_object_in_a_batch_is_refused_alone(
+    synced: World, raw_b: aiohttp.ClientWebSocketResponse
+) -> None:
+    """The server forwards objects unparsed; the ingester refuses the bad one with a metric and
+    stores the rest of the batch."""
+    refused = Probe.bad_input("ingester", "bad_object")
+    server_rejects = Probe.bad_input("server", "malformed")
+    names = ["batch-before", "batch-bad", "batch-after"]
+    bodies = [orjson.dumps(configmap(names[0])), b'{"metadata": {"name": ',
+              orjson.dumps(configmap(names[2]))]
+    items = [
+        {"Kind": _wire_kind("configmaps"), "Name": name, "Namespace": "shop",
+         "Checksum": "c0ffee", "Object": body.decode(), "Depth": 1, "MsgId": new_msg_id()}
+        for name, body in zip(names, bodies, strict=True)
+    ]
+    await raw_b.send_bytes(orjson.dumps({
+        "Event": 8, "Depth": 1, "MsgId": new_msg_id(), "Kind": _wire_kind("configmaps"),
+        "Items": {"PutObject": items},
+    }))
+
+    async def good_ones_stored() -> bool:
+        rows = await synced.store.list(ACCOUNT, CLUSTER_B)
+        return {r.key.ref.name for r in rows} == {names[0], names[2]}
+
+    await eventually(good_ones_stored, what="the good objects of the batch stored")
+    await eventually(lambda: refused.delta >= 1, what="ingester bad_input bad_object")
+    assert refused.delta == 1
+    assert server_rejects.delta == 0
+    assert not raw_b.closed
+
+
 async def test_unknown_kind_from_the_backend_is_refused_by_the_agent(synced: World) -> None:
     cluster = synced.clusters[CLUSTER_A]
     refused = Probe.bad_input("agent", "unknown_kind")

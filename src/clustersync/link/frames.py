@@ -72,20 +72,23 @@ async def send(
         _messages(component, "out", item.event).inc()
 
 
-async def receive(ws: WebSocket, component: str) -> AsyncIterator[Frame | Rejected]:
-    """Decoded messages until the peer closes; bad frames are reported, not fatal."""
-    async for item, _ in receive_deliveries(ws, component):
+async def receive(
+    ws: WebSocket, component: str, *, check_payloads: bool = True
+) -> AsyncIterator[Frame | Rejected]:
+    """Decoded messages until the peer closes; bad frames are reported, not fatal.
+    ``check_payloads=False``: objects and patches are not parsed (see ``codec.from_wire``)."""
+    async for item, _ in receive_deliveries(ws, component, check_payloads=check_payloads):
         yield item
 
 
 async def receive_deliveries(
-    ws: WebSocket, component: str
+    ws: WebSocket, component: str, *, check_payloads: bool = True
 ) -> AsyncIterator[tuple[Frame | Rejected, int | None]]:
     """Like :func:`receive`, with each frame's delivery id (None if it carries none)."""
     async for frame in ws:
         if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
             _frame_bytes(component, "in").inc(len(frame.data))
-            msg, delivery_id = decode_delivery(frame.data)
+            msg, delivery_id = decode_delivery(frame.data, check_payloads=check_payloads)
             if isinstance(msg, DecodeError):
                 bad_input(component, msg.reason)
                 log.warning("%s: rejected frame: %s", component, msg)

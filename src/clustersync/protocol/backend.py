@@ -119,7 +119,13 @@ def decide(msg: ObjectMessage, stored: StoredCopy | None) -> Decision:
 
 
 def _accept_put(msg: PutObject, out: Decision) -> None:
-    obj = orjson.loads(msg.object)
+    # The one parse of the object on the ingester's path: the codec leaves payloads unparsed
+    # for it, so a bad object is refused here, alone, and the rest of its batch goes on.
+    try:
+        obj = orjson.loads(msg.object)
+    except orjson.JSONDecodeError as exc:
+        out.errors.append(("bad_object", f"{msg.ref}: object is not valid JSON text: {exc}"))
+        return
     if not isinstance(obj, dict):
         out.errors.append(("bad_object", f"{msg.ref}: object is not a JSON object"))
         return
@@ -136,8 +142,14 @@ def _accept_patch(msg: PatchObject, stored: StoredCopy | None, out: Decision) ->
     meta = reply_meta(msg)
     base = stored.object if stored is not None else EMPTY_BASE
     try:
+        patch = gojson.loads(msg.patch)
+    except GoJSONError as exc:
+        # Asking for a new base would not help: the agent's patch itself is broken.
+        out.errors.append(("bad_patch", f"{msg.ref}: patch is not valid JSON text: {exc}"))
+        return
+    try:
         # Decoded as Go decodes, so that the result hashes as a Go peer's does.
-        result = apply_patch(gojson.loads(base), gojson.loads(msg.patch))
+        result = apply_patch(gojson.loads(base), patch)
     except (GoJSONError, PatchError):
         result = None
     if isinstance(result, dict):

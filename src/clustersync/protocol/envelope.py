@@ -69,7 +69,9 @@ def encode_envelope(env: Envelope) -> bytes:
     return orjson.dumps(doc)
 
 
-def decode_envelope(data: bytes) -> Envelope:
+def decode_envelope(data: bytes, *, check_payloads: bool = True) -> Envelope:
+    """The envelope in ``data``; ``check_payloads=False`` leaves the message's JSON payloads
+    unparsed, for a reader that parses (and refuses) each itself (see ``codec.from_wire``)."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -84,7 +86,8 @@ def decode_envelope(data: bytes) -> Envelope:
         raise DecodeError("control must be a string")
     if control and control not in CONTROLS:
         raise DecodeError(f"unknown control {control!r}", "unknown_event")
-    message = from_wire(doc["message"]) if doc.get("message") is not None else None
+    raw = doc.get("message")
+    message = None if raw is None else from_wire(raw, check_payloads=check_payloads)
     if isinstance(message, Ack | AgentInfo | WriteOutcome | SyncProgress):
         raise DecodeError(f"a {message.event.name} frame cannot travel as a message")
     report = from_wire(doc["report"]) if doc.get("report") is not None else None

@@ -261,7 +261,9 @@ class Ingester:
         async def guarded(delivery: Delivery) -> None:
             started = time.perf_counter()
             try:
-                env = decode_envelope(delivery.data)
+                # Objects and patches are parsed (and a bad one refused alone) where they are
+                # used, once, not also here.
+                env = decode_envelope(delivery.data, check_payloads=False)
             except DecodeError as exc:
                 bad_input("ingester", exc.reason)
                 await self._park(delivery, f"undecodable: {exc}", exc.reason)
