@@ -208,7 +208,6 @@ class Settings:
 
 def write_inputs(workdir: Path, bodies: list[bytes], ports: tuple[int, Path],
                  settings: Settings) -> tuple[Path, Path, Path]:
-    server_port, kubeconfig = ports
     seed = workdir / "seed.json"
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}
     with seed.open("wb") as out:  # a JSON array: the sandbox creates each element as it reads
@@ -218,34 +217,47 @@ def write_inputs(workdir: Path, bodies: list[bytes], ports: tuple[int, Path],
             out.write(body)
         out.write(b"]")
     tokens = workdir / "tokens.yaml"
-    tokens.write_text(f'- {{token: "{TOKEN}", account: a, cluster: c}}\n')
-    agent = workdir / "agent.yaml"
+    tokens.write_text(f'- {{token: "{TOKEN}", account: a, cluster: c}}\n'
+                      f'- {{token: "{TOKEN}-split", account: a, cluster: {SPLIT_CLUSTER}}}\n')
+    return seed, tokens, agent_config(workdir, ports, settings, "c")
+
+
+SPLIT_CLUSTER = "c-split"  # the same pods synced again as another cluster, in two halves
+
+
+def agent_config(workdir: Path, ports: tuple[int, Path], settings: Settings,
+                 cluster: str) -> Path:
+    server_port, kubeconfig = ports
+    token = TOKEN if cluster == "c" else f"{TOKEN}-split"
+    agent = workdir / f"agent-{cluster}.yaml"
     agent.write_text(
-        f"server: ws://127.0.0.1:{server_port}/\naccount: a\ncluster: c\n"
-        f"accessKey: {TOKEN}\nkubeconfig: {kubeconfig}\n"
+        f"server: ws://127.0.0.1:{server_port}/\naccount: a\ncluster: {cluster}\n"
+        f"accessKey: {token}\nkubeconfig: {kubeconfig}\n"
         f"coalesce: {{quiet: {settings.quiet}, maxWait: {settings.max_wait}}}\n"
-        f"dataDir: {workdir / 'agent-data'}\n"  # checksums kept for the restart
+        f"dataDir: {workdir / f'agent-data-{cluster}'}\n"  # checksums kept for the restart
         "resources:\n  - {group: '', version: v1, resource: pods, strategy: patch}\n"
     )
-    return seed, tokens, agent
+    return agent
 
 
-async def count_rows(conn: asyncpg.Connection) -> int:
+async def count_rows(conn: asyncpg.Connection, cluster: str = "c") -> int:
     n: int = await conn.fetchval(
-        "SELECT count(*) FROM objects WHERE resource = 'pods' AND NOT deleted"
+        "SELECT count(*) FROM objects WHERE account = 'a' AND cluster = $1"
+        " AND resource = 'pods' AND NOT deleted", cluster
     )
     return n
 
 
-async def wait_rows(conn: asyncpg.Connection, n: int, agent: Part, timeout: float,
-                    peak: dict[str, int]) -> float:
-    """Seconds until ``n`` pod rows exist, sampling the agent's RSS meanwhile."""
+async def wait_rows(conn: asyncpg.Connection, n: int, agent: Part, timeout: float, *,
+                    peak: dict[str, int], cluster: str = "c") -> float:
+    """Seconds until ``n`` pod rows of ``cluster`` exist, sampling the agent's RSS meanwhile."""
     start = time.perf_counter()
-    while await count_rows(conn) < n:
+    while await count_rows(conn, cluster) < n:
         agent.check()
         peak["agent"] = max(peak.get("agent", 0), rss_kib(agent.pid)[0])
         if time.perf_counter() - start > timeout:
-            raise TimeoutError(f"{await count_rows(conn)} of {n} rows after {timeout:.0f}s")
+            raise TimeoutError(
+                f"{await count_rows(conn, cluster)} of {n} rows after {timeout:.0f}s")
         await asyncio.sleep(0.05)  # polling the database, not synchronising with it
     return time.perf_counter() - start
 
@@ -527,8 +539,8 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
     migrate_database(group, db)
     kubeconfig = group.workdir / "kubeconfig"
     server_port, sandbox_port, agent_port = free_port(), free_port(), free_port()
-    seed, tokens, agent_config = write_inputs(group.workdir, bodies, (server_port, kubeconfig),
-                                              settings)
+    seed, tokens, agent_yaml = write_inputs(group.workdir, bodies, (server_port, kubeconfig),
+                                            settings)
     await raw_limits(db, bus, names, bodies)
 
     sandbox = group.clustersync("sandbox", "sandbox", "--port", str(sandbox_port),
@@ -543,7 +555,7 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
     try:
         print("pipeline", flush=True)
         peak: dict[str, int] = {}
-        agent = start_agent(group, agent_config, agent_port)
+        agent = start_agent(group, agent_yaml, agent_port)
         cpu = CpuMeter([sandbox, agent, server, ingester, nats_part], postmaster_pid(pg),
                        conn.get_server_pid())
         cpu.start()
@@ -583,7 +595,7 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
              "bytes on the wire", f"{(after_bytes - before_bytes) / 1e3:,.1f} kB")
 
         agent.stop()
-        restarted = start_agent(group, agent_config, agent_port)
+        restarted = start_agent(group, agent_yaml, agent_port)
         start = time.monotonic()
         wait_for(lambda: (restarted.check(), http_ok(
             f"http://127.0.0.1:{agent_port}/readyz"))[1], "restarted agent ready")
@@ -595,8 +607,79 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
         current, hwm = rss_kib(restarted.pid)
         line("  restarted agent RSS per pod", f"{current / n:,.1f} KiB", "peak MiB",
              f"{hwm / 1024:,.0f}")
+        restarted.stop()
+
+        split = agent_config(group.workdir, (server_port, kubeconfig), settings, SPLIT_CLUSTER)
+        await split_sync(group, conn, split, (agent_port, monitor), bodies,
+                         others=(sandbox, server, ingester, nats_part, postmaster_pid(pg)))
     finally:
         await conn.close()
+
+
+def stream_bytes(monitor: str) -> int:
+    """Bytes JetStream stores, over every stream."""
+    with urllib.request.urlopen(f"{monitor}/jsz", timeout=5) as response:
+        return int(orjson.loads(response.read())["bytes"])
+
+
+def wait_stream(monitor: str, start_bytes: int, growth: int, quiet_for: float = 0.0,
+                timeout: float = 600.0) -> tuple[float, int]:
+    """When (``time.monotonic()``) JetStream's stored bytes last grew and how many it stores,
+    once they grew by ``growth`` since ``start_bytes`` and then stayed still ``quiet_for``
+    seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = stream_bytes(monitor), time.monotonic()
+    while time.monotonic() < deadline:
+        now_bytes = stream_bytes(monitor)
+        if now_bytes != last:
+            last, since = now_bytes, time.monotonic()
+        if last - start_bytes >= growth and time.monotonic() - since >= quiet_for:
+            return since, last
+        time.sleep(0.05)  # polling JetStream's monitor, not synchronising with it
+    raise TimeoutError(f"JetStream grew {last - start_bytes:,} bytes in {timeout:.0f} s")
+
+
+async def split_sync(group: Parts, conn: asyncpg.Connection, config: Path,
+                     where: tuple[int, str], bodies: list[bytes], *,
+                     others: tuple[Part, Part, Part, Part, int]) -> None:
+    """The same pods synced once more, as another cluster, in two halves timed apart.
+
+    The front half (sandbox -> agent -> server -> JetStream, from the agent's start until
+    JetStream stops growing) runs with the ingester stopped (SIGSTOP): the pipeline where
+    PostgreSQL is not the limit. The agent's first exchange needs the backend's inventory,
+    which the ingester answers, so the ingester is stopped only once objects flow (a few MB
+    stored); until then it shares the cores, which only slows the figure. The back half is the
+    ingester, resumed, draining what JetStream holds into PostgreSQL alone."""
+    agent_port, monitor = where
+    n = len(bodies)
+    sandbox, server, ingester, nats_part, postmaster = others
+    print(f"the same {n:,} pods as cluster {SPLIT_CLUSTER!r}, in two halves", flush=True)
+    before = stream_bytes(monitor)
+    agent = start_agent(group, config, agent_port)
+    cpu = CpuMeter([sandbox, agent, server, ingester, nats_part], postmaster,
+                   conn.get_server_pid())
+    cpu.start()
+    start = time.monotonic()
+    try:
+        await asyncio.to_thread(wait_stream, monitor, before, 4_000_000)
+        os.kill(ingester.pid, signal.SIGSTOP)
+        # Every pod travels whole (its JSON, escaped, inside a message): at least its bytes.
+        settled, _ = await asyncio.to_thread(
+            wait_stream, monitor, before, sum(map(len, bodies)), 2.0)
+        line("  agent -> server -> JetStream, ingester stopped", per_s(n, settled - start),
+             "seconds", f"{settled - start:.1f}")
+        cpu.report("object", n)
+    finally:
+        os.kill(ingester.pid, signal.SIGCONT)
+    cpu = CpuMeter([agent, server, ingester, nats_part], postmaster, conn.get_server_pid())
+    cpu.start()
+    missing = n - await count_rows(conn, SPLIT_CLUSTER)
+    elapsed = await wait_rows(conn, n, agent, timeout=max(600.0, n / 50), peak={},
+                              cluster=SPLIT_CLUSTER)
+    line("  JetStream -> ingester -> PostgreSQL", per_s(missing, elapsed), "objects timed",
+         f"{missing:,}")
+    cpu.report("object", missing)
+    agent.stop()
 
 
 def main(argv: list[str]) -> None:
