@@ -464,6 +464,55 @@ def test_unchecked_payloads_still_refuse_a_bad_frame(changes: dict[str, Any]) ->
         from_wire(orjson.loads(_put(**changes)), check_payloads=False)
 
 
+_GO_ITEM = {"Kind": {**_KIND, "AdditionalProperties": None}, "Name": "web-1",
+            "Namespace": "default", "Depth": 1, "MsgId": "m", "Checksum": "c", "Object": "{}"}
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        _GO_ITEM,
+        {**_GO_ITEM, "Event": 6, "Patch": "", "BaseObject": "", "ResourceVersion": 0},
+        {key.lower(): value for key, value in _GO_ITEM.items()},
+        {**_GO_ITEM, "Kind": {"group": "", "VERSION": "v1", "Resource": "pods"}},
+        {**_GO_ITEM, "Depth": 1.0},
+        {**_GO_ITEM, "Extra": [1, 2]},
+    ],
+    ids=["go", "go-with-zero-fields", "lower-case", "kind-other-case", "float-depth", "extra"],
+)
+def test_batch_items_in_any_spelling_decode_alike(item: dict[str, Any]) -> None:
+    expected = PutObject(ref=POD, checksum="c", object=b"{}", depth=1, msg_id="m")
+    for check in (True, False):
+        batch = from_wire(
+            {"Event": 8, "Kind": _KIND, "Items": {"PutObject": [item]}}, check_payloads=check
+        )
+        assert isinstance(batch, Batch)
+        assert batch.put_object == (expected,)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"Name": ""}, "malformed"),
+        ({"Name": None}, "malformed"),
+        ({"Namespace": 3}, "malformed"),
+        ({"Depth": True}, "malformed"),
+        ({"Object": ""}, "malformed"),
+        ({"Object": None}, "malformed"),
+        ({"Checksum": 5}, "malformed"),
+        ({"Kind": {"Group": "", "Version": "v1", "Resource": "Pods"}}, "bad_kind"),
+        ({"Kind": {"Group": "", "Version": "v1", "Resource": ["pods"]}}, "malformed"),
+        ({"Kind": "pods"}, "malformed"),
+    ],
+)
+def test_bad_batch_items_are_refused(changes: dict[str, Any], reason: str) -> None:
+    doc = {"Event": 8, "Kind": _KIND, "Items": {"PutObject": [{**_GO_ITEM, **changes}]}}
+    for check in (True, False):
+        with pytest.raises(DecodeError) as info:
+            from_wire(doc, check_payloads=check)
+        assert info.value.reason == reason
+
+
 def test_unknown_fields_are_ignored() -> None:
     msg = decode(_put(Extra={"x": 1}, Patch="{", BaseObject="{"))
     assert isinstance(msg, PutObject)

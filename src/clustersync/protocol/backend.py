@@ -93,17 +93,18 @@ def refs_to_look_up(msg: Message) -> list[ObjectRef]:
 def decide(msg: ObjectMessage, stored: StoredCopy | None) -> Decision:
     """The backend's answer to one object message from an agent."""
     out = Decision()
-    meta = reply_meta(msg)
-    if isinstance(msg, NewChecksum):
-        if stored is None or stored.checksum != msg.checksum:
-            out.send.append(GetObject(ref=msg.ref, depth=meta.depth, msg_id=meta.msg_id))
-    elif isinstance(msg, PutObject):
+    if isinstance(msg, PutObject):  # first: an initial sync is all puts
         _accept_put(msg, out)
+    elif isinstance(msg, NewChecksum):
+        if stored is None or stored.checksum != msg.checksum:
+            meta = reply_meta(msg)
+            out.send.append(GetObject(ref=msg.ref, depth=meta.depth, msg_id=meta.msg_id))
     elif isinstance(msg, PatchObject):
         _accept_patch(msg, stored, out)
     elif isinstance(msg, ObjectDeleted):
         out.change = Remove(msg.ref)
     elif stored is not None:  # GetObject: the agent lacks or doubts the object
+        meta = reply_meta(msg)
         out.send.append(
             PutObject(
                 ref=msg.ref,

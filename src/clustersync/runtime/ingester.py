@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeGuard
 
@@ -345,8 +346,9 @@ class Ingester:
             return
         # A batch counts as the object messages it carries, as if each were sent alone.
         items = msg.unrolled() if isinstance(msg, Batch) else ()
-        for item in items or (msg,):
-            MESSAGES.labels("ingester", "in", item.event.name.lower()).inc()
+        counts = Counter(item.event for item in items or (msg,))
+        for event, count in counts.items():  # one metric update per event, not per object
+            MESSAGES.labels("ingester", "in", event.name.lower()).inc(count)
         lookup: dict[ObjectRef, StoredCopy] = {}
         wanted = refs_to_look_up(msg)
         if wanted:  # one read for the whole message, none for a batch of puts
