@@ -40,7 +40,7 @@ from tests.servers import RunningPostgres, start_postgres
 
 from benchmarks.pg_meter import PgMeter
 from benchmarks.pods import pod
-from benchmarks.prod import line, postmaster_pid, raw_nats, raw_postgres_upsert
+from benchmarks.prod import line, poll_pause, postmaster_pid, raw_nats, raw_postgres_upsert
 from benchmarks.prod_parts import Part, Parts, migrate_database, parts, start_durable_nats
 from clustersync.adapters.bus.nats import NatsBus, open_nats
 from clustersync.model import Kind, ObjectRef
@@ -148,7 +148,9 @@ async def drain(conn: asyncpg.Connection, bus: NatsBus, ingester: Part, messages
             ingester.check()
             if time.perf_counter() - start > limit:
                 raise TimeoutError(f"{n} of {want} rows after {limit:.0f} s")
-            await asyncio.sleep(0.02)  # polling the database, not synchronising with it
+            # Polling the database, not synchronising with it: each count scans the table, on
+            # the cores the ingester runs on, so rarely while far from the end.
+            await asyncio.sleep(poll_pause(n, want, time.perf_counter() - start))
         elapsed = time.perf_counter() - start
     return elapsed, cpu_seconds(ingester.pid) - cpu
 
