@@ -3,8 +3,9 @@
 CPU comes from /proc for every process under the postmaster, by role (the process title:
 client backends, walwriter, checkpointer, background writer, autovacuum), plus the postmaster's
 reaped children (a backend or autovacuum worker that ended in the interval is counted there,
-not missed). Transactions and WAL come from PostgreSQL's statistics views: commits of the
-database, WAL bytes (exact, from the insert position), full-page images and WAL records.
+not missed). WAL bytes are exact (the insert position); commits and full-page images come from
+the statistics views, which backends update when idle, at most once a second: taken 1.5 s after
+the work, they may still miss the last second of a busy backend.
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ class _Snapshot:
     commits: int
     wal_lsn: int
     wal_fpi: int
-    wal_records: int
 
 
 @dataclass
@@ -90,11 +90,11 @@ class PgMeter:
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         )
         wal = await conn.fetchrow(
-            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn, wal_fpi,"
-            " wal_records FROM pg_stat_wal"
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn, wal_fpi"
+            " FROM pg_stat_wal"
         )
         return _Snapshot(cpu_by_role(self.postmaster, self.driver), int(commits), int(wal["lsn"]),
-                         int(wal["wal_fpi"]), int(wal["wal_records"]))
+                         int(wal["wal_fpi"]))
 
     async def start(self) -> None:
         conn = await asyncpg.connect(self.url)
@@ -123,8 +123,8 @@ class PgMeter:
               f"the benchmark's polling {polling:.3f}", flush=True)
         wal = after.wal_lsn - self.before.wal_lsn
         print(f"    PostgreSQL per {what}: {wal / count:,.0f} B of WAL, "
-              f"{(after.wal_fpi - self.before.wal_fpi) / count:.2f} full-page images, "
-              f"{(after.wal_records - self.before.wal_records) / count:.1f} WAL records; "
+              f"{(after.wal_fpi - self.before.wal_fpi) / count:.2f} full-page images "
+              "(as last reported); "
               f"{commits:,} commits ({count / max(commits, 1):,.0f} {what}s per commit)",
               flush=True)
         return total / count
