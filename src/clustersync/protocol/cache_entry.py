@@ -26,7 +26,7 @@ import orjson
 
 from clustersync.model import Kind
 from clustersync.protocol.compact import Packer
-from clustersync.protocol.digest import FAST_TAG, fast_digest
+from clustersync.protocol.digest import FAST_TAG, fast_digest, fast_digest_bytes
 from clustersync.protocol.shaping import (
     Removed,
     ShapingError,
@@ -78,14 +78,13 @@ def encode(kind: Kind | None, obj: dict[str, Any], packer: Packer) -> bytes:
     """The entry for ``obj`` (managedFields are never kept); with ``kind`` None it holds the
     live JSON only. Raises :class:`UnencodableError`."""
     meta = obj.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-        meta = obj["metadata"]
-    rv_value = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        meta = {}
+    rv_value = meta.get("resourceVersion")
     rv = str(rv_value or "").encode()
     if len(rv) > RV_LIMIT:
         raise UnencodableError(f"a resourceVersion of {len(rv)} bytes")
-    uid_value = meta.get("uid", "") if isinstance(meta, dict) else ""
+    uid_value = meta.get("uid", "")
     uid = uid_value.encode() if isinstance(uid_value, str) else b""
     prepared = None
     if (
@@ -94,24 +93,31 @@ def encode(kind: Kind | None, obj: dict[str, Any], packer: Packer) -> bytes:
         and len(uid) <= UID_LIMIT
         and isinstance(rv_value, str)  # as object_version() formats it
     ):
-        prepared = _prepared(kind, obj)
+        prepared = _prepared(kind, obj)  # shaping drops managedFields from its copy
     try:
         if prepared is None:
-            return _header(rv, 0, b"") + packer.pack(orjson.dumps(obj))
+            return _header(rv, 0, b"") + packer.pack(orjson.dumps(_without_managed_fields(obj)))
         shaped, removed = prepared
         document = orjson.dumps(shaped)
-        digest = fast_digest(shaped)
     except orjson.JSONEncodeError as exc:
         # orjson refuses nesting of 255 levels and more; nothing downstream could send it.
         raise UnencodableError(str(exc)) from None
+    digest = fast_digest_bytes(shaped)
     flags = SHAPED | (CONTROLLED if has_controller_parent(obj) else 0)
-    if digest.startswith(FAST_TAG):
-        head = _header(rv, flags | DIGESTED, uid) + bytes.fromhex(digest[len(FAST_TAG) :])
-    else:
+    if digest is None:
         head = _header(rv, flags, uid)
+    else:
+        head = _header(rv, flags | DIGESTED, uid) + digest
     if removed:
         document += _SEPARATOR + orjson.dumps(removed)
     return head + packer.pack(document)
+
+
+def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
 
 
 def _prepared(kind: Kind, obj: dict[str, Any]) -> tuple[dict[str, Any], Removed] | None:

@@ -47,11 +47,20 @@ def _without_conditions(value: Any) -> Any:
 
 def fast_digest(value: Any) -> str:
     """The fast digest of a decoded JSON value (kubescape's hash where orjson cannot encode it)."""
+    raw = fast_digest_bytes(value)
+    if raw is None:
+        return canonical_checksum(value)
+    return FAST_TAG + raw.hex()
+
+
+def fast_digest_bytes(value: Any) -> bytes | None:
+    """The 32 bytes of SHA-256 a fast digest writes in hex after its tag; None where orjson
+    cannot encode ``value`` (then the digest is kubescape's hash)."""
     try:
         body = orjson.dumps(_without_conditions(value), option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
-        return canonical_checksum(value)
-    return FAST_TAG + sha256(body).hexdigest()
+        return None
+    return sha256(body).digest()
 
 
 def is_fast(checksum: str) -> bool:
