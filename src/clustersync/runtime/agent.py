@@ -135,6 +135,20 @@ class Pacer:
             self._since = time.monotonic()
 
 
+def use_fast_deflate() -> bool:
+    """Compress websocket frames (permessage-deflate) with zlib-ng instead of zlib, when it is
+    installed: the same deflate format, about four times less CPU at the level aiohttp uses
+    (measured on batches of 500 pods: 2.8 against 10.9 us per object, 272 against 224 bytes
+    per object on the wire), and compressing was a fifth of the agent's CPU on an initial sync.
+    Process-wide (aiohttp has one backend). Returns whether zlib-ng is in use."""
+    try:
+        from zlib_ng import zlib_ng  # a dependency; missing only where it could not install
+    except ImportError:
+        return False
+    aiohttp.set_zlib_backend(zlib_ng)
+    return True
+
+
 class Agent:
     def __init__(self, config: AgentConfig, kube: KubeApi, *, git_version: str = "") -> None:
         self.config = config
@@ -340,6 +354,8 @@ class Agent:
     async def run(self) -> None:
         """Run until cancelled; raises PermanentLinkError if the server refuses the agent, and
         TaskFailedError if an informer or the flusher keeps failing."""
+        if self.config.compress:
+            use_fast_deflate()
         await self._load_checksums()
         await self._restore_caches()
         for kind, informer in self.informers.items():
