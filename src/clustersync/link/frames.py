@@ -74,28 +74,37 @@ async def send(
 
 async def receive(
     ws: WebSocket, component: str, *, check_payloads: bool = True
-) -> AsyncIterator[Frame | Rejected]:
-    """Decoded messages until the peer closes; bad frames are reported, not fatal.
-    ``check_payloads=False``: objects and patches are not parsed (see ``codec.from_wire``)."""
-    async for item, _ in receive_deliveries(ws, component, check_payloads=check_payloads):
-        yield item
+) -> AsyncIterator[tuple[Frame | Rejected, bytes]]:
+    """Decoded messages until the peer closes, each with the frame it came in (for a relay that
+    forwards it as received); bad frames are reported, not fatal. ``check_payloads=False``:
+    objects and patches are not parsed (see ``codec.from_wire``)."""
+    async for item, _, data in _frames(ws, component, check_payloads):
+        yield item, data
 
 
 async def receive_deliveries(
-    ws: WebSocket, component: str, *, check_payloads: bool = True
+    ws: WebSocket, component: str
 ) -> AsyncIterator[tuple[Frame | Rejected, int | None]]:
-    """Like :func:`receive`, with each frame's delivery id (None if it carries none)."""
+    """Decoded messages with each frame's delivery id (None if it carries none)."""
+    async for item, delivery_id, _ in _frames(ws, component, True):
+        yield item, delivery_id
+
+
+async def _frames(
+    ws: WebSocket, component: str, check_payloads: bool
+) -> AsyncIterator[tuple[Frame | Rejected, int | None, bytes]]:
     async for frame in ws:
         if frame.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-            _frame_bytes(component, "in").inc(len(frame.data))
-            msg, delivery_id = decode_delivery(frame.data, check_payloads=check_payloads)
+            data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
+            _frame_bytes(component, "in").inc(len(data))
+            msg, delivery_id = decode_delivery(data, check_payloads=check_payloads)
             if isinstance(msg, DecodeError):
                 bad_input(component, msg.reason)
                 log.warning("%s: rejected frame: %s", component, msg)
-                yield Rejected(msg), delivery_id
+                yield Rejected(msg), delivery_id, data
                 continue
             _messages(component, "in", msg.event).inc()
-            yield msg, delivery_id
+            yield msg, delivery_id, data
         elif frame.type == aiohttp.WSMsgType.ERROR:
             log.warning("%s: websocket error: %s", component, ws.exception())
             return

@@ -46,6 +46,7 @@ from clustersync.protocol.envelope import (
     down_subject,
     encode_dead_letter,
     encode_envelope,
+    encode_relayed,
     partition_of,
     report_subject,
     up_subject,
@@ -314,9 +315,10 @@ class SyncServer:
         """Agent frames to the bus, tagged with the identity of the agent's token."""
         bucket = TokenBucket(self.message_rate, self.message_burst)
         clock = asyncio.get_running_loop().time
-        # Objects pass through as the agent's JSON text, unparsed: the ingester parses each
-        # once (and refuses a bad one) where it needs its fields anyway.
-        async for item in receive(conn.ws, "server", check_payloads=False):
+        # Frames go to the bus as the agent sent them, decoded only to check and route them,
+        # their objects unparsed: the ingester parses each object once (and refuses a bad one)
+        # where it needs its fields anyway.
+        async for item, frame in receive(conn.ws, "server", check_payloads=False):
             conn.last_read = clock()
             if not bucket.take(clock()):
                 bad_input("server", "message_rate")
@@ -347,15 +349,22 @@ class SyncServer:
                 subject = conn.up_subjects[partition] = up_subject(
                     conn.account, conn.cluster, partition
                 )
-            await self._publish_up(conn, subject, forwarded)
+            await self._publish_up(conn, subject, forwarded, frame)
 
-    async def _publish_up(self, conn: Connection, subject: str, msg: Message) -> None:
+    async def _publish_up(
+        self, conn: Connection, subject: str, msg: Message, frame: bytes | None = None
+    ) -> None:
         """One agent message onto the bus. One the bus refuses for its size (an SBOM over NATS's
         ``max_payload``) is parked as a note naming its objects, and the link carries on: the
         bus is not down, and closing would only make the agent send it again. A batch too large
         as a whole goes out object by object on the same subject (order kept), so only the
-        oversized objects are parked."""
-        data = encode_envelope(Envelope(conn.account, conn.cluster, msg, at=time.time()))
+        oversized objects are parked. ``frame``: the agent's frame ``msg`` was read from (one
+        hop shallower), forwarded as it came instead of encoding ``msg`` again."""
+        data = (
+            encode_envelope(Envelope(conn.account, conn.cluster, msg, at=time.time()))
+            if frame is None
+            else encode_relayed(conn.account, conn.cluster, frame, time.time())
+        )
         try:
             await self.bus.publish(subject, data)
             return
