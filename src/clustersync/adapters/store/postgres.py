@@ -188,11 +188,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             # that was the largest part of PostgreSQL's CPU per synced object. lz4 costs a
             # fraction of it for a slightly larger row. Only values written from now on use it
             # (rows stored before stay readable as they are); no rewrite, a brief lock. A server
-            # built without lz4 keeps pglz.
+            # built without lz4 keeps pglz. EXECUTE: a server older than 14, which knows no
+            # SET COMPRESSION (and no lz4), never parses the statement.
             f"""
             DO $$ BEGIN
                 IF {_LZ4_AVAILABLE} THEN
-                    ALTER TABLE objects ALTER COLUMN object SET COMPRESSION lz4;
+                    EXECUTE 'ALTER TABLE objects ALTER COLUMN object SET COMPRESSION lz4';
                 END IF;
             END $$
             """,
