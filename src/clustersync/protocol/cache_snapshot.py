@@ -30,7 +30,7 @@ from clustersync.model import Kind
 from clustersync.protocol import sealed
 from clustersync.protocol.sealed import RejectedFileError, seal, unseal
 
-FORMAT = 2  # 2: entries carry a header of facts and the shaped object (protocol.cache_entry)
+FORMAT = 3  # 2: entries with a header of facts (protocol.cache_entry); 3: packed in 8 KiB windows
 SCHEME = "clustersync-informer-cache-v1"
 SAMPLE_SIZE = 16  # entries unpacked and checked before the others are believed
 
