@@ -181,6 +181,8 @@ def decide_all(msg: Message, lookup: Mapping[ObjectRef, StoredCopy]) -> list[Dec
     if isinstance(msg, Batch):
         if msg.batch_type == BATCH_RECONCILIATION:
             return [Decision(errors=[("bad_batch", "agents do not send reconciliation batches")])]
+        if not lookup:  # a batch of puts: no stored copy to look up (nor refs to hash)
+            return [_within_depth(decide(item, None)) for item in msg.unrolled()]
         return [_within_depth(decide(item, lookup.get(item.ref))) for item in msg.unrolled()]
     return [_within_depth(decide(msg, lookup.get(msg.ref)))]
 
