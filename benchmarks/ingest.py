@@ -224,11 +224,13 @@ async def _run(group: Parts, pg: RunningPostgres, objs: list[dict[str, Any]],
             print(f"changes: {len(patches):,} messages, one patch each", flush=True)
             seconds, cpu = await drain(conn, bus, ingester, list(patches),
                                        count_sql=count_changed, want=len(patches),
-                                       profile=profile and profile.with_suffix(".chg.txt"))
+                                       profile=profile and profile.with_suffix(".chg.txt"),
+                                       meter=meter)
             line("  ingester drain", f"{len(patches) / seconds:,.0f}/s", "raw JetStream pull+ack",
                  f"{consumed:,.0f}/s")
             line("  ingester CPU per change", f"{cpu / len(patches) * 1e6:,.0f} us", "CPU busy",
                  f"{cpu / seconds:.0%}")
+            await meter.report(len(patches), "change")
             dead = await conn.fetchval("SELECT count(*) FROM dead_letters")
             line("  dead letters", f"{dead:,}")
     finally:
