@@ -3,9 +3,10 @@
 CPU comes from /proc for every process under the postmaster, by role (the process title:
 client backends, walwriter, checkpointer, background writer, autovacuum), plus the postmaster's
 reaped children (a backend or autovacuum worker that ended in the interval is counted there,
-not missed). WAL bytes are exact (the insert position); commits and full-page images come from
-the statistics views, which backends update when idle, at most once a second: taken 1.5 s after
-the work, they may still miss the last second of a busy backend.
+not missed). WAL bytes are exact (the insert position), and so are writing transactions (the
+transaction ids handed out); full-page images come from a statistics view, which backends update
+when idle, at most once a second: taken 1.5 s after the work, it may miss the last second of a
+busy backend.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ class PgMeter:
     before: _Snapshot | None = field(default=None, repr=False)
 
     async def _snapshot(self, conn: asyncpg.Connection) -> _Snapshot:
+        # Transaction ids go to writing transactions only (the polling's reads take none), and
+        # the next one to hand out is read without taking it.
         commits = await conn.fetchval(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
         )
         wal = await conn.fetchrow(
             "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint AS lsn, wal_fpi"
@@ -125,6 +128,6 @@ class PgMeter:
         print(f"    PostgreSQL per {what}: {wal / count:,.0f} B of WAL, "
               f"{(after.wal_fpi - self.before.wal_fpi) / count:.2f} full-page images "
               "(as last reported); "
-              f"{commits:,} commits ({count / max(commits, 1):,.0f} {what}s per commit)",
+              f"{commits:,} writing transactions ({count / max(commits, 1):,.0f} {what}s each)",
               flush=True)
         return total / count
