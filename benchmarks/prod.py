@@ -590,10 +590,12 @@ async def _run(group: Parts, pg: RunningPostgres, names: list[str], bodies: list
             phases.append((settings.second_rate, "2"))
         for rate, tag in phases:
             cpu.start()
+            await postgres.start()
             result = await change_phase(conn, kube, changed, rate=rate, tag=tag,
                                         where=(agent_port, monitor))
             report_phase(result, rate, len(changed))
             cpu.report("change", len(changed))
+            await postgres.report(len(changed), "change")
 
         report_memory([sandbox, agent, server, ingester, nats_part], pg, n)
 
