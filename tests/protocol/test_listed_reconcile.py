@@ -170,3 +170,25 @@ def test_an_object_sent_from_its_entry_patches_against_what_was_sent_on_its_next
     assert isinstance(msg, PatchObject)
     patch = {"metadata": {"labels": {"tier": "new"}, "resourceVersion": "2"}}
     assert orjson.loads(msg.patch) == patch
+
+
+def test_a_digest_taken_from_the_cache_entry_of_the_same_version_is_not_hashed_again() -> None:
+    entries = Entries()
+    live = pod("d")
+    facts = entries.facts(entries.listed(live).entry)
+    stand_in = Facts(facts.resource_version, facts.uid, "cs1:" + "ab" * 32, False, True)
+    agent = session()
+    agent.take_digest(ObjectRef(PODS, "shop", "d"), stand_in)
+    (msg,) = agent.local_change(PODS, WatchEvent.ADDED, live)
+    assert isinstance(msg, NewChecksum) and msg.checksum == stand_in.digest
+    # Another version's digest is never used for this one.
+    agent = session()
+    older = Facts("0", facts.uid, "cs1:" + "cd" * 32, False, True)
+    agent.take_digest(ObjectRef(PODS, "shop", "d"), older)
+    (msg,) = agent.local_change(PODS, WatchEvent.ADDED, live)
+    assert isinstance(msg, NewChecksum) and msg.checksum == fast_digest(shape(PODS, live))
+    # Nor with kubescape's checksums on the link.
+    agent = session(fast=False)
+    agent.take_digest(ObjectRef(PODS, "shop", "d"), stand_in)
+    (msg,) = agent.local_change(PODS, WatchEvent.ADDED, live)
+    assert isinstance(msg, NewChecksum) and not is_fast(msg.checksum)

@@ -190,18 +190,28 @@ class AgentSession:
         # them (see use_fast_digests), kubescape's hash otherwise.
         self.fast_digests = False
 
-    def share_shadows(self, kind: Kind, parse: Callable[[bytes], dict[str, Any]]) -> None:
-        """Let a patch-strategy object reconciled from a :class:`Cached` item keep the cache
-        entry as its shadow instead of a packed copy of what was sent: ``parse`` reads an entry
-        back into the live object (raising ValueError if it cannot), and the shadow is its
-        shape, the very JSON sent. Packing cost about a fifth of an initial sync; the price is
-        a parse and a shape when the object next changes. ``parse`` must read every entry it
-        was given for as long as the session holds it."""
+    def share_shadows(
+        self, kind: Kind, parse: Callable[[bytes], dict[str, Any]], *, shaped: bool = False
+    ) -> None:
+        """Let a patch-strategy object reconciled from a :class:`Cached` or :class:`Listed`
+        item keep the cache entry as its shadow instead of a packed copy of what was sent:
+        ``parse`` reads an entry back into the live object (raising ValueError if it cannot),
+        and the shadow is its shape, the very JSON sent; with ``shaped``, ``parse`` returns that
+        shape itself (an entry that holds the shaped JSON: protocol.cache_entry). Packing cost
+        about a fifth of an initial sync; the price is a parse (and a shape) when the object
+        next changes. ``parse`` must read every entry it was given for as long as the session
+        holds it."""
 
         def read(entry: bytes) -> dict[str, Any]:
             return shape(kind, parse(entry))
 
-        self.synced.share_from(kind, read)
+        self.synced.share_from(kind, parse if shaped else read)
+
+    def take_digest(self, ref: ObjectRef, facts: Facts) -> None:
+        """Hold the fast digest a driver's cache entry has for an object version (see
+        :meth:`Listed`): a change of that very version is then not hashed again."""
+        if self.fast_digests and facts.shaped and facts.digest is not None:
+            self._recorded(ref, facts)
 
     def use_fast_digests(self, on: bool) -> None:
         """Choose the algorithm for what the agent sends from now on (on every connect: the

@@ -171,7 +171,7 @@ class Agent:
             for r in config.resources
         }
         for kind, informer in self.informers.items():
-            self.session.share_shadows(kind, self._entry_reader(informer))
+            self.session.share_shadows(kind, self._entry_reader(informer), shaped=True)
         self.progress = SyncProgressLog(self.informers)  # log lines and reports after connect
         self.coalescer: Coalescer[tuple[Kind, str, str], PENDING] = Coalescer(
             config.coalesce_quiet, config.coalesce_max_wait
@@ -252,7 +252,7 @@ class Agent:
         # Through the informer at call time: a restored snapshot replaces its cache (at start,
         # before any shadow is shared).
         def parse(entry: bytes) -> dict[str, Any]:
-            return informer.cache.parse(entry)
+            return informer.cache.shaped(entry)
 
         return parse
 
@@ -323,10 +323,19 @@ class Agent:
                 self._queue(self._local_change(kind, event_type, obj))
                 await pacer.tick()
 
+    def _take_cached_digest(self, kind: Kind, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        """The informer hashed this object when it took it in: if its cache entry is of this
+        very version (a newer one may have replaced it meanwhile), the session need not."""
+        informer = self.informers.get(kind)
+        facts = informer.cache.facts_of(key) if informer is not None else None
+        if facts is not None and facts.version == object_version(obj):
+            self.session.take_digest(ObjectRef(kind, *key), facts)
+
     def _local_change(self, kind: Kind, event_type: str, obj: dict[str, Any]) -> list[Message]:
         meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         try:
+            self._take_cached_digest(kind, (namespace, name), obj)
             return self.session.local_change(kind, WatchEvent(event_type), obj)
         except ShapingError as exc:  # kubescape does not send such an object either
             bad_input("agent", "unshapeable")

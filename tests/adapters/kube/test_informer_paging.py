@@ -9,6 +9,8 @@ import pytest
 
 from clustersync.adapters.kube.client import KubeClient
 from clustersync.adapters.kube.informer import ObjectCache, UnencodableError
+from clustersync.model import Kind
+from clustersync.protocol.shaping import shape
 from clustersync.sandbox import Sandbox
 
 from .test_informer import WAIT, Recorder, configmap, running, wait_until
@@ -100,3 +102,21 @@ async def test_relist_keeps_the_dictionary_and_reports_deletions(
         assert r.informer.cache.dictionary is dictionary
         assert r.informer.cache[("default", "cm-03")]["data"] == {"v": "3"}
         assert len(r.informer.cache) == 11
+
+
+def test_a_cache_of_a_kind_reads_entries_back_shaped() -> None:
+    pods = Kind("", "v1", "pods")
+    nodes = Kind("", "v1", "nodes")
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default", "uid": "u", "resourceVersion": "3"},
+        "spec": {"containers": [{"name": "a", "env": [{"name": "T", "value": "secret"}]}]},
+    }
+    node = {"kind": "Node", "metadata": {"name": "n", "uid": "u", "resourceVersion": "4"}}
+    for kind, obj in ((pods, pod), (nodes, node)):
+        cache = ObjectCache(kind)
+        cache.put(("default", "x"), obj)
+        (entry,) = [entry for _, entry in cache.entries()]
+        assert cache.shaped(entry) == shape(kind, obj)
+        assert cache.parse(entry) == obj
+    assert cache.shaped(entry)["status"] == {"conditions": None}  # the node: nulled by shaping

@@ -36,6 +36,7 @@ from clustersync.protocol.cache_entry import EntryError, Facts, UnencodableError
 from clustersync.protocol.cache_snapshot import CacheSnapshot
 from clustersync.protocol.cache_snapshot import sample as snapshot_sample
 from clustersync.protocol.compact import Packer, PackError
+from clustersync.protocol.shaping import shape
 
 log = logging.getLogger("clustersync.informer")
 
@@ -184,6 +185,23 @@ class ObjectCache:
     def facts(entry: bytes) -> Facts:
         """What the entry's header says of its object (no unpacking); raises EntryError."""
         return cache_entry.facts(entry)
+
+    def shaped(self, entry: bytes) -> dict[str, Any]:
+        """The object of an entry this cache held, shaped as the agent sends it (from the JSON
+        the entry holds when it does: no parse of the live object, no second shaping); raises
+        as :meth:`parse`, and ShapingError where the object cannot be shaped."""
+        body = self.shaped_json(entry)
+        if body is None:
+            if self.kind is None:
+                raise EntryError("shaping an entry of a cache that does not know its kind")
+            return shape(self.kind, self._parsed(entry))
+        parsed: dict[str, Any] = orjson.loads(body)
+        return parsed
+
+    def facts_of(self, key: Key) -> Facts | None:
+        """The facts of the entry held for ``key``, if any (see :meth:`facts`)."""
+        entry = self._items.get(key)
+        return None if entry is None else cache_entry.facts(entry)
 
     def shaped_json(self, entry: bytes) -> bytes | None:
         """The shaped JSON of an entry this cache held, if it holds it (see cache_entry)."""
