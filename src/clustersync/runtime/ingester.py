@@ -133,23 +133,25 @@ class StaleWrites:
         self._logged_at = now
 
 
-def _objects_of(env: Envelope) -> list[ObjectKey] | None:
+def _objects_of(env: Envelope) -> list[ObjectRef] | None:
     """The objects an agent's message is about, or None if it is about the whole cluster (a
-    control such as "connected", or an inventory request: they read all of a kind)."""
+    control such as "connected", or an inventory request: they read all of a kind). Refs, not
+    keys: the order holds them per cluster already, and a ref hashes in less time than a key
+    (each is hashed four times per message)."""
     msg = env.message
     if msg is None or is_inventory_request(msg):
         return None
     if isinstance(msg, Ping):
         return []
     items = msg.unrolled() if isinstance(msg, Batch) else (msg,)
-    return [ObjectKey(env.account, env.cluster, item.ref) for item in items]
+    return [item.ref for item in items]
 
 
-def _written_object(env: Envelope) -> list[ObjectKey] | None:
+def _written_object(env: Envelope) -> list[ObjectRef] | None:
     """The object a backend write is about (nothing to order for a malformed one)."""
     msg = env.message
     if isinstance(msg, PutObject | ObjectDeleted):
-        return [ObjectKey(env.account, env.cluster, msg.ref)]
+        return [msg.ref]
     return []
 
 
@@ -254,7 +256,7 @@ class Ingester:
         self,
         handle: Callable[[Envelope, Delivery], Awaitable[None]],
         order: ObjectOrder | None = None,
-        objects: Callable[[Envelope], list[ObjectKey] | None] = _objects_of,
+        objects: Callable[[Envelope], list[ObjectRef] | None] = _objects_of,
     ) -> Callable[[Delivery], Awaitable[None]]:
         """``handle`` with bad input parked and failures sorted into retry or park; with
         ``order``, after the earlier handlers holding any of ``objects(env)`` (None: the whole
