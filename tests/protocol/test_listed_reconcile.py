@@ -10,7 +10,13 @@ import pytest
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol import cache_entry
-from clustersync.protocol.agent import AgentSession, Listed, Strategy, WatchEvent
+from clustersync.protocol.agent import (
+    AgentSession,
+    Listed,
+    ReconcilePasses,
+    Strategy,
+    WatchEvent,
+)
 from clustersync.protocol.cache_entry import Facts
 from clustersync.protocol.checksum import canonical_checksum
 from clustersync.protocol.compact import Packer
@@ -192,3 +198,43 @@ def test_a_digest_taken_from_the_cache_entry_of_the_same_version_is_not_hashed_a
     agent.take_digest(ObjectRef(PODS, "shop", "d"), stand_in)
     (msg,) = agent.local_change(PODS, WatchEvent.ADDED, live)
     assert isinstance(msg, NewChecksum) and not is_fast(msg.checksum)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("split", [1, 2, 4])
+def test_a_reconciliation_in_passes_sends_what_the_one_shot_one_does(
+    fast: bool, split: int
+) -> None:
+    """A list still arriving is reconciled part by part: same messages as the whole at once,
+    and the deletions (the backend holds "gone", the cluster never listed it) only in the final
+    pass, however the cluster is split."""
+    expected = session(fast).reconcile(answer(fast), cluster())
+    entries = Entries()
+    listed = [entries.listed(obj) for obj in cluster()]
+    parts = [listed[n::split] for n in range(split)]
+    agent, passes = session(fast), ReconcilePasses()
+    early: list[Message] = []
+    for part in parts[:-1]:
+        for step in agent.reconcile_steps(answer(fast), part, passes=passes, final=False):
+            early += step.send
+    final: list[Message] = []
+    for step in agent.reconcile_steps(answer(fast), parts[-1], passes=passes, final=True):
+        final += step.send
+    assert not any(isinstance(m, ObjectDeleted) for m in early)
+    assert sorted(comparable(early + final), key=repr) == sorted(
+        comparable(expected.send), key=repr
+    )
+    # What the backend lacks ("c"), holds otherwise ("b"), holds equal ("a", not sent), holds
+    # and the cluster lacks ("gone").
+    assert {m.ref.name for m in early + final if isinstance(m, PutObject)} == {"b", "c", "operator"}
+    assert [m.ref.name for m in final if isinstance(m, ObjectDeleted)] == ["gone"]
+
+
+def test_a_pass_that_is_not_final_never_deletes() -> None:
+    agent = session()
+    out = list(agent.reconcile_steps(answer(True), [], passes=ReconcilePasses(), final=False))
+    assert [m for step in out for m in step.send] == []
+    passes = ReconcilePasses()
+    out = list(agent.reconcile_steps(answer(True), [], passes=passes, final=True))
+    deleted = [m.ref.name for step in out for m in step.send if isinstance(m, ObjectDeleted)]
+    assert deleted == ["a", "b", "gone"]

@@ -120,6 +120,22 @@ class Listed:
 
 
 @dataclass(slots=True)
+class ReconcilePasses:
+    """What a reconciliation done in several passes over the cluster keeps between them (see
+    :meth:`AgentSession.reconcile_steps`): the objects met so far, and the backend's inventory
+    indexed once. A driver whose list is still arriving reconciles each new part as it comes,
+    and only the final pass, once the list is complete, may decide deletions."""
+
+    synced: set[ObjectRef] = field(default_factory=set)
+    backend: dict[ObjectRef, str] | None = None
+
+    def backend_of(self, batch: Batch) -> dict[ObjectRef, str]:
+        if self.backend is None:
+            self.backend = {item.ref: item.checksum for item in batch.new_checksum}
+        return self.backend
+
+
+@dataclass(slots=True)
 class Outcome:
     send: list[Message] = field(default_factory=list)
     writes: list[ClusterWrite] = field(default_factory=list)
@@ -655,11 +671,18 @@ class AgentSession:
         *,
         step: int = 100,
         still_absent: Callable[[ObjectRef], bool] = lambda ref: True,
+        passes: ReconcilePasses | None = None,
+        final: bool = True,
     ) -> Iterator[Outcome]:
         """:meth:`reconcile` in pieces of at most ``step`` objects, so that a driver can send
         each piece (and let other work run) before computing the next: the repairs of a large
         kind never all wait in memory at once. ``still_absent`` is asked before deleting an
         object the backend holds and the walk did not meet (it may have appeared meanwhile).
+
+        The walk may be split into passes over successive parts of the cluster (a list still
+        arriving): each call with the same ``passes`` continues the same reconciliation, and
+        only a ``final`` pass, which must come once the cluster's list is complete, deletes
+        what no pass met. Without ``passes``, one call is the whole reconciliation.
 
         A :class:`Listed` object whose entry holds its shaped JSON and fast digest (with fast
         digests on this link) is decided on its entry's facts: not parsed, shaped nor hashed
@@ -677,10 +700,11 @@ class AgentSession:
             out.errors.append(("unknown_kind", f"reconciliation for unsynced kind {batch.kind}"))
             yield out
             return
-        backend = {item.ref: item.checksum for item in batch.new_checksum}
+        passes = passes if passes is not None else ReconcilePasses()
+        backend = passes.backend_of(batch)
         # An answer to a digest request lists only the buckets that differ; the others match.
         covered = None if batch.covered is None else frozenset(batch.covered)
-        synced: set[ObjectRef] = set()
+        synced = passes.synced
         walked = 0
         for item in live_objects:
             walked += 1
@@ -726,6 +750,9 @@ class AgentSession:
                 )
                 if reply is not None:
                     out.send.append(reply)
+        if not final:
+            yield out
+            return
         for ref in sorted(backend.keys() - synced):
             if still_absent(ref):
                 self.shadows.discard(ref)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ from clustersync.protocol.agent import (
     ClusterWrite,
     Listed,
     Outcome,
+    ReconcilePasses,
     WatchEvent,
     object_version,
     write_report,
@@ -620,13 +621,38 @@ class Agent:
             self.link.resynced(time.monotonic())
 
     async def _request_inventory(self, kind: Kind) -> None:
-        await self.informers[kind].synced.wait()
+        informer = self.informers[kind]
+        if await self._first_list_under_way(kind):
+            # A first sync: the request carries no digests, so it need not wait for the list,
+            # and the answer is reconciled as the list goes on (see _reconcile). Additions keep
+            # going unannounced until the list is complete: the reconciliation covers them.
+            await self._outbox_room()
+            self._queue([self.session.inventory_batch(kind, None)])
+            await informer.synced.wait()
+            self.link.inventory_requested(kind)
+            return
+        await informer.synced.wait()
         self._check_checksum_samples(kind)
         # Pending additions are covered by the reconciliation, which reads the same cache.
         self.coalescer.discard_where(lambda pending: pending[0] == kind and pending[1] == "ADDED")
         self._pending_drained.set()
         self.link.inventory_requested(kind)
         await self._send_inventory_request(kind)
+
+    async def _first_list_under_way(self, kind: Kind) -> bool:
+        """Whether the kind's inventory may be requested before its list is complete: a first
+        sync (no digests to compute, no saved checksums to check first) of a kind whose first
+        list has begun (the API serves the kind: its answer never waits for a list that cannot
+        come). Returns False at once once the kind is listed, and where digests are needed."""
+        informer = self.informers[kind]
+        if kind in self._checksum_samples or self.session.inventory_needs_digests(kind):
+            return False
+        while not informer.synced.is_set():
+            informer.list_progressed.clear()
+            if informer.arrivals is not None:
+                return True
+            await informer.list_progressed.wait()
+        return False
 
     async def _send_inventory_request(self, kind: Kind) -> None:
         if not self.session.inventory_needs_digests(kind):
@@ -772,24 +798,84 @@ class Agent:
 
     async def _reconcile(self, msg: Batch) -> None:
         """Repair a kind in steps: each step's messages are queued (waiting for room in the
-        outbox) before the next is computed, and the loop keeps running in between."""
+        outbox) before the next is computed, and the loop keeps running in between.
+
+        An answer that arrives while the kind's first list is still under way (a first sync,
+        see _request_inventory) is reconciled in passes over what the list has added so far;
+        the final pass, once the list is complete, walks the rest and only then deletes what
+        the backend holds and the cluster lacks."""
         informer = self.informers.get(msg.kind)
-        if informer is not None:
-            await informer.synced.wait()  # an unsynced cache would look like mass deletes
+        passes = ReconcilePasses()
+        walked: dict[tuple[str, str], bytes] = {}  # key -> the entry a pass reconciled
+        listing = informer is not None and not informer.synced.is_set()
+        if informer is not None and listing and msg.kind in self.session.strategies:
+            await self._reconcile_while_listing(msg, informer, passes, walked)
+            # Additions are announced from now on (the final pass covers the ones before).
+            self.link.inventory_requested(msg.kind)
         live: Iterable[Listed] = (
             (
                 Listed(namespace, name, entry, informer.cache)
                 for (namespace, name), entry in informer.cache.current_entries()
+                if walked.get((namespace, name)) is not entry
             )
             if informer
             else iter(())
         )
+        await self._reconcile_pass(msg, live, passes, informer, final=True)
 
+    async def _reconcile_while_listing(
+        self,
+        msg: Batch,
+        informer: Informer,
+        passes: ReconcilePasses,
+        walked: dict[tuple[str, str], bytes],
+    ) -> None:
+        """Reconcile what the kind's first list adds, as it adds it, until the list is complete.
+        A list that fails midway restarts as a diff without an arrival log: this then only waits,
+        and the final pass walks whatever was not reconciled (or changed since)."""
+        arrivals = None
+        position = 0
+        while not informer.synced.is_set():
+            informer.list_progressed.clear()
+            current = informer.arrivals
+            if current is not None and current is not arrivals:
+                arrivals, position = current, 0
+            if arrivals is None or arrivals.abandoned or position >= len(arrivals.keys):
+                await informer.list_progressed.wait()
+                continue
+            keys = arrivals.keys[position:]
+            position += len(keys)
+            await self._reconcile_pass(
+                msg, self._arrived(informer, keys, walked), passes, informer, final=False
+            )
+
+    @staticmethod
+    def _arrived(
+        informer: Informer, keys: list[tuple[str, str]], walked: dict[tuple[str, str], bytes]
+    ) -> Iterator[Listed]:
+        for key in keys:
+            entry = informer.cache.entry(key)
+            if entry is not None:
+                walked[key] = entry
+                yield Listed(key[0], key[1], entry, informer.cache)
+
+    async def _reconcile_pass(
+        self,
+        msg: Batch,
+        live: Iterable[Listed],
+        passes: ReconcilePasses,
+        informer: Informer | None,
+        *,
+        final: bool,
+    ) -> None:
         def still_absent(ref: ObjectRef) -> bool:
             return informer is None or (ref.namespace, ref.name) not in informer.cache
 
         pacer = Pacer()
-        for step in self.session.reconcile_steps(msg, live, still_absent=still_absent):
+        steps = self.session.reconcile_steps(
+            msg, live, still_absent=still_absent, passes=passes, final=final
+        )
+        for step in steps:
             await self._outbox_room()
             self._carry_out(step)
             await pacer.tick()

@@ -74,6 +74,18 @@ def _log_skip(skipped: SkippedObject) -> None:
     )
 
 
+class ArrivalLog:
+    """The keys a first list has put into its (empty) cache so far, in the order it put them:
+    what lets a consumer walk the objects "added since position k" while the list goes on (the
+    agent reconciles a first sync that way, sending while it lists). Only ever appended to;
+    ``abandoned`` once the list fails (it then restarts without a log, as a diff against the
+    cache: a consumer falls back to waiting for ``synced``)."""
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.abandoned = False
+
+
 class UnusableSnapshotError(ValueError):
     """A saved cache whose sampled entries are not what they claim to be."""
 
@@ -142,6 +154,10 @@ class ObjectCache:
 
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
+
+    def entry(self, key: Key) -> bytes | None:
+        """The entry held for ``key``, unread (see :meth:`facts`), if any."""
+        return self._items.get(key)
 
     def entries(self) -> list[tuple[Key, bytes]]:
         """Every entry as held (immutable bytes): a copy that later changes do not touch."""
@@ -234,6 +250,11 @@ class Informer:
         self.page_size = page_size
         self.cache = ObjectCache(kind)
         self.synced = asyncio.Event()
+        # Set on every page of a list, when a list starts, fails or ends, and when ``synced``
+        # is set: a consumer of :attr:`arrivals` clears it, looks, and waits on it.
+        self.list_progressed = asyncio.Event()
+        # While the first list fills the empty cache: its arrival log (see ArrivalLog).
+        self.arrivals: ArrivalLog | None = None
         self.resource_version = ""
         self.lists = 0
         self.relists_after_gone = 0
@@ -323,7 +344,7 @@ class Informer:
             self.resumes += 1
             INFORMER_SNAPSHOT.labels("resumed").inc()
             log.info("%s resumed from the saved cache without a list", self.kind)
-            self.synced.set()
+            self._mark_synced()
 
     async def _relist(self) -> None:
         """List the kind a page at a time into the cache, then report what the list lacks.
@@ -338,27 +359,25 @@ class Informer:
         list_rv = ""
         done = 0
         self._exact = False  # pages are newer than resource_version until the list ends
-        async for page in self.api.list_pages(self.kind, self.page_size):
-            list_rv = page.resource_version
-            for obj in page.items:
-                done += 1
-                if done % YIELD_EVERY == 0:
-                    # A list of 100k objects takes seconds to cache: let heartbeats and sends run.
-                    await asyncio.sleep(0)
-                key = key_of(obj)
-                entry = self._entry(key, obj)
-                if entry is None:
-                    continue  # not seen: an older copy is reported deleted below
-                seen.add(key)
-                old_rv = self.cache.resource_version(key)
-                # The sink first, the cache after (as for watch events): if the sink fails,
-                # the next relist finds the change again.
-                if old_rv is None:
-                    self.sink("ADDED", obj)
-                elif old_rv != _rv(obj):
-                    self.sink("MODIFIED", obj)
-                self.cache.store(key, entry)
-            page.items.clear()  # the cache holds compact copies; the parsed page can go
+        # A first list into an empty cache logs its arrivals once its first page came (the kind
+        # is served); a relist (a cache to diff against) never does.
+        logs_arrivals = not self.synced.is_set() and len(self.cache) == 0
+        arrivals: ArrivalLog | None = None
+        try:
+            async for page in self.api.list_pages(self.kind, self.page_size):
+                if logs_arrivals and arrivals is None:
+                    arrivals = self.arrivals = ArrivalLog()
+                list_rv = page.resource_version
+                done = await self._take_page(page.items, seen, done, arrivals)
+                page.items.clear()  # the cache holds compact copies; the parsed page can go
+                self.list_progressed.set()
+        except BaseException:
+            if arrivals is not None:
+                arrivals.abandoned = True
+            raise
+        finally:
+            self.arrivals = None
+            self.list_progressed.set()
         for key in self.cache:
             if key not in seen:
                 gone = self.cache.get(key)
@@ -369,8 +388,42 @@ class Informer:
         # Resume from the list's own resourceVersion, not the last item's (a kubescape bug).
         self.resource_version = list_rv
         self._exact = True
-        self.synced.set()
+        self._mark_synced()
         await self.pace()
+
+    def _mark_synced(self) -> None:
+        self.synced.set()
+        self.list_progressed.set()
+
+    async def _take_page(
+        self,
+        items: list[dict[str, Any]],
+        seen: set[Key],
+        done: int,
+        arrivals: ArrivalLog | None,
+    ) -> int:
+        """Take a list page into the cache (see :meth:`_relist`); returns the objects done."""
+        for obj in items:
+            done += 1
+            if done % YIELD_EVERY == 0:
+                # A list of 100k objects takes seconds to cache: let heartbeats and sends run.
+                await asyncio.sleep(0)
+            key = key_of(obj)
+            entry = self._entry(key, obj)
+            if entry is None:
+                continue  # not seen: an older copy is reported deleted below
+            seen.add(key)
+            old_rv = self.cache.resource_version(key)
+            # The sink first, the cache after (as for watch events): if the sink fails,
+            # the next relist finds the change again.
+            if old_rv is None:
+                self.sink("ADDED", obj)
+            elif old_rv != _rv(obj):
+                self.sink("MODIFIED", obj)
+            self.cache.store(key, entry)
+            if arrivals is not None:
+                arrivals.keys.append(key)
+        return done
 
     def _entry(self, key: Key, obj: dict[str, Any]) -> bytes | None:
         """The object's cache entry, or None (reported skipped): one bad object never stops
