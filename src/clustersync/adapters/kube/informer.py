@@ -149,8 +149,11 @@ class ObjectCache:
         """The cache entry for ``obj``; raises :class:`UnencodableError` if it has none."""
         return cache_entry.encode(self.kind, obj, self._packer)
 
-    def store(self, key: Key, entry: bytes) -> None:
-        self._items[(sys.intern(key[0]), key[1])] = entry
+    def store(self, key: Key, entry: bytes) -> Key:
+        """Hold ``entry`` for ``key``; returns the key as held (its namespace shared)."""
+        held = (sys.intern(key[0]), key[1])
+        self._items[held] = entry
+        return held
 
     def pop(self, key: Key) -> None:
         self._items.pop(key, None)
@@ -420,9 +423,9 @@ class Informer:
                 self.sink("ADDED", obj)
             elif old_rv != _rv(obj):
                 self.sink("MODIFIED", obj)
-            self.cache.store(key, entry)
+            held = self.cache.store(key, entry)
             if arrivals is not None:
-                arrivals.keys.append(key)
+                arrivals.keys.append(held)  # the cache's own key: a pointer per object
         return done
 
     def _entry(self, key: Key, obj: dict[str, Any]) -> bytes | None:
