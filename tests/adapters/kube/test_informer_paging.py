@@ -120,3 +120,63 @@ def test_a_cache_of_a_kind_reads_entries_back_shaped() -> None:
         assert cache.shaped(entry) == shape(kind, obj)
         assert cache.parse(entry) == obj
     assert cache.shaped(entry)["status"] == {"conditions": None}  # the node: nulled by shaping
+
+
+async def test_a_first_list_logs_its_arrivals_in_order_and_drops_the_log_when_done(
+    sandbox: Sandbox, kube: KubeClient
+) -> None:
+    names = [f"cm-{n}" for n in range(7)]
+    for name in names:
+        sandbox.create(configmap(name))
+    logs: list[tuple[int, int]] = []  # (log id, keys logged) as each object is reported
+    seen: list[Any] = []
+
+    async with running(kube, page_size=2) as r:
+        informer = r.informer
+
+        def sink(event_type: str, obj: dict[str, Any]) -> None:
+            arrivals = informer.arrivals
+            assert arrivals is not None, "a first list logs from its first page on"
+            if not seen or seen[-1] is not arrivals:
+                seen.append(arrivals)
+            logs.append((id(arrivals), len(arrivals.keys)))
+
+        informer.sink = sink
+        async with asyncio.timeout(WAIT):
+            await informer.synced.wait()
+        assert informer.arrivals is None  # dropped once the list is complete
+        (log,) = seen
+        assert log.keys == [("default", name) for name in names]  # the list's order
+        assert not log.abandoned
+        # Each object is logged after its sink call: a reader never meets an unreported one.
+        assert [count for _, count in logs] == list(range(7))
+
+
+async def test_a_list_that_fails_midway_abandons_its_log_and_relists_without_one(
+    sandbox: Sandbox, kube: KubeClient
+) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        sandbox.create(configmap(name, v="0"))
+    seen: list[Any] = []
+    broke = False
+
+    async with running(kube, page_size=2) as r:
+        informer = r.informer
+
+        def sink(event_type: str, obj: dict[str, Any]) -> None:
+            nonlocal broke
+            seen.append(informer.arrivals)
+            if not broke:  # the next page request gets a 410 (see the test above)
+                broke = True
+                sandbox.create(configmap("f", v="1"))
+                sandbox.compact()
+
+        informer.sink = sink
+        async with asyncio.timeout(WAIT):
+            await informer.synced.wait()
+        assert informer.relists_after_gone == 1
+        first = seen[0]
+        assert first is not None and first.abandoned
+        # The relist diffs against a cache that is not empty: no log, whatever it reports.
+        assert seen[-1] is None
+        assert len(seen) > len(first.keys)
