@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from clustersync.adapters.kube import KubeApi
-from clustersync.adapters.kube.base import ListPage
+from clustersync.adapters.kube.base import KubeError, ListPage
 from clustersync.model import Kind
 from clustersync.runtime.agent import Agent
 
@@ -154,3 +154,61 @@ async def test_a_list_that_fails_midway_restarts_and_still_converges(world: Worl
     assert not await _rows_present(world, [arrived[0]])
     assert not await _rows_present(world, [not_arrived[-1]])
     assert await _rows_present(world, ["latecomer"])
+
+
+class FailingList(HeldList):
+    """Like HeldList, but once released the held list fails, and so does every list of the kind
+    after it, until ``healed``: a kind that stops being listable midway (a permission revoked)."""
+
+    def __init__(self, real: KubeApi, kind: Kind, pages: int) -> None:
+        super().__init__(real, kind, pages)
+        self.healed = asyncio.Event()
+        self.failures = 0
+
+    def _refuse(self) -> None:
+        self.failures += 1
+        raise KubeError("forbidden for this test", status=403)
+
+    async def list_pages(self, kind: Kind, page_size: int = 500) -> AsyncIterator[ListPage]:
+        failing = kind == self.kind and not self.healed.is_set()
+        if failing and self.released.is_set():
+            self._refuse()
+        async for page in super().list_pages(kind, page_size):
+            yield page
+            if failing and self.released.is_set() and not self.healed.is_set():
+                self._refuse()
+
+
+async def test_a_first_list_that_keeps_failing_never_holds_back_backend_messages(
+    world: World,
+) -> None:
+    await _backend_holds_a_stale_cluster(world)
+    agent = _start_with_small_pages(world)
+    informer = agent.informers[CONFIGMAPS]
+    failing = FailingList(informer.api, CONFIGMAPS, pages=2)
+    informer.api = failing
+    async with asyncio.timeout(10):
+        await failing.holding.wait()
+    arrived = [name for namespace, name in informer.cache if name in NAMES]
+
+    async def first_pages_sent() -> bool:
+        return all(
+            [await world.matches_live(CLUSTER_A, CONFIGMAPS, "shop", name) for name in arrived]
+        )
+
+    # The answer to the early request is being reconciled as the list goes...
+    await eventually(first_pages_sent, what="the first pages to reach the store")
+    failing.released.set()
+    await eventually(lambda: failing.failures >= 2, what="the list to fail again")
+    # ...and the list now keeps failing: a backend write must still be carried out.
+    cluster = world.clusters[CLUSTER_A]
+    await world.api_put(CLUSTER_A, configmap("pushed", version="p"))
+    await eventually(lambda: cluster.get(CONFIGMAPS, "shop", "pushed") is not None,
+                     what="the pushed configmap in the cluster")
+    assert not informer.synced.is_set()
+    assert await _rows_present(world, DOOMED)  # nothing deleted on a list that never completed
+
+    failing.healed.set()
+    await world.wait_synced(CLUSTER_A, timeout=60)
+    assert await world.in_sync(CLUSTER_A)
+    assert not await _rows_present(world, DOOMED[:1])

@@ -630,6 +630,9 @@ class Agent:
             self._queue([self.session.inventory_batch(kind, None)])
             await informer.synced.wait()
             self.link.inventory_requested(kind)
+            if informer.first_list_failed:
+                # The answer was (or will be) dropped, see _reconcile: ask again, now listed.
+                await self._send_inventory_request(kind)
             return
         await informer.synced.wait()
         self._check_checksum_samples(kind)
@@ -809,7 +812,13 @@ class Agent:
         walked: dict[tuple[str, str], bytes] = {}  # key -> the entry a pass reconciled
         listing = informer is not None and not informer.synced.is_set()
         if informer is not None and listing and msg.kind in self.session.strategies:
-            await self._reconcile_while_listing(msg, informer, passes, walked)
+            if not await self._reconcile_while_listing(msg, informer, passes, walked):
+                # The first list failed midway, and the list may keep failing (the kind gone, a
+                # permission revoked): backend messages must not wait behind it. What was sent
+                # stands; _request_inventory asks again once the kind is listed.
+                log.info("first list of %s failed midway: its inventory is asked for again "
+                         "once it is listed", msg.kind)
+                return
             # Additions are announced from now on (the final pass covers the ones before).
             self.link.inventory_requested(msg.kind)
         live: Iterable[Listed] = (
@@ -829,14 +838,16 @@ class Agent:
         informer: Informer,
         passes: ReconcilePasses,
         walked: dict[tuple[str, str], bytes],
-    ) -> None:
-        """Reconcile what the kind's first list adds, as it adds it, until the list is complete.
-        A list that fails midway restarts as a diff without an arrival log: this then only waits,
-        and the final pass walks whatever was not reconciled (or changed since)."""
+    ) -> bool:
+        """Reconcile what the kind's first list adds, as it adds it, until the list is complete
+        (True), or until that list fails midway (False: it restarts as a diff without an arrival
+        log, and nothing here may wait for it)."""
         arrivals = None
         position = 0
         while not informer.synced.is_set():
             informer.list_progressed.clear()
+            if informer.first_list_failed:
+                return False
             current = informer.arrivals
             if current is not None and current is not arrivals:
                 arrivals, position = current, 0
@@ -848,6 +859,7 @@ class Agent:
             await self._reconcile_pass(
                 msg, self._arrived(informer, keys, walked), passes, informer, final=False
             )
+        return not informer.first_list_failed  # one rule: after a failure, the new answer decides
 
     @staticmethod
     def _arrived(

@@ -258,6 +258,9 @@ class Informer:
         self.list_progressed = asyncio.Event()
         # While the first list fills the empty cache: its arrival log (see ArrivalLog).
         self.arrivals: ArrivalLog | None = None
+        # A first list that failed after its first page: an answer reconciled as it listed is
+        # then dropped, and the inventory asked for again once the kind is listed (the agent).
+        self.first_list_failed = False
         self.resource_version = ""
         self.lists = 0
         self.relists_after_gone = 0
@@ -377,6 +380,7 @@ class Informer:
         except BaseException:
             if arrivals is not None:
                 arrivals.abandoned = True
+                self.first_list_failed = True
             raise
         finally:
             self.arrivals = None
