@@ -9,6 +9,7 @@ from typing import Any
 
 from clustersync.adapters.kube import KubeApi
 from clustersync.adapters.kube.base import KubeError, ListPage
+from clustersync.adapters.kube.informer import Informer
 from clustersync.model import Kind
 from clustersync.runtime.agent import Agent
 
@@ -92,24 +93,34 @@ async def test_a_first_sync_over_many_pages_converges_to_the_cluster(world: Worl
     assert agent.informers[CONFIGMAPS].lists == 1
 
 
-async def test_objects_go_out_before_the_list_completes_and_deletions_after(world: World) -> None:
+async def _hold_the_first_list(world: World, held_type: type[HeldList]) -> tuple[
+    Informer, HeldList, list[str]
+]:
+    """Start the agent on a stale backend, its configmaps list held after two pages, and wait
+    until the changed configmaps those pages brought are current in the store (sent while the
+    list is still under way). Returns the informer, the held API and those configmaps' names."""
     await _backend_holds_a_stale_cluster(world)
     agent = _start_with_small_pages(world)
     informer = agent.informers[CONFIGMAPS]
-    held = HeldList(informer.api, CONFIGMAPS, pages=2)
+    held = held_type(informer.api, CONFIGMAPS, pages=2)
     informer.api = held
     async with asyncio.timeout(10):
         await held.holding.wait()
     arrived = [name for namespace, name in informer.cache if name in NAMES]
     assert arrived, "the first pages hold none of the changed configmaps"
 
-    # While the list is held, the changed objects it brought reach the backend...
     async def arrived_are_current() -> bool:
         return all(
             [await world.matches_live(CLUSTER_A, CONFIGMAPS, "shop", name) for name in arrived]
         )
 
     await eventually(arrived_are_current, what="the listed objects to reach the store")
+    return informer, held, arrived
+
+
+async def test_objects_go_out_before_the_list_completes_and_deletions_after(world: World) -> None:
+    # While the list is held, the changed objects it brought reach the backend...
+    informer, held, _ = await _hold_the_first_list(world, HeldList)
     assert not informer.synced.is_set()
     # ...but nothing is deleted: the rest of the list may still hold any object.
     assert await _rows_present(world, DOOMED)
@@ -121,22 +132,8 @@ async def test_objects_go_out_before_the_list_completes_and_deletions_after(worl
 
 
 async def test_a_list_that_fails_midway_restarts_and_still_converges(world: World) -> None:
-    await _backend_holds_a_stale_cluster(world)
-    agent = _start_with_small_pages(world)
-    informer = agent.informers[CONFIGMAPS]
-    held = HeldList(informer.api, CONFIGMAPS, pages=2)
-    informer.api = held
-    async with asyncio.timeout(10):
-        await held.holding.wait()
-    arrived = [name for namespace, name in informer.cache if name in NAMES]
+    informer, held, arrived = await _hold_the_first_list(world, HeldList)
     not_arrived = [name for name in NAMES if name not in arrived]
-
-    async def first_pages_sent() -> bool:
-        return all(
-            [await world.matches_live(CLUSTER_A, CONFIGMAPS, "shop", name) for name in arrived]
-        )
-
-    await eventually(first_pages_sent, what="the first pages to reach the store")
     # While the list is held the cluster changes, and the server forgets the list's snapshot:
     # the list's next page gets 410 and the informer lists again, diffing against its cache.
     cluster = world.clusters[CLUSTER_A]
@@ -182,22 +179,9 @@ class FailingList(HeldList):
 async def test_a_first_list_that_keeps_failing_never_holds_back_backend_messages(
     world: World,
 ) -> None:
-    await _backend_holds_a_stale_cluster(world)
-    agent = _start_with_small_pages(world)
-    informer = agent.informers[CONFIGMAPS]
-    failing = FailingList(informer.api, CONFIGMAPS, pages=2)
-    informer.api = failing
-    async with asyncio.timeout(10):
-        await failing.holding.wait()
-    arrived = [name for namespace, name in informer.cache if name in NAMES]
-
-    async def first_pages_sent() -> bool:
-        return all(
-            [await world.matches_live(CLUSTER_A, CONFIGMAPS, "shop", name) for name in arrived]
-        )
-
     # The answer to the early request is being reconciled as the list goes...
-    await eventually(first_pages_sent, what="the first pages to reach the store")
+    informer, failing, _ = await _hold_the_first_list(world, FailingList)
+    assert isinstance(failing, FailingList)
     failing.released.set()
     await eventually(lambda: failing.failures >= 2, what="the list to fail again")
     # ...and the list now keeps failing: a backend write must still be carried out.
