@@ -18,7 +18,7 @@ import orjson
 from nats.aio.msg import Msg
 
 from clustersync.adapters.bus.base import Delivery
-from clustersync.adapters.bus.nats import consumer_name, open_nats
+from clustersync.adapters.bus.nats import NatsBus, consumer_name, open_nats
 
 try:
     from tests.contracts import load_contract
@@ -57,6 +57,29 @@ async def pull_requests(url: str, stream: str, durable: str) -> AsyncIterator[li
         await nc.close()
 
 
+@dataclass(frozen=True)
+class IdleDurable:
+    subject: str
+    got: list[Delivery]  # what the durable's handler received
+    seen: list[PullRequest]  # the pull requests its consumer sent
+
+
+@asynccontextmanager
+async def idle_durable(bus: NatsBus, url: str, stream: str) -> AsyncIterator[IdleDurable]:
+    """A new durable subscribed on a subject nobody publishes to yet, its pull requests
+    watched from outside."""
+    u = unique()
+    subject, durable = f"cs.down.{u}", f"down-{u}"
+    got: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery)
+
+    async with pull_requests(url, stream, durable) as seen:
+        await bus.subscribe(subject, durable, handler)
+        yield IdleDurable(subject, got, seen)
+
+
 def longest(seen: list[PullRequest]) -> float:
     return max((p.expires for p in seen), default=0.0)
 
@@ -66,15 +89,8 @@ async def test_an_idle_durable_asks_less_often_and_still_gets_a_message_at_once(
 ) -> None:
     bus = await open_nats(nats_url, stream=nats_stream)
     try:
-        u = unique()
-        subject, durable = f"cs.down.{u}", f"down-{u}"
-        got: list[Delivery] = []
-
-        async def handler(delivery: Delivery) -> None:
-            got.append(delivery)
-
-        async with pull_requests(nats_url, nats_stream, durable) as seen:
-            await bus.subscribe(subject, durable, handler)
+        async with idle_durable(bus, nats_url, nats_stream) as idle:
+            subject, got, seen = idle.subject, idle.got, idle.seen
             # Nothing to read: each request outlives the one before (2 s when busy, today's
             # fixed lifetime, then longer), so the idle durable asks less and less often.
             await wait_for(lambda: longest(seen) >= 8, timeout=30)
@@ -104,15 +120,8 @@ async def test_an_idle_durable_asks_again_as_soon_as_a_restarted_server_is_back(
     try:
         bus = await open_nats(server.url)
         try:
-            u = unique()
-            subject, durable = f"cs.down.{u}", f"down-{u}"
-            got: list[Delivery] = []
-
-            async def handler(delivery: Delivery) -> None:
-                got.append(delivery)
-
-            async with pull_requests(server.url, bus.stream, durable) as seen:
-                await bus.subscribe(subject, durable, handler)
+            async with idle_durable(bus, server.url, bus.stream) as idle:
+                subject, got, seen = idle.subject, idle.got, idle.seen
                 await wait_for(lambda: longest(seen) >= 16, timeout=40)
                 # The restart drops the 16 s request; the consumer must not wait it out.
                 await asyncio.to_thread(server.restart)
