@@ -36,6 +36,10 @@ DEAD_LETTERS = Counter(
 CLUSTER_WRITES = Counter(
     "clustersync_cluster_writes_total", "Backend writes applied to the cluster", ["verb", "result"]
 )
+SUPERSEDED_WRITES = Counter(
+    "clustersync_superseded_writes_total",
+    "Backend writes not forwarded because a newer write to the same object went out first",
+)
 INGEST_SECONDS = Histogram(
     "clustersync_ingest_seconds", "Time to handle one bus message in the ingester"
 )

@@ -200,7 +200,7 @@ class _Write:
 
 # Exit statuses by outcome: done, or the cluster did not take the write.
 _DONE = {"applied": "applied", "sent": "sent (the cluster's agent cannot report more)"}
-_NOT_DONE = ("refused", "failed", "not_found")
+_NOT_DONE = ("refused", "failed", "not_found", "superseded")
 POLL_INTERVAL = 0.2
 
 

@@ -197,6 +197,7 @@ class WriteStatus(StrEnum):
     REFUSED = "refused"  # by the agent's write policy or by the Kubernetes API server
     FAILED = "failed"  # the cluster could not be reached or answered with a server error
     NOT_FOUND = "not_found"  # a delete of an object the cluster does not have
+    SUPERSEDED = "superseded"  # dropped: a newer backend write to the object went out first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

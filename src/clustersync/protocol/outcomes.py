@@ -2,7 +2,10 @@
 
 A write accepted by the API is ``pending`` until the cluster's side says what became of it. Our
 agent reports a final outcome (applied, refused, failed, not found); for a kubescape agent, which
-cannot report, the server records ``sent`` once the write is on the agent's socket.
+cannot report, the server records ``sent`` once the write is on the agent's socket. The ingester
+itself settles a write as ``superseded`` when a newer write to the same object was forwarded to
+the cluster before it (a redelivery after a failed first attempt): carrying it out then would put
+an older version back.
 """
 
 from __future__ import annotations
@@ -10,7 +13,13 @@ from __future__ import annotations
 from clustersync.protocol.messages import Message, ObjectDeleted, PutObject, WriteStatus
 
 FINAL = frozenset(
-    {WriteStatus.APPLIED, WriteStatus.REFUSED, WriteStatus.FAILED, WriteStatus.NOT_FOUND}
+    {
+        WriteStatus.APPLIED,
+        WriteStatus.REFUSED,
+        WriteStatus.FAILED,
+        WriteStatus.NOT_FOUND,
+        WriteStatus.SUPERSEDED,
+    }
 )
 
 MAX_REASON = 4096  # characters of an API server's message kept in an outcome

@@ -24,6 +24,7 @@ from clustersync.adapters.metrics import (
     INGEST_SECONDS,
     MESSAGES,
     STALE_WRITES,
+    SUPERSEDED_WRITES,
     bad_input,
 )
 from clustersync.adapters.store import (
@@ -378,7 +379,23 @@ class Ingester:
                     "recorded backend write %s, published without a record", msg.msg_id,
                     extra={"msgId": msg.msg_id, "account": env.account, "cluster": env.cluster},
                 )
+            # A redelivered write may arrive after a newer one to the same object (its first
+            # attempt failed, the next write went through): carried out now, it would put the
+            # older version back in the cluster, and the cluster's copy into the store.
+            newer = await self.store.claim_forward(msg.msg_id)
+            if newer is not None:
+                await self._supersede(env, msg, newer)
+                return
         await self._carry_out(env, delivery, [backend_write(msg)])
+
+    async def _supersede(self, env: Envelope, msg: PutObject | ObjectDeleted, newer: str) -> None:
+        SUPERSEDED_WRITES.inc()
+        reason = f"superseded: the newer write {newer} to {msg.ref} was forwarded before this"
+        await self.store.settle_write(msg.msg_id, WriteStatus.SUPERSEDED, reason)
+        log.warning(
+            "backend write %s %s", msg.msg_id, reason,
+            extra={"msgId": msg.msg_id, "account": env.account, "cluster": env.cluster},
+        )  # fmt: skip
 
     async def _on_report(self, env: Envelope, delivery: Delivery) -> None:
         report = env.report

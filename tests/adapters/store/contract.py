@@ -255,6 +255,25 @@ class StoreContract:
         assert all(w.verb == "delete" and w.data for w in pending)
         assert [w.id for w in await store.pending_writes(limit=1)] == ["w-c"]
 
+    async def test_an_older_write_is_not_forwarded_after_a_newer_one(self, store: Store) -> None:
+        # Accepted in this order: w-old, w-new to "cm"; w-other to another object.
+        for ident, name in (("w-old", "cm"), ("w-new", "cm"), ("w-other", "other")):
+            await store.add_write(self.write(ident, name))
+        assert await store.claim_forward("w-new") is None  # goes out first (w-old retried)
+        assert await store.claim_forward("w-old") == "w-new"  # late: it would undo w-new
+        assert await store.claim_forward("w-other") is None  # another object is unaffected
+        assert await store.claim_forward("w-new") is None  # its own redelivery still goes
+        # The refused one stays unforwarded: asked again, the same answer.
+        assert await store.claim_forward("w-old") == "w-new"
+
+    async def test_writes_forwarded_in_order_all_go_out(self, store: Store) -> None:
+        for ident in ("w-1", "w-2", "w-3"):
+            await store.add_write(self.write(ident))
+        assert [await store.claim_forward(i) for i in ("w-1", "w-2", "w-3")] == [None] * 3
+        # A redelivery of an earlier one after the later ones went out is refused.
+        assert await store.claim_forward("w-1") == "w-3"
+        assert await store.claim_forward("w-2") == "w-3"
+
     async def test_purge_writes_keeps_pending_ones(self, store: Store) -> None:
         for ident in ("w-1", "w-2", "w-3"):
             await store.add_write(self.write(ident))

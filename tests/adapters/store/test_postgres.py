@@ -231,7 +231,7 @@ async def test_migration_0007_compresses_objects_written_after_it_with_lz4(
     finally:
         await store.close()
     monkeypatch.undo()
-    assert await migrate(pg_database_url) == ["0007"]
+    assert await migrate(pg_database_url) == ["0007", "0008"]
 
     store = await open_postgres(pg_database_url)
     conn = await asyncpg.connect(pg_database_url)

@@ -269,6 +269,12 @@ class Store(Protocol):
         that way (outcomes only move forward; the first final one stays)."""
         ...
 
+    async def claim_forward(self, id: str) -> str | None:
+        """Mark write ``id`` as forwarded to its cluster, unless a write to the same object
+        that the API accepted after it was forwarded already: then change nothing and return
+        that newer write's id (carrying out ``id`` now would put an older version back)."""
+        ...
+
     async def pending_writes(self, limit: int = 10_000) -> builtins.list[WriteRecord]:
         """Writes still pending, oldest first, with their bus message."""
         ...

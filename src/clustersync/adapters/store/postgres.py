@@ -199,6 +199,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             """,
         ],
     ),
+    (
+        "0008",
+        [
+            # Which backend writes were forwarded to their cluster, so that an older write to
+            # the same object, redelivered later, is not carried out after a newer one.
+            "ALTER TABLE writes ADD COLUMN forwarded boolean NOT NULL DEFAULT false",
+            "CREATE INDEX writes_forwarded ON writes"
+            " (account, cluster, api_group, api_version, resource, namespace, name, n)"
+            " WHERE forwarded",
+        ],
+    ),
 ]
 
 # Per-connection staging table for apply(). It is created once when the pool opens a connection
@@ -495,6 +506,15 @@ def _row_to_object(row: asyncpg.Record) -> StoredObject:
     )
 
 
+# The newest write to the same object as write $1 that was forwarded and came after it.
+_NEWER_FORWARDED = """
+    SELECT o.id FROM writes AS w JOIN writes AS o
+      ON (o.account, o.cluster, o.api_group, o.api_version, o.resource, o.namespace, o.name)
+       = (w.account, w.cluster, w.api_group, w.api_version, w.resource, w.namespace, w.name)
+    WHERE w.id = $1 AND o.forwarded AND o.n > w.n
+    ORDER BY o.n DESC LIMIT 1
+"""
+
 _WRITE_SELECT = """
     SELECT id, account, cluster, api_group, api_version, resource, namespace, name, verb, status,
            reason, subject, data, extract(epoch FROM created_at)::float8 AS created_at,
@@ -755,6 +775,13 @@ class PostgresStore:
                 currents,
             )
         return result != "UPDATE 0"
+
+    async def claim_forward(self, id: str) -> str | None:
+        async with self._conn() as conn, conn.transaction():
+            newer: str | None = await conn.fetchval(_NEWER_FORWARDED, id)
+            if newer is None:
+                await conn.execute("UPDATE writes SET forwarded = true WHERE id = $1", id)
+        return newer
 
     async def pending_writes(self, limit: int = 10_000) -> builtins.list[WriteRecord]:
         async with self._conn() as conn:

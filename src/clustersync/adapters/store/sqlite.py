@@ -87,6 +87,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX objects_live_kinds ON objects"
         " (account, cluster, api_group, api_version, resource, deleted) WHERE deleted = 0",
     ),
+    (
+        # Which backend writes were forwarded to their cluster (see Store.claim_forward).
+        "ALTER TABLE writes ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 0",
+        f"CREATE INDEX writes_forwarded ON writes ({_KEY}, n) WHERE forwarded = 1",
+    ),
 )
 
 _UPSERT_TAIL = f"""ON CONFLICT ({_KEY}) DO UPDATE SET
@@ -140,6 +145,11 @@ def _row_to_object(row: Sequence[Any]) -> StoredObject:
         updated_at=float(row[12]),
     )
 
+
+# The newest write to the same object as write ? that was forwarded and came after it.
+_SAME_OBJECT = " AND ".join(f"o.{column} = w.{column}" for column in _KEY.split(", "))
+_NEWER_FORWARDED = f"""SELECT o.id FROM writes AS w JOIN writes AS o ON {_SAME_OBJECT}
+    WHERE w.id = ? AND o.forwarded = 1 AND o.n > w.n ORDER BY o.n DESC LIMIT 1"""
 
 _WRITE_COLUMNS = (
     "id, account, cluster, api_group, api_version, resource, namespace, name, verb, status,"
@@ -457,6 +467,16 @@ class SqliteStore:
             return conn.execute(sql, params).rowcount > 0
 
         return await self._run(run) if currents else False
+
+    async def claim_forward(self, id: str) -> str | None:
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(_NEWER_FORWARDED, (id,)).fetchone()
+            if row is not None:
+                return str(row[0])
+            conn.execute("UPDATE writes SET forwarded = 1 WHERE id = ?", (id,))
+            return None
+
+        return await self._run(run)
 
     async def pending_writes(self, limit: int = 10_000) -> builtins.list[WriteRecord]:
         def run(conn: sqlite3.Connection) -> list[WriteRecord]:
