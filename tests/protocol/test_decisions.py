@@ -22,10 +22,12 @@ from clustersync.protocol.backend import (
     Remove,
     StoredCopy,
     Upsert,
+    UpsertText,
     backend_write,
     bridge_hop,
     decide,
     decide_all,
+    identity_of,
     reconciliation_batches,
 )
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION, canonical_checksum
@@ -288,6 +290,38 @@ def test_backend_refuses_a_bad_object_alone_and_stores_the_rest_of_its_batch() -
     assert [reason for reason, _ in bad.errors] == ["bad_object"]
     assert str(refs[1]) in bad.errors[0][1]
     assert third.change == Upsert(refs[2], bodies[2], "c", "", "")
+
+
+def test_a_store_that_parses_gets_puts_with_checksums_unparsed() -> None:
+    refs = [ObjectRef(PODS, "default", name) for name in ("a", "b", "c", "d")]
+    bodies = [b'{"metadata":{"uid":"ua"}}', b'{"metadata":', b'{"metadata":{"uid":"uc"}}',
+              b"[1, 2]"]  # fmt: skip
+    checksums = ["c", "c", "", "c"]
+    puts = tuple(
+        PutObject(ref=ref, checksum=checksum, object=body, depth=1, msg_id="m")
+        for ref, body, checksum in zip(refs, bodies, checksums, strict=True)
+    )
+    first, second, third, fourth = decide_all(
+        Batch(kind=PODS, put_object=puts, depth=1), {}, store_parses=True
+    )
+    # Not parsed here: even the malformed one goes to the store, which refuses it.
+    assert first.change == UpsertText(refs[0], bodies[0], "c")
+    assert second.change == UpsertText(refs[1], bodies[1], "c") and second.errors == []
+    # Without a checksum the object is parsed to compute one; what cannot be an object
+    # ("[" first) is parsed to be refused here.
+    expected = canonical_checksum({"metadata": {"uid": "uc"}})
+    assert third.change == Upsert(refs[2], bodies[2], expected, "uc", "")
+    assert fourth.change is None
+    assert [reason for reason, _ in fourth.errors] == ["bad_object"]
+
+
+def test_only_strings_in_metadata_are_an_objects_identity() -> None:
+    body = b'{"metadata":{"uid":7,"resourceVersion":"12"}}'
+    msg = PutObject(ref=REF, checksum="c", object=body, depth=1, msg_id="m")
+    (decision,) = decide_all(msg, {})
+    assert decision.change == Upsert(REF, body, "c", "", "12")
+    assert identity_of({"metadata": {"uid": "u", "resourceVersion": 3}}) == ("u", "")
+    assert identity_of({"metadata": "x"}) == ("", "")
 
 
 def test_backend_refuses_a_patch_that_is_not_json_without_asking_for_a_base() -> None:

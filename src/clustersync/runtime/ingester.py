@@ -28,12 +28,14 @@ from clustersync.adapters.metrics import (
     bad_input,
 )
 from clustersync.adapters.store import (
+    BadObjectError,
     ClusterInfo,
     Delete,
     ObjectKey,
     Store,
     StoredObject,
     StoreUnavailableError,
+    UnparsedObject,
     Write,
     WriteRecord,
 )
@@ -42,6 +44,7 @@ from clustersync.protocol.backend import (
     Decision,
     Remove,
     StoredCopy,
+    UpsertText,
     backend_write,
     decide_all,
     inventory_answer,
@@ -358,7 +361,14 @@ class Ingester:
             keys = [ObjectKey(env.account, env.cluster, ref) for ref in wanted]
             for key, row in (await self.reader.get_many(keys)).items():
                 lookup[key.ref] = StoredCopy(row.checksum, row.object)
-        await self._carry_out(env, delivery, decide_all(msg, lookup))
+        try:
+            await self._carry_out(env, delivery, decide_all(msg, lookup, store_parses=True))
+        except BadObjectError as exc:
+            # Some object of the message is not JSON the store takes; nothing of it landed.
+            # Parsed here this time, each bad one is refused alone and the rest stored.
+            log.info("%s/%s: the store refused an object of a message (%s); parsing each",
+                     env.account, env.cluster, exc)  # fmt: skip
+            await self._carry_out(env, delivery, decide_all(msg, lookup))
 
     async def _on_write(self, env: Envelope, delivery: Delivery) -> None:
         msg = env.message
@@ -448,16 +458,14 @@ class Ingester:
     ) -> None:
         writes: list[Write] = []
         for decision in decisions:
-            for reason, text in decision.errors:
-                bad_input("ingester", reason)
-                log.warning("%s/%s: %s", env.account, env.cluster, text,
-                            extra={"account": env.account, "cluster": env.cluster})  # fmt: skip
             change = decision.change
             if change is None:
                 continue
             key = ObjectKey(env.account, env.cluster, change.ref)
             if isinstance(change, Remove):
                 writes.append(Delete(key, delivery.seq))
+            elif isinstance(change, UpsertText):
+                writes.append(UnparsedObject(key, change.checksum, change.object, delivery.seq))
             else:
                 writes.append(
                     StoredObject(
@@ -471,6 +479,13 @@ class Ingester:
                 )
         if writes:
             await self.writer.apply(writes)
+        # Counted once the writes landed: a message decided again (see _on_agent) or retried
+        # counts its refusals once.
+        for decision in decisions:
+            for reason, text in decision.errors:
+                bad_input("ingester", reason)
+                log.warning("%s/%s: %s", env.account, env.cluster, text,
+                            extra={"account": env.account, "cluster": env.cluster})  # fmt: skip
         subject = down_subject(env.account, env.cluster)
         for decision in decisions:
             for reply in decision.send:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 
 from clustersync.adapters.store.base import (
+    BadObjectError,
     ClusterInfo,
     Delete,
     ObjectKey,
     Store,
     StoredObject,
+    UnparsedObject,
     WriteRecord,
 )
 from clustersync.model import Kind, ObjectRef
@@ -67,6 +70,48 @@ class StoreContract:
         assert isinstance(got.object, bytes)
         assert before - 5 <= got.updated_at <= time.time() + 5
         assert await store.get(key(name="other")) is None
+
+    async def test_an_unparsed_object_is_stored_with_the_identity_in_its_metadata(
+        self, store: Store
+    ) -> None:
+        body = b'{"kind":"Pod","metadata":{"name":"web","uid":"u-1","resourceVersion":"42"}}'
+        odd = b'{"metadata":{"name":"odd","uid":7,"resourceVersion":null},"spec":{"uid":"x"}}'
+        bare = b'{"spec":{"metadata":{"uid":"nested"}}}'
+        writes = [
+            UnparsedObject(key(name="web"), "sum1", body, 1),
+            UnparsedObject(key(name="odd"), "sum2", odd, 2),
+            UnparsedObject(key(name="bare"), "sum3", bare, 3),
+        ]
+        assert await store.apply(writes) == 3
+        assert same(await store.get(key(name="web")),
+                    StoredObject(key(name="web"), "u-1", "42", "sum1", body, 1))  # fmt: skip
+        # Only strings in the object's own metadata count: anything else is stored as "".
+        assert same(await store.get(key(name="odd")),
+                    StoredObject(key(name="odd"), "", "", "sum2", odd, 2))  # fmt: skip
+        assert same(await store.get(key(name="bare")),
+                    StoredObject(key(name="bare"), "", "", "sum3", bare, 3))  # fmt: skip
+
+    @pytest.mark.parametrize(
+        "bad", [b'{"metadata": {"name": ', b"[1, 2]", b'"text"', b'{"a": 1} trailing']
+    )
+    async def test_an_unparsed_object_that_is_not_a_json_object_fails_its_whole_batch(
+        self, store: Store, bad: bytes
+    ) -> None:
+        good = UnparsedObject(key(name="good"), "sum1", b'{"metadata":{"uid":"u"}}', 1)
+        with pytest.raises(BadObjectError):
+            await store.apply([good, UnparsedObject(key(name="bad"), "sum2", bad, 2)])
+        assert await store.get_many([key(name="good"), key(name="bad")]) == {}
+        assert await store.apply([good]) == 1  # the store goes on
+
+    async def test_an_unparsed_object_is_guarded_by_seq_like_any_write(self, store: Store) -> None:
+        newer = obj(key(), 5)
+        assert await store.apply([newer]) == 1
+        stale = UnparsedObject(key(), "old", b'{"metadata":{"uid":"u","resourceVersion":"1"}}', 4)
+        assert await store.apply([stale]) == 0
+        assert same(await store.get(key()), newer)
+        later = UnparsedObject(key(), "new", b'{"metadata":{"uid":"u","resourceVersion":"9"}}', 6)
+        assert await store.apply([later, stale]) == 1
+        assert same(await store.get(key()), StoredObject(key(), "u", "9", "new", later.object, 6))
 
     async def test_get_many_reads_live_rows_of_the_given_keys(self, store: Store) -> None:
         live = [key(name="a"), key(kind=DEPLOYMENTS, ns="", name="a"), key(cluster="c2")]

@@ -1,6 +1,7 @@
 """Object stores: the backend's copy of every synced object (SQLite embedded, PostgreSQL)."""
 
 from clustersync.adapters.store.base import (
+    BadObjectError,
     ClusterInfo,
     ClusterState,
     DeadLetter,
@@ -11,11 +12,13 @@ from clustersync.adapters.store.base import (
     StoredObject,
     StoreError,
     StoreUnavailableError,
+    UnparsedObject,
     Write,
     WriteRecord,
 )
 
 __all__ = [
+    "BadObjectError",
     "ClusterInfo",
     "ClusterState",
     "DeadLetter",
@@ -26,6 +29,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StoredObject",
+    "UnparsedObject",
     "Write",
     "WriteRecord",
 ]

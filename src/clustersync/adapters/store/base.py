@@ -33,6 +33,12 @@ class StoreUnavailableError(StoreError):
     later will work, so callers wait instead of giving up on the data."""
 
 
+class BadObjectError(StoreError):
+    """An object in a batch of writes is not JSON text the store can hold (malformed, not an
+    object, or a value its JSON type refuses); nothing of the batch landed. Which object is not
+    said: the caller parses them itself to refuse the bad ones alone (see UnparsedObject)."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ObjectKey:
     account: str
@@ -52,12 +58,25 @@ class StoredObject:
 
 
 @dataclass(frozen=True, slots=True)
+class UnparsedObject:
+    """An object to store whose JSON text the writer has not parsed: the store reads its uid and
+    resourceVersion from ``metadata`` itself (strings only; anything else is stored as "") and
+    refuses the whole batch with BadObjectError if the text is not a JSON object. PostgreSQL
+    parses every object into jsonb anyway, so this saves the writer a parse per object."""
+
+    key: ObjectKey
+    checksum: str
+    object: bytes
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Delete:
     key: ObjectKey
     seq: int
 
 
-Write = StoredObject | Delete
+Write = StoredObject | UnparsedObject | Delete
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -211,7 +230,8 @@ class Store(Protocol):
     async def apply(self, writes: Sequence[Write]) -> int:
         """Apply upserts and deletes in one transaction, each guarded by ``seq``.
 
-        Returns how many writes landed (stale ones are skipped, not errors)."""
+        Returns how many writes landed (stale ones are skipped, not errors). Raises
+        BadObjectError, and writes nothing, if an UnparsedObject's text is not a JSON object."""
         ...
 
     async def list(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from clustersync.adapters.store.base import (
+    BadObjectError,
     ClusterInfo,
     ClusterState,
     DeadLetter,
@@ -27,6 +28,7 @@ from clustersync.adapters.store.base import (
     StoredObject,
     StoreError,
     StoreUnavailableError,
+    UnparsedObject,
     Write,
     WriteRecord,
     decode_kinds,
@@ -246,12 +248,24 @@ _STAGING_COLUMNS = (
     "earlier",
 )
 
+
+
+def _string_at(field: str) -> str:
+    """SQL for the string at ``metadata.<field>`` of the staged object ``j``, else ''."""
+    path = f"'{{metadata,{field}}}'"
+    return f"CASE WHEN jsonb_typeof(j #> {path}) = 'string' THEN j #>> {path} ELSE '' END"
+
+
 _PK_MATCH = " AND ".join(f"o.{c} = s.{c}" for c in _KEY_COLUMNS)
 _MIN_SEQ = -(2**63)  # "no row yet": every seq is above it
 
 # One statement per batch. The object goes through COPY as text and is cast to jsonb here, so
 # PostgreSQL validates the JSON once, server side. The WHERE on the conflict branch is the seq
 # guard: stale writes are skipped and RETURNING omits them.
+# An UnparsedObject is staged with a NULL uid and resource_version: they are read here from the
+# jsonb the cast builds anyway (strings only, as protocol.backend.identity_of reads them), which
+# costs PostgreSQL a little and saves the ingester a parse of every object. OFFSET 0 keeps the
+# subquery from being merged into the INSERT, which would repeat the cast for each use of ``j``.
 # The count is the rows that landed plus, for keys written several times in the batch, the
 # earlier versions that would have landed one at a time (what the SQLite store counts). Every
 # part of a WITH statement reads the same snapshot, so the seq lookup sees each row as it
@@ -262,8 +276,9 @@ _UPSERT = f"""
     WITH landed AS (
         INSERT INTO objects AS o ({_KEY}, uid, resource_version, checksum, object, seq,
                                   deleted, updated_at)
-        SELECT {_KEY}, uid, resource_version, checksum, object::jsonb, seq, deleted, now()
-        FROM {_STAGING}
+        SELECT {_KEY}, coalesce(uid, {_string_at("uid")}), coalesce(resource_version,
+               {_string_at("resourceVersion")}), checksum, j, seq, deleted, now()
+        FROM (SELECT *, object::jsonb AS j FROM {_STAGING} OFFSET 0) AS staged
         ON CONFLICT ({_KEY}) DO UPDATE SET
             uid = excluded.uid,
             resource_version = excluded.resource_version,
@@ -343,6 +358,9 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
 )
+# What the jsonb cast raises for text it refuses: not JSON (22P02), a \u0000 escape or one
+# the database encoding cannot hold (22P05), bad UTF-8 (22021).
+_NOT_JSONB = frozenset({"22P02", "22P05", "22021"})
 _CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -479,6 +497,12 @@ def _staged_row(write: Write, earlier: list[int] | None) -> tuple[Any, ...]:
     )
     if isinstance(write, Delete):
         return (*head, "", "", "", None, write.seq, True, earlier)
+    if isinstance(write, UnparsedObject):
+        # Valid JSON (the jsonb cast checks) that opens with "{" is an object.
+        if write.object[:1] != b"{":
+            raise BadObjectError(f"{write.key.ref}: object is not a JSON object")
+        text = write.object.decode("utf-8")
+        return (*head, None, None, write.checksum, text, write.seq, False, earlier)
     return (
         *head,
         write.uid,
@@ -620,10 +644,18 @@ class PostgresStore:
         try:
             rows = [_staged_row(w, earlier) for w, earlier in _dedupe(writes)]
         except UnicodeDecodeError as exc:
-            raise StoreError(f"object is not UTF-8 JSON text: {_one_line(exc)}") from exc
-        async with self._conn() as conn, conn.transaction():
-            await conn.copy_records_to_table(_STAGING, records=rows, columns=_STAGING_COLUMNS)
-            landed: int = await conn.fetchval(_UPSERT)
+            raise BadObjectError(f"object is not UTF-8 JSON text: {_one_line(exc)}") from exc
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        _STAGING, records=rows, columns=_STAGING_COLUMNS
+                    )
+                    landed: int = await conn.fetchval(_UPSERT)
+            except asyncpg.DataError as exc:
+                if exc.sqlstate in _NOT_JSONB:
+                    raise BadObjectError(f"object refused as jsonb: {_one_line(exc)}") from exc
+                raise
         return landed
 
     async def list(

@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import orjson
+
 from clustersync.adapters.store.base import (
+    BadObjectError,
     ClusterInfo,
     ClusterState,
     DeadLetter,
@@ -25,6 +28,7 @@ from clustersync.adapters.store.base import (
     ObjectKey,
     StoredObject,
     StoreError,
+    UnparsedObject,
     Write,
     WriteRecord,
     decode_kinds,
@@ -34,6 +38,7 @@ from clustersync.adapters.store.base import (
     write_filter,
 )
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol.backend import identity_of
 from clustersync.protocol.messages import WriteStatus
 
 T = TypeVar("T")
@@ -129,8 +134,24 @@ def _key_params(key: ObjectKey) -> tuple[str, ...]:
 def _write_params(write: Write, now: float) -> tuple[Any, ...]:
     if isinstance(write, Delete):
         return (*_key_params(write.key), "", "", "", b"", write.seq, 1, now)
+    if isinstance(write, UnparsedObject):
+        # SQLite keeps objects as text and reads nothing in them: parsed here, as the
+        # PostgreSQL store's jsonb cast would (and refused the same way).
+        uid, version = _identity(write)
+        fields = (uid, version, write.checksum, bytes(write.object))
+        return (*_key_params(write.key), *fields, write.seq, 0, now)
     fields = (write.uid, write.resource_version, write.checksum, bytes(write.object))
     return (*_key_params(write.key), *fields, write.seq, 0, now)
+
+
+def _identity(write: UnparsedObject) -> tuple[str, str]:
+    try:
+        obj = orjson.loads(write.object)
+    except orjson.JSONDecodeError as exc:
+        raise BadObjectError(f"{write.key.ref}: object is not JSON text: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadObjectError(f"{write.key.ref}: object is not a JSON object")
+    return identity_of(obj)
 
 
 def _row_to_object(row: Sequence[Any]) -> StoredObject:
