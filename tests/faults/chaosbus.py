@@ -42,8 +42,8 @@ class ChaosBus:
     async def publish(self, subject: str, data: bytes) -> int:
         return await self.inner.publish(subject, data)
 
-    async def subscribe(self, subject_filter: str, durable: str,
-                        handler: Handler, *, in_flight: int = 1) -> Subscription:
+    async def subscribe(self, subject_filter: str, durable: str, handler: Handler, *,
+                        in_flight: int = 1, idle_expiry: float | None = None) -> Subscription:
         tasks: set[asyncio.Task[None]] = set()
 
         async def later(delivery: Delivery, delay: float) -> None:

@@ -37,10 +37,12 @@ class GatedBus(MemoryBus):
         self.created: list[str] = []
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler
+        self, subject_filter: str, durable: str, handler: Handler, *,
+        idle_expiry: float | None = None,
     ) -> MemorySubscription:
         if not subject_filter.startswith("cs.down."):  # the takeover notices: not gated
-            return await super().subscribe(subject_filter, durable, handler)
+            return await super().subscribe(subject_filter, durable, handler,
+                                           idle_expiry=idle_expiry)
         self.inside += 1
         self.most_inside = max(self.most_inside, self.inside)
         try:

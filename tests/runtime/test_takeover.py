@@ -15,20 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats as nats_client
 import orjson
 import pytest
 import yaml
 
 from clustersync.adapters.bus.memory import MemoryBus
+from clustersync.adapters.bus.nats import consumer_name
 from clustersync.model import Kind, ObjectRef
 from clustersync.model.identity import Identity, TokenTable
 from clustersync.protocol.codec import decode
-from clustersync.protocol.envelope import Envelope, down_subject, encode_envelope
+from clustersync.protocol.envelope import Envelope, down_subject, durable_token, encode_envelope
 from clustersync.protocol.messages import PutObject, new_msg_id
 from clustersync.protocol.takeover import TAKEOVER_SUBJECT
 from clustersync.runtime.http import Site
 from clustersync.runtime.server import SyncServer
 from clustersync.runtime.services import server_site
+from clustersync.runtime.takeover import IDLE_EXPIRY
 
 try:
     from tests.servers import free_port, start_nats
@@ -218,6 +221,17 @@ async def test_two_server_processes_over_nats_keep_one_connection(tmp_path: Path
             await until(lambda: _connected(http, ports[1], 1), "east on replica B")
             assert not newer.closed
             await newer.close()
+        # Each replica's durable is named after it: one a killed replica leaves behind is
+        # forgotten by NATS after takeover.IDLE_EXPIRY without a reader.
+        nc = await nats_client.connect(nats.url)
+        try:
+            js = nc.jetstream()
+            for name in ("replica-a", "replica-b"):
+                consumer = consumer_name(f"takeover-{durable_token(name)}")
+                info = await js.consumer_info("CLUSTERSYNC", consumer)  # the default stream
+                assert info.config.inactive_threshold == IDLE_EXPIRY
+        finally:
+            await nc.close()
     finally:
         for proc in procs:
             if proc.returncode is None:

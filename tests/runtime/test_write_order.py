@@ -57,11 +57,12 @@ class FirstWriteLate:
         return await self.inner.publish(subject, data)
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1,
+        idle_expiry: float | None = None,
     ) -> Subscription:
         if subject_filter != WRITE_FILTER:
             return await self.inner.subscribe(subject_filter, durable, handler,
-                                              in_flight=in_flight)  # fmt: skip
+                                              in_flight=in_flight, idle_expiry=idle_expiry)
 
         async def reordering(delivery: Delivery) -> None:
             if self.held is None and not self.handed_late.is_set():

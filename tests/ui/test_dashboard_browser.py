@@ -60,10 +60,12 @@ class GatedIngest:
         return await self._bus.publish(subject, data)
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1,
+        idle_expiry: float | None = None,
     ) -> Any:
         if not durable.startswith("ingester-up-"):
-            return await self._bus.subscribe(subject_filter, durable, handler)
+            return await self._bus.subscribe(subject_filter, durable, handler,
+                                             idle_expiry=idle_expiry)
 
         async def held(delivery: Delivery) -> None:
             await self.opened.wait()

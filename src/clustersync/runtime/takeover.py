@@ -26,6 +26,10 @@ log = logging.getLogger("clustersync.server")
 
 Key = tuple[str, str]
 
+# A replica's durable is named after it, and by default the name is random per process: every
+# restart leaves the last one's durable behind, unread. The bus may forget it after this long.
+IDLE_EXPIRY = 900.0
+
 
 class Takeovers:
     def __init__(
@@ -39,7 +43,10 @@ class Takeovers:
 
     async def start(self) -> None:
         self._subscription = await self.bus.subscribe(
-            TAKEOVER_SUBJECT, f"takeover-{durable_token(self.replica)}", self._on_notice
+            TAKEOVER_SUBJECT,
+            f"takeover-{durable_token(self.replica)}",
+            self._on_notice,
+            idle_expiry=IDLE_EXPIRY,
         )
 
     async def stop(self) -> None:

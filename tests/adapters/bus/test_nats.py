@@ -126,6 +126,44 @@ async def test_durable_keeps_messages_while_nobody_subscribes(bus: NatsBus) -> N
     assert first.data() == [b"1"]
 
 
+async def test_a_durable_left_unread_is_forgotten_after_its_idle_expiry(
+    bus: NatsBus, nats_url: str
+) -> None:
+    # Two replicas' takeover durables with a short expiry: one replica is gone (stopped, as a
+    # killed one stops reading), the other keeps reading.
+    u = unique()
+    gone = await bus.subscribe(f"cs.takeover.{u}", f"takeover-gone-{u}", Recorder(),
+                               idle_expiry=1.0)  # fmt: skip
+    live = Recorder()
+    await bus.subscribe(f"cs.takeover.{u}", f"takeover-live-{u}", live, idle_expiry=1.0)
+    await gone.stop()
+    config = (await _info(nats_url, bus.stream, consumer_name(f"takeover-gone-{u}"))).config
+    assert config.inactive_threshold == 1.0  # type: ignore[attr-defined]
+
+    async def forgotten() -> bool:
+        try:
+            await _info(nats_url, bus.stream, consumer_name(f"takeover-gone-{u}"))
+        except nats.js.errors.NotFoundError:
+            return True
+        return False
+
+    async with asyncio.timeout(20):
+        while not await forgotten():
+            await asyncio.sleep(0.1)
+    # The one still read is kept and still delivers.
+    await _info(nats_url, bus.stream, consumer_name(f"takeover-live-{u}"))
+    await bus.publish(f"cs.takeover.{u}", b"notice")
+    await wait_for(lambda: live.data() == [b"notice"])
+
+
+async def test_durables_are_kept_without_an_idle_expiry(bus: NatsBus, nats_url: str) -> None:
+    u = unique()
+    sub = await bus.subscribe(f"cs.down.{u}.c1", f"down-{u}", Recorder())
+    await sub.stop()
+    config = (await _info(nats_url, bus.stream, consumer_name(f"down-{u}"))).config
+    assert not config.inactive_threshold  # type: ignore[attr-defined]
+
+
 async def test_durable_with_another_filter_is_refused(bus: NatsBus) -> None:
     u = unique()
     await bus.subscribe(f"cs.up.{u}.a", f"d-{u}", Recorder())

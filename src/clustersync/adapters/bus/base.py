@@ -128,12 +128,24 @@ class Bus(Protocol):
         ...
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: Handler,
+        *,
+        in_flight: int = 1,
+        idle_expiry: float | None = None,
     ) -> Subscription:
         """Deliver the durable's messages to ``handler``. With ``in_flight`` > 1, up to that
         many of its handlers may run at once, whatever their subjects, started in delivery
         order: the handler then keeps the order it needs itself. A bus may run fewer at once
-        (the embedded and Pulsar buses keep one at a time per subject)."""
+        (the embedded and Pulsar buses keep one at a time per subject).
+
+        ``idle_expiry``: seconds after which the bus may forget a durable nobody reads, for a
+        durable named after one process (a server replica's), which a process killed or
+        renamed leaves behind. NATS does (the consumer's inactive threshold); the embedded
+        bus's durables end with its process; Pulsar keeps them (its namespace policy
+        ``subscription_expiration_time_minutes`` is the operator's lever)."""
         ...
 
     async def close(self) -> None: ...

@@ -265,7 +265,13 @@ class MemoryBus:
         return msg.seq
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: Handler,
+        *,
+        in_flight: int = 1,
+        idle_expiry: float | None = None,  # durables end with the process anyway
     ) -> MemorySubscription:
         # ``in_flight`` is not needed: subjects already run concurrently (max_in_flight) and
         # one subject's messages one at a time, which is stricter.

@@ -445,7 +445,13 @@ class NatsBus:
             log.warning("NATS: cannot check stream %s: %s", self._stream, _reason(exc))
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: Handler,
+        *,
+        in_flight: int = 1,
+        idle_expiry: float | None = None,
     ) -> NatsSubscription:
         self._check_open()
         if in_flight < 1:
@@ -468,6 +474,10 @@ class NatsBus:
             # 1: the ordering guarantee, see the module docstring; more only for a handler
             # that keeps its own order (see "Overlapping handlers").
             max_ack_pending=in_flight,
+            # The server deletes the consumer once no pull request came for this long. A live
+            # subscription always has one pending (at most IDLE_FETCH_EXPIRES apart), and one
+            # whose consumer was deleted anyway creates it again (_rebind).
+            inactive_threshold=idle_expiry,
         )
         try:
             try:

@@ -295,8 +295,14 @@ class PulsarBus:
         return message_seq(msg_id.ledger_id(), msg_id.entry_id())
 
     async def subscribe(
-        self, subject_filter: str, durable: str, handler: Handler, *, in_flight: int = 1
-    ) -> PulsarSubscription:  # in_flight: one message at a time per subject, stricter
+        self,
+        subject_filter: str,
+        durable: str,
+        handler: Handler,
+        *,
+        in_flight: int = 1,  # one message at a time per subject, stricter
+        idle_expiry: float | None = None,  # kept: see Bus.subscribe
+    ) -> PulsarSubscription:
         import pulsar
 
         self._check_open()
