@@ -100,3 +100,14 @@ def test_object_ref_str() -> None:
     assert str(ObjectRef(pods, "default", "web")) == "/v1/pods default/web"
     assert str(ObjectRef(nodes, "", "node-1")) == "/v1/nodes node-1"
     assert ObjectRef(pods, "default", "web") == ObjectRef(Kind("", "v1", "pods"), "default", "web")
+
+
+def test_kinds_built_apart_are_one_key() -> None:
+    a, b = Kind("apps", "v1", "deployments"), Kind.parse("apps/v1/deployments")
+    assert a == b and hash(a) == hash(b)
+    held = {ObjectRef(a, "prod", "api"): 1, a: 2}
+    assert held[ObjectRef(b, "prod", "api")] == 1 and held[b] == 2
+    assert Kind("apps", "v1", "replicasets") not in held
+    assert Kind("", "v1", "deployments") not in held  # the group counts
+    assert repr(a) == "Kind(group='apps', version='v1', resource='deployments')"
+    assert sorted([Kind("b", "v1", "x"), a]) == [a, Kind("b", "v1", "x")]

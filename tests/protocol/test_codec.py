@@ -630,3 +630,22 @@ def test_subjects() -> None:
     assert len(up_subject("x.y", "*").split(".")) == 5  # cs, up, account, cluster, partition
     for subject in (down_subject(">", " "), write_subject(".", ".")):
         assert len(subject.split(".")) == 4
+
+
+def test_puts_of_a_batch_are_worded_as_a_lone_put_with_the_batch_kind() -> None:
+    puts = tuple(
+        PutObject(ref=ObjectRef(DEPLOY.kind, "prod", name), checksum="c" + name, object=OBJ,
+                  depth=1, msg_id="m-1")
+        for name in ("api", "web")
+    )
+    frame = encode(Batch(kind=DEPLOY.kind, put_object=puts, msg_id="b-1"))
+    items = orjson.loads(frame)["Items"]["PutObject"]
+    kind = {"Group": "apps", "Version": "v1", "Resource": "deployments",
+            "AdditionalProperties": None}
+    expected = [
+        {"Depth": 1, "Event": 6, "MsgId": "m-1", "Kind": kind, "Name": name, "Namespace": "prod",
+         "Checksum": "c" + name, "Object": OBJ.decode()}
+        for name in ("api", "web")
+    ]
+    assert items == expected
+    assert [list(item) for item in items] == [list(item) for item in expected]  # key order too

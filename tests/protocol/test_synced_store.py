@@ -81,3 +81,40 @@ def test_discard_drops_a_shadow_only() -> None:
     store.shadows.discard(ref("never"))
     assert ref("a") not in store.shadows
     assert store.sent.get(ref("a")) == "s"
+
+
+def test_hold_sets_a_checksum_and_counts_only_real_changes() -> None:
+    store = SyncedObjects()
+    store.shadows[ref("a")] = b'{"v":1}'
+    store.hold(ref("a"), "uid-a/5", "x")
+    assert store.checksums[ref("a")] == ("uid-a/5", "x")
+    assert store.shadows[ref("a")] == b'{"v":1}'  # the other facts stay
+    changes = store.checksum_changes
+    store.hold(ref("a"), "uid-a/5", "x")
+    assert store.checksum_changes == changes  # the same again: nothing to save
+    store.hold(ref("a"), "uid-a/6", "y")
+    assert store.checksums[ref("a")] == ("uid-a/6", "y")
+    assert store.checksum_changes == changes + 1
+
+
+def test_sent_whole_replaces_what_the_backend_holds() -> None:
+    store = SyncedObjects()
+    store.shadows[ref("patched")] = b'{"v":1}'
+    store.sent[ref("patched")] = "old"
+    store.sent_whole(ref("patched"), sent=None, shadow=b'{"v":2}')
+    assert store.shadows[ref("patched")] == b'{"v":2}'
+    assert store.sent.get(ref("patched")) is None
+
+    packed = store.shadows.packed_size()
+    store.share_from(PODS, lambda entry: {"read": entry.decode()})
+    store.sent_whole(ref("shared"), sent=None, shadow=b"entry-bytes", shared=True)
+    assert store.shadows.decoded(ref("shared")) == {"read": "entry-bytes"}
+    assert store.shadows.packed_size() == packed  # a shared entry is the cache's, not packed
+
+    store.shadows[ref("copied")] = b"{}"
+    store.sent_whole(ref("copied"), sent="c2", shadow=None)
+    assert store.sent.get(ref("copied")) == "c2"
+    assert ref("copied") not in store.shadows
+
+    store.sent_whole(ref("copied"), sent=None, shadow=None)
+    assert len(store) == 2  # a record with nothing left is dropped

@@ -66,10 +66,26 @@ async def send(
         raise FrameTooLargeError(len(frame))
     await ws.send_bytes(frame)
     _frame_bytes(component, "out").inc(len(frame))
-    # A batch counts as the object messages it carries, as if each were sent alone.
-    items = msg.unrolled() if isinstance(msg, Batch) else ()
-    for item in items or (msg,):
-        _messages(component, "out", item.event).inc()
+    # A batch counts as the object messages it carries, as if each were sent alone (one
+    # increment per kind of item, not per item: a first sync sends hundreds per frame); a
+    # batch without items (an inventory request, an empty answer) as a batch.
+    counts = _item_counts(msg) if isinstance(msg, Batch) else ()
+    for event, count in counts or ((msg.event, 1),):
+        _messages(component, "out", event).inc(count)
+
+
+def _item_counts(batch: Batch) -> list[tuple[Event, int]]:
+    return [
+        (event, len(items))
+        for event, items in (
+            (Event.GET_OBJECT, batch.get_object),
+            (Event.NEW_CHECKSUM, batch.new_checksum),
+            (Event.OBJECT_DELETED, batch.object_deleted),
+            (Event.PATCH_OBJECT, batch.patch_object),
+            (Event.PUT_OBJECT, batch.put_object),
+        )
+        if items
+    ]
 
 
 async def receive(

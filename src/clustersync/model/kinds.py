@@ -8,7 +8,7 @@ pods are ``/v1/pods``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # DNS-1123 subdomain for groups, and the lowercase names Kubernetes allows for versions and
 # resources. Stricter than kubescape (which accepts any three strings): a kind is also a bus
@@ -26,8 +26,16 @@ class Kind:
     group: str
     version: str
     resource: str
+    # Every ObjectRef lookup hashes its kind: computed once (kinds are few and immutable) it
+    # costs a read, where the generated hash built and hashed a tuple each time. Never pickled
+    # (string hashes differ between processes).
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.group, self.version, self.resource)))
         if not _GROUP.match(self.group) or len(self.group) > 253:
             raise KindError(f"invalid API group {self.group!r}")
         if not _NAME.match(self.version):

@@ -802,13 +802,13 @@ class AgentSession:
         if covered is not None and bucket_of(ref) not in covered:
             return None
         synced.add(ref)
-        checksum = self._recorded(ref, facts)
+        checksum = facts.digest
+        assert checksum is not None  # a decisive entry holds it
+        self.synced.hold(ref, facts.version, checksum)  # as _recorded, in one lookup
         if backend.get(ref) == checksum:
             return None
         body = item.reader.shaped_json(item.entry)
         assert body is not None  # a shaped entry holds it
-        self.shadows.discard(ref)
-        self._sent.pop(ref, None)
         return self._put_whole(ref, body, checksum, batch, item.entry)
 
     def _put_whole(
@@ -816,11 +816,11 @@ class AgentSession:
     ) -> PutObject:
         """Send ``body``, the shaped JSON of a cache ``entry``, whole (the backend lacks it)."""
         if self.strategies.get(ref.kind) is not Strategy.PATCH:
-            self._sent[ref] = checksum
+            self.synced.sent_whole(ref, sent=checksum, shadow=None)
         elif self.synced.shares(ref.kind):
-            self.shadows.share(ref, entry)
+            self.synced.sent_whole(ref, sent=None, shadow=entry, shared=True)
         else:
-            self.shadows[ref] = body
+            self.synced.sent_whole(ref, sent=None, shadow=body)
         return PutObject(ref=ref, checksum=checksum, object=body, **_meta(cause))
 
 

@@ -95,14 +95,14 @@ def to_wire(msg: Frame) -> dict[str, Any]:
         ]
         return out
     if isinstance(msg, Batch):
-        out["Kind"] = _kind(msg.kind)
+        kind = out["Kind"] = _kind(msg.kind)
         out["BatchType"] = msg.batch_type
         out["Items"] = {
             "NewChecksum": [to_wire(m) for m in msg.new_checksum],
             "ObjectDeleted": [to_wire(m) for m in msg.object_deleted],
             "GetObject": [to_wire(m) for m in msg.get_object],
             "PatchObject": [to_wire(m) for m in msg.patch_object],
-            "PutObject": [to_wire(m) for m in msg.put_object],
+            "PutObject": [_put_item(m, kind) for m in msg.put_object],
         }
         if msg.digests:
             out["Digests"] = list(msg.digests)
@@ -129,6 +129,25 @@ def to_wire(msg: Frame) -> dict[str, Any]:
         out["Checksum"] = msg.checksum
         out["Object"] = _text(msg.object)
     return out
+
+
+def _put_item(msg: PutObject, kind: dict[str, Any]) -> dict[str, Any]:
+    """A put of a batch as :func:`to_wire` words it (the same keys in the same order), with
+    the batch's kind: a first sync sends every object this way, and the generic path cost
+    about a tenth of the agent's frame encoding."""
+    return {
+        "Depth": msg.depth,
+        "Event": _PUT_EVENT,
+        "MsgId": msg.msg_id,
+        "Kind": kind,
+        "Name": msg.ref.name,
+        "Namespace": msg.ref.namespace,
+        "Checksum": msg.checksum,
+        "Object": _text(msg.object),
+    }
+
+
+_PUT_EVENT = int(Event.PUT_OBJECT)
 
 
 def encode(msg: Frame, delivery_id: int | None = None) -> bytes:

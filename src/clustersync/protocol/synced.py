@@ -64,6 +64,28 @@ class SyncedObjects:
     def find(self, ref: ObjectRef) -> _Record | None:
         return self._records.get(ref)
 
+    def hold(self, ref: ObjectRef, version: str, checksum: str) -> None:
+        """Hold ``checksum`` for this ``version`` of the object (as an assignment to
+        :class:`ChecksumView`, counted as a change only when it is one): one lookup, for the
+        reconciliation's path that touches every object of a first sync."""
+        record = self.record(ref)
+        if record.version != version or record.checksum != checksum:
+            record.version, record.checksum = version, checksum
+            self.checksum_changes += 1
+
+    def sent_whole(
+        self, ref: ObjectRef, *, sent: str | None, shadow: bytes | None, shared: bool = False
+    ) -> None:
+        """The object was sent whole: what the backend now holds is ``shadow`` (packed here
+        unless ``shared``, see :meth:`ShadowView.share`) for a patch-strategy object, ``sent``
+        (its checksum) for a copy-strategy one. One lookup instead of a discard, a pop and an
+        assignment through the views."""
+        record = self.record(ref)
+        if shadow is not None and not shared:
+            shadow = self.packer(ref.kind).pack(shadow)
+        record.shadow, record.shared, record.sent = shadow, shadow is not None and shared, sent
+        self.tidy(ref, record)
+
     def forget(self, ref: ObjectRef) -> None:
         if self._records.pop(ref, None) is not None:
             self.checksum_changes += 1
