@@ -154,6 +154,7 @@ async def test_a_running_agent_saves_its_caches_periodically_when_they_moved(
     agent = Agent(world.agent_config(CLUSTER_A, data_dir=str(data)), cluster.kube)
     agent.checksum_save_interval = 0.05
     task = asyncio.create_task(agent.run())
+    cluster.agent, cluster.task = agent, task  # the agent wait_synced watches
     try:
         file = agent.cache_files[CONFIGMAPS]
         await world.wait_synced(CLUSTER_A)

@@ -107,8 +107,9 @@ async def test_a_failed_turn_is_kept_for_its_retry_and_then_given_back() -> None
             log.append("later")
 
     waiting = asyncio.create_task(later())
-    await asyncio.sleep(0)  # it could run now if the turn had been given back
-    await asyncio.sleep(0)
+    # It has taken its turn (busy 2) and waits behind the kept one; had the failed turn been
+    # given back, it would have run to its end instead.
+    await until(lambda: order.busy() == 2 or waiting.done())
     assert log == ["first try"] and order.busy() == 2
     async with order.turn(CLUSTER, ["x"], retry_key=7):  # the retry goes first, at once
         log.append("retry")

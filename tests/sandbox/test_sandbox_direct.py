@@ -164,3 +164,20 @@ async def test_streamed_seed_takes_a_namespace_listed_after_its_objects() -> Non
     default = sb.get("", "v1", "namespaces", "", "default")
     assert default is not None and "labels" not in default["metadata"]
     assert [o["metadata"]["name"] for o in sb.list(*CM, "team-b")] == ["early"]
+
+
+async def test_last_change_is_per_type_and_survives_compaction() -> None:
+    """What a watcher of a type must reach to have seen all of it (tests wait on it)."""
+    sb = Sandbox()
+    assert sb.last_change(*CM) == 0
+    sb.create(cm("a"))
+    created = sb.create(cm("b"))
+    sb.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "later"}})
+    assert sb.last_change(*CM) == int(created["metadata"]["resourceVersion"])
+    assert sb.last_change("", "v1", "namespaces") == sb.resource_version  # the newest change
+    sb.delete(*CM, "default", "a")  # a deletion is a change at a version of its own
+    deleted_at = sb.resource_version
+    assert sb.last_change(*CM) == deleted_at
+    sb.compact()
+    assert sb.last_change(*CM) == deleted_at
+    assert sb.last_change("example.com", "v1", "unserved") == 0

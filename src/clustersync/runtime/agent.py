@@ -201,6 +201,8 @@ class Agent:
         self._room_made = asyncio.Event()  # set when the sender made room in the outbox
         self._closing: set[asyncio.Task[bool]] = set()
         self._pending_drained = asyncio.Event()  # set when the flusher took from the coalescer
+        self._flushing = 0  # changes the flusher took from the coalescer and has yet to queue
+        self._unhandled = 0  # backend messages read on this connection and not yet handled
         # Checksums saved by the last run, in the data directory (see runtime.checksum_file).
         self.checksum_file = (
             ChecksumFile(
@@ -256,6 +258,29 @@ class Agent:
             return informer.cache.shaped(entry)
 
         return parse
+
+    def busy(self) -> str:
+        """What the agent still has to do ("" when nothing): read-only, so that tests wait for
+        an idle agent on its own state rather than for its traffic to pause."""
+        sync, listings = self.progress.current, self.progress.listings()
+        if sync is None:
+            syncing = True
+        elif all(listing.complete for listing in listings.values()):
+            syncing = sync.finished_at is None  # done and its last report sent
+        else:  # a kind not listed (yet, or not served at all) holds back only itself
+            syncing = any(
+                listing.complete and not sync.kind_done(kind, listing)
+                for kind, listing in listings.items()
+            )
+        pending = {
+            "not connected": not self.connected.is_set(),
+            "sync after connect under way": syncing,
+            "changes to flush": len(self.coalescer) + self._flushing,
+            "frames to send": len(self.link.outbox) + len(self.link.acks),
+            "backend messages to handle": self._unhandled,
+        }
+        return ", ".join(f"{what} ({n})" if n is not True else what
+                         for what, n in pending.items() if n)
 
     def ready(self) -> bool:
         """Connected to a server, with every resource listed at least once."""
@@ -317,12 +342,14 @@ class Agent:
                 continue
             due = self.coalescer.pop_due(now)
             self._pending_drained.set()
+            self._flushing = len(due)
             for kind, event_type, obj in due:
                 if event_type == "ADDED" and not self.link.announces_addition(kind):
                     continue
                 await self._outbox_room()
                 self._queue(self._local_change(kind, event_type, obj))
                 await pacer.tick()
+            self._flushing = 0
 
     def _take_cached_digest(self, kind: Kind, key: tuple[str, str], obj: dict[str, Any]) -> None:
         """The informer hashed this object when it took it in: if its cache entry is of this
@@ -470,6 +497,7 @@ class Agent:
         # Backend messages are handled in order by their own task, so slow cluster writes never
         # stall the reader (which must keep answering heartbeats).
         inbox: asyncio.Queue[tuple[Message, int | None]] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self._unhandled = 0
         resync = self._request_inventories if negotiated else self._announce_all
         self.progress.begin(answers=negotiated)
         outbox_size = lambda: len(self.link.outbox)  # noqa: E731
@@ -496,6 +524,7 @@ class Agent:
                     # server waiting for its ack (and the cluster's down stream stalled).
                     self._finish(delivery_id, idle=inbox.empty())
                 else:
+                    self._unhandled += 1
                     await inbox.put((item, delivery_id))
         finally:
             self.connected.clear()
@@ -534,6 +563,7 @@ class Agent:
                 # One message must not end the session; the next reconciliation repairs it.
                 log.exception("failed to handle a backend message")
             self._finish(delivery_id, idle=inbox.empty())
+            self._unhandled -= 1
 
     def _finish(self, delivery_id: int | None, *, idle: bool) -> None:
         """Acknowledge by id (negotiated servers number their deliveries; others do not): in one

@@ -264,6 +264,12 @@ class Sandbox:
     def resource_version(self) -> int:
         return self.store.rv
 
+    def last_change(self, group: str, version: str, resource: str) -> int:
+        """The resourceVersion of the type's last change (0: none, or a type not served): a
+        client watching the type has seen all of it once it reaches this version."""
+        rt = self.registry.find(group, version, resource)
+        return 0 if rt is None else self.store.last_change.get(rt, 0)
+
     def load(self, objects: Iterable[dict[str, Any]]) -> int:
         """Create seed objects: namespaces first, missing namespaces created
         on the fly, already-existing namespaces skipped. Returns the count.

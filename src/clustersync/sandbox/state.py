@@ -190,6 +190,9 @@ class Store:
         self._objects: dict[ResourceType, dict[Key, bytes]] = {rt: {} for rt in registry.resources}
         self._keys = pages.SortedKeys()  # each type's keys in list order
         self._history: deque[Event] = deque()
+        # The RV of each type's last change, kept past compaction: what a watcher of the type
+        # has seen everything of once its resourceVersion reaches it.
+        self.last_change: dict[ResourceType, int] = {}
         self._watchers: set[Watcher] = set()
         self._ns_rt = registry.find("", "v1", "namespaces")
         self._crd_rt = registry.find(crds.CRD_GROUP, "v1", "customresourcedefinitions")
@@ -318,6 +321,7 @@ class Store:
             if etype == "ADDED":
                 self._keys.added(rt, key)
         ev = Event(self.rv, rt, etype, key, raw, prev)
+        self.last_change[rt] = self.rv
         self._history.append(ev)
         while len(self._history) > self.history_limit:
             self.floor = self._history.popleft().rv

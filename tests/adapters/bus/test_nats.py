@@ -178,6 +178,17 @@ async def test_publish_outside_the_stream_is_refused_fast(bus: NatsBus) -> None:
     assert time.monotonic() - started < 1
 
 
+async def ack_pending(url: str, stream: str, durable: str) -> int:
+    """Messages of a durable delivered and not yet acked, as the server counts them."""
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().consumer_info(stream, consumer_name(durable))
+        assert info.num_ack_pending is not None
+        return info.num_ack_pending
+    finally:
+        await nc.close()
+
+
 async def test_slow_handler_is_not_redelivered_after_ack_wait(
     nats_url: str, nats_stream: str
 ) -> None:
@@ -185,15 +196,22 @@ async def test_slow_handler_is_not_redelivered_after_ack_wait(
     try:
         u = unique()
         seen: list[Delivery] = []
+        finished = asyncio.Event()
 
         async def slow(delivery: Delivery) -> None:
             seen.append(delivery)
-            await asyncio.sleep(2.5)  # longer than ack_wait: the in-progress acks cover it
+            await asyncio.sleep(2.5)  # the slow work: longer than ack_wait
+            finished.set()
 
         await bus.subscribe(f"cs.up.{u}.>", f"slow-{u}", slow)
         await bus.subscribe(f"cs.up.{u}.>", f"slow-{u}", slow)
         await bus.publish(f"cs.up.{u}.c1", b"x")
-        await asyncio.sleep(3.0)
+        async with asyncio.timeout(20):
+            await finished.wait()
+            # Until the server has the ack (sent without waiting for it), a redelivery could
+            # still come; a redelivered copy would still be in a handler, awaiting its ack.
+            while await ack_pending(nats_url, nats_stream, f"slow-{u}"):
+                await asyncio.sleep(0.05)  # a poll interval
         assert [(d.data, d.attempt) for d in seen] == [(b"x", 1)]
     finally:
         await bus.close()

@@ -452,11 +452,21 @@ def first_seq(broker: FakeBroker, family: str) -> int:
     return message_seq(broker.topic(f"{PREFIX}-{family}").ledger, 0)
 
 
-async def deliveries(bus: PulsarBus, subject_filter: str, count: int) -> list[Delivery]:
+def all_acked(broker: FakeBroker, subscription: str) -> bool:
+    """The subscription has acknowledged every message of its topics: nothing more comes."""
+    cursors = [c for (_, name), c in broker.cursors.items() if name == subscription]
+    return bool(cursors) and all(
+        not c.holders and len(c.acked) == len(broker.entries(c.topic)) for c in cursors
+    )
+
+
+async def deliveries(
+    bus: PulsarBus, broker: FakeBroker, subject_filter: str, count: int
+) -> list[Delivery]:
     rec = Recorder()
-    await bus.subscribe(subject_filter, f"d-{unique()}", rec)
-    await wait_for(lambda: len(rec.acked()) >= count)
-    await asyncio.sleep(0.02)  # nothing more comes
+    durable = f"d-{unique()}"
+    await bus.subscribe(subject_filter, durable, rec)
+    await wait_for(lambda: all_acked(broker, durable))
     got: list[Delivery] = rec.acked()
     assert len(got) == count
     return got
@@ -510,7 +520,7 @@ async def test_our_envelopes_travel_in_kubescape_format_and_come_back(
     assert doc["account"] == ACCOUNT and doc["cluster"] == CLUSTER and "msgId" in doc
     assert all(key[0].islower() and "_" not in key for key in doc)
 
-    (delivery,) = await deliveries(fake_bus, subject, 1)
+    (delivery,) = await deliveries(fake_bus, broker, subject, 1)
     assert (delivery.subject, delivery.seq) == (subject, seq)
     assert decode_envelope(delivery.data) == decode_envelope(published) == env
     assert delivery.data == published  # our canonical form, byte for byte
@@ -614,7 +624,7 @@ async def test_everything_else_travels_raw_byte_exactly(
     entry = only_entry(broker, "in")  # one bus message, one seq, whatever it holds
     assert entry.properties == {SUBJECT_PROPERTY: subject, ENCODING_PROPERTY: "raw"}
     assert entry.data == data
-    (delivery,) = await deliveries(fake_bus, subject, 1)
+    (delivery,) = await deliveries(fake_bus, broker, subject, 1)
     assert (delivery.data, delivery.seq) == (data, seq)
 
 
@@ -663,7 +673,7 @@ async def test_a_kubescape_producers_message_is_delivered_as_an_envelope(
     fake_bus: PulsarBus, broker: FakeBroker
 ) -> None:
     inject(broker, "in", kubescape_put(), PUT_PROPS)
-    (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
+    (delivery,) = await deliveries(fake_bus, broker, "cs.up.>", 1)
     put = PutObject(ref=DEPLOY, checksum="", object=OBJ, depth=1, msg_id=MSG_ID)
     # The subject our own server would have used for it.
     assert delivery.subject == up_subject(ACCOUNT, CLUSTER, partition_of(put))
@@ -676,7 +686,7 @@ async def test_a_kubescape_message_on_the_down_topic_gets_a_down_subject(
 ) -> None:
     doc = {"cluster": CLUSTER, "account": ACCOUNT, "depth": 0, "msgId": "m"}
     inject(broker, "down", orjson.dumps(doc), kubescape_props("ServerConnected"))
-    (delivery,) = await deliveries(fake_bus, down_subject(ACCOUNT, CLUSTER), 1)
+    (delivery,) = await deliveries(fake_bus, broker, down_subject(ACCOUNT, CLUSTER), 1)
     assert decode_envelope(delivery.data) == envelope(control=CONTROL_CONNECTED)
 
 
@@ -708,7 +718,7 @@ async def test_a_multi_kind_reconciliation_request_is_delivered_batch_by_batch(
     fake_bus: PulsarBus, broker: FakeBroker
 ) -> None:
     inject(broker, "down", MULTI_KIND, kubescape_props("ReconciliationRequest"))
-    got = await deliveries(fake_bus, "cs.down.>", 2)
+    got = await deliveries(fake_bus, broker, "cs.down.>", 2)
     assert [decode_envelope(d.data) for d in got] == MULTI_KIND_ENVELOPES
     assert {d.subject for d in got} == {down_subject(ACCOUNT, CLUSTER)}
     assert {d.seq for d in got} == {first_seq(broker, "down")}
@@ -760,7 +770,7 @@ async def test_a_corrupt_kubescape_message_is_delivered_raw(
     fake_bus: PulsarBus, broker: FakeBroker, data: bytes, properties: dict[str, str]
 ) -> None:
     inject(broker, "in", data, properties)
-    (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
+    (delivery,) = await deliveries(fake_bus, broker, "cs.up.>", 1)
     # Unchanged, under the subject its properties name: the ingester parks it with a reason.
     assert delivery.data == data
     named = PutObject(ref=DEPLOY, checksum="", object=b"{}")  # the object PUT_PROPS name
@@ -773,7 +783,7 @@ async def test_a_corrupt_message_marked_kubescape_keeps_its_subject(
 ) -> None:
     props = PUT_PROPS | {SUBJECT_PROPERTY: "cs.write.a.c", ENCODING_PROPERTY: "kubescape"}
     inject(broker, "in", b"garbage", props)
-    (delivery,) = await deliveries(fake_bus, "cs.write.>", 1)
+    (delivery,) = await deliveries(fake_bus, broker, "cs.write.>", 1)
     assert (delivery.subject, delivery.data) == ("cs.write.a.c", b"garbage")
 
 
@@ -782,7 +792,7 @@ async def test_marker_wins_over_an_event_property(
 ) -> None:
     props = PUT_PROPS | {SUBJECT_PROPERTY: "cs.write.a.c", ENCODING_PROPERTY: "raw"}
     inject(broker, "in", kubescape_put(), props)
-    (delivery,) = await deliveries(fake_bus, "cs.write.>", 1)
+    (delivery,) = await deliveries(fake_bus, broker, "cs.write.>", 1)
     assert delivery.data == kubescape_put()
 
 
@@ -790,5 +800,5 @@ async def test_a_foreign_message_without_identity_is_still_delivered(
     fake_bus: PulsarBus, broker: FakeBroker
 ) -> None:
     inject(broker, "in", b"who knows", {})
-    (delivery,) = await deliveries(fake_bus, "cs.up.>", 1)
+    (delivery,) = await deliveries(fake_bus, broker, "cs.up.>", 1)
     assert (delivery.subject, delivery.data) == ("cs.up._._.0", b"who knows")
