@@ -1,8 +1,11 @@
 """The agent's link state machine, driven by hand: no sockets, no event loop, clock passed in."""
 
+import pytest
+
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.link_session import LinkSession
 from clustersync.protocol.messages import Ack, Batch, Frame, NewChecksum, ObjectDeleted, PutObject
+from clustersync.protocol.upbatch import halves
 
 PODS = Kind("", "v1", "pods")
 NODES = Kind("", "v1", "nodes")
@@ -152,3 +155,18 @@ def test_batches_are_bounded_by_items_and_bytes() -> None:
     assert by_bytes is not None and by_bytes.count == 3
     huge = next_run([put("big", size=5000), put("next")], max_bytes=1000)
     assert huge is not None and huge.count == 1  # one over the budget still travels, alone
+
+
+def test_a_batch_halves_into_two_that_carry_its_items_in_order() -> None:
+    puts = tuple(
+        PutObject(ref=ObjectRef(PODS, "ns", f"p{i}"), checksum="c", object=b"{}") for i in range(3)
+    )
+    removed = ObjectDeleted(ref=ObjectRef(PODS, "ns", "gone"))
+    batch = Batch(kind=PODS, object_deleted=(removed,), put_object=puts, depth=1, msg_id="b")
+    first, second = halves(batch)
+    assert carried(first) == [removed, puts[0]]
+    assert carried(second) == [puts[1], puts[2]]
+    for half in (first, second):
+        assert (half.kind, half.depth, half.msg_id) == (PODS, 1, "b")
+    with pytest.raises(ValueError, match="no halves"):
+        halves(Batch(kind=PODS, put_object=puts[:1]))

@@ -70,6 +70,7 @@ from clustersync.protocol.messages import (
 from clustersync.protocol.outcomes import write_id
 from clustersync.protocol.pulsar_codec import format_timestamp
 from clustersync.protocol.ratelimit import TokenBucket
+from clustersync.protocol.upbatch import halves
 from clustersync.runtime.status_report import CONNECT, DISCONNECT, LinkReporter
 from clustersync.runtime.supervisor import Supervisor, log_failure
 from clustersync.runtime.takeover import Takeovers
@@ -357,9 +358,10 @@ class SyncServer:
         """One agent message onto the bus. One the bus refuses for its size (an SBOM over NATS's
         ``max_payload``) is parked as a note naming its objects, and the link carries on: the
         bus is not down, and closing would only make the agent send it again. A batch too large
-        as a whole goes out object by object on the same subject (order kept), so only the
-        oversized objects are parked. ``frame``: the agent's frame ``msg`` was read from (one
-        hop shallower), forwarded as it came instead of encoding ``msg`` again."""
+        as a whole goes out in halves on the same subject (order kept), halved again while too
+        large, so only the oversized objects are parked. ``frame``: the agent's frame ``msg``
+        was read from (one hop shallower), forwarded as it came instead of encoding ``msg``
+        again."""
         data = (
             encode_envelope(Envelope(conn.account, conn.cluster, msg, at=time.time()))
             if frame is None
@@ -370,12 +372,16 @@ class SyncServer:
             return
         except BusMessageTooLargeError as exc:
             refusal = exc
-        if isinstance(msg, Batch) and msg.batch_type != BATCH_RECONCILIATION:
-            items = msg.unrolled()
-            if len(items) > 1:
-                for item in items:
-                    await self._publish_up(conn, subject, item)
-                return
+        if (
+            isinstance(msg, Batch)
+            and msg.batch_type != BATCH_RECONCILIATION
+            and len(msg.unrolled()) > 1
+        ):
+            # In halves, each halved again while too large: a batch of objects that escape
+            # more than most costs a few more publishes, not one per object.
+            for half in halves(msg):
+                await self._publish_up(conn, subject, half)
+            return
         bad_input("server", "too_large")
         singles = msg.unrolled() if isinstance(msg, Batch) else (msg,)
         refs = [str(m.ref) for m in singles if not isinstance(m, Ping)]
