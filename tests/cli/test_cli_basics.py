@@ -4,7 +4,9 @@ environment variables for the backend and token, JSON logs, one start line, ``ag
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import yaml
 from clustersync.cli.parser import build_parser
 from clustersync.sandbox.tls import tls_material
 
-from .clitools import Process, free_port, run_cli, wait_until
+from .clitools import Process, env, free_port, run_cli, wait_until
 from .conftest import (
     ACCOUNT,
     ADMIN_TOKEN,
@@ -200,3 +202,37 @@ async def test_agent_check_names_a_plain_scheme_against_tls(
     assert result.code == 1, result
     server = next(line for line in result.stdout.splitlines() if " server:" in line)
     assert server.startswith("FAIL") and "a wss:// (TLS) port?" in server, server
+
+
+async def test_the_agent_loads_none_of_the_backends_modules(tmp_path: Path) -> None:
+    """An agent starts without the bus and store adapters, the backend's services or the
+    sandbox (about a tenth of a second of CPU at every start); an error still exits cleanly."""
+    script = (
+        "import sys\n"
+        "from clustersync.cli import main\n"
+        f"code = main(['agent', '--config', {str(tmp_path / 'absent.yaml')!r}])\n"
+        "print(code, *sorted(m for m in sys.modules if m.startswith('clustersync.')))\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env(),
+    )
+    out, err = await proc.communicate()
+    code, *loaded = out.decode().split()
+    assert code == "2" and "absent.yaml" in err.decode()
+    assert "clustersync.runtime.agent" in loaded  # the agent's own modules were loaded
+    unwanted = ("clustersync.adapters.bus", "clustersync.adapters.store",
+                "clustersync.runtime.services", "clustersync.runtime.server",
+                "clustersync.runtime.ingester", "clustersync.sandbox")
+    assert [m for m in loaded if m.startswith(unwanted)] == []
+
+
+async def test_an_unreachable_bus_or_database_ends_with_status_1(tmp_path: Path) -> None:
+    """Their errors are named only when one is raised, and still end the command cleanly."""
+    no_bus = await run_cli("ingester", "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                           "--bus", f"nats://127.0.0.1:{free_port()}")
+    assert no_bus.code == 1, no_bus
+    assert "cannot connect to NATS" in no_bus.error_line()
+    no_db = await run_cli("dlq", "list", "--db", f"postgresql://u@127.0.0.1:{free_port()}/x")
+    assert no_db.code == 1, no_db
+    assert "cannot connect to postgresql://" in no_db.error_line()

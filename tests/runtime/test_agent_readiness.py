@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from clustersync.runtime.agent import Agent
-from clustersync.runtime.services import health_site
+from clustersync.runtime.http import health_site
 
 try:  # `python -m pytest` from the repo root
     from tests.runtime.harness import CLUSTER_A, World, eventually

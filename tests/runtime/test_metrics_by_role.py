@@ -12,7 +12,8 @@ import clustersync.runtime.demo
 import clustersync.runtime.ingest  # noqa: F401  (these declare their metrics on import)
 from clustersync.adapters.metrics import METRIC_ROLES
 from clustersync.runtime.cluster_metrics import CLUSTER_GAUGES
-from clustersync.runtime.services import api_site, health_site
+from clustersync.runtime.http import health_site
+from clustersync.runtime.services import api_site
 
 try:  # `python -m pytest` from the repo root
     from tests.runtime.harness import (

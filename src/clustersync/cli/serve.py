@@ -120,8 +120,8 @@ async def cmd_server(args: argparse.Namespace) -> None:
 
 async def cmd_ingester(args: argparse.Namespace) -> None:
     from clustersync.runtime.engines import open_bus, open_store
+    from clustersync.runtime.http import health_site
     from clustersync.runtime.ingester import Ingester
-    from clustersync.runtime.services import health_site
 
     tune_gc()
     _quiet_floods()
@@ -168,8 +168,8 @@ async def cmd_agent(args: argparse.Namespace) -> None:
     from clustersync.adapters.kube.client import KubeClient
     from clustersync.runtime.agent import Agent
     from clustersync.runtime.config import load_agent_config
+    from clustersync.runtime.http import health_site
     from clustersync.runtime.ingest import IngestEndpoint
-    from clustersync.runtime.services import health_site
 
     config = load_agent_config(args.config)
     set_process_context(account=config.account, cluster=config.cluster)

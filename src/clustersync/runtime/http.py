@@ -83,3 +83,16 @@ class Site:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def health_site(
+    ready: Callable[[], bool] = lambda: True,
+    waiting: Callable[[], str] | None = None,
+    *,
+    roles: Iterable[str],
+) -> Site:
+    """Health, readiness and the metrics of ``roles`` (the agent's or the ingester's). Here,
+    not with the backend's sites in runtime.services, so that an agent never loads those."""
+    app = web.Application()
+    add_health_routes(app, ready, waiting, roles)
+    return Site(app, "health")

@@ -6,8 +6,6 @@ each run alone, N replicas of each, sharing NATS (or Pulsar) and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 from aiohttp import web
 
 from clustersync.adapters.bus import Bus
@@ -39,18 +37,6 @@ def api_site(
     # No agent sockets here: connection state as replicas shared it, else unknown.
     Dashboard(store, bus, tokens, states=api.cluster_states).add_routes(app)
     return Site(app, "api", limits)
-
-
-def health_site(
-    ready: Callable[[], bool] = lambda: True,
-    waiting: Callable[[], str] | None = None,
-    *,
-    roles: Iterable[str],
-) -> Site:
-    """Health, readiness and the metrics of ``roles`` (the agent's or the ingester's)."""
-    app = web.Application()
-    add_health_routes(app, ready, waiting, roles)
-    return Site(app, "health")
 
 
 async def replay_dead_letter(store: Store, bus: Bus, letter: DeadLetter) -> int:
