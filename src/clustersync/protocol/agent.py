@@ -103,12 +103,13 @@ class EntryReader(Protocol):
     def shaped_json(self, entry: bytes) -> bytes | None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Listed:
     """An object of the driver's cache known by its key and entry only: the session decides on
     the facts in the entry's header (uid, resourceVersion, fast digest, owner) and unpacks the
     entry only to send it, or parses it where the facts do not suffice (see
-    :meth:`AgentSession.reconcile_steps`)."""
+    :meth:`AgentSession.reconcile_steps`). Not frozen: one is made for every object a
+    reconciliation walks, and a frozen one cost three times as much to make."""
 
     namespace: str
     name: str
@@ -705,6 +706,7 @@ class AgentSession:
         # An answer to a digest request lists only the buckets that differ; the others match.
         covered = None if batch.covered is None else frozenset(batch.covered)
         synced = passes.synced
+        meta = _meta(batch)  # every reply to the batch has the same depth and id
         walked = 0
         for item in live_objects:
             walked += 1
@@ -715,7 +717,8 @@ class AgentSession:
                 facts = self._decisive(item)
                 if facts is not None:
                     whole = self._reconcile_listed(
-                        batch, item, facts, backend=backend, covered=covered, synced=synced
+                        batch, item, facts, backend=backend, covered=covered, synced=synced,
+                        meta=meta,
                     )
                     if whole is not None:
                         out.send.append(whole)
@@ -793,6 +796,7 @@ class AgentSession:
         backend: Mapping[ObjectRef, str],
         covered: frozenset[int] | None,
         synced: set[ObjectRef],
+        meta: dict[str, Any],
     ) -> PutObject | None:
         """One step of :meth:`reconcile_steps` for an object decided on its entry's facts: what
         to send of it, if anything."""
@@ -809,19 +813,20 @@ class AgentSession:
             return None
         body = item.reader.shaped_json(item.entry)
         assert body is not None  # a shaped entry holds it
-        return self._put_whole(ref, body, checksum, batch, item.entry)
+        return self._put_whole(ref, body, checksum, meta, item.entry)
 
     def _put_whole(
-        self, ref: ObjectRef, body: bytes, checksum: str, cause: Message, entry: bytes
+        self, ref: ObjectRef, body: bytes, checksum: str, meta: dict[str, Any], entry: bytes
     ) -> PutObject:
-        """Send ``body``, the shaped JSON of a cache ``entry``, whole (the backend lacks it)."""
+        """Send ``body``, the shaped JSON of a cache ``entry``, whole (the backend lacks it),
+        with ``meta``, the depth and id of a reply to the message that asked (see _meta)."""
         if self.strategies.get(ref.kind) is not Strategy.PATCH:
             self.synced.sent_whole(ref, sent=checksum, shadow=None)
         elif self.synced.shares(ref.kind):
             self.synced.sent_whole(ref, sent=None, shadow=entry, shared=True)
         else:
             self.synced.sent_whole(ref, sent=None, shadow=body)
-        return PutObject(ref=ref, checksum=checksum, object=body, **_meta(cause))
+        return PutObject(ref=ref, checksum=checksum, object=body, **meta)
 
 
 def _meta(cause: Message | None) -> dict[str, Any]:
