@@ -92,7 +92,8 @@ class StoreContract:
                     StoredObject(key(name="bare"), "", "", "sum3", bare, 3))  # fmt: skip
 
     @pytest.mark.parametrize(
-        "bad", [b'{"metadata": {"name": ', b"[1, 2]", b'"text"', b'{"a": 1} trailing']
+        "bad",
+        [b'{"metadata": {"name": ', b"[1, 2]", b'"text"', b'{"a": 1} trailing', b'{"a": "\xff"}'],
     )
     async def test_an_unparsed_object_that_is_not_a_json_object_fails_its_whole_batch(
         self, store: Store, bad: bytes
