@@ -4,6 +4,7 @@ that let the reconciliation decide on an object without reading it."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import orjson
@@ -81,6 +82,17 @@ def test_a_pod_is_held_shaped_and_reads_back_as_it_was() -> None:
     assert sent["metadata"]["annotations"] == {"team": "payments"}
     assert "managedFields" not in sent["metadata"]
     assert sent == shape(PODS, live)
+
+
+def test_the_held_json_is_the_sorted_encoding_and_the_object_is_left_as_it_was() -> None:
+    live = pod()
+    before = copy.deepcopy(live)
+    packer = Packer()
+    entry = entry_of(PODS, live, packer)
+    assert live == before
+    held = cache_entry.shaped_json(entry, packer)
+    shaped = shape(PODS, before)
+    assert held == json.dumps(shaped, sort_keys=True, separators=(",", ":")).encode()
 
 
 def test_entries_packed_after_the_dictionary_was_learned_read_back_too() -> None:
@@ -172,6 +184,12 @@ def test_unencodable_objects_are_refused() -> None:
         node = node["x"]
     with pytest.raises(UnencodableError):
         entry_of(PODS, {**pod(), "spec": deep})
+    too_deep = pod()
+    too_deep["spec"]["deep"] = deep
+    env_before = copy.deepcopy(too_deep["spec"]["containers"])
+    with pytest.raises(UnencodableError):
+        entry_of(PODS, too_deep)
+    assert too_deep["spec"]["containers"] == env_before  # the masked values were put back
     with pytest.raises(UnencodableError):
         entry_of(PODS, pod(resourceVersion="9" * 70_000))
 

@@ -6,9 +6,11 @@ between servers without handing out a cached checksum of the other kind."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import orjson
+import pytest
 from tests.faults.digests import (
     FAST_FORM,
     KUBESCAPE_FORM,
@@ -20,7 +22,12 @@ from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
 from clustersync.protocol.backend import StoredCopy, decide
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION
-from clustersync.protocol.digest import digest_like, fast_digest, is_fast
+from clustersync.protocol.digest import (
+    digest_like,
+    fast_digest,
+    is_fast,
+    sorted_json_and_digest,
+)
 from clustersync.protocol.mergepatch import apply_patch
 from clustersync.protocol.messages import GetObject, NewChecksum, PatchObject, PutObject
 from clustersync.protocol.shaping import NamespaceRules, shape
@@ -74,6 +81,32 @@ def test_key_order_and_conditions_do_not_count_other_status_does() -> None:
     assert fast_digest(reordered) == fast_digest(heartbeat) == fast_digest(obj)
     assert fast_digest(moved) != fast_digest(obj)
     assert obj["status"]["conditions"]  # the input is left as it was
+
+
+CONDITIONS = [{"type": "Ready", "status": "True"}]
+SORTED_DIGEST_CASES: dict[str, dict[str, Any]] = {
+    "no status": {"kind": "Pod", "spec": {"conditions": CONDITIONS}},
+    "status without conditions": {"kind": "Pod", "status": {"phase": "Running"}},
+    "conditions only": {"kind": "Pod", "status": {"conditions": CONDITIONS}},
+    "conditions first": {"kind": "Pod", "status": {"phase": "Running", "conditions": []}},
+    "conditions between": {"status": {"b": 1, "conditions": CONDITIONS, "a": 0}, "kind": "K"},
+    "conditions last": {"status": {"zone": "a", "conditions": None, "capacity": {"x": 1}}},
+    "nested status and conditions": {
+        "status": {"conditions": CONDITIONS, "x": {"status": {"conditions": CONDITIONS}}},
+        "spec": {"status": {"conditions": CONDITIONS}},
+    },
+    "a key after status": {"status": {"conditions": CONDITIONS, "n": 1}, "subjects": [1]},
+    "a non-ascii key after status": {"status": {"conditions": CONDITIONS}, "\u00e9t\u00e9": 1},
+    "status not an object": {"status": "conditions", "kind": "K"},
+}
+
+
+@pytest.mark.parametrize("value", SORTED_DIGEST_CASES.values(), ids=SORTED_DIGEST_CASES.keys())
+def test_one_sorted_encoding_gives_the_document_and_its_digest(value: dict[str, Any]) -> None:
+    document, raw = sorted_json_and_digest(value)
+    sorted_text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert document == sorted_text.encode()
+    assert "cs1:" + raw.hex() == expected_fast_digest(value)
 
 
 def test_never_mistaken_for_kubescapes_hash() -> None:

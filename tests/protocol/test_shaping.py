@@ -20,6 +20,8 @@ from clustersync.protocol.shaping import (
     env_entries,
     has_controller_parent,
     is_filtered,
+    lend_shaped,
+    restore,
     shape,
     unmask,
 )
@@ -398,6 +400,53 @@ def test_mixed_entries_in_one_container() -> None:
         ("containers", "side", "A"),
         ("initContainers", "init", "I"),
     ]
+
+
+# ------------------------------------------------------------------ lending (the informer's cache)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "entry", "list_name"),
+    [(case[1], case[2], case[3], case[5]) for case in MASK_MATRIX],
+    ids=[case[0] for case in MASK_MATRIX],
+)
+def test_a_lent_object_is_shaped_as_shape_does_and_given_back_unchanged(
+    kind: str, path: tuple[str, ...], entry: Any, list_name: str
+) -> None:
+    live = workload(kind, path, one_env(copy.deepcopy(entry), list_name))
+    live["metadata"]["annotations"] = {LAST_APPLIED: "{}", "team": "a"}
+    live["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    before = copy.deepcopy(live)
+    things = Kind.parse("example.io/v1/things")
+    loan = lend_shaped(things, live)
+    assert loan is not None
+    assert loan.shaped == shape(things, before)
+    loan.give_back()
+    assert live == before
+    rebuilt = copy.deepcopy(shape(things, before))
+    restore(things, rebuilt, loan.removed)
+    assert rebuilt == {**before, "metadata": {k: v for k, v in before["metadata"].items()
+                                              if k != "managedFields"}}
+
+
+def test_an_env_entry_shared_by_two_containers_is_lent_and_given_back() -> None:
+    shared = {"name": "A", "value": "secret"}
+    live = workload("Pod", POD_PATH, {"containers": [{"env": [shared]}, {"env": [shared]}]})
+    before = copy.deepcopy(live)
+    loan = lend_shaped(PODS, live)
+    assert loan is not None
+    assert loan.shaped == shape(PODS, before)
+    assert loan.removed == {"env": ["secret", "secret"]}
+    loan.give_back()
+    assert shared == {"name": "A", "value": "secret"}
+
+
+@pytest.mark.parametrize("annotations", [None, "text", {"a": None}, {"a": 1}])
+def test_annotations_shaping_would_change_are_not_lent(annotations: Any) -> None:
+    live = workload("Pod", POD_PATH, one_env(copy.deepcopy(SECRET)))
+    live["metadata"]["annotations"] = annotations
+    assert lend_shaped(PODS, live) is None
+    assert live["spec"]["containers"][0]["env"] == [SECRET]
 
 
 # ------------------------------------------------------------------ unmasking

@@ -10,7 +10,8 @@ its resourceVersion, uid, fast digest, and whether a built-in controller owns it
 
 Layout: ``>H`` resourceVersion length and the resourceVersion (first, for the informer's diff),
 a flags byte, ``B`` uid length and the uid, the 32-byte SHA-256 of the fast digest if flagged,
-then the packed document (protocol.compact). The document is the shaped JSON, followed by a
+then the packed document (protocol.compact). The document is the shaped JSON (orjson's
+sorted-key encoding: the fast digest hashes that encoding, so one dump serves both), followed by a
 newline and a JSON object of the removed values when shaping removed any (orjson never writes a
 raw newline). An object whose shaping cannot be undone exactly (null or non-string annotations,
 nulled fields, an object kubescape refuses to shape, odd uids) is held as its live JSON instead,
@@ -26,14 +27,14 @@ import orjson
 
 from clustersync.model import Kind
 from clustersync.protocol.compact import Packer
-from clustersync.protocol.digest import FAST_TAG, fast_digest, fast_digest_bytes
+from clustersync.protocol.digest import FAST_TAG, fast_digest, sorted_json_and_digest
 from clustersync.protocol.shaping import (
-    Removed,
+    Loan,
     ShapingError,
     has_controller_parent,
+    lend_shaped,
     restore,
     shape,
-    shape_reversibly,
 )
 
 RV_PREFIX = 2  # bytes giving the resourceVersion's length
@@ -76,7 +77,11 @@ class Facts:
 
 def encode(kind: Kind | None, obj: dict[str, Any], packer: Packer) -> bytes:
     """The entry for ``obj`` (managedFields are never kept); with ``kind`` None it holds the
-    live JSON only. Raises :class:`UnencodableError`."""
+    live JSON only. Raises :class:`UnencodableError`.
+
+    ``obj`` is lent to shaping while this runs (its env values masked in place, then put back,
+    see shaping.lend_shaped): it must not be read elsewhere meanwhile, which in one thread
+    without awaits it cannot be."""
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         meta = {}
@@ -86,31 +91,29 @@ def encode(kind: Kind | None, obj: dict[str, Any], packer: Packer) -> bytes:
         raise UnencodableError(f"a resourceVersion of {len(rv)} bytes")
     uid_value = meta.get("uid", "")
     uid = uid_value.encode() if isinstance(uid_value, str) else b""
-    prepared = None
+    loan = None
     if (
         kind is not None
         and isinstance(uid_value, str)
         and len(uid) <= UID_LIMIT
         and isinstance(rv_value, str)  # as object_version() formats it
     ):
-        prepared = _prepared(kind, obj)  # shaping drops managedFields from its copy
+        loan = _lent(kind, obj)  # shaping drops managedFields from its copy
     try:
-        if prepared is None:
+        if loan is None:
             return _header(rv, 0, b"") + packer.pack(orjson.dumps(_without_managed_fields(obj)))
-        shaped, removed = prepared
-        document = orjson.dumps(shaped)
+        try:
+            # Sorted keys: the held JSON is also the body of the fast digest (digest.py).
+            document, digest = sorted_json_and_digest(loan.shaped)
+        finally:
+            loan.give_back()
     except orjson.JSONEncodeError as exc:
         # orjson refuses nesting of 255 levels and more; nothing downstream could send it.
         raise UnencodableError(str(exc)) from None
-    digest = fast_digest_bytes(shaped)
-    flags = SHAPED | (CONTROLLED if has_controller_parent(obj) else 0)
-    if digest is None:
-        head = _header(rv, flags, uid)
-    else:
-        head = _header(rv, flags | DIGESTED, uid) + digest
-    if removed:
-        document += _SEPARATOR + orjson.dumps(removed)
-    return head + packer.pack(document)
+    flags = SHAPED | DIGESTED | (CONTROLLED if has_controller_parent(obj) else 0)
+    if loan.removed:
+        document = b"".join((document, _SEPARATOR, orjson.dumps(loan.removed)))
+    return b"".join((_header(rv, flags, uid), digest, packer.pack(document)))
 
 
 def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +123,9 @@ def _without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def _prepared(kind: Kind, obj: dict[str, Any]) -> tuple[dict[str, Any], Removed] | None:
+def _lent(kind: Kind, obj: dict[str, Any]) -> Loan | None:
     try:
-        return shape_reversibly(kind, obj)
+        return lend_shaped(kind, obj)
     except ShapingError:
         return None  # held live; the reconciliation reports it as before
 

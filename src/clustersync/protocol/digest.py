@@ -63,6 +63,32 @@ def fast_digest_bytes(value: Any) -> bytes | None:
     return sha256(body).digest()
 
 
+def sorted_json_and_digest(value: dict[str, Any]) -> tuple[bytes, bytes]:
+    """orjson's sorted-key encoding of ``value`` and the 32 bytes of its fast digest, from one
+    encoding of the whole object where possible. Raises orjson.JSONEncodeError.
+
+    The digest's body is the same encoding without ``.status.conditions``. When ``status`` is
+    the last key in sorted order (every kind with conditions in practice), the encoding ends
+    with ``"status":<status>}``, and the body is the encoding up to ``<status>``, then the
+    status without its conditions, then ``}``: hashed in pieces, that is the digest of the
+    body without encoding the whole object a second time. Otherwise the body is encoded
+    apart, as :func:`fast_digest_bytes` does.
+    """
+    document = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    status = value.get("status")
+    if not isinstance(status, dict) or "conditions" not in status:
+        return document, sha256(document).digest()  # nothing left out: the body is the document
+    if max(value) != "status":  # keys are strings, or the encoding above refused them
+        body = orjson.dumps(_without_conditions(value), option=orjson.OPT_SORT_KEYS)
+        return document, sha256(body).digest()
+    whole = orjson.dumps(status, option=orjson.OPT_SORT_KEYS)
+    trimmed = {key: item for key, item in status.items() if key != "conditions"}
+    hasher = sha256(memoryview(document)[: len(document) - len(whole) - 1])
+    hasher.update(orjson.dumps(trimmed, option=orjson.OPT_SORT_KEYS))
+    hasher.update(b"}")
+    return document, hasher.digest()
+
+
 def is_fast(checksum: str) -> bool:
     """Whether ``checksum`` was made by :func:`fast_digest` (else it is kubescape's)."""
     return checksum.startswith(FAST_TAG)

@@ -8,8 +8,11 @@ meaning, and have container env values masked so secrets never leave the cluster
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import operator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from clustersync.model import Kind
@@ -191,37 +194,111 @@ def _shape(kind: Kind, live: dict[str, Any], env_values: list[Any] | None) -> di
 
 
 Removed = dict[str, Any]
-"""What :func:`shape_reversibly` took away: ``env`` (the masked values, in :func:`env_entries`
+"""What :func:`lend_shaped` took away: ``env`` (the masked values, in :func:`env_entries`
 order) and ``annotations`` (the stripped ones), each only if there were any."""
 
+_VALUE = "value"
+_value_of = operator.itemgetter(_VALUE)
+_has_value = operator.methodcaller("__contains__", _VALUE)
+_ONLY_DICTS = frozenset({dict})
+_ONLY_STRINGS = frozenset({str})
 
-def shape_reversibly(kind: Kind, live: dict[str, Any]) -> tuple[dict[str, Any], Removed] | None:
+
+@dataclass(slots=True)
+class Loan:
+    """A live object shaped for a moment (see :func:`lend_shaped`): ``shaped`` is valid until
+    :meth:`give_back`, which must run before anything else reads the live object."""
+
+    shaped: dict[str, Any]
+    removed: Removed
+    _masked: list[dict[str, Any]]  # the live object's env entries whose values are masked
+    _values: list[Any]  # their values, in the same order
+
+    def give_back(self) -> None:
+        """Put the masked env values back into the live object (the loan ends)."""
+        _set_values(self._masked, self._values)
+        self._masked = self._values = []
+
+
+def _set_values(entries: list[dict[str, Any]], values: Iterable[Any]) -> None:
+    # map() drives the stores from C: a Python loop over every env entry cost more than the
+    # rest of shaping (the deque of length 0 only consumes it).
+    deque(map(operator.setitem, entries, repeat(_VALUE), values), maxlen=0)
+
+
+def lend_shaped(kind: Kind, live: dict[str, Any]) -> Loan | None:
     """:func:`shape` and what it removed, so that :func:`restore` can rebuild ``live`` from the
     two; None where shaping loses more than that (annotations that are null, not strings or
-    not a map, and nulled fields), or raises :class:`ShapingError` as :func:`shape` does."""
+    not a map, and nulled fields), or raises :class:`ShapingError` as :func:`shape` does.
+
+    Why a loan: copying every container and env entry to mask the values was most of the cost
+    of shaping (each list page object is shaped once, when it arrives). Here the env values are
+    masked in ``live``'s own entries, and :meth:`Loan.give_back` puts them back; the rest is
+    shared or shallow-copied as :func:`shape` does. ``live`` reads masked until then.
+    """
     meta = live.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        meta = None
     removed: Removed = {}
-    if annotations is not None:
-        if not isinstance(annotations, dict) or not all(
-            isinstance(value, str) for value in annotations.values()
+    annotations = None
+    if meta is not None and "annotations" in meta:
+        annotations = meta["annotations"]
+        if not isinstance(annotations, dict) or not _ONLY_STRINGS.issuperset(
+            map(type, annotations.values())
         ):
-            return None
-        stripped = {key: annotations[key] for key in _STRIPPED_ANNOTATIONS if key in annotations}
-        if stripped:
-            removed["annotations"] = stripped
+            return None  # shaping would drop the map or turn nulls into "": not undoable
+        if LAST_APPLIED in annotations or CHECKSUM_ANNOTATION in annotations:
+            removed["annotations"] = {
+                key: annotations[key] for key in _STRIPPED_ANNOTATIONS if key in annotations
+            }
     typed = kind.group == STORAGE_GROUP and kind.resource in TYPED_STORAGE_RESOURCES
     if not typed and NULLED_FIELDS.get(str(kind)):
         return None
-    values: list[Any] = []
-    shaped = _shape(kind, live, values)
+    shaped = dict(live)
+    if meta is not None and ("managedFields" in meta or "annotations" in removed):
+        shaped["metadata"] = meta = dict(meta)
+        meta.pop("managedFields", None)
+        if annotations is not None and "annotations" in removed:
+            meta["annotations"] = {
+                key: value
+                for key, value in annotations.items()
+                if key not in _STRIPPED_ANNOTATIONS
+            }
+    if typed:
+        return Loan(shaped, removed, [], [])
+    masked = _env_entries_with_values(shaped)
+    # Every value is read before any is masked: an entry reached twice (one dict shared by two
+    # containers) gives its own value both times, as the copying shape() does.
+    values = list(map(_value_of, masked))
+    _set_values(masked, repeat(MASK))
     if values:
         removed["env"] = values
-    return shaped, removed
+    return Loan(shaped, removed, masked, values)
+
+
+def _env_entries_with_values(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The env entries :func:`env_entries` yields, in its order (just the entries)."""
+    found: list[dict[str, Any]] = []
+    spec = _walk(obj, pod_spec_path(str(obj.get("kind", ""))))
+    if not isinstance(spec, dict):
+        return found
+    for list_name in _CONTAINER_LISTS:
+        containers = spec.get(list_name)
+        if not isinstance(containers, list):
+            continue
+        for container in containers:
+            env = container.get("env") if isinstance(container, dict) else None
+            if not isinstance(env, list):
+                continue
+            if _ONLY_DICTS.issuperset(map(type, env)):
+                found += filter(_has_value, env)  # the usual case, tested from C
+            else:
+                found += [e for e in env if isinstance(e, dict) and _VALUE in e]
+    return found
 
 
 def restore(kind: Kind, shaped: dict[str, Any], removed: Removed) -> None:
-    """Put back into ``shaped`` (a fresh copy, changed in place) what :func:`shape_reversibly`
+    """Put back into ``shaped`` (a fresh copy, changed in place) what :func:`lend_shaped`
     removed from the live object. Raises ValueError if ``removed`` does not fit it."""
     stripped = removed.get("annotations")
     if stripped:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clustersync.model import Kind, ObjectRef
+
+if TYPE_CHECKING:  # page_items raises KubeError, defined here
+    from clustersync.adapters.kube.page_items import PageItems
 
 
 class KubeError(RuntimeError):
@@ -58,9 +61,10 @@ class Unreadable:
 
 @dataclass(frozen=True, slots=True)
 class ListPage:
-    """One page of a list; ``resource_version`` is the list's (the same on every page)."""
+    """One page of a list; ``resource_version`` is the list's (the same on every page).
+    The items are parsed as they are iterated (once), and may raise KubeError then."""
 
-    items: list[dict[str, Any]]
+    items: PageItems
     resource_version: str
 
 

@@ -30,6 +30,7 @@ from clustersync.adapters.kube.base import (
     WatchItem,
 )
 from clustersync.adapters.kube.lines import Oversized, split_lines
+from clustersync.adapters.kube.page_items import read_page
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.messages import MAX_FRAME
 
@@ -198,20 +199,17 @@ class KubeClient:
                 query.append(("continue", token))
             return asyncio.create_task(self._body("GET", path, query=query))
 
+        # List items carry no kind; checksums and filters need it.
+        defaults = {"apiVersion": kind.api_version, "kind": info.kind_name}
         # While the caller takes in one page, the next one is already on its way (as bytes:
-        # parsed only when the caller asks for it, so one page of objects is alive at a time).
+        # each item is parsed when the caller reaches it, see page_items).
         pending = fetch("")
         try:
             while True:
-                doc = _decode(await pending, what)
-                items = doc.get("items") or []
-                for item in items:
-                    # List items carry no kind; checksums and filters need it.
-                    item.setdefault("apiVersion", kind.api_version)
-                    item.setdefault("kind", info.kind_name)
-                meta = doc.get("metadata") or {}
+                head, items = read_page(await pending, defaults, what)
+                meta = head.get("metadata")
+                meta = meta if isinstance(meta, dict) else {}
                 token = meta.get("continue") or ""
-                del doc  # the caller may drop the page's items as it goes
                 if token:
                     pending = fetch(token)
                 yield ListPage(items, str(meta.get("resourceVersion", "")))

@@ -375,7 +375,7 @@ class Informer:
                     arrivals = self.arrivals = ArrivalLog()
                 list_rv = page.resource_version
                 done = await self._take_page(page.items, seen, done, arrivals)
-                page.items.clear()  # the cache holds compact copies; the parsed page can go
+                page.items.clear()  # the cache holds compact copies; the page's text can go
                 self.list_progressed.set()
         except BaseException:
             if arrivals is not None:
@@ -404,12 +404,14 @@ class Informer:
 
     async def _take_page(
         self,
-        items: list[dict[str, Any]],
+        items: Iterable[dict[str, Any]],
         seen: set[Key],
         done: int,
         arrivals: ArrivalLog | None,
     ) -> int:
-        """Take a list page into the cache (see :meth:`_relist`); returns the objects done."""
+        """Take a list page into the cache (see :meth:`_relist`); returns the objects done.
+        Each item is parsed as the loop reaches it (adapters.kube.page_items), and freed
+        after it, while it is still in the CPU's caches (unless the sink keeps it)."""
         for obj in items:
             done += 1
             if done % YIELD_EVERY == 0:
