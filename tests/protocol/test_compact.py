@@ -72,3 +72,21 @@ def test_a_primed_entry_needs_its_dictionary() -> None:
     primed = teacher.pack(doc(1))
     with pytest.raises(PackError):
         Packer().unpack(primed)  # no dictionary learned yet
+
+
+def test_a_packer_given_the_dictionary_reads_what_the_learner_packed() -> None:
+    """How a restored cache reads the entries saved with its dictionary."""
+    learner = Packer(samples=3)
+    packed = [learner.pack(doc(i)) for i in range(6)]
+    assert learner.dictionary is not None
+    reader = Packer(dictionary=learner.dictionary)
+    assert [reader.unpack(p) for p in packed] == [doc(i) for i in range(6)]
+    assert reader.unpack(reader.pack(doc(7))) == doc(7)
+
+
+def test_a_frame_claiming_a_huge_content_is_refused_not_allocated() -> None:
+    packer = Packer(samples=1)
+    packer.pack(doc(0))
+    header = b"\x28\xb5\x2f\xfd" + b"\xe0" + (2**40).to_bytes(8, "little")  # 1 TiB of content
+    with pytest.raises(PackError):
+        packer.unpack(b"\x02" + header + b"\x01\x00\x00")

@@ -30,7 +30,9 @@ from clustersync.model import Kind
 from clustersync.protocol import sealed
 from clustersync.protocol.sealed import RejectedFileError, seal, unseal
 
-FORMAT = 3  # 2: entries with a header of facts (protocol.cache_entry); 3: packed in 8 KiB windows
+# 2: entries with a header of facts (protocol.cache_entry); 3: packed in 8 KiB windows;
+# 4: entries may be zstd frames (protocol.compact)
+FORMAT = 4
 SCHEME = "clustersync-informer-cache-v1"
 SAMPLE_SIZE = 16  # entries unpacked and checked before the others are believed
 
