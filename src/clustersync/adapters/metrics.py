@@ -139,6 +139,7 @@ METRIC_ROLES: dict[str, frozenset[str]] = {
     "clustersync_ingest_seconds": frozenset({INGESTER}),
     "clustersync_ingest_lag_seconds": frozenset({INGESTER}),
     "clustersync_stale_writes": frozenset({INGESTER}),
+    "clustersync_superseded_writes": frozenset({INGESTER}),
     # The fleet's per-cluster gauges (runtime/cluster_metrics.py), from the shared store.
     "clustersync_cluster_connected": frozenset({INGESTER}),
     "clustersync_cluster_objects": frozenset({INGESTER}),
