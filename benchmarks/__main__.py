@@ -31,6 +31,11 @@ def main() -> None:
 
         ingest.main(sys.argv[2:])
         return
+    if sys.argv[1:2] == ["store-apply"]:  # the writer's CPU in PostgresStore.apply alone
+        from benchmarks import store_apply
+
+        store_apply.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--objects", type=int, default=5000, help="objects for the sync benchmark")
     args = parser.parse_args()

@@ -22,6 +22,7 @@ from clustersync.adapters.store.base import (
     ClusterInfo,
     ClusterState,
     DeadLetter,
+    Delete,
     KindCount,
     ObjectKey,
     StoredObject,
@@ -36,7 +37,6 @@ from clustersync.adapters.store.base import (
     replaceable_statuses,
     write_filter,
 )
-from clustersync.adapters.store.pg_copy import copy_data, row_parts
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.messages import WriteStatus
 
@@ -358,8 +358,8 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
 )
-# What PostgreSQL raises for an object it refuses: not JSON (22P02), a \u0000 escape or one
-# the database encoding cannot hold (22P05) from the jsonb cast; bad UTF-8 (22021) from COPY.
+# What the jsonb cast raises for text it refuses: not JSON (22P02), a \u0000 escape or one
+# the database encoding cannot hold (22P05), bad UTF-8 (22021).
 _NOT_JSONB = frozenset({"22P02", "22P05", "22021"})
 _CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -483,16 +483,36 @@ def _dedupe(writes: Sequence[Write]) -> list[tuple[Write, list[int] | None]]:
     return list(best.values())
 
 
-def _staged_row(write: Write, earlier: list[int] | None) -> list[bytes]:
-    # Valid JSON (the jsonb cast checks) that opens with "{" is an object.
-    if isinstance(write, UnparsedObject) and write.object[:1] != b"{":
-        raise BadObjectError(f"{write.key.ref}: object is not a JSON object")
-    return row_parts(write, earlier)
-
-
-async def _copy_stream(rows: list[list[bytes]]) -> AsyncIterator[bytes]:
-    for chunk in copy_data(iter(rows)):
-        yield chunk
+def _staged_row(write: Write, earlier: list[int] | None) -> tuple[Any, ...]:
+    key = write.key
+    kind = key.ref.kind
+    head = (
+        key.account,
+        key.cluster,
+        kind.group,
+        kind.version,
+        kind.resource,
+        key.ref.namespace,
+        key.ref.name,
+    )
+    if isinstance(write, Delete):
+        return (*head, "", "", "", None, write.seq, True, earlier)
+    if isinstance(write, UnparsedObject):
+        # Valid JSON (the jsonb cast checks) that opens with "{" is an object.
+        if write.object[:1] != b"{":
+            raise BadObjectError(f"{write.key.ref}: object is not a JSON object")
+        text = write.object.decode("utf-8")
+        return (*head, None, None, write.checksum, text, write.seq, False, earlier)
+    return (
+        *head,
+        write.uid,
+        write.resource_version,
+        write.checksum,
+        write.object.decode("utf-8"),
+        write.seq,
+        False,
+        earlier,
+    )
 
 
 def _row_to_object(row: asyncpg.Record) -> StoredObject:
@@ -621,14 +641,16 @@ class PostgresStore:
     async def apply(self, writes: Sequence[Write]) -> int:
         if not writes:
             return 0
-        rows = [_staged_row(w, earlier) for w, earlier in _dedupe(writes)]
+        try:
+            rows = [_staged_row(w, earlier) for w, earlier in _dedupe(writes)]
+        except UnicodeDecodeError as exc:
+            raise BadObjectError(f"object is not UTF-8 JSON text: {_one_line(exc)}") from exc
         async with self._conn() as conn:
             try:
                 async with conn.transaction():
-                    await conn.copy_to_table(
-                        _STAGING, source=_copy_stream(rows), columns=_STAGING_COLUMNS,
-                        format="binary",
-                    )  # fmt: skip
+                    await conn.copy_records_to_table(
+                        _STAGING, records=rows, columns=_STAGING_COLUMNS
+                    )
                     landed: int = await conn.fetchval(_UPSERT)
             except asyncpg.DataError as exc:
                 if exc.sqlstate in _NOT_JSONB:
