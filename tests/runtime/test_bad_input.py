@@ -98,7 +98,8 @@ BAD_FRAMES = [
 
 
 async def _next_message(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0):
-    frame = await asyncio.wait_for(ws.receive(), timeout)
+    async with asyncio.timeout(timeout):  # not asyncio.wait_for: it can swallow cancellation
+        frame = await ws.receive()
     assert frame.type == aiohttp.WSMsgType.BINARY, f"expected a message frame, got {frame!r}"
     return decode(frame.data)
 

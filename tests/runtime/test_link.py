@@ -90,7 +90,8 @@ async def test_agent_with_a_bad_token_stops_with_a_permanent_error(world: World)
     cluster = await world.add_cluster(CLUSTER_A)
     agent = Agent(world.agent_config(CLUSTER_A, access_key="wrong-token-123"), cluster.kube)
     with pytest.raises(PermanentLinkError) as refused:
-        await asyncio.wait_for(agent.run(), 10)
+        async with asyncio.timeout(10):  # not asyncio.wait_for: it can swallow cancellation
+            await agent.run()
     assert refused.value.status == 401
     assert agent.connections == 0
 

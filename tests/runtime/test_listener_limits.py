@@ -114,7 +114,8 @@ async def test_slow_headers_are_cut_off_while_a_good_agent_syncs(
             lambda: world.matches_live(CLUSTER_A, CONFIGMAPS, "shop", "during-slowloris"),
             what="a change during the flood to sync",
         )
-        cut = await asyncio.wait_for(asyncio.gather(*slow), timeout=30)
+        async with asyncio.timeout(30):  # not asyncio.wait_for: it can swallow cancellation
+            cut = await asyncio.gather(*slow)
     finally:
         stop.set()
         await asyncio.gather(*slow, return_exceptions=True)
