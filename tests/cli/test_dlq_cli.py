@@ -52,7 +52,8 @@ async def test_dead_letters_can_be_listed_shown_replayed_and_dropped(tmp_path: P
         try:
             replayed = await run_cli("dlq", "replay", str(first), "--db", db, "--bus", nats.url)
             assert replayed.code == 0, replayed
-            delivery = await asyncio.wait_for(received.get(), 10)
+            async with asyncio.timeout(10):
+                delivery = await received.get()
             assert (delivery.subject, delivery.data) == ("cs.up.acme.east.3", b'{"broken": true}')
         finally:
             await subscription.stop()

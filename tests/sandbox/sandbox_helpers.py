@@ -69,7 +69,8 @@ class WatchReader:
 
     async def next(self, timeout: float = WAIT) -> dict[str, Any] | None:
         """The next event, or None at end of stream."""
-        line = await asyncio.wait_for(self.resp.content.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await self.resp.content.readline()
         if not line:
             return None
         event: dict[str, Any] = orjson.loads(line)

@@ -109,7 +109,8 @@ async def test_run_sandbox_cli_with_seed(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        async with asyncio.timeout(30):
+            line = (await proc.stdout.readline()).decode()
         assert line.startswith("sandbox serving on http://127.0.0.1:")
         assert line.rstrip().endswith(f"kubeconfig {kubeconfig}")
         server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
@@ -122,7 +123,8 @@ async def test_run_sandbox_cli_with_seed(tmp_path: Path) -> None:
             assert [c.metadata.name for c in cms.items] == ["seeded"]
     finally:
         proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
 
 
 async def test_run_sandbox_bad_seed(tmp_path: Path) -> None:
@@ -141,7 +143,8 @@ async def test_run_sandbox_bad_seed(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.PIPE,
         env=_subprocess_env(),
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
     assert proc.returncode == 2 and err.decode().count("\n") == 1
 
 

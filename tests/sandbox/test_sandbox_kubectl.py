@@ -54,7 +54,8 @@ class Kubectl:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
         assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {err.decode()}"
         return out.decode()
 
@@ -150,7 +151,8 @@ async def test_kubectl_watch(kubeconfig: Path, sandbox: Sandbox, tmp_path: Path)
             # exactly "}" closes one.
             nonlocal decoder_buffer
             while True:
-                line = await asyncio.wait_for(proc.stdout.readline(), WAIT)  # type: ignore[union-attr]
+                async with asyncio.timeout(WAIT):
+                    line = await proc.stdout.readline()  # type: ignore[union-attr]
                 assert line, "kubectl --watch ended early"
                 decoder_buffer += line.decode()
                 if line.rstrip(b"\n") == b"}":

@@ -403,7 +403,8 @@ async def test_kubernetes_asyncio_watch_helper(api: client.ApiClient, sandbox: S
             seen.append((event["type"], event["object"].metadata.name))
             w.stop()
 
-    await asyncio.wait_for(consume(), WAIT)
+    async with asyncio.timeout(WAIT):
+        await consume()
     assert seen == [("ADDED", "via-watch")]
 
 
