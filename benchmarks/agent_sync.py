@@ -32,7 +32,8 @@ import orjson
 from benchmarks.pods import pod
 from clustersync.adapters.kube.informer import ObjectCache, key_of
 from clustersync.model import Kind
-from clustersync.protocol.agent import AgentSession, Cached, Listed, Strategy
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Cached, Listed, Strategy
 from clustersync.protocol.inventory import bucket_digests
 from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch
 from clustersync.protocol.shaping import NamespaceRules

@@ -26,7 +26,8 @@ import yaml
 
 from benchmarks.pods import pod
 from clustersync.adapters.kube.client import KubeClient
-from clustersync.runtime.agent import RELEASE_CHECK_INTERVAL, Agent
+from clustersync.runtime.agent import Agent
+from clustersync.runtime.agent_core import RELEASE_CHECK_INTERVAL
 from clustersync.runtime.config import load_agent_config
 
 ADMIN, AGENT = "memory-admin-token", "memory-agent-token"

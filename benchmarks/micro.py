@@ -11,7 +11,8 @@ import orjson
 
 from benchmarks.pods import pod
 from clustersync.model import Kind
-from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, WatchEvent
 from clustersync.protocol.backend import StoredCopy, decide
 from clustersync.protocol.checksum import canonical_checksum
 from clustersync.protocol.codec import encode

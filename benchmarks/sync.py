@@ -19,7 +19,7 @@ from clustersync.adapters.store import ObjectKey, StoredObject
 from clustersync.adapters.store.sqlite import open_sqlite
 from clustersync.model import Kind, ObjectRef
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.shaping import NamespaceRules
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend

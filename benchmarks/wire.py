@@ -20,7 +20,7 @@ from clustersync.adapters.kube.client import KubeClient
 from clustersync.adapters.store.sqlite import SqliteStore, open_sqlite
 from clustersync.model import Kind
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.shaping import NamespaceRules, shape
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend

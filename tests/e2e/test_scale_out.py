@@ -26,7 +26,7 @@ from tests.servers import RunningNats, free_port, start_nats
 
 from clustersync.adapters.kube.client import KubeClient
 from clustersync.model import Kind
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.shaping import NamespaceRules
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import AgentConfig, ResourceSpec

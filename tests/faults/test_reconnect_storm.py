@@ -9,7 +9,7 @@ from tests.faults.topology import Fleet, configmap, seed, token_of, until
 
 from clustersync.adapters.kube.client import KubeClient
 from clustersync.model import Kind
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.shaping import NamespaceRules
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import AgentConfig, ResourceSpec

@@ -14,7 +14,8 @@ from golden_cases import cases, same_document
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol import codec, gojson
-from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, WatchEvent
 from clustersync.protocol.backend import StoredCopy, Upsert, decide
 from clustersync.protocol.checksum import checksum_of_json
 from clustersync.protocol.mergepatch import apply_patch, create_patch, is_noop_patch

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from clustersync.protocol.agent import checksum_of
+from clustersync.protocol.agent_types import checksum_of
 from clustersync.protocol.checksum import (
     CHECKSUM_ANNOTATION,
     canonical_checksum,

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, WatchEvent
 from clustersync.protocol.checksum import canonical_checksum
 from clustersync.protocol.checksum_cache import (
     SAMPLE_SIZE,

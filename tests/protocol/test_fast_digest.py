@@ -19,7 +19,8 @@ from tests.faults.digests import (
 )
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, WatchEvent
 from clustersync.protocol.backend import StoredCopy, decide
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION
 from clustersync.protocol.digest import (

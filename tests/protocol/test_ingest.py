@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.ingest import IngestRefusedError, ingest
 from clustersync.protocol.messages import PatchObject, PutObject
 

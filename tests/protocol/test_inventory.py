@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, Strategy, checksum_of
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, checksum_of
 from clustersync.protocol.backend import inventory_answer
 from clustersync.protocol.checksum_cache import Entry
 from clustersync.protocol.codec import DecodeError, decode, encode

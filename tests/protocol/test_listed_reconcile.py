@@ -10,13 +10,9 @@ import pytest
 
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol import cache_entry
-from clustersync.protocol.agent import (
-    AgentSession,
-    Listed,
-    ReconcilePasses,
-    Strategy,
-    WatchEvent,
-)
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_reconcile import ReconcilePasses
+from clustersync.protocol.agent_types import Listed, Strategy, WatchEvent
 from clustersync.protocol.cache_entry import Facts
 from clustersync.protocol.checksum import canonical_checksum
 from clustersync.protocol.compact import Packer

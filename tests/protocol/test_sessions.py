@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import (
-    AgentSession,
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import (
     ClusterWrite,
     Strategy,
     Verb,

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind
-from clustersync.protocol.agent import AgentSession, Strategy, WatchEvent
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, WatchEvent
 from clustersync.protocol.shaping import NamespaceRules
 
 PODS = Kind("", "v1", "pods")

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, Strategy
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.checksum import CHECKSUM_ANNOTATION
 from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch, NewChecksum
 from clustersync.protocol.shaping import (

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, Cached, Strategy, WatchEvent
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Cached, Strategy, WatchEvent
 from clustersync.protocol.compact import Packer
 from clustersync.protocol.messages import BATCH_RECONCILIATION, Batch, PatchObject, PutObject
 from clustersync.protocol.shaping import MASK, NamespaceRules

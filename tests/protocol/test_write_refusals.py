@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import AgentSession, Strategy, WritePolicy
+from clustersync.protocol.agent import AgentSession
+from clustersync.protocol.agent_types import Strategy, WritePolicy
 from clustersync.protocol.messages import (
     ObjectDeleted,
     PutObject,

@@ -30,7 +30,7 @@ from clustersync.adapters.store import ObjectKey, StoredObject
 from clustersync.adapters.store.sqlite import SqliteStore, open_sqlite
 from clustersync.model import Kind, ObjectRef
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.envelope import (
     Envelope,
     down_subject,

@@ -14,7 +14,7 @@ import yaml
 
 from clustersync.model import Kind
 from clustersync.model.identity import Identity
-from clustersync.protocol.agent import Strategy, Verb, WritePolicy
+from clustersync.protocol.agent_types import Strategy, Verb, WritePolicy
 from clustersync.runtime.config import (
     AgentConfig,
     ConfigError,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from aiohttp.compression_utils import ZLibBackend, ZLibCompressor
 
-from clustersync.runtime.agent import use_fast_deflate
+from clustersync.runtime.agent_link import use_fast_deflate
 
 
 @pytest.fixture

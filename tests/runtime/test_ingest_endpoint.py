@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.messages import Message, PatchObject, PutObject
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import (

@@ -17,7 +17,7 @@ except ImportError:  # plain `pytest`: the test directory itself is on sys.path
     )
 
 from clustersync.model import Kind
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import ResourceSpec
 

@@ -8,7 +8,7 @@ import orjson
 
 from clustersync.adapters.store import Delete
 from clustersync.model import Kind
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import ResourceSpec
 

@@ -15,7 +15,7 @@ from clustersync.adapters.store.sqlite import open_sqlite
 from clustersync.link.client import LinkError
 from clustersync.model import Kind
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.shaping import NamespaceRules
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend

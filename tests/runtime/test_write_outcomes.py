@@ -19,7 +19,7 @@ import pytest
 from clustersync.adapters.bus.memory import MemoryBus
 from clustersync.adapters.store.postgres import open_postgres
 from clustersync.model import Kind, ObjectRef
-from clustersync.protocol.agent import Strategy, WritePolicy
+from clustersync.protocol.agent_types import Strategy, WritePolicy
 from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
 from clustersync.runtime.config import ResourceSpec

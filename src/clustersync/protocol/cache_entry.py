@@ -71,7 +71,7 @@ class Facts:
 
     @property
     def version(self) -> str:
-        """The "uid/resourceVersion" a checksum belongs to (as protocol.agent.object_version)."""
+        """The "uid/resourceVersion" a checksum belongs to (as agent_types.object_version)."""
         return f"{self.uid}/{self.resource_version}"
 
 

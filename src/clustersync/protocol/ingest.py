@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from clustersync.model import Kind, KindError, ObjectRef
-from clustersync.protocol.agent import Strategy
+from clustersync.protocol.agent_types import Strategy
 from clustersync.protocol.messages import PatchObject, PutObject, reply_meta
 
 __all__ = ["PATH_PREFIX", "SYNC_CHECKSUM", "IngestRefusedError", "ingest", "strategy_of"]

@@ -17,7 +17,7 @@ from clustersync.model import Kind, KindError
 from clustersync.model.identity import Identity, TokenTable
 from clustersync.model.kind_names import KindCatalog
 from clustersync.model.versions import AGENT_VERSION, is_agent_version
-from clustersync.protocol.agent import Strategy, Verb, WritePolicy
+from clustersync.protocol.agent_types import Strategy, Verb, WritePolicy
 from clustersync.protocol.shaping import NamespaceRules
 
 

@@ -23,7 +23,7 @@ from clustersync.adapters.store import Store
 from clustersync.adapters.store.sqlite import open_sqlite
 from clustersync.model import Kind
 from clustersync.model.identity import Identity, TokenTable
-from clustersync.protocol.agent import Strategy, ref_of
+from clustersync.protocol.agent_types import Strategy, ref_of
 from clustersync.protocol.digest import fast_digest
 from clustersync.protocol.shaping import NamespaceRules, is_filtered, shape
 from clustersync.runtime.agent import Agent
