@@ -108,12 +108,16 @@ def test_a_page_that_is_not_a_list_is_a_kube_error(body: bytes) -> None:
         read(body)
 
 
-def test_fields_after_the_items_that_the_split_cannot_see_are_an_error_not_a_wrong_page() -> None:
+@pytest.mark.parametrize("after", [[pod(2), pod(3)], [pod(2)], []], ids=["two", "one", "none"])
+def test_a_list_field_after_the_items_is_read_as_a_whole_parse_reads_it(
+    after: list[dict[str, Any]],
+) -> None:
     # The page ends in "]}" and its first "items" is its own, so the items are split; the
-    # field after them only shows when the last item does not parse.
-    body = orjson.dumps({"metadata": META, "items": [pod(0), pod(1)], "x": [pod(2), pod(3)]})
-    with pytest.raises(KubeError, match="fields after its items"):
-        read(body)
+    # field after them only shows when the last item does not parse. Items: exactly the page's.
+    whole = {"metadata": META, "items": [pod(0), pod(1)], "x": after}
+    head, items = read(orjson.dumps(whole))
+    assert items == [{**DEFAULTS, **item} for item in whole["items"]]
+    assert head["metadata"] == META
 
 
 def test_a_page_without_items_has_none() -> None:

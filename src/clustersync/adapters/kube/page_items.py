@@ -106,10 +106,11 @@ class PageItems:
             return [orjson.loads(text)]
         except orjson.JSONDecodeError:
             pass
-        head, whole = _read_whole(self._body, self._what)
-        if head != self._head:
-            # The page's fields go on after its items: the head read first was not all of it.
-            raise PageError(f"{self._what}: a list page with fields after its items")
+        # Every item handed over so far was one of the page's items, in order (a piece is taken
+        # only where it parses whole, and the next piece starts right after it), so the rest
+        # is the whole parse's items after them. That holds even where the page has fields
+        # after its items (the head read first lacks them; the list's metadata comes before).
+        _, whole = _read_whole(self._body, self._what)
         return whole[taken:]
 
 
