@@ -139,8 +139,9 @@ def _accept_put(msg: PutObject, out: Decision, store_parses: bool) -> None:
     if store_parses and msg.checksum and msg.object[:1] == b"{":
         out.change = UpsertText(msg.ref, msg.object, msg.checksum)
         return
-    # The one parse of the object on the ingester's path: the codec leaves payloads unparsed
-    # for it, so a bad object is refused here, alone, and the rest of its batch goes on.
+    # Otherwise, or when the store refused the message, the one parse of the object on the
+    # ingester's path: the codec leaves payloads unparsed for it, so a bad object is refused
+    # here, alone, and the rest of its batch goes on.
     try:
         obj = orjson.loads(msg.object)
     except orjson.JSONDecodeError as exc:

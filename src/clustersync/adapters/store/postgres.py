@@ -249,7 +249,6 @@ _STAGING_COLUMNS = (
 )
 
 
-
 def _string_at(field: str) -> str:
     """SQL for the string at ``metadata.<field>`` of the staged object ``j``, else ''."""
     path = f"'{{metadata,{field}}}'"
