@@ -374,11 +374,12 @@ class World:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def start_agent(self, name: str) -> Agent:
-        """A fresh agent (as after a process restart) running as a task."""
+    def start_agent(self, name: str, **overrides: Any) -> Agent:
+        """A fresh agent (as after a process restart) running as a task; ``overrides`` change
+        its configuration (see agent_config)."""
         cluster = self.clusters[name]
         assert cluster.task is None, f"agent of {name} already running"
-        agent = Agent(self.agent_config(name), cluster.kube)
+        agent = Agent(self.agent_config(name, **overrides), cluster.kube)
         cluster.agent = agent
         cluster.task = asyncio.create_task(agent.run(), name=f"agent-{name}")
         cluster.agents_started += 1

@@ -15,7 +15,6 @@ from clustersync.model import ObjectRef
 from clustersync.model.identity import Identity
 from clustersync.protocol.codec import decode, encode
 from clustersync.protocol.messages import GetObject, NewChecksum, PutObject, new_msg_id
-from clustersync.runtime.agent import Agent
 
 try:
     from tests.runtime.harness import (
@@ -146,10 +145,8 @@ async def test_cluster_keys_still_refuse_another_clusters_header(keyed: World) -
 
 async def test_our_agent_syncs_with_an_account_key(keyed: World) -> None:
     world = keyed
-    cluster = await world.add_cluster(CLUSTER_A)
-    agent = Agent(world.agent_config(CLUSTER_A, access_key=ACCOUNT_KEY), cluster.kube)
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run())  # the world stops it at teardown
+    await world.add_cluster(CLUSTER_A)
+    world.start_agent(CLUSTER_A, access_key=ACCOUNT_KEY)  # the world stops it at teardown
     await world.wait_synced(CLUSTER_A)
     assert world.backend.server.connections[(ACCOUNT, CLUSTER_A)].cluster == CLUSTER_A
 

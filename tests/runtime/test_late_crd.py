@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 try:  # `python -m pytest` from the repo root
@@ -18,7 +17,6 @@ except ImportError:  # plain `pytest`: the test directory itself is on sys.path
 
 from clustersync.model import Kind
 from clustersync.protocol.agent_types import Strategy
-from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import ResourceSpec
 
 WIDGETS = Kind("example.com", "v1", "widgets")
@@ -44,12 +42,9 @@ async def test_a_crd_installed_after_the_agent_started_is_synced(
         [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}},
          configmap("settings")],
     )  # fmt: skip
-    config = world.agent_config(
+    agent = world.start_agent(
         CLUSTER_A, resources=(*RESOURCES, ResourceSpec(WIDGETS, Strategy.COPY))
     )
-    agent = Agent(config, cluster.kube)
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run())
     settings = await eventually(
         lambda: world.row(CLUSTER_A, Kind("", "v1", "configmaps"), "shop", "settings"),
         what="the other kinds to sync while the CRD is missing",

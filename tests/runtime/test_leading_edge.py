@@ -6,8 +6,6 @@ The agent runs with a 30 s quiet period: without the leading edge the first chan
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 
 try:
@@ -21,13 +19,8 @@ QUIET = 30.0
 
 
 async def start_slow_agent(world: World) -> Agent:
-    cluster = await world.add_cluster(CLUSTER_A)
-    agent = Agent(
-        world.agent_config(CLUSTER_A, coalesce_quiet=QUIET, coalesce_max_wait=2 * QUIET),
-        cluster.kube,
-    )
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run(), name="agent-slow")
+    await world.add_cluster(CLUSTER_A)
+    agent = world.start_agent(CLUSTER_A, coalesce_quiet=QUIET, coalesce_max_wait=2 * QUIET)
     await world.wait_synced(CLUSTER_A)
     return agent
 

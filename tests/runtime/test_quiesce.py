@@ -3,7 +3,6 @@ may assert right after it without polling (and assert that nothing more happened
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 
 import orjson
@@ -28,7 +27,6 @@ except ImportError:
         eventually,
     )
 
-from clustersync.runtime.agent import Agent
 
 HELD = 0.5  # seconds the coalescer holds a change made right after another one
 
@@ -52,12 +50,7 @@ async def test_a_change_in_the_cluster_is_stored_when_quiesce_returns(synced: Wo
 
 async def test_quiesce_waits_for_a_change_the_coalescer_holds(world: World) -> None:
     cluster = await world.add_cluster(CLUSTER_A)
-    agent = Agent(
-        world.agent_config(CLUSTER_A, coalesce_quiet=HELD, coalesce_max_wait=2 * HELD),
-        cluster.kube,
-    )
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run(), name="agent-held")
+    world.start_agent(CLUSTER_A, coalesce_quiet=HELD, coalesce_max_wait=2 * HELD)
     await world.wait_synced(CLUSTER_A)
 
     cluster.patch(CONFIGMAPS, "shop", "settings", {"data": {"currency": "GBP"}})  # at once

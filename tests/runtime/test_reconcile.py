@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 
 from clustersync.adapters.store import Delete
 from clustersync.model import Kind
 from clustersync.protocol.agent_types import Strategy
-from clustersync.runtime.agent import Agent
 from clustersync.runtime.config import ResourceSpec
 
 try:
@@ -113,25 +110,19 @@ async def test_first_sync_sends_whole_objects_without_checksum_round_trips(world
 
 
 async def test_a_kind_the_cluster_does_not_serve_holds_back_only_itself(world: World) -> None:
-    cluster = await world.add_cluster(CLUSTER_A)
+    await world.add_cluster(CLUSTER_A)
     missing = Kind("example.com", "v1", "widgets")  # no such resource in the sandbox
-    config = world.agent_config(
+    agent = world.start_agent(
         CLUSTER_A, resources=(*RESOURCES, ResourceSpec(missing, Strategy.COPY))
     )
-    agent = Agent(config, cluster.kube)
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run())
     await world.wait_synced(CLUSTER_A)
     assert not agent.informers[missing].synced.is_set()
     assert not agent.ready()  # not every resource could be listed
 
 
 async def test_periodic_resync_repairs_the_store_without_a_reconnect(world: World) -> None:
-    cluster = await world.add_cluster(CLUSTER_A)
-    config = world.agent_config(CLUSTER_A, resync_interval=0.2)
-    agent = Agent(config, cluster.kube)
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run())
+    await world.add_cluster(CLUSTER_A)
+    agent = world.start_agent(CLUSTER_A, resync_interval=0.2)
 
     async def stored() -> bool:
         return await world.row(CLUSTER_A, CONFIGMAPS, "shop", "settings") is not None

@@ -8,7 +8,6 @@ refuses what it can know is wrong (unknown cluster 404, unsynced kind or wrong s
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from clustersync.adapters.bus.memory import MemoryBus
 from clustersync.adapters.store.postgres import open_postgres
 from clustersync.model import Kind, ObjectRef
 from clustersync.protocol.agent_types import Strategy, WritePolicy
-from clustersync.runtime.agent import Agent
 from clustersync.runtime.backend import Backend
 from clustersync.runtime.config import ResourceSpec
 
@@ -106,16 +104,6 @@ async def described(world: World, cluster: str) -> None:
         return await world.store.cluster_info(ACCOUNT, cluster)
 
     await eventually(info, what=f"the agent of {cluster} to say which kinds it syncs")
-
-
-def start_agent_with(world: World, name: str, **overrides: Any) -> Agent:
-    """Like World.start_agent, with a changed agent configuration."""
-    cluster = world.clusters[name]
-    agent = Agent(world.agent_config(name, **overrides), cluster.kube)
-    cluster.agent = agent
-    cluster.task = asyncio.create_task(agent.run(), name=f"agent-{name}")
-    cluster.agents_started += 1
-    return agent
 
 
 async def request(
@@ -276,7 +264,7 @@ async def test_kinds_as_kubectl_users_write_them(synced: World) -> None:
 
 async def test_a_policy_refusal_restores_the_clusters_copy_in_the_store(world: World) -> None:
     await world.add_cluster(CLUSTER_A)
-    start_agent_with(world, CLUSTER_A, write_policy=WritePolicy(namespaces=frozenset({"shop"})))
+    world.start_agent(CLUSTER_A, write_policy=WritePolicy(namespaces=frozenset({"shop"})))
     await world.wait_synced(CLUSTER_A)
     changed = configmap("operator-config", "kubescape", mode="off")
     status, _, accepted = await push(world, CLUSTER_A, changed)
@@ -312,7 +300,7 @@ async def test_a_misspelled_cluster_is_404(synced: World) -> None:
 
 async def test_a_kind_the_agent_does_not_sync_is_422(world: World) -> None:
     await world.add_cluster(CLUSTER_B)
-    start_agent_with(world, CLUSTER_B, resources=(ResourceSpec(CONFIGMAPS, Strategy.COPY),))
+    world.start_agent(CLUSTER_B, resources=(ResourceSpec(CONFIGMAPS, Strategy.COPY),))
     await described(world, CLUSTER_B)
     secret = {
         "apiVersion": "v1",
@@ -347,7 +335,7 @@ async def test_an_unsynced_kind_accepted_before_the_agent_spoke_is_not_kept(worl
         return await world.row(CLUSTER_B, secrets, "shop", "early") is not None
 
     await eventually(stored, what="the backend to store its write")  # as it does every write
-    start_agent_with(world, CLUSTER_B, resources=(ResourceSpec(CONFIGMAPS, Strategy.COPY),))
+    world.start_agent(CLUSTER_B, resources=(ResourceSpec(CONFIGMAPS, Strategy.COPY),))
     done = await outcome(world, accepted)
     assert (done["status"], done["reason"]) == ("refused", f"{SECRETS_PATH} is not synced here")
 
