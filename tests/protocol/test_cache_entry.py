@@ -95,6 +95,20 @@ def test_the_held_json_is_the_sorted_encoding_and_the_object_is_left_as_it_was()
     assert held == json.dumps(shaped, sort_keys=True, separators=(",", ":")).encode()
 
 
+def test_the_shaped_json_read_after_the_facts_skips_the_header_and_is_the_same() -> None:
+    live = pod(uid="u" * 40, resourceVersion="123456789")
+    packer = Packer(samples=1)
+    entry = entry_of(PODS, live, packer)
+    facts = cache_entry.facts(entry)
+    # The packed document follows the header: rv length, rv, flags, uid length, uid, digest.
+    assert facts.document_at == 2 + len("123456789") + 2 + 40 + 32
+    expected = json.dumps(shape(PODS, live), sort_keys=True, separators=(",", ":")).encode()
+    assert cache_entry.shaped_json(entry, packer, facts) == expected
+    # Facts made elsewhere (no offset) make it read the header as before.
+    stand_in = cache_entry.Facts(facts.resource_version, facts.uid, facts.digest, False, True)
+    assert cache_entry.shaped_json(entry, packer, stand_in) == expected
+
+
 def test_entries_packed_after_the_dictionary_was_learned_read_back_too() -> None:
     packer = Packer(samples=2)
     objects = [pod(f"web-{i}") for i in range(5)]
@@ -164,6 +178,7 @@ def test_objects_shaping_cannot_undo_are_held_live_without_facts(
     facts = cache_entry.facts(entry)
     assert not facts.shaped and facts.digest is None
     assert cache_entry.shaped_json(entry, packer) is None
+    assert cache_entry.shaped_json(entry, packer, facts) is None
     assert cache_entry.live(kind, entry, packer) == without_managed_fields(live)
 
 

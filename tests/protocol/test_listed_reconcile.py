@@ -71,8 +71,8 @@ class Entries:
         self.parsed += 1
         return cache_entry.live(self.kind, entry, self.packer)
 
-    def shaped_json(self, entry: bytes) -> bytes | None:
-        return cache_entry.shaped_json(entry, self.packer)
+    def shaped_json(self, entry: bytes, known: Facts | None = None) -> bytes | None:
+        return cache_entry.shaped_json(entry, self.packer, known)
 
 
 def cluster() -> list[dict[str, Any]]:

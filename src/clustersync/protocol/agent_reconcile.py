@@ -173,6 +173,6 @@ class Reconciliation(SessionState):
         self.synced.hold(ref, facts.version, checksum)  # as _recorded, in one lookup
         if backend.get(ref) == checksum:
             return None
-        body = item.reader.shaped_json(item.entry)
+        body = item.reader.shaped_json(item.entry, facts)  # its header is read once
         assert body is not None  # a shaped entry holds it
         return self._put_whole(ref, body, checksum, meta, item.entry)

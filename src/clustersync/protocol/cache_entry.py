@@ -20,7 +20,7 @@ flagged so; the agent then reads, shapes and hashes it when it needs to, as befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -58,16 +58,21 @@ class UnencodableError(ValueError):
     resourceVersion)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
     """What the header of an entry says; ``digest`` and ``shaped`` go together (see
-    :func:`encode`), and ``controlled`` is meaningful only when ``shaped``."""
+    :func:`encode`), and ``controlled`` is meaningful only when ``shaped``. Not frozen: one is
+    read for every object a first sync reconciles, and a frozen one cost half again as much
+    to make (its fields set through ``object.__setattr__``)."""
 
     resource_version: str
     uid: str
     digest: str | None  # the fast digest of the shaped object, ``cs1:...``
     controlled: bool
     shaped: bool
+    # Where the packed document starts in the entry these facts were read from (-1: unknown),
+    # so that sending the entry's shaped JSON does not read its header a second time.
+    document_at: int = field(default=-1, compare=False, repr=False)
 
     @property
     def version(self) -> str:
@@ -139,16 +144,18 @@ def resource_version(entry: bytes) -> str:
 
 
 def facts(entry: bytes) -> Facts:
-    at, flags, uid = _read_header(entry)
+    rv_end, at, flags, uid = _read_header(entry)
     digest = None
     if flags & DIGESTED:
         digest = FAST_TAG + entry[at : at + _DIGEST_BYTES].hex()
+        at += _DIGEST_BYTES
     return Facts(
-        resource_version=resource_version(entry),
+        resource_version=entry[RV_PREFIX:rv_end].decode(),
         uid=uid,
         digest=digest,
         controlled=bool(flags & CONTROLLED),
         shaped=bool(flags & SHAPED),
+        document_at=at,
     )
 
 
@@ -171,20 +178,20 @@ def describes(kind: Kind, entry: bytes, obj: dict[str, Any]) -> bool:
         return False
 
 
-def _read_header(entry: bytes) -> tuple[int, int, str]:
-    """(offset of what follows the uid, flags, uid)."""
-    at = RV_PREFIX + int.from_bytes(entry[:RV_PREFIX], "big")
-    if len(entry) < at + 2:
+def _read_header(entry: bytes) -> tuple[int, int, int, str]:
+    """(end of the resourceVersion, offset of what follows the uid, flags, uid)."""
+    rv_end = RV_PREFIX + int.from_bytes(entry[:RV_PREFIX], "big")
+    if len(entry) < rv_end + 2:
         raise EntryError("truncated entry header")
-    flags, uid_len = entry[at], entry[at + 1]
+    flags, uid_len = entry[rv_end], entry[rv_end + 1]
     if flags & ~_KNOWN_FLAGS:
         raise EntryError(f"unknown entry flags {flags:#x}")
-    uid = entry[at + 2 : at + 2 + uid_len].decode()
-    return at + 2 + uid_len, flags, uid
+    at = rv_end + 2 + uid_len
+    return rv_end, at, flags, entry[rv_end + 2 : at].decode()
 
 
 def _document(entry: bytes, packer: Packer) -> tuple[int, bytes]:
-    at, flags, _ = _read_header(entry)
+    _, at, flags, _ = _read_header(entry)
     if flags & DIGESTED:
         at += _DIGEST_BYTES
     return flags, packer.unpack(entry[at:])
@@ -205,11 +212,17 @@ def live(kind: Kind | None, entry: bytes, packer: Packer) -> dict[str, Any]:
     return obj
 
 
-def shaped_json(entry: bytes, packer: Packer) -> bytes | None:
-    """The shaped JSON the entry holds (what the backend receives), or None for a live one."""
-    flags, document = _document(entry, packer)
-    if not flags & SHAPED:
-        return None
+def shaped_json(entry: bytes, packer: Packer, known: Facts | None = None) -> bytes | None:
+    """The shaped JSON the entry holds (what the backend receives), or None for a live one.
+    ``known``, the :func:`facts` of this very entry, spares reading its header again."""
+    if known is not None and known.document_at >= 0:
+        if not known.shaped:
+            return None
+        document = packer.unpack(entry[known.document_at :])
+    else:
+        flags, document = _document(entry, packer)
+        if not flags & SHAPED:
+            return None
     return document.partition(_SEPARATOR)[0]
 
 

@@ -222,9 +222,10 @@ class ObjectCache:
         entry = self._items.get(key)
         return None if entry is None else cache_entry.facts(entry)
 
-    def shaped_json(self, entry: bytes) -> bytes | None:
-        """The shaped JSON of an entry this cache held, if it holds it (see cache_entry)."""
-        return cache_entry.shaped_json(entry, self._packer)
+    def shaped_json(self, entry: bytes, known: Facts | None = None) -> bytes | None:
+        """The shaped JSON of an entry this cache held, if it holds it (see cache_entry;
+        ``known``: the entry's facts, read already)."""
+        return cache_entry.shaped_json(entry, self._packer, known)
 
     def _parsed(self, entry: bytes) -> dict[str, Any]:
         return cache_entry.live(self.kind, entry, self._packer)
