@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from clustersync.model import Kind, ObjectRef
+from clustersync.protocol import codec
 from clustersync.protocol.codec import (
     DecodeError,
     TooDeepError,
@@ -649,3 +650,23 @@ def test_puts_of_a_batch_are_worded_as_a_lone_put_with_the_batch_kind() -> None:
     ]
     assert items == expected
     assert [list(item) for item in items] == [list(item) for item in expected]  # key order too
+
+
+def test_batch_items_keep_each_its_own_kind() -> None:
+    # Items repeat their kind; a kind read once must not stand in for a different one.
+    deployments = {"Group": "apps", "Version": "v1", "Resource": "deployments"}
+    items = [_GO_ITEM, {**_GO_ITEM, "Kind": deployments}, {**_GO_ITEM, "Kind": dict(_KIND)}]
+    batch = from_wire({"Event": 8, "Kind": _KIND, "Items": {"PutObject": items}})
+    assert isinstance(batch, Batch)
+    assert [item.ref.kind for item in batch.put_object] == [PODS, DEPLOYMENTS, PODS]
+
+
+def test_refused_item_kinds_are_not_remembered() -> None:
+    # Items' kinds are looked up in a cache; an agent's junk must not fill it.
+    before = codec._quick_kind.cache_info().currsize
+    junk = {"Group": "x" * 100_000, "Version": "v1", "Resource": "Pods"}
+    doc = {"Event": 8, "Kind": _KIND, "Items": {"PutObject": [{**_GO_ITEM, "Kind": junk}]}}
+    with pytest.raises(DecodeError) as info:
+        from_wire(doc)
+    assert info.value.reason == "bad_kind"
+    assert codec._quick_kind.cache_info().currsize == before

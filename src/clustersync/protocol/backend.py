@@ -224,6 +224,8 @@ def decide_all(
 def _within_depth(decision: Decision) -> Decision:
     """Replies deeper than the limit are not sent: every peer would drop them (the chain has run
     too long), and a bus envelope that deep could not even be decoded."""
+    if not decision.send:  # every put of an initial sync: nothing to filter
+        return decision
     kept = [reply for reply in decision.send if reply.depth <= MAX_DEPTH]
     if len(kept) < len(decision.send):
         decision.errors.append(("too_deep", f"reply chain reached depth {MAX_DEPTH}: not sent"))

@@ -271,17 +271,16 @@ def _quick_item(item: Any, event: Event, check: bool) -> ObjectMessage | None:
     payload_key = _PAYLOAD_KEYS.get(event)
     if payload_key is None or type(item) is not dict or not item.keys() <= _GO_ITEM_KEYS:
         return None
-    kind = item.get("Kind")
-    name = item.get("Name")
-    namespace = item.get("Namespace", "")
-    depth = item.get("Depth", 0)
-    msg_id = item.get("MsgId", "")
-    checksum = item.get("Checksum", "")
-    payload = item.get(payload_key)
+    get = item.get
+    kind_doc = get("Kind")
+    name = get("Name")
+    namespace = get("Namespace", "")
+    depth = get("Depth", 0)
+    msg_id = get("MsgId", "")
+    checksum = get("Checksum", "")
+    payload = get(payload_key)
     if (
-        type(kind) is not dict
-        or not kind.keys() <= _GO_KIND_KEYS
-        or kind.get("AdditionalProperties") is not None
+        type(kind_doc) is not dict
         or type(name) is not str
         or not name
         or type(namespace) is not str
@@ -292,17 +291,34 @@ def _quick_item(item: Any, event: Event, check: bool) -> ObjectMessage | None:
         or not payload
     ):
         return None
-    group, version, resource = (kind.get(k, "") for k in ("Group", "Version", "Resource"))
-    if type(group) is not str or type(version) is not str or type(resource) is not str:
-        return None
     try:
-        ref = ObjectRef(_kind_of(group, version, resource), namespace, name)
-    except KindError:
+        kind = _quick_kind(tuple(kind_doc.items()))
+    except (TypeError, _NotGoKindError, KindError):  # TypeError: unhashable, so not a string
         return None
+    ref = ObjectRef(kind, namespace, name)
     data = json_text(payload.encode(), payload_key) if check else payload.encode()
     if event is Event.PUT_OBJECT:
         return PutObject(ref=ref, checksum=checksum, object=data, depth=depth, msg_id=msg_id)
     return PatchObject(ref=ref, checksum=checksum, patch=data, depth=depth, msg_id=msg_id)
+
+
+class _NotGoKindError(Exception):
+    """A batch item's kind not in Go's spelling and types: the full reading takes it."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _quick_kind(pairs: tuple[tuple[str, Any], ...]) -> Kind:
+    """The kind of a batch item in Go's spelling, from its pairs as they came. Every item of a
+    batch repeats its kind: looking its pairs up once per item costs less than reading and
+    checking three fields each time. Anything else raises, so that only valid kinds (short
+    names) are cached, never an agent's long or changing junk."""
+    doc = dict(pairs)
+    if not doc.keys() <= _GO_KIND_KEYS or doc.get("AdditionalProperties") is not None:
+        raise _NotGoKindError
+    group, version, resource = (doc.get(k, "") for k in ("Group", "Version", "Resource"))
+    if type(group) is not str or type(version) is not str or type(resource) is not str:
+        raise _NotGoKindError
+    return _kind_of(group, version, resource)
 
 
 def _decode_items(value: Any, event: Event, check: bool) -> tuple[Any, ...]:
